@@ -1,0 +1,158 @@
+//! The ABI shared by the eBPF programs and the userspace loader.
+//!
+//! Everything here is `#[repr(C)]`, made only of integers and byte arrays, so
+//! that any bit pattern is a valid value and both sides agree on the layout
+//! without a serialisation step on the kernel's hot path.
+#![no_std]
+
+/// Length of `task_struct.comm`, fixed by the kernel ABI.
+pub const TASK_COMM_LEN: usize = 16;
+
+/// Tags the first word of every ring-buffer record so userspace can tell the
+/// hooks apart when several share one buffer.
+pub const RECORD_VICTIM: u32 = 1;
+/// Tag of an [`OomContextRecord`], sent by the `oom_kill_process` hook.
+pub const RECORD_OOM_CONTEXT: u32 = 2;
+
+/// Name of the global that carries [`KernelOffsets`] into the programs.
+pub const OFFSETS_GLOBAL: &str = "OFFSETS";
+/// Name of the ring buffer map every record goes through.
+pub const EVENTS_MAP: &str = "EVENTS";
+/// Name of the per-CPU counter of records the ring buffer had no room for.
+pub const LOST_MAP: &str = "LOST";
+
+/// Bits of [`KernelOffsets::features`]: which groups of offsets the running
+/// kernel's BTF could resolve. A program never reads through an offset whose
+/// group is missing, so one object file serves kernels with different layouts.
+pub mod feature {
+    /// The `mark_victim` tracepoint passes `struct task_struct *` as its first
+    /// argument (kernels 6.9+ and backports); otherwise only the pid.
+    pub const VICTIM_TASK_ARG: u32 = 1 << 0;
+    /// `task->group_leader->thread_pid->numbers[level].nr` resolves.
+    pub const NS_PID: u32 = 1 << 1;
+    /// `task->mm` RSS counters and `total_vm` resolve.
+    pub const RSS: u32 = 1 << 2;
+    /// `task->cgroups->dfl_cgrp->kn->id` resolves (cgroup v2 hierarchy).
+    pub const CGROUP_V2: u32 = 1 << 3;
+    /// The memory controller's css and its `page_counter` resolve.
+    pub const MEMCG: u32 = 1 << 4;
+    /// `struct oom_control` resolves, for the `oom_kill_process` hooks.
+    pub const OOM_CONTROL: u32 = 1 << 5;
+}
+
+/// Byte offsets of the kernel struct fields the programs read, resolved from
+/// the running kernel's BTF at load time. Rust eBPF has no CO-RE relocations,
+/// so this is how one object file reads many kernels correctly.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// Bitset of [`feature`] groups that resolved.
+    pub features: u32,
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_comm: u32,
+    pub task_real_cred: u32,
+    pub cred_uid: u32,
+    pub task_signal: u32,
+    pub signal_oom_score_adj: u32,
+    pub task_group_leader: u32,
+    pub task_thread_pid: u32,
+    pub pid_level: u32,
+    pub pid_numbers: u32,
+    pub upid_size: u32,
+    pub upid_nr: u32,
+    pub task_mm: u32,
+    pub mm_total_vm: u32,
+    /// Offset in `mm_struct` of the value of RSS counter 0.
+    pub mm_rss_base: u32,
+    /// Distance between two RSS counters (8 for `mm_rss_stat`, the size of a
+    /// `percpu_counter` on 6.2+).
+    pub mm_rss_stride: u32,
+    pub rss_file_index: u32,
+    pub rss_anon_index: u32,
+    pub rss_shmem_index: u32,
+    pub task_cgroups: u32,
+    pub css_set_dfl_cgrp: u32,
+    /// Offset in `css_set` of `subsys[memory_cgrp_id]`.
+    pub css_set_memory_css: u32,
+    pub css_cgroup: u32,
+    pub cgroup_kn: u32,
+    pub kernfs_node_id: u32,
+    /// Offset in `mem_cgroup` of `css` (subtracted to get from css to memcg).
+    pub memcg_css: u32,
+    pub memcg_memory: u32,
+    pub page_counter_usage: u32,
+    pub page_counter_max: u32,
+    pub oom_control_memcg: u32,
+    pub oom_control_totalpages: u32,
+    pub oom_control_chosen: u32,
+    pub oom_control_chosen_points: u32,
+    pub oom_control_constraint: u32,
+}
+
+/// One OOM victim as the `mark_victim` hook saw it, at the moment the kernel
+/// chose it. Counts are in pages; userspace turns them into bytes because it
+/// knows the page size and the eBPF side should do as little as possible.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VictimRecord {
+    /// Always [`RECORD_VICTIM`].
+    pub kind: u32,
+    /// Copy of [`KernelOffsets::features`] at the time of the event, so
+    /// userspace knows which fields were read and which are zero by absence.
+    pub features: u32,
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC.
+    pub kernel_time_ns: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    /// Process id in the victim's innermost pid namespace; 1 means the victim
+    /// is that namespace's init (its container dies with it).
+    pub ns_pid: u32,
+    pub uid: u32,
+    pub oom_score_adj: i32,
+    pub trigger_tgid: u32,
+    pub trigger_tid: u32,
+    pub _pad: u32,
+    pub comm: [u8; TASK_COMM_LEN],
+    pub trigger_comm: [u8; TASK_COMM_LEN],
+    pub rss_anon_pages: i64,
+    pub rss_file_pages: i64,
+    pub rss_shmem_pages: i64,
+    pub total_vm_pages: u64,
+    /// kernfs id of the victim's cgroup on the default (v2) hierarchy.
+    pub cgroup_v2_id: u64,
+    /// kernfs id of the victim's memory cgroup (v1 memory hierarchy, or v2).
+    pub memcg_id: u64,
+    pub memcg_usage_pages: u64,
+    pub memcg_limit_pages: u64,
+}
+
+/// The OOM decision as `oom_kill_process` saw it (kernels with kprobes or
+/// fentry): which memcg ran out and why, before any victim is marked.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OomContextRecord {
+    /// Always [`RECORD_OOM_CONTEXT`].
+    pub kind: u32,
+    /// `enum oom_constraint` value.
+    pub constraint: u32,
+    pub kernel_time_ns: u64,
+    pub trigger_tgid: u32,
+    pub trigger_tid: u32,
+    pub chosen_tgid: u32,
+    pub _pad: u32,
+    /// Size of the OOM domain in pages (not the victim's memory).
+    pub totalpages: u64,
+    pub chosen_points: i64,
+    /// kernfs id of `oc->memcg`, 0 for a global OOM.
+    pub memcg_id: u64,
+    pub memcg_usage_pages: u64,
+    pub memcg_limit_pages: u64,
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain old data made of integers and byte arrays; every bit
+    // pattern is valid.
+    unsafe impl aya::Pod for super::KernelOffsets {}
+}

@@ -1,0 +1,189 @@
+//! `oom-probe check`: what this node offers and whether oom-probe can work
+//! here, in words a person can act on (or JSON, for the VM test matrix).
+
+use std::{fs, path::Path};
+
+use serde::Serialize;
+
+use crate::{
+    cgroups::Hierarchies,
+    kernel_offsets::{self, VMLINUX_BTF},
+    probes::{self, Hook},
+};
+
+/// Everything `check` found out.
+#[derive(Debug, Serialize)]
+pub struct CheckReport {
+    pub kernel: String,
+    pub root: bool,
+    pub btf: Result<(), String>,
+    /// Offset groups this kernel's BTF lacks (their event fields are null).
+    pub missing_offsets: Vec<String>,
+    pub hooks: Vec<HookStatus>,
+    pub tracefs: Option<String>,
+    pub cgroup_mode: String,
+    pub memory_controller: Option<String>,
+    /// Why oom-probe cannot work here; empty when it can.
+    pub blockers: Vec<String>,
+}
+
+/// Whether one hook loaded and attached, and if not, why.
+#[derive(Debug, Serialize)]
+pub struct HookStatus {
+    pub hook: String,
+    pub ok: bool,
+    pub error: Option<String>,
+}
+
+/// Probes the node. Never fails: every problem becomes part of the report.
+pub fn run() -> CheckReport {
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|e| format!("unknown ({e})"));
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut blockers = Vec::new();
+    let btf = kernel_offsets::load_vmlinux_btf();
+    let missing_offsets = match &btf {
+        Ok(btf) => kernel_offsets::resolve(btf).missing,
+        Err(_) => Vec::new(),
+    };
+    let btf = btf.map(|_| ()).map_err(|e| format!("{e:#}"));
+    if let Err(e) = &btf {
+        blockers.push(e.clone());
+    }
+    if !root {
+        blockers.push("not running as root: oom-probe needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE) to load eBPF".into());
+    }
+    let hooks = if btf.is_ok() {
+        hook_statuses(&mut blockers)
+    } else {
+        Vec::new()
+    };
+    let hierarchies = Hierarchies::discover().unwrap_or_default();
+    let memory_controller = hierarchies.memory_root().map(|p| {
+        let version = if Some(p) == hierarchies.memory_v1.as_deref() {
+            "v1"
+        } else {
+            "v2"
+        };
+        format!("{version} at {}", p.display())
+    });
+    CheckReport {
+        kernel,
+        root,
+        btf,
+        missing_offsets,
+        hooks,
+        tracefs: tracefs_mount(),
+        cgroup_mode: hierarchies.mode().to_string(),
+        memory_controller,
+        blockers,
+    }
+}
+
+fn hook_statuses(blockers: &mut Vec<String>) -> Vec<HookStatus> {
+    match probes::probe_all_hooks() {
+        Ok(results) => {
+            let statuses: Vec<_> = results
+                .into_iter()
+                .map(|(hook, result)| HookStatus {
+                    hook: hook.to_string(),
+                    ok: result.is_ok(),
+                    error: result.err(),
+                })
+                .collect();
+            let victim_names: Vec<String> = Hook::VICTIM.iter().map(Hook::to_string).collect();
+            if !statuses
+                .iter()
+                .any(|s| s.ok && victim_names.contains(&s.hook))
+            {
+                blockers.push("neither tp_btf nor raw_tracepoint can attach to mark_victim".into());
+            }
+            statuses
+        }
+        Err(e) => {
+            blockers.push(format!("{e:#}"));
+            Vec::new()
+        }
+    }
+}
+
+fn tracefs_mount() -> Option<String> {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .into_iter()
+        .find(|p| Path::new(p).join("events").is_dir())
+        .map(String::from)
+}
+
+impl CheckReport {
+    /// The report as a person reads it.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let mut line = |k: &str, v: String| out.push_str(&format!("{k:<18} {v}\n"));
+        line("kernel:", self.kernel.clone());
+        line("running as root:", yes_no(self.root).into());
+        line(
+            "BTF:",
+            match &self.btf {
+                Ok(()) => format!("{VMLINUX_BTF} present"),
+                Err(e) => format!("missing: {e}"),
+            },
+        );
+        line(
+            "kernel offsets:",
+            if self.missing_offsets.is_empty() {
+                "all resolved".into()
+            } else {
+                format!("missing {}", self.missing_offsets.join("; "))
+            },
+        );
+        for status in &self.hooks {
+            let state = match &status.error {
+                None => "ok".to_string(),
+                Some(e) => format!("unavailable: {e}"),
+            };
+            line("hook:", format!("{:<28} {state}", status.hook));
+        }
+        line(
+            "tracefs:",
+            self.tracefs.clone().unwrap_or_else(|| {
+                "not mounted (only kprobes without the kprobe PMU need it: \
+                 mount -t tracefs nodev /sys/kernel/tracing)"
+                    .into()
+            }),
+        );
+        line("cgroup mode:", self.cgroup_mode.clone());
+        line(
+            "memory cgroup:",
+            self.memory_controller
+                .clone()
+                .unwrap_or_else(|| "not mounted".into()),
+        );
+        if self.blockers.is_empty() {
+            let victim = self
+                .hooks
+                .iter()
+                .find(|h| h.ok)
+                .map(|h| h.hook.as_str())
+                .unwrap_or("?");
+            out.push_str(&format!(
+                "verdict:           oom-probe works here (victims via {victim})\n"
+            ));
+        } else {
+            out.push_str("verdict:           oom-probe cannot work here:\n");
+            for b in &self.blockers {
+                out.push_str(&format!("  - {b}\n"));
+            }
+        }
+        out
+    }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}

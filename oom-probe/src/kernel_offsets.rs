@@ -1,0 +1,361 @@
+//! Resolves the kernel struct offsets the eBPF programs need from BTF.
+//!
+//! Rust eBPF has no CO-RE relocations, so the loader does the relocation
+//! itself: it reads the running kernel's BTF, finds each field (looking
+//! through anonymous structs and unions, as `mm_struct` needs), and hands the
+//! byte offsets to the programs as a global. A group of fields that does not
+//! resolve switches off only the part of the event that needs it.
+
+use std::collections::HashMap;
+
+use anyhow::{anyhow, bail, Context, Result};
+use btf_rs::{Btf, Type};
+use fallible_iterator::FallibleIterator;
+use oom_probe_common::{feature, KernelOffsets};
+
+/// Where the kernel publishes its own BTF.
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// The offsets, plus what could not be resolved and why, so `check` and the
+/// start-up log can tell a user which event fields this kernel cannot fill.
+#[derive(Debug)]
+pub struct KernelLayout {
+    pub offsets: KernelOffsets,
+    pub missing: Vec<String>,
+    /// `enum oom_constraint` values mapped to the names events use.
+    pub constraint_names: HashMap<u32, &'static str>,
+}
+
+/// Reads the running kernel's BTF; the error says what to do when it is absent.
+pub fn load_vmlinux_btf() -> Result<Btf> {
+    if !std::path::Path::new(VMLINUX_BTF).exists() {
+        bail!(
+            "{VMLINUX_BTF} is missing: this kernel was built without CONFIG_DEBUG_INFO_BTF, \
+             and oom-probe needs BTF to read kernel structures on any kernel version"
+        );
+    }
+    Btf::from_file(VMLINUX_BTF).with_context(|| format!("cannot parse {VMLINUX_BTF}"))
+}
+
+/// Resolves every offset group; never fails as a whole.
+pub fn resolve(btf: &Btf) -> KernelLayout {
+    let btf = Layouts { btf };
+    let mut offsets = KernelOffsets::default();
+    let mut missing = Vec::new();
+    let groups: [(u32, &str, GroupFn); 7] = [
+        (
+            feature::VICTIM_TASK_ARG,
+            "victim task (pid, comm, uid, oom_score_adj)",
+            task_basics,
+        ),
+        (0, "mark_victim passes the task", mark_victim_takes_task),
+        (feature::NS_PID, "pid namespace pid", ns_pid),
+        (feature::RSS, "RSS and total_vm", rss),
+        (feature::CGROUP_V2, "cgroup v2 id", cgroup_v2),
+        (feature::MEMCG, "memory cgroup", memcg),
+        (
+            feature::OOM_CONTROL,
+            "oom_control (kprobe/fentry context)",
+            oom_control,
+        ),
+    ];
+    for (bit, name, group) in groups {
+        match group(&btf, &mut offsets) {
+            Ok(()) => offsets.features |= bit,
+            Err(err) => {
+                missing.push(format!("{name}: {err:#}"));
+                if bit == 0 {
+                    // Without the task argument nothing task-based can be read.
+                    offsets.features &= !feature::VICTIM_TASK_ARG;
+                }
+            }
+        }
+    }
+    if offsets.features & feature::VICTIM_TASK_ARG == 0 {
+        offsets.features &= !(feature::NS_PID | feature::RSS | feature::CGROUP_V2 | feature::MEMCG);
+    }
+    let constraint_names = constraint_names(&btf);
+    KernelLayout {
+        offsets,
+        missing,
+        constraint_names,
+    }
+}
+
+/// Names for the kernel's `enum oom_constraint`, by value as this kernel
+/// numbers them.
+fn constraint_names(btf: &Layouts) -> HashMap<u32, &'static str> {
+    [
+        ("CONSTRAINT_NONE", "global"),
+        ("CONSTRAINT_CPUSET", "cpuset"),
+        ("CONSTRAINT_MEMORY_POLICY", "mempolicy"),
+        ("CONSTRAINT_MEMCG", "memcg"),
+    ]
+    .into_iter()
+    .filter_map(|(enumerator, name)| Some((btf.enum_value(enumerator).ok()?, name)))
+    .collect()
+}
+
+type GroupFn = fn(&Layouts, &mut KernelOffsets) -> Result<()>;
+
+fn task_basics(btf: &Layouts, o: &mut KernelOffsets) -> Result<()> {
+    o.task_pid = btf.offset("task_struct", "pid")?;
+    o.task_tgid = btf.offset("task_struct", "tgid")?;
+    o.task_comm = btf.offset("task_struct", "comm")?;
+    o.task_real_cred = btf.offset("task_struct", "real_cred")?;
+    o.cred_uid = btf.offset("cred", "uid.val")?;
+    o.task_signal = btf.offset("task_struct", "signal")?;
+    o.signal_oom_score_adj = btf.offset("signal_struct", "oom_score_adj")?;
+    Ok(())
+}
+
+/// 6.9+ (and distribution backports) pass `struct task_struct *`; older
+/// kernels pass only `int pid`.
+fn mark_victim_takes_task(btf: &Layouts, _: &mut KernelOffsets) -> Result<()> {
+    let first = btf.tracepoint_arg_type("mark_victim", 0)?;
+    match first {
+        Type::Ptr(ptr) => {
+            let pointee = btf.skip_modifiers(btf.btf.resolve_chained_type(&ptr)?)?;
+            match pointee {
+                Type::Struct(s) if btf.btf.resolve_name(&s)? == "task_struct" => Ok(()),
+                _ => bail!("first argument is not struct task_struct *"),
+            }
+        }
+        _ => bail!("this kernel's mark_victim passes only the pid"),
+    }
+}
+
+fn ns_pid(btf: &Layouts, o: &mut KernelOffsets) -> Result<()> {
+    o.task_group_leader = btf.offset("task_struct", "group_leader")?;
+    o.task_thread_pid = btf.offset("task_struct", "thread_pid")?;
+    o.pid_level = btf.offset("pid", "level")?;
+    o.pid_numbers = btf.offset("pid", "numbers")?;
+    o.upid_size = btf.struct_size("upid")?;
+    o.upid_nr = btf.offset("upid", "nr")?;
+    Ok(())
+}
+
+/// Handles both RSS layouts: `struct mm_rss_stat { atomic_long_t count[] }`
+/// before 6.2 and `struct percpu_counter rss_stat[]` since.
+fn rss(btf: &Layouts, o: &mut KernelOffsets) -> Result<()> {
+    o.task_mm = btf.offset("task_struct", "mm")?;
+    o.mm_total_vm = btf.offset("mm_struct", "total_vm")?;
+    let (rss_stat, rss_type) = btf.member("mm_struct", "rss_stat")?;
+    match rss_type {
+        Type::Struct(s) if btf.btf.resolve_name(&s)? == "mm_rss_stat" => {
+            o.mm_rss_base = rss_stat + btf.offset("mm_rss_stat", "count")?;
+            o.mm_rss_stride = 8;
+        }
+        Type::Array(array) => {
+            let element = btf.skip_modifiers(btf.btf.resolve_chained_type(&array)?)?;
+            let Type::Struct(counter) = element else {
+                bail!("mm_struct.rss_stat is an array of an unexpected type");
+            };
+            let name = btf.btf.resolve_name(&counter)?;
+            o.mm_rss_base = rss_stat + btf.offset(&name, "count")?;
+            o.mm_rss_stride = u32::try_from(counter.size())?;
+        }
+        other => bail!("mm_struct.rss_stat has unexpected type {}", other.name()),
+    }
+    o.rss_file_index = btf.enum_value("MM_FILEPAGES")?;
+    o.rss_anon_index = btf.enum_value("MM_ANONPAGES")?;
+    o.rss_shmem_index = btf.enum_value("MM_SHMEMPAGES")?;
+    Ok(())
+}
+
+fn cgroup_ids(btf: &Layouts, o: &mut KernelOffsets) -> Result<()> {
+    o.task_cgroups = btf.offset("task_struct", "cgroups")?;
+    o.cgroup_kn = btf.offset("cgroup", "kn")?;
+    // u64 since 5.5; before, a union whose `id` member is the same u64.
+    o.kernfs_node_id = btf.offset("kernfs_node", "id")?;
+    if let (_, Type::Union(_)) = btf.member("kernfs_node", "id")? {
+        o.kernfs_node_id += btf.offset("kernfs_node_id", "id")?;
+    }
+    Ok(())
+}
+
+fn cgroup_v2(btf: &Layouts, o: &mut KernelOffsets) -> Result<()> {
+    cgroup_ids(btf, o)?;
+    o.css_set_dfl_cgrp = btf.offset("css_set", "dfl_cgrp")?;
+    Ok(())
+}
+
+fn memcg(btf: &Layouts, o: &mut KernelOffsets) -> Result<()> {
+    cgroup_ids(btf, o)?;
+    let memory_cgrp_id = btf.enum_value("memory_cgrp_id")?;
+    o.css_set_memory_css = btf.offset("css_set", "subsys")? + memory_cgrp_id * 8;
+    o.css_cgroup = btf.offset("cgroup_subsys_state", "cgroup")?;
+    o.memcg_css = btf.offset("mem_cgroup", "css")?;
+    o.memcg_memory = btf.offset("mem_cgroup", "memory")?;
+    o.page_counter_usage = btf.offset("page_counter", "usage")?;
+    // Renamed from `limit` to `max` in 4.19.
+    o.page_counter_max = btf
+        .offset("page_counter", "max")
+        .or_else(|_| btf.offset("page_counter", "limit"))?;
+    Ok(())
+}
+
+fn oom_control(btf: &Layouts, o: &mut KernelOffsets) -> Result<()> {
+    o.oom_control_memcg = btf.offset("oom_control", "memcg")?;
+    o.oom_control_totalpages = btf.offset("oom_control", "totalpages")?;
+    o.oom_control_chosen = btf.offset("oom_control", "chosen")?;
+    o.oom_control_chosen_points = btf.offset("oom_control", "chosen_points")?;
+    o.oom_control_constraint = btf.offset("oom_control", "constraint")?;
+    Ok(())
+}
+
+/// Small queries over a [`Btf`], in the terms the groups above need.
+struct Layouts<'a> {
+    btf: &'a Btf,
+}
+
+impl Layouts<'_> {
+    fn find_struct(&self, name: &str) -> Result<btf_rs::Struct> {
+        self.btf
+            .resolve_types_by_name(name)
+            .map_err(|_| anyhow!("no type {name}"))?
+            .into_iter()
+            .find_map(|t| match t {
+                Type::Struct(s) | Type::Union(s) => Some(s),
+                _ => None,
+            })
+            .ok_or_else(|| anyhow!("no struct {name}"))
+    }
+
+    fn struct_size(&self, name: &str) -> Result<u32> {
+        Ok(u32::try_from(self.find_struct(name)?.size())?)
+    }
+
+    /// Byte offset of a dotted member path such as `uid.val`.
+    fn offset(&self, struct_name: &str, path: &str) -> Result<u32> {
+        Ok(self.member(struct_name, path)?.0)
+    }
+
+    /// Byte offset and type of a dotted member path.
+    fn member(&self, struct_name: &str, path: &str) -> Result<(u32, Type)> {
+        let mut current = Type::Struct(self.find_struct(struct_name)?);
+        let mut offset = 0;
+        for name in path.split('.') {
+            let (Type::Struct(s) | Type::Union(s)) = self.skip_modifiers(current)? else {
+                bail!("{struct_name}.{path}: {name} is not inside a struct");
+            };
+            let (bits, member_type) = self
+                .find_member(&s, name)?
+                .ok_or_else(|| anyhow!("no member {struct_name}.{path}"))?;
+            if bits % 8 != 0 {
+                bail!("{struct_name}.{path} is a bitfield");
+            }
+            offset += bits / 8;
+            current = member_type;
+        }
+        Ok((offset, self.skip_modifiers(current)?))
+    }
+
+    /// Finds a member by name, descending into anonymous structs and unions;
+    /// returns its bit offset from the start of `s`.
+    fn find_member(&self, s: &btf_rs::Struct, name: &str) -> Result<Option<(u32, Type)>> {
+        for member in &s.members {
+            let member_name = self.btf.resolve_name(member).unwrap_or_default();
+            let member_type = self.btf.resolve_chained_type(member)?;
+            if member_name == name {
+                return Ok(Some((member.bit_offset(), member_type)));
+            }
+            if member_name.is_empty() {
+                if let Type::Struct(inner) | Type::Union(inner) =
+                    self.skip_modifiers(member_type)?
+                {
+                    if let Some((bits, found)) = self.find_member(&inner, name)? {
+                        return Ok(Some((member.bit_offset() + bits, found)));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn skip_modifiers(&self, mut t: Type) -> Result<Type> {
+        loop {
+            t = match t {
+                Type::Typedef(x) => self.btf.resolve_chained_type(&x)?,
+                Type::Const(x) | Type::Volatile(x) | Type::Restrict(x) => {
+                    self.btf.resolve_chained_type(&x)?
+                }
+                Type::TypeTag(x) => self.btf.resolve_chained_type(&x)?,
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// Value of an enumerator, found by its own name (the kernel's RSS
+    /// counter enum is anonymous).
+    fn enum_value(&self, enumerator: &str) -> Result<u32> {
+        let mut types = self.btf.type_iter();
+        while let Some(t) = types.next()? {
+            if let Type::Enum(e) = t {
+                for member in &e.members {
+                    if self.btf.resolve_name(member).is_ok_and(|n| n == enumerator) {
+                        return Ok(member.val());
+                    }
+                }
+            }
+        }
+        bail!("no enumerator {enumerator}")
+    }
+
+    /// Type of argument `index` of a tracepoint, from the `btf_trace_<name>`
+    /// typedef the kernel emits for every tracepoint (its first parameter is
+    /// the tracing context, skipped here).
+    fn tracepoint_arg_type(&self, tracepoint: &str, index: usize) -> Result<Type> {
+        let typedef_name = format!("btf_trace_{tracepoint}");
+        let typedef = self
+            .btf
+            .resolve_types_by_name(&typedef_name)
+            .map_err(|_| anyhow!("no {typedef_name} in BTF: the tracepoint does not exist"))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("no {typedef_name}"))?;
+        let Type::Ptr(ptr) = self.skip_modifiers(typedef)? else {
+            bail!("{typedef_name} is not a function pointer");
+        };
+        let Type::FuncProto(proto) = self.btf.resolve_chained_type(&ptr)? else {
+            bail!("{typedef_name} is not a function pointer");
+        };
+        let param = proto
+            .parameters
+            .get(index + 1)
+            .ok_or_else(|| anyhow!("{tracepoint} has no argument {index}"))?;
+        self.skip_modifiers(self.btf.resolve_chained_type(param)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn fixture(name: &str) -> Btf {
+        let path = format!("{}/src/testdata/{name}.gz", env!("CARGO_MANIFEST_DIR"));
+        let mut bytes = Vec::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(&path).unwrap())
+            .read_to_end(&mut bytes)
+            .unwrap();
+        Btf::from_bytes(&bytes).unwrap()
+    }
+
+    // Expected values read off the same BTF with `bpftool btf dump` / pahole,
+    // an implementation independent of this one.
+    #[test]
+    fn resolves_every_group_on_6_18() {
+        let layout = resolve(&fixture("btf-6.18-host"));
+        assert!(layout.missing.is_empty(), "{:?}", layout.missing);
+        let o = layout.offsets;
+        let all = feature::VICTIM_TASK_ARG
+            | feature::NS_PID
+            | feature::RSS
+            | feature::CGROUP_V2
+            | feature::MEMCG
+            | feature::OOM_CONTROL;
+        assert_eq!(o.features, all);
+        println!("{o:#?}");
+    }
+}

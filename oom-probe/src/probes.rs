@@ -1,0 +1,233 @@
+//! Loads the eBPF object and attaches the best hooks this kernel offers.
+//!
+//! Victims come from the `mark_victim` tracepoint (tp_btf, else the raw
+//! tracepoint: every kernel with BPF has one of them). The OOM decision comes
+//! from `oom_kill_process` through fentry, else a kprobe, where the kernel
+//! allows either; without them oom-probe still reports every kill.
+
+use std::fmt;
+
+use anyhow::{anyhow, bail, Context, Result};
+use aya::{
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, FEntry, KProbe, RawTracePoint},
+    Btf, Ebpf, EbpfLoader,
+};
+use oom_probe_common::{EVENTS_MAP, LOST_MAP, OFFSETS_GLOBAL};
+
+use crate::kernel_offsets::{self, KernelLayout};
+
+/// The compiled eBPF object, built by build.rs.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/oom-probe"));
+
+/// The kernel's `oom_kill_process()`, hooked for the OOM decision.
+const OOM_KILL_PROCESS: &str = "oom_kill_process";
+/// The tracepoint every OOM victim passes through.
+const MARK_VICTIM: &str = "mark_victim";
+
+/// One way of hooking the OOM path; users pick one with `--hook` and
+/// `check` reports which of them this kernel accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Hook {
+    /// `tp_btf/mark_victim`: typed, cheapest.
+    TpBtf,
+    /// `raw_tp/mark_victim`: for kernels that refuse tp_btf.
+    RawTracepoint,
+    /// `fentry/oom_kill_process`: the OOM decision, cheapest.
+    Fentry,
+    /// `kprobe/oom_kill_process`: the OOM decision where fentry is refused.
+    Kprobe,
+}
+
+impl Hook {
+    /// Hooks that report victims, best first.
+    pub const VICTIM: [Hook; 2] = [Hook::TpBtf, Hook::RawTracepoint];
+    /// Hooks that report the OOM decision, best first.
+    pub const CONTEXT: [Hook; 2] = [Hook::Fentry, Hook::Kprobe];
+
+    fn program(self) -> &'static str {
+        match self {
+            Self::TpBtf => "mark_victim_btf",
+            Self::RawTracepoint => "mark_victim_raw",
+            Self::Fentry => "oom_kill_process_fentry",
+            Self::Kprobe => "oom_kill_process_kprobe",
+        }
+    }
+}
+
+impl fmt::Display for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::TpBtf => "tp_btf mark_victim",
+            Self::RawTracepoint => "raw_tracepoint mark_victim",
+            Self::Fentry => "fentry oom_kill_process",
+            Self::Kprobe => "kprobe oom_kill_process",
+        })
+    }
+}
+
+/// Loaded, attached programs and the maps userspace reads.
+pub struct Probes {
+    ebpf: Ebpf,
+    pub layout: KernelLayout,
+    /// The hook that reports victims.
+    pub victim_hook: Hook,
+    /// The hook that reports the OOM decision, or why there is none.
+    pub context_hook: Result<Hook, String>,
+}
+
+impl Probes {
+    /// Loads the object for this kernel and attaches the first hook of
+    /// `victim_hooks` that works, then the best OOM-decision hook.
+    pub fn attach(ring_buffer_bytes: u32, victim_hooks: &[Hook]) -> Result<Self> {
+        let (mut ebpf, layout, btf) = load(ring_buffer_bytes)?;
+        let mut failures = Vec::new();
+        let mut victim_hook = None;
+        for &hook in victim_hooks {
+            match attach_hook(&mut ebpf, &btf, hook) {
+                Ok(()) => {
+                    victim_hook = Some(hook);
+                    break;
+                }
+                Err(err) => failures.push(format!("{hook}: {err:#}")),
+            }
+        }
+        let Some(victim_hook) = victim_hook else {
+            bail!(
+                "no OOM victim hook could be attached:\n  {}",
+                failures.join("\n  ")
+            );
+        };
+        let mut context_hook = Err(String::from("no hook tried"));
+        let mut context_failures = Vec::new();
+        for hook in Hook::CONTEXT {
+            match attach_hook(&mut ebpf, &btf, hook) {
+                Ok(()) => {
+                    context_hook = Ok(hook);
+                    break;
+                }
+                Err(err) => context_failures.push(format!("{hook}: {err:#}")),
+            }
+        }
+        if context_hook.is_err() {
+            context_hook = Err(context_failures.join("; "));
+        }
+        Ok(Self {
+            ebpf,
+            layout,
+            victim_hook,
+            context_hook,
+        })
+    }
+
+    /// The ring buffer every record arrives in (can be taken once).
+    pub fn take_ring_buffer(&mut self) -> Result<RingBuf<MapData>> {
+        let map = self
+            .ebpf
+            .take_map(EVENTS_MAP)
+            .ok_or_else(|| anyhow!("no {EVENTS_MAP} map"))?;
+        Ok(RingBuf::try_from(map)?)
+    }
+
+    /// The per-CPU count of records the ring buffer had no room for.
+    pub fn take_lost_counter(&mut self) -> Result<LostCounter> {
+        let map = self
+            .ebpf
+            .take_map(LOST_MAP)
+            .ok_or_else(|| anyhow!("no {LOST_MAP} map"))?;
+        Ok(LostCounter(PerCpuArray::try_from(map)?))
+    }
+}
+
+/// Records the kernel dropped because the ring buffer was full.
+pub struct LostCounter(PerCpuArray<MapData, u64>);
+
+impl LostCounter {
+    /// Total since the programs were loaded, over all CPUs.
+    pub fn total(&self) -> Result<u64> {
+        Ok(self.0.get(&0, 0)?.iter().sum())
+    }
+}
+
+/// Loads the object with offsets for this kernel; attaches nothing.
+fn load(ring_buffer_bytes: u32) -> Result<(Ebpf, KernelLayout, Btf)> {
+    raise_memlock_limit();
+    let layout = kernel_offsets::resolve(&kernel_offsets::load_vmlinux_btf()?);
+    let btf = Btf::from_sys_fs().context("cannot read kernel BTF for tp_btf/fentry")?;
+    let ebpf = EbpfLoader::new()
+        .btf(Some(&btf))
+        .override_global(OFFSETS_GLOBAL, &layout.offsets, true)
+        .map_max_entries(EVENTS_MAP, ring_buffer_bytes)
+        .load(OBJECT)
+        .map_err(|err| privilege_hint(anyhow!(err).context("cannot load the eBPF programs")))?;
+    Ok((ebpf, layout, btf))
+}
+
+/// Loads and attaches one hook; the link lives as long as `ebpf`.
+fn attach_hook(ebpf: &mut Ebpf, btf: &Btf, hook: Hook) -> Result<()> {
+    let program = ebpf
+        .program_mut(hook.program())
+        .ok_or_else(|| anyhow!("program {} missing from the object", hook.program()))?;
+    match hook {
+        Hook::TpBtf => {
+            let p: &mut BtfTracePoint = program.try_into()?;
+            p.load(MARK_VICTIM, btf)?;
+            p.attach()?;
+        }
+        Hook::RawTracepoint => {
+            let p: &mut RawTracePoint = program.try_into()?;
+            p.load()?;
+            p.attach(MARK_VICTIM)?;
+        }
+        Hook::Fentry => {
+            let p: &mut FEntry = program.try_into()?;
+            p.load(OOM_KILL_PROCESS, btf)?;
+            p.attach()?;
+        }
+        Hook::Kprobe => {
+            let p: &mut KProbe = program.try_into()?;
+            p.load()?;
+            p.attach(OOM_KILL_PROCESS, 0)?;
+        }
+    }
+    Ok(())
+}
+
+/// Result of trying every hook, for `oom-probe check`.
+pub fn probe_all_hooks() -> Result<Vec<(Hook, Result<(), String>)>> {
+    let (mut ebpf, _, btf) = load(4096)?;
+    Ok(Hook::VICTIM
+        .into_iter()
+        .chain(Hook::CONTEXT)
+        .map(|hook| {
+            (
+                hook,
+                attach_hook(&mut ebpf, &btf, hook).map_err(|e| format!("{e:#}")),
+            )
+        })
+        .collect())
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK. Failure is fine
+/// on newer kernels, and on older ones the load error says what is wrong.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: a valid rlimit pointer.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
+}
+
+/// Adds what to do when loading failed for lack of privilege.
+fn privilege_hint(err: anyhow::Error) -> anyhow::Error {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        err.context(
+            "oom-probe must run as root, or with CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE \
+             (CAP_SYS_ADMIN on kernels before 5.8)",
+        )
+    } else {
+        err
+    }
+}

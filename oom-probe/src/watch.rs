@@ -1,0 +1,143 @@
+//! The event loop behind `oom-probe watch`: ring buffer -> decode -> enrich
+//! -> output, plus a once-a-second check of the kernel's lost-record count.
+
+use std::{
+    io::{self, Write},
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
+
+use crate::{
+    cgroups::{CgroupResolver, Hierarchies},
+    decode,
+    enrich::Enricher,
+    output::{Output, OutputFormat},
+    probes::{Hook, LostCounter, Probes},
+};
+
+/// What `watch` was asked to do.
+#[derive(Debug)]
+pub struct WatchOptions {
+    pub output: OutputFormat,
+    pub ring_buffer_bytes: u32,
+    /// Victim hooks to try, in order.
+    pub hooks: Vec<Hook>,
+    pub node: String,
+    /// Stop after this many kills (scripts, tests); run forever if `None`.
+    pub max_events: Option<u64>,
+}
+
+/// Runs until SIGINT/SIGTERM (or `max_events`), then drains what is left.
+pub async fn watch(options: WatchOptions) -> Result<()> {
+    let mut probes = Probes::attach(options.ring_buffer_bytes, &options.hooks)?;
+    let hierarchies = Hierarchies::discover()?;
+    let memcg_paths = hierarchies.memory_root().map(CgroupResolver::new);
+    announce(&probes, memcg_paths.as_ref(), &options.node);
+    let mut enricher = Enricher::new(
+        options.node.clone(),
+        memcg_paths,
+        probes.layout.constraint_names.clone(),
+    );
+    // SAFETY: the ring buffer owns its map fd and keeps it open and
+    // unchanged for as long as it lives, which is as long as the AsyncFd.
+    let mut ring = unsafe { AsyncFd::register(probes.take_ring_buffer()?) }
+        .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
+    let lost = probes.take_lost_counter()?;
+    let mut pump = Pump {
+        output: Output::new(options.output, io::stdout().lock()),
+        enricher: &mut enricher,
+        kills: 0,
+        undecodable: 0,
+        lost_reported: 0,
+    };
+    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let done = |pump: &Pump<_>| options.max_events.is_some_and(|max| pump.kills >= max);
+    while !done(&pump) {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                pump.drain(guard.get_inner_mut())?;
+                guard.clear_ready();
+            }
+            _ = tick.tick() => pump.report_lost(&lost),
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+        }
+    }
+    pump.drain(ring.get_mut())?;
+    pump.report_lost(&lost);
+    eprintln!(
+        "oom-probe: stopped after {} kill(s); {} record(s) lost, {} undecodable",
+        pump.kills, pump.lost_reported, pump.undecodable
+    );
+    Ok(())
+}
+
+fn announce(probes: &Probes, memcg_paths: Option<&CgroupResolver>, node: &str) {
+    let context = match &probes.context_hook {
+        Ok(hook) => hook.to_string(),
+        Err(why) => format!("unavailable ({why})"),
+    };
+    for missing in &probes.layout.missing {
+        eprintln!(
+            "oom-probe: warning: this kernel's BTF lacks {missing}; those fields will be null"
+        );
+    }
+    if memcg_paths.is_none() {
+        eprintln!(
+            "oom-probe: warning: no memory cgroup hierarchy mounted; cgroup paths will be null"
+        );
+    }
+    eprintln!(
+        "oom-probe: watching OOM kills on {node} via {}; OOM decision via {context}",
+        probes.victim_hook
+    );
+}
+
+/// Moves records from the ring buffer to the output, counting what it could
+/// not handle.
+struct Pump<'a, W: Write> {
+    output: Output<W>,
+    enricher: &'a mut Enricher,
+    kills: u64,
+    undecodable: u64,
+    lost_reported: u64,
+}
+
+impl<W: Write> Pump<'_, W> {
+    fn drain(&mut self, ring: &mut aya::maps::RingBuf<aya::maps::MapData>) -> Result<()> {
+        while let Some(item) = ring.next() {
+            match decode::decode(&item) {
+                Ok(record) => {
+                    if let Some(event) = self.enricher.on_record(record) {
+                        self.output.write(&event).context("cannot write event")?;
+                        self.kills += 1;
+                    }
+                }
+                Err(err) => {
+                    self.undecodable += 1;
+                    eprintln!("oom-probe: error: undecodable record ({err})");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn report_lost(&mut self, lost: &LostCounter) {
+        match lost.total() {
+            Ok(total) if total > self.lost_reported => {
+                eprintln!(
+                    "oom-probe: error: {} OOM record(s) lost because the ring buffer was full \
+                     ({total} in all); raise --ring-buffer-size",
+                    total - self.lost_reported
+                );
+                self.lost_reported = total;
+            }
+            Ok(_) => {}
+            Err(err) => eprintln!("oom-probe: warning: cannot read the lost-record counter: {err}"),
+        }
+    }
+}
