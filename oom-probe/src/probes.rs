@@ -18,7 +18,7 @@ use oom_probe_common::{EVENTS_MAP, LOST_MAP, OFFSETS_GLOBAL};
 use crate::kernel_offsets::{self, KernelLayout};
 
 /// The compiled eBPF object, built by build.rs.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/oom-probe"));
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/oom-probe-ebpf"));
 
 /// The kernel's `oom_kill_process()`, hooked for the OOM decision.
 const OOM_KILL_PROCESS: &str = "oom_kill_process";

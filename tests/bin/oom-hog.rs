@@ -1,1 +1,119 @@
-fn main() {}
+//! Allocates memory until the kernel OOM-kills it: the victim of the
+//! end-to-end tests, in the shapes real workloads take.
+//!
+//! ```text
+//! oom-hog --cgroup DIR [--mb N] [--comm NAME] [--fork | --pidns]
+//! ```
+//! It first moves itself into the memory cgroup at DIR (so nothing runs
+//! unlimited), then either allocates itself, or forks a child that does
+//! (`--fork`: a worker dies, its parent lives on), or forks the init process
+//! of a new pid namespace that does (`--pidns`: the container's PID 1 dies).
+//! With a child, the parent prints `child <pid>` and, when the child is
+//! gone, `child <pid> killed by signal <n>`, and exits 0.
+
+use std::{ffi::CString, io::Write, process::exit};
+
+struct Args {
+    cgroup: String,
+    megabytes: usize,
+    comm: Option<String>,
+    fork: bool,
+    pidns: bool,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args { cgroup: String::new(), megabytes: 1024, comm: None, fork: false, pidns: false };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--cgroup" => args.cgroup = it.next().unwrap_or_else(|| usage()),
+            "--mb" => args.megabytes = it.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage()),
+            "--comm" => args.comm = Some(it.next().unwrap_or_else(|| usage())),
+            "--fork" => args.fork = true,
+            "--pidns" => args.pidns = true,
+            _ => usage(),
+        }
+    }
+    if args.cgroup.is_empty() {
+        usage();
+    }
+    args
+}
+
+fn usage() -> ! {
+    eprintln!("usage: oom-hog --cgroup DIR [--mb N] [--comm NAME] [--fork | --pidns]");
+    exit(2)
+}
+
+fn main() {
+    let args = parse_args();
+    // Join the cgroup before anything is allocated.
+    std::fs::write(format!("{}/cgroup.procs", args.cgroup), "0")
+        .unwrap_or_else(|e| fail(&format!("cannot join {}: {e}", args.cgroup)));
+    if args.pidns {
+        // SAFETY: unshare has no memory-safety preconditions.
+        if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
+            fail(&format!("unshare(CLONE_NEWPID): {}", std::io::Error::last_os_error()));
+        }
+    }
+    if args.fork || args.pidns {
+        run_child_and_wait(&args);
+    } else {
+        set_comm(args.comm.as_deref());
+        allocate(args.megabytes);
+    }
+}
+
+fn run_child_and_wait(args: &Args) {
+    // SAFETY: the child only calls async-signal-safe code paths plus its own
+    // allocation loop; this program is single-threaded.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        fail("fork failed");
+    }
+    if pid == 0 {
+        set_comm(args.comm.as_deref());
+        allocate(args.megabytes);
+    }
+    println!("child {pid}");
+    std::io::stdout().flush().ok();
+    let mut status = 0;
+    // SAFETY: a valid status pointer for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    if libc::WIFSIGNALED(status) {
+        println!("child {pid} killed by signal {}", libc::WTERMSIG(status));
+    } else {
+        println!("child {pid} exited with {}", libc::WEXITSTATUS(status));
+    }
+}
+
+/// Touches `megabytes` of anonymous memory a page at a time, then waits to be
+/// killed; the kernel kills it first when the cgroup limit is lower.
+fn allocate(megabytes: usize) -> ! {
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..megabytes {
+        let mut chunk = vec![0u8; 1 << 20];
+        for page in chunk.chunks_mut(4096) {
+            page[0] = 1;
+        }
+        chunks.push(std::hint::black_box(chunk));
+    }
+    eprintln!("oom-hog: allocated {megabytes} MiB without being killed");
+    loop {
+        // SAFETY: pause has no preconditions.
+        unsafe { libc::pause() };
+    }
+}
+
+fn set_comm(comm: Option<&str>) {
+    if let Some(comm) = comm {
+        let name = CString::new(comm).unwrap_or_else(|_| fail("comm has a NUL byte"));
+        // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+        unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+    }
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("oom-hog: {message}");
+    exit(1)
+}
