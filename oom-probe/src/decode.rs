@@ -73,18 +73,16 @@ fn read_pod<T: PlainData>(kind: u32, bytes: &[u8]) -> Result<T, DecodeError> {
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
-/// Bytes of a record, as the eBPF side writes them; for tests of every stage
-/// that starts from the ring buffer.
-#[cfg(test)]
-pub fn as_bytes<T: PlainData>(record: &T) -> Vec<u8> {
-    // SAFETY: T is plain data; reading its bytes is always valid.
-    unsafe { std::slice::from_raw_parts((record as *const T).cast::<u8>(), size_of::<T>()) }
-        .to_vec()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Bytes of a record, as the eBPF side writes them.
+    fn as_bytes<T: PlainData>(record: &T) -> Vec<u8> {
+        // SAFETY: T is plain data; reading its bytes is always valid.
+        unsafe { std::slice::from_raw_parts((record as *const T).cast::<u8>(), size_of::<T>()) }
+            .to_vec()
+    }
 
     #[test]
     fn victim_round_trips() {

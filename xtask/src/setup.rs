@@ -1,0 +1,111 @@
+//! Installs what building the eBPF side needs, and is quick when it is there.
+//!
+//! aya-build compiles `oom-probe-ebpf` with `cargo +<toolchain> -Z
+//! build-std=core`, so it needs a toolchain with rust-src, and bpf-linker built
+//! against the same LLVM as that toolchain. Nightly is preferred; without it,
+//! stable with `RUSTC_BOOTSTRAP=1` and its own rust-src works too.
+
+use std::{
+    env, fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+
+/// The bpf-linker release this project builds with (LLVM 22, as rustc 1.95+).
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
+
+/// Which toolchain builds the eBPF object, and how.
+pub struct EbpfToolchain {
+    name: String,
+    needs_bootstrap: bool,
+}
+
+/// A `cargo` command that builds the eBPF side with `toolchain`
+/// (oom-probe's build.rs reads `OOM_PROBE_EBPF_TOOLCHAIN`).
+pub fn cargo_command(toolchain: &EbpfToolchain) -> Command {
+    let mut command = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.env("OOM_PROBE_EBPF_TOOLCHAIN", &toolchain.name);
+    if toolchain.needs_bootstrap {
+        command.env("RUSTC_BOOTSTRAP", "1");
+    }
+    command
+}
+
+/// Makes sure the eBPF toolchain, its rust-src and bpf-linker are installed.
+pub fn ebpf_toolchain() -> Result<EbpfToolchain> {
+    let toolchain = if rustup(&["run", "nightly", "rustc", "--version"]).is_ok() {
+        EbpfToolchain { name: "nightly".into(), needs_bootstrap: false }
+    } else {
+        eprintln!("xtask: no nightly toolchain; building eBPF with stable and RUSTC_BOOTSTRAP=1");
+        EbpfToolchain { name: "stable".into(), needs_bootstrap: true }
+    };
+    let sysroot = PathBuf::from(rustup(&["run", &toolchain.name, "rustc", "--print", "sysroot"])?);
+    if !sysroot.join("lib/rustlib/src/rust/library/core").is_dir() {
+        eprintln!("xtask: installing rust-src for {}", toolchain.name);
+        rustup(&["component", "add", "rust-src", "--toolchain", &toolchain.name])?;
+    }
+    install_bpf_linker(&sysroot)?;
+    Ok(toolchain)
+}
+
+/// bpf-linker must load the same major LLVM as the toolchain emits; building
+/// it against the toolchain's own libLLVM guarantees that with no system LLVM.
+fn install_bpf_linker(sysroot: &Path) -> Result<()> {
+    let installed = Command::new("bpf-linker").arg("--version").output();
+    if let Ok(out) = installed {
+        if out.status.success() && String::from_utf8_lossy(&out.stdout).contains(BPF_LINKER_VERSION) {
+            return Ok(());
+        }
+    }
+    let lib = fs::read_dir(sysroot.join("lib"))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            name.starts_with("libLLVM.so.") || (name.starts_with("libLLVM-") && name.ends_with(".so"))
+        })
+        .with_context(|| format!("no libLLVM in {}/lib", sysroot.display()))?;
+    let prefix = env::temp_dir().join("oom-probe-llvm-prefix");
+    fs::create_dir_all(prefix.join("lib"))?;
+    let link = prefix.join("lib/libLLVM.so");
+    let _ = fs::remove_file(&link);
+    std::os::unix::fs::symlink(&lib, &link)?;
+    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against {}", lib.display());
+    let status = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["install", "bpf-linker", "--locked", "--version", BPF_LINKER_VERSION])
+        .args(["--no-default-features", "--features", BPF_LINKER_LLVM_FEATURE])
+        .env("LLVM_PREFIX", &prefix)
+        .status()?;
+    if !status.success() {
+        bail!("cargo install bpf-linker failed with {status}");
+    }
+    Ok(())
+}
+
+/// tp_btf and raw tracepoints do not need tracefs, but kprobes without the
+/// kprobe PMU and `oom-probe check`'s report do; mount it when it is missing.
+pub fn mount_tracefs() {
+    let tracing = Path::new("/sys/kernel/tracing");
+    if tracing.join("events").is_dir() {
+        return;
+    }
+    let mounted = Command::new("mount")
+        .args(["-t", "tracefs", "nodev"])
+        .arg(tracing)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("xtask: warning: could not mount tracefs at {}", tracing.display());
+    }
+}
+
+fn rustup(args: &[&str]) -> Result<String> {
+    let out = Command::new("rustup").args(args).output().context("cannot run rustup")?;
+    if !out.status.success() {
+        bail!("rustup {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
