@@ -40,7 +40,10 @@ fn main() -> Result<()> {
 fn watch(args: &[String]) -> Result<()> {
     let toolchain = setup::ebpf_toolchain()?;
     setup::mount_tracefs();
-    cargo(&toolchain, &["build", "--release", "--package", "oom-probe"])?;
+    cargo(
+        &toolchain,
+        &["build", "--release", "--package", "oom-probe"],
+    )?;
     let status = Command::new("target/release/oom-probe")
         .arg("watch")
         .args(args)
@@ -56,15 +59,74 @@ fn test() -> Result<()> {
     let toolchain = setup::ebpf_toolchain()?;
     setup::mount_tracefs();
     cargo(&toolchain, &["fmt", "--all", "--check"])?;
-    cargo(&toolchain, &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    cargo(
+        &toolchain,
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
     cargo(&toolchain, &["build", "--workspace", "--bins"])?;
     // The end-to-end tests fail rather than skip when they cannot run; never
     // let an inherited OOM_PROBE_ALLOW_SKIP turn that into a silent pass.
     let mut test = setup::cargo_command(&toolchain);
-    test.args(["test", "--workspace"]).env_remove("OOM_PROBE_ALLOW_SKIP");
-    run(&mut test)?;
+    test.args(["test", "--workspace"])
+        .env_remove("OOM_PROBE_ALLOW_SKIP");
+    let counts = run_counting_tests(&mut test)?;
     println!("xtask: fmt, clippy, unit and end-to-end tests passed");
+    println!("tests: {} passed, {} failed", counts.passed, counts.failed);
     Ok(())
+}
+
+/// Tests passed and failed over every test binary of a `cargo test` run.
+#[derive(Default)]
+struct TestCounts {
+    passed: u64,
+    failed: u64,
+}
+
+/// Runs `cargo test`, echoing its output and adding up its `test result:`
+/// lines, so the run ends on one total instead of the last binary's count.
+fn run_counting_tests(command: &mut Command) -> Result<TestCounts> {
+    eprintln!("xtask: running {command:?}");
+    let mut child = command.stdout(std::process::Stdio::piped()).spawn()?;
+    let mut counts = TestCounts::default();
+    let stdout = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+    for line in std::io::BufRead::lines(stdout) {
+        let line = line?;
+        println!("{line}");
+        if let Some(result) = line.strip_prefix("test result: ") {
+            counts.passed += count_before(result, " passed");
+            counts.failed += count_before(result, " failed");
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        println!(
+            "tests: {} passed, {} failed",
+            counts.passed,
+            counts.failed.max(1)
+        );
+        bail!("{command:?} failed with {status}");
+    }
+    Ok(counts)
+}
+
+/// The number just before `label` in `ok. 5 passed; 0 failed; ...`.
+fn count_before(text: &str, label: &str) -> u64 {
+    text.split(';')
+        .find_map(|part| {
+            let part = part
+                .trim()
+                .trim_start_matches("ok. ")
+                .trim_start_matches("FAILED. ");
+            part.strip_suffix(label)?.trim().parse().ok()
+        })
+        .unwrap_or(0)
 }
 
 /// Runs cargo with the environment the eBPF build needs.
@@ -74,7 +136,9 @@ fn cargo(toolchain: &setup::EbpfToolchain, args: &[&str]) -> Result<()> {
 
 fn run(command: &mut Command) -> Result<()> {
     eprintln!("xtask: running {command:?}");
-    let status = command.status().with_context(|| format!("cannot run {command:?}"))?;
+    let status = command
+        .status()
+        .with_context(|| format!("cannot run {command:?}"))?;
     if !status.success() {
         bail!("{command:?} failed with {status}");
     }
