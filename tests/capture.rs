@@ -44,7 +44,14 @@ fn assert_kill(event: &Value, pid: u32, comm: &str, cgroup: &MemoryCgroup, limit
     assert!(
         event["kernel_time_ns"].as_u64().is_some_and(|t| t > 0),
         "{event:#}"
+    ); // The test cgroup's own limit ran out.
+    assert_eq!(event["constraint"], "memcg", "{event:#}");
+    assert_eq!(
+        event["oom_memcg"]["path"],
+        cgroup.relative_path(),
+        "{event:#}"
     );
+    assert_eq!(event["oom_memcg"]["limit_bytes"], limit, "{event:#}");
 }
 
 fn child_killed_while_parent_lives(hook_args: &[&str], comm: &str) {

@@ -13,6 +13,14 @@ pub const TASK_COMM_LEN: usize = 16;
 pub const RECORD_VICTIM: u32 = 1;
 /// Tag of an [`OomContextRecord`], sent by the `oom_kill_process` hook.
 pub const RECORD_OOM_CONTEXT: u32 = 2;
+/// Tag of a [`VictimRecord`] for a SIGKILL sent by a userspace OOM killer
+/// (systemd-oomd, earlyoom, ...); `trigger_*` is then the killer.
+pub const RECORD_USERSPACE_KILL: u32 = 3;
+
+/// How many memory cgroups, from the victim's own upwards, a record
+/// carries: enough for every real hierarchy (`/kubepods/burstable/pod/ctr`
+/// is four deep), small enough for an unrolled loop the verifier accepts.
+pub const MEMCG_LEVELS: usize = 8;
 
 /// Name of the global that carries [`KernelOffsets`] into the programs.
 pub const OFFSETS_GLOBAL: &str = "OFFSETS";
@@ -20,6 +28,9 @@ pub const OFFSETS_GLOBAL: &str = "OFFSETS";
 pub const EVENTS_MAP: &str = "EVENTS";
 /// Name of the per-CPU counter of records the ring buffer had no room for.
 pub const LOST_MAP: &str = "LOST";
+/// Name of the hash map of process names whose SIGKILLs are reported as
+/// userspace OOM kills (key: comm, zero-padded to [`TASK_COMM_LEN`]).
+pub const KILLERS_MAP: &str = "KILLERS";
 
 /// Bits of [`KernelOffsets::features`]: which groups of offsets the running
 /// kernel's BTF could resolve. A program never reads through an offset whose
@@ -38,6 +49,8 @@ pub mod feature {
     pub const MEMCG: u32 = 1 << 4;
     /// `struct oom_control` resolves, for the `oom_kill_process` hooks.
     pub const OOM_CONTROL: u32 = 1 << 5;
+    /// The `signal_generate` tracepoint passes the target task third.
+    pub const SIGNAL_TASK_ARG: u32 = 1 << 6;
 }
 
 /// Byte offsets of the kernel struct fields the programs read, resolved from
@@ -83,6 +96,7 @@ pub struct KernelOffsets {
     pub memcg_memory: u32,
     pub page_counter_usage: u32,
     pub page_counter_max: u32,
+    pub page_counter_parent: u32,
     pub oom_control_memcg: u32,
     pub oom_control_totalpages: u32,
     pub oom_control_chosen: u32,
@@ -121,10 +135,20 @@ pub struct VictimRecord {
     pub total_vm_pages: u64,
     /// kernfs id of the victim's cgroup on the default (v2) hierarchy.
     pub cgroup_v2_id: u64,
-    /// kernfs id of the victim's memory cgroup (v1 memory hierarchy, or v2).
-    pub memcg_id: u64,
-    pub memcg_usage_pages: u64,
-    pub memcg_limit_pages: u64,
+    /// The victim's memory cgroup (`[0]`) and its ancestors at the moment of
+    /// the kill; userspace finds the one that ran out. Unused levels are 0.
+    pub memcg_levels: [MemcgLevel; MEMCG_LEVELS],
+}
+
+/// One memory cgroup's page counter at kill time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemcgLevel {
+    /// kernfs id (cgroupfs inode number); 0 past the root.
+    pub cgroup_id: u64,
+    pub usage_pages: u64,
+    /// `PAGE_COUNTER_MAX` when the cgroup has no limit.
+    pub limit_pages: u64,
 }
 
 /// The OOM decision as `oom_kill_process` saw it (kernels with kprobes or

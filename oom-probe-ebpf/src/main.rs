@@ -14,6 +14,10 @@ mod kernel;
 mod mark_victim;
 #[cfg(target_arch = "bpf")]
 mod oom_kill_process;
+#[cfg(target_arch = "bpf")]
+mod signal_generate;
+#[cfg(target_arch = "bpf")]
+mod victim;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

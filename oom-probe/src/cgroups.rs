@@ -179,12 +179,18 @@ impl CgroupResolver {
     /// right after its cgroup is gone, until the next walk forgets it.
     pub fn path_of(&mut self, id: u64) -> Option<String> {
         if !self.paths.contains_key(&id) {
-            self.rescan();
+            self.refresh();
         }
         self.paths.get(&id).cloned()
     }
 
-    fn rescan(&mut self) {
+    /// Every cgroup id and path as of the last walk.
+    pub fn known(&self) -> impl Iterator<Item = (u64, &str)> {
+        self.paths.iter().map(|(id, path)| (*id, path.as_str()))
+    }
+
+    /// Walks the hierarchy again, forgetting cgroups that are gone.
+    pub fn refresh(&mut self) {
         self.paths.clear();
         let mut pending = vec![(self.root.clone(), String::from("/"))];
         while let Some((dir, relative)) = pending.pop() {

@@ -6,13 +6,19 @@
 
 use std::mem::size_of;
 
-use oom_probe_common::{OomContextRecord, VictimRecord, RECORD_OOM_CONTEXT, RECORD_VICTIM};
+use oom_probe_common::{
+    OomContextRecord, VictimRecord, RECORD_OOM_CONTEXT, RECORD_USERSPACE_KILL, RECORD_VICTIM,
+};
 
 /// One record from the kernel, typed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Record {
+    /// A process the kernel OOM killer chose.
     Victim(VictimRecord),
+    /// The kernel's OOM decision (kernels with kprobes or fentry).
     OomContext(OomContextRecord),
+    /// A SIGKILL from a userspace OOM killer; `trigger_*` is the killer.
+    UserspaceKill(VictimRecord),
 }
 
 /// Why bytes from the ring buffer could not be decoded; counted by the
@@ -49,6 +55,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     match kind {
         RECORD_VICTIM => read_pod::<VictimRecord>(kind, bytes).map(Record::Victim),
         RECORD_OOM_CONTEXT => read_pod::<OomContextRecord>(kind, bytes).map(Record::OomContext),
+        RECORD_USERSPACE_KILL => read_pod::<VictimRecord>(kind, bytes).map(Record::UserspaceKill),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
@@ -93,10 +100,17 @@ mod tests {
             ns_pid: 7,
             comm: *b"python3\0\0\0\0\0\0\0\0\0",
             rss_anon_pages: 1000,
-            memcg_id: 99,
             ..Default::default()
         };
         assert_eq!(decode(&as_bytes(&victim)), Ok(Record::Victim(victim)));
+        let killed = VictimRecord {
+            kind: RECORD_USERSPACE_KILL,
+            ..victim
+        };
+        assert_eq!(
+            decode(&as_bytes(&killed)),
+            Ok(Record::UserspaceKill(killed))
+        );
     }
 
     #[test]

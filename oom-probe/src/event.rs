@@ -4,10 +4,21 @@
 
 use serde::Serialize;
 
-/// One process the kernel OOM killer killed.
+/// Everything oom-probe emits, in one stream.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Event {
+    /// `oom_kill` or `userspace_kill`.
+    Kill(Box<OomKillEvent>),
+    /// `oom_kill_unobserved`.
+    Unobserved(UnobservedKills),
+}
+
+/// One process killed for memory: by the kernel OOM killer (`oom_kill`) or by
+/// a userspace OOM killer such as systemd-oomd (`userspace_kill`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct OomKillEvent {
-    /// Always `"oom_kill"`; other event types share the stream later.
+    /// `"oom_kill"` or `"userspace_kill"`.
     #[serde(rename = "type")]
     pub kind: &'static str,
     /// RFC 3339 wall-clock time of the kill.
@@ -16,15 +27,27 @@ pub struct OomKillEvent {
     pub kernel_time_ns: u64,
     pub node: String,
     pub victim: Victim,
+    /// The task whose allocation set off the kernel OOM killer; for a
+    /// `userspace_kill`, the killer process.
     pub trigger: Trigger,
     /// The victim's own memory cgroup at the time of the kill.
     pub memcg: Memcg,
-    /// Why the kernel ran out: `memcg`, `global`, `cpuset` or `mempolicy`
-    /// (null where the kernel gives no `oom_kill_process` hook).
+    /// Why the kernel ran out: `memcg`, `global`, `cpuset` or `mempolicy`.
     pub constraint: Option<&'static str>,
-    /// The memory cgroup whose limit ran out (null for a global OOM or when
-    /// unknown).
+    /// How `constraint` was learnt: `oom_kill_process` (the kernel's own
+    /// decision, via fentry/kprobe) or `page_counters` (inferred from the
+    /// memcg counters at kill time, on kernels without either).
+    pub constraint_source: Option<&'static str>,
+    /// The memory cgroup whose limit ran out (null for a global OOM).
     pub oom_memcg: Option<OomMemcg>,
+    /// What filled the memory cgroup that ran out, read right after the kill.
+    pub memcg_stat: Option<MemcgStat>,
+    /// One sentence a person can act on.
+    pub explanation: Option<String>,
+    /// Shared by every victim of one OOM decision.
+    pub oom_id: u64,
+    /// True when `memory.oom.group` made the kernel kill the whole cgroup.
+    pub group_kill: bool,
     /// True when the victim is not the init process of its pid namespace:
     /// its container keeps running and Kubernetes reports nothing.
     pub silent: Option<bool>,
@@ -79,4 +102,33 @@ pub struct OomMemcg {
     pub path: Option<String>,
     pub usage_bytes: Option<u64>,
     pub limit_bytes: Option<u64>,
+}
+
+/// Memory of the cgroup that ran out, by kind, in bytes; cgroup v1 and v2
+/// names mapped to one set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct MemcgStat {
+    pub anon: u64,
+    pub file: u64,
+    pub file_dirty: u64,
+    pub file_writeback: u64,
+    pub shmem: u64,
+    /// Slab, kernel stacks and page tables.
+    pub kernel: u64,
+    pub sock: u64,
+}
+
+/// Kills the kernel counted in a cgroup that oom-probe did not see (it was
+/// not running, or its ring buffer overflowed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UnobservedKills {
+    /// Always `"oom_kill_unobserved"`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub time: String,
+    pub node: String,
+    pub cgroup_id: u64,
+    pub cgroup_path: Option<String>,
+    /// How many kills were missed.
+    pub count: u64,
 }

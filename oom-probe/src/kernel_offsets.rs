@@ -42,7 +42,7 @@ pub fn resolve(btf: &Btf) -> KernelLayout {
     let btf = Layouts { btf };
     let mut offsets = KernelOffsets::default();
     let mut missing = Vec::new();
-    let groups: [(u32, &str, GroupFn); 7] = [
+    let groups: [(u32, &str, GroupFn); 8] = [
         (
             feature::VICTIM_TASK_ARG,
             "victim task (pid, comm, uid, oom_score_adj)",
@@ -58,6 +58,11 @@ pub fn resolve(btf: &Btf) -> KernelLayout {
             "oom_control (kprobe/fentry context)",
             oom_control,
         ),
+        (
+            feature::SIGNAL_TASK_ARG,
+            "signal_generate target task (userspace OOM killers)",
+            signal_task,
+        ),
     ];
     for (bit, name, group) in groups {
         match group(&btf, &mut offsets) {
@@ -72,7 +77,13 @@ pub fn resolve(btf: &Btf) -> KernelLayout {
         }
     }
     if offsets.features & feature::VICTIM_TASK_ARG == 0 {
-        offsets.features &= !(feature::NS_PID | feature::RSS | feature::CGROUP_V2 | feature::MEMCG);
+        // Userspace-killer records read the task with the same offsets.
+        let task_based = feature::NS_PID
+            | feature::RSS
+            | feature::CGROUP_V2
+            | feature::MEMCG
+            | feature::SIGNAL_TASK_ARG;
+        offsets.features &= !task_based;
     }
     let constraint_names = constraint_names(&btf);
     KernelLayout {
@@ -98,6 +109,11 @@ fn constraint_names(btf: &Layouts) -> HashMap<u32, &'static str> {
 
 type GroupFn = fn(&Layouts, &mut KernelOffsets) -> Result<()>;
 
+/// `signal_generate(int sig, struct kernel_siginfo *info, struct task_struct *task, ...)`.
+fn signal_task(btf: &Layouts, _: &mut KernelOffsets) -> Result<()> {
+    btf.expect_task_pointer(btf.tracepoint_arg_type("signal_generate", 2)?)
+}
+
 fn task_basics(btf: &Layouts, o: &mut KernelOffsets) -> Result<()> {
     o.task_pid = btf.offset("task_struct", "pid")?;
     o.task_tgid = btf.offset("task_struct", "tgid")?;
@@ -112,17 +128,8 @@ fn task_basics(btf: &Layouts, o: &mut KernelOffsets) -> Result<()> {
 /// 6.9+ (and distribution backports) pass `struct task_struct *`; older
 /// kernels pass only `int pid`.
 fn mark_victim_takes_task(btf: &Layouts, _: &mut KernelOffsets) -> Result<()> {
-    let first = btf.tracepoint_arg_type("mark_victim", 0)?;
-    match first {
-        Type::Ptr(ptr) => {
-            let pointee = btf.skip_modifiers(btf.btf.resolve_chained_type(&ptr)?)?;
-            match pointee {
-                Type::Struct(s) if btf.btf.resolve_name(&s)? == "task_struct" => Ok(()),
-                _ => bail!("first argument is not struct task_struct *"),
-            }
-        }
-        _ => bail!("this kernel's mark_victim passes only the pid"),
-    }
+    btf.expect_task_pointer(btf.tracepoint_arg_type("mark_victim", 0)?)
+        .context("this kernel's mark_victim passes only the pid")
 }
 
 fn ns_pid(btf: &Layouts, o: &mut KernelOffsets) -> Result<()> {
@@ -192,6 +199,7 @@ fn memcg(btf: &Layouts, o: &mut KernelOffsets) -> Result<()> {
     o.page_counter_max = btf
         .offset("page_counter", "max")
         .or_else(|_| btf.offset("page_counter", "limit"))?;
+    o.page_counter_parent = btf.offset("page_counter", "parent")?;
     Ok(())
 }
 
@@ -286,6 +294,16 @@ impl Layouts<'_> {
         }
     }
 
+    fn expect_task_pointer(&self, t: Type) -> Result<()> {
+        let Type::Ptr(ptr) = t else {
+            bail!("argument is not a pointer")
+        };
+        match self.skip_modifiers(self.btf.resolve_chained_type(&ptr)?)? {
+            Type::Struct(s) if self.btf.resolve_name(&s)? == "task_struct" => Ok(()),
+            _ => bail!("argument is not struct task_struct *"),
+        }
+    }
+
     /// Value of an enumerator, found by its own name (the kernel's RSS
     /// counter enum is anonymous).
     fn enum_value(&self, enumerator: &str) -> Result<u32> {
@@ -354,7 +372,8 @@ mod tests {
             | feature::RSS
             | feature::CGROUP_V2
             | feature::MEMCG
-            | feature::OOM_CONTROL;
+            | feature::OOM_CONTROL
+            | feature::SIGNAL_TASK_ARG;
         assert_eq!(o.features, all);
         let task = [
             o.task_pid,
@@ -394,8 +413,13 @@ mod tests {
         );
         assert_eq!([o.cgroup_kn, o.kernfs_node_id], [256, 96]);
         assert_eq!(
-            [o.memcg_css, o.page_counter_usage, o.page_counter_max],
-            [0, 0, 160]
+            [
+                o.memcg_css,
+                o.page_counter_usage,
+                o.page_counter_max,
+                o.page_counter_parent
+            ],
+            [0, 0, 160, 168]
         );
         let oc = [
             o.oom_control_memcg,

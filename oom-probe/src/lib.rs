@@ -14,4 +14,5 @@ pub mod event;
 pub mod kernel_offsets;
 pub mod output;
 pub mod probes;
+pub mod unobserved;
 pub mod watch;

@@ -1,6 +1,6 @@
 //! The `oom-probe` command line.
 
-use std::io::IsTerminal;
+use std::{io::IsTerminal, path::PathBuf, time::Duration};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -40,6 +40,21 @@ enum Command {
         /// Exit after this many kills.
         #[arg(long)]
         count: Option<u64>,
+        /// Process names whose SIGKILLs are reported as `userspace_kill`
+        /// (comma-separated; empty to turn off).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "systemd-oomd,earlyoom,oomd,nohang"
+        )]
+        userspace_killers: Vec<String>,
+        /// File that keeps accounted kill counts across restarts, so kills
+        /// made while oom-probe was down are reported once.
+        #[arg(long)]
+        state_file: Option<PathBuf>,
+        /// Seconds between comparisons with the kernel's per-cgroup kill counters.
+        #[arg(long, default_value_t = 30.0)]
+        reconcile_interval: f64,
     },
     /// Tell what this node offers and whether oom-probe can work here.
     Check {
@@ -58,6 +73,9 @@ fn main() {
             ring_buffer_size,
             node_name,
             count,
+            userspace_killers,
+            state_file,
+            reconcile_interval,
         } => {
             let options = WatchOptions {
                 output: output.unwrap_or(if std::io::stdout().is_terminal() {
@@ -71,6 +89,12 @@ fn main() {
                     .unwrap_or_else(|| Hook::VICTIM.to_vec()),
                 node: node_name.unwrap_or_else(hostname),
                 max_events: count,
+                userspace_killers: userspace_killers
+                    .into_iter()
+                    .filter(|k| !k.is_empty())
+                    .collect(),
+                state_file,
+                reconcile_interval: Duration::from_secs_f64(reconcile_interval.max(0.1)),
             };
             run_watch(options)
         }

@@ -3,7 +3,7 @@
 
 use std::io::{self, Write};
 
-use crate::event::OomKillEvent;
+use crate::event::{Event, OomKillEvent, UnobservedKills};
 
 /// How `watch` prints events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -34,7 +34,7 @@ impl<W: Write> Output<W> {
     }
 
     /// Writes and flushes one event, so it is visible at once even in a pipe.
-    pub fn write(&mut self, event: &OomKillEvent) -> io::Result<()> {
+    pub fn write(&mut self, event: &Event) -> io::Result<()> {
         match self.format {
             OutputFormat::Json => {
                 serde_json::to_writer(&mut self.writer, event)?;
@@ -45,11 +45,24 @@ impl<W: Write> Output<W> {
                     writeln!(self.writer, "{TABLE_HEADER}")?;
                     self.header_written = true;
                 }
-                writeln!(self.writer, "{}", table_row(event))?;
+                let row = match event {
+                    Event::Kill(kill) => table_row(kill),
+                    Event::Unobserved(missed) => unobserved_row(missed),
+                };
+                writeln!(self.writer, "{row}")?;
             }
         }
         self.writer.flush()
     }
+}
+
+fn unobserved_row(e: &UnobservedKills) -> String {
+    format!(
+        "{:<24} {} kill(s) the kernel counted but oom-probe did not see, in {}",
+        e.time,
+        e.count,
+        e.cgroup_path.as_deref().unwrap_or("?")
+    )
 }
 
 fn table_row(e: &OomKillEvent) -> String {
@@ -83,8 +96,8 @@ mod tests {
     use super::*;
     use crate::event::{Memcg, Rss, Trigger, Victim};
 
-    fn event() -> OomKillEvent {
-        OomKillEvent {
+    fn event() -> Event {
+        Event::Kill(Box::new(OomKillEvent {
             kind: "oom_kill",
             time: "2026-11-23T10:00:00.000Z".into(),
             kernel_time_ns: 1,
@@ -114,9 +127,14 @@ mod tests {
                 limit_bytes: Some(4 << 20),
             },
             constraint: None,
+            constraint_source: None,
             oom_memcg: None,
+            memcg_stat: None,
+            explanation: None,
+            oom_id: 1,
+            group_kill: false,
             silent: Some(true),
-        }
+        }))
     }
 
     #[test]
@@ -144,5 +162,21 @@ mod tests {
         assert!(lines[0].starts_with("TIME"));
         assert!(lines[1].contains("gunicorn") && lines[1].contains("3.0/0.0/1.0"));
         assert!(lines[1].contains("/kubepods/pod1/abc") && lines[1].contains("yes"));
+    }
+
+    #[test]
+    fn unobserved_kills_get_a_row_too() {
+        let mut out = Output::new(OutputFormat::Table, Vec::new());
+        out.write(&Event::Unobserved(UnobservedKills {
+            kind: "oom_kill_unobserved",
+            time: "t".into(),
+            node: "n".into(),
+            cgroup_id: 5,
+            cgroup_path: Some("/kubepods/pod1".into()),
+            count: 2,
+        }))
+        .unwrap();
+        let text = String::from_utf8(out.writer).unwrap();
+        assert!(text.lines().nth(1).unwrap().contains("2 kill(s)"), "{text}");
     }
 }

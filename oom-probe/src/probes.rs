@@ -7,13 +7,13 @@
 
 use std::fmt;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use aya::{
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, FEntry, KProbe, RawTracePoint},
     Btf, Ebpf, EbpfLoader,
 };
-use oom_probe_common::{EVENTS_MAP, LOST_MAP, OFFSETS_GLOBAL};
+use oom_probe_common::{EVENTS_MAP, KILLERS_MAP, LOST_MAP, OFFSETS_GLOBAL, TASK_COMM_LEN};
 
 use crate::kernel_offsets::{self, KernelLayout};
 
@@ -24,6 +24,8 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/oo
 const OOM_KILL_PROCESS: &str = "oom_kill_process";
 /// The tracepoint every OOM victim passes through.
 const MARK_VICTIM: &str = "mark_victim";
+/// The tracepoint every signal passes through, for userspace OOM killers.
+const SIGNAL_GENERATE: &str = "signal_generate";
 
 /// One way of hooking the OOM path; users pick one with `--hook` and
 /// `check` reports which of them this kernel accepts.
@@ -37,6 +39,10 @@ pub enum Hook {
     Fentry,
     /// `kprobe/oom_kill_process`: the OOM decision where fentry is refused.
     Kprobe,
+    /// `tp_btf/signal_generate`: SIGKILLs from userspace OOM killers.
+    SignalBtf,
+    /// `raw_tp/signal_generate`: the same where tp_btf is refused.
+    SignalRaw,
 }
 
 impl Hook {
@@ -44,6 +50,8 @@ impl Hook {
     pub const VICTIM: [Hook; 2] = [Hook::TpBtf, Hook::RawTracepoint];
     /// Hooks that report the OOM decision, best first.
     pub const CONTEXT: [Hook; 2] = [Hook::Fentry, Hook::Kprobe];
+    /// Hooks that report userspace OOM killers' SIGKILLs, best first.
+    pub const SIGNAL: [Hook; 2] = [Hook::SignalBtf, Hook::SignalRaw];
 
     fn program(self) -> &'static str {
         match self {
@@ -51,6 +59,8 @@ impl Hook {
             Self::RawTracepoint => "mark_victim_raw",
             Self::Fentry => "oom_kill_process_fentry",
             Self::Kprobe => "oom_kill_process_kprobe",
+            Self::SignalBtf => "signal_generate_btf",
+            Self::SignalRaw => "signal_generate_raw",
         }
     }
 }
@@ -62,6 +72,8 @@ impl fmt::Display for Hook {
             Self::RawTracepoint => "raw_tracepoint mark_victim",
             Self::Fentry => "fentry oom_kill_process",
             Self::Kprobe => "kprobe oom_kill_process",
+            Self::SignalBtf => "tp_btf signal_generate",
+            Self::SignalRaw => "raw_tracepoint signal_generate",
         })
     }
 }
@@ -74,49 +86,35 @@ pub struct Probes {
     pub victim_hook: Hook,
     /// The hook that reports the OOM decision, or why there is none.
     pub context_hook: Result<Hook, String>,
+    /// The hook that reports userspace OOM killers, or why there is none.
+    pub signal_hook: Result<Hook, String>,
 }
 
 impl Probes {
     /// Loads the object for this kernel and attaches the first hook of
     /// `victim_hooks` that works, then the best OOM-decision hook.
-    pub fn attach(ring_buffer_bytes: u32, victim_hooks: &[Hook]) -> Result<Self> {
+    pub fn attach(
+        ring_buffer_bytes: u32,
+        victim_hooks: &[Hook],
+        userspace_killers: &[String],
+    ) -> Result<Self> {
         let (mut ebpf, layout, btf) = load(ring_buffer_bytes)?;
-        let mut failures = Vec::new();
-        let mut victim_hook = None;
-        for &hook in victim_hooks {
-            match attach_hook(&mut ebpf, &btf, hook) {
-                Ok(()) => {
-                    victim_hook = Some(hook);
-                    break;
-                }
-                Err(err) => failures.push(format!("{hook}: {err:#}")),
-            }
-        }
-        let Some(victim_hook) = victim_hook else {
-            bail!(
-                "no OOM victim hook could be attached:\n  {}",
-                failures.join("\n  ")
-            );
+        let victim_hook = attach_first(&mut ebpf, &btf, victim_hooks)
+            .map_err(|why| anyhow!("no OOM victim hook could be attached: {why}"))?;
+        let context_hook = attach_first(&mut ebpf, &btf, &Hook::CONTEXT);
+        let signal_hook = if userspace_killers.is_empty() {
+            Err(String::from("no userspace killers named"))
+        } else {
+            set_killers(&mut ebpf, userspace_killers)
+                .map_err(|e| format!("{e:#}"))
+                .and_then(|()| attach_first(&mut ebpf, &btf, &Hook::SIGNAL))
         };
-        let mut context_hook = Err(String::from("no hook tried"));
-        let mut context_failures = Vec::new();
-        for hook in Hook::CONTEXT {
-            match attach_hook(&mut ebpf, &btf, hook) {
-                Ok(()) => {
-                    context_hook = Ok(hook);
-                    break;
-                }
-                Err(err) => context_failures.push(format!("{hook}: {err:#}")),
-            }
-        }
-        if context_hook.is_err() {
-            context_hook = Err(context_failures.join("; "));
-        }
         Ok(Self {
             ebpf,
             layout,
             victim_hook,
             context_hook,
+            signal_hook,
         })
     }
 
@@ -163,6 +161,35 @@ fn load(ring_buffer_bytes: u32) -> Result<(Ebpf, KernelLayout, Btf)> {
     Ok((ebpf, layout, btf))
 }
 
+/// Attaches the first of `hooks` that works; the error lists why each failed.
+fn attach_first(ebpf: &mut Ebpf, btf: &Btf, hooks: &[Hook]) -> Result<Hook, String> {
+    let mut failures = Vec::new();
+    for &hook in hooks {
+        match attach_hook(ebpf, btf, hook) {
+            Ok(()) => return Ok(hook),
+            Err(err) => failures.push(format!("{hook}: {err:#}")),
+        }
+    }
+    Err(failures.join("; "))
+}
+
+/// Tells the signal hook whose SIGKILLs to report (comm, as the kernel
+/// truncates it to 15 bytes).
+fn set_killers(ebpf: &mut Ebpf, names: &[String]) -> Result<()> {
+    let map = ebpf
+        .map_mut(KILLERS_MAP)
+        .ok_or_else(|| anyhow!("no {KILLERS_MAP} map"))?;
+    let mut killers: BpfHashMap<_, [u8; TASK_COMM_LEN], u8> = BpfHashMap::try_from(map)?;
+    for name in names {
+        let mut comm = [0u8; TASK_COMM_LEN];
+        let bytes = name.as_bytes();
+        let len = bytes.len().min(TASK_COMM_LEN - 1);
+        comm[..len].copy_from_slice(&bytes[..len]);
+        killers.insert(comm, 1, 0)?;
+    }
+    Ok(())
+}
+
 /// Loads and attaches one hook; the link lives as long as `ebpf`.
 fn attach_hook(ebpf: &mut Ebpf, btf: &Btf, hook: Hook) -> Result<()> {
     let program = ebpf
@@ -189,6 +216,16 @@ fn attach_hook(ebpf: &mut Ebpf, btf: &Btf, hook: Hook) -> Result<()> {
             p.load()?;
             p.attach(OOM_KILL_PROCESS, 0)?;
         }
+        Hook::SignalBtf => {
+            let p: &mut BtfTracePoint = program.try_into()?;
+            p.load(SIGNAL_GENERATE, btf)?;
+            p.attach()?;
+        }
+        Hook::SignalRaw => {
+            let p: &mut RawTracePoint = program.try_into()?;
+            p.load()?;
+            p.attach(SIGNAL_GENERATE)?;
+        }
     }
     Ok(())
 }
@@ -199,6 +236,7 @@ pub fn probe_all_hooks() -> Result<Vec<(Hook, Result<(), String>)>> {
     Ok(Hook::VICTIM
         .into_iter()
         .chain(Hook::CONTEXT)
+        .chain(Hook::SIGNAL)
         .map(|hook| {
             (
                 hook,

@@ -1,20 +1,25 @@
 //! The event loop behind `oom-probe watch`: ring buffer -> decode -> enrich
-//! -> output, plus a once-a-second check of the kernel's lost-record count.
+//! -> output, a once-a-second check of the kernel's lost-record count, and a
+//! slower reconciliation with the kernel's own per-cgroup kill counters.
 
 use std::{
     io::{self, Write},
-    time::Duration,
+    path::PathBuf,
+    time::{Duration, SystemTime},
 };
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use aya::maps::{MapData, RingBuf};
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
 use crate::{
     cgroups::{CgroupResolver, Hierarchies},
     decode,
     enrich::Enricher,
+    event::Event,
     output::{Output, OutputFormat},
     probes::{Hook, LostCounter, Probes},
+    unobserved::KillLedger,
 };
 
 /// What `watch` was asked to do.
@@ -27,15 +32,25 @@ pub struct WatchOptions {
     pub node: String,
     /// Stop after this many kills (scripts, tests); run forever if `None`.
     pub max_events: Option<u64>,
+    /// Process names whose SIGKILLs are userspace OOM kills.
+    pub userspace_killers: Vec<String>,
+    /// Where accounted kill counts survive restarts.
+    pub state_file: Option<PathBuf>,
+    /// How often to compare with the kernel's per-cgroup kill counters.
+    pub reconcile_interval: Duration,
 }
 
 /// Runs until SIGINT/SIGTERM (or `max_events`), then drains what is left.
 pub async fn watch(options: WatchOptions) -> Result<()> {
-    let mut probes = Probes::attach(options.ring_buffer_bytes, &options.hooks)?;
+    let mut probes = Probes::attach(
+        options.ring_buffer_bytes,
+        &options.hooks,
+        &options.userspace_killers,
+    )?;
     let hierarchies = Hierarchies::discover()?;
     let memcg_paths = hierarchies.memory_root().map(CgroupResolver::new);
     announce(&probes, memcg_paths.as_ref(), &options.node);
-    let mut enricher = Enricher::new(
+    let enricher = Enricher::new(
         options.node.clone(),
         memcg_paths,
         probes.layout.constraint_names.clone(),
@@ -47,13 +62,15 @@ pub async fn watch(options: WatchOptions) -> Result<()> {
     let lost = probes.take_lost_counter()?;
     let mut pump = Pump {
         output: Output::new(options.output, io::stdout().lock()),
-        enricher: &mut enricher,
+        enricher,
+        ledger: KillLedger::load(options.state_file.clone()),
         kills: 0,
         undecodable: 0,
         lost_reported: 0,
     };
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut lost_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut reconcile_tick = tokio::time::interval(options.reconcile_interval);
     let done = |pump: &Pump<_>| options.max_events.is_some_and(|max| pump.kills >= max);
     while !done(&pump) {
         tokio::select! {
@@ -62,7 +79,12 @@ pub async fn watch(options: WatchOptions) -> Result<()> {
                 pump.drain(guard.get_inner_mut())?;
                 guard.clear_ready();
             }
-            _ = tick.tick() => pump.report_lost(&lost),
+            _ = lost_tick.tick() => pump.report_lost(&lost),
+            _ = reconcile_tick.tick() => {
+                // Drain first: a kill the kernel has counted is already in the buffer.
+                pump.drain(ring.get_mut())?;
+                pump.reconcile()?;
+            }
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
         }
@@ -77,7 +99,7 @@ pub async fn watch(options: WatchOptions) -> Result<()> {
 }
 
 fn announce(probes: &Probes, memcg_paths: Option<&CgroupResolver>, node: &str) {
-    let context = match &probes.context_hook {
+    let describe = |hook: &Result<Hook, String>| match hook {
         Ok(hook) => hook.to_string(),
         Err(why) => format!("unavailable ({why})"),
     };
@@ -92,29 +114,31 @@ fn announce(probes: &Probes, memcg_paths: Option<&CgroupResolver>, node: &str) {
         );
     }
     eprintln!(
-        "oom-probe: watching OOM kills on {node} via {}; OOM decision via {context}",
-        probes.victim_hook
+        "oom-probe: watching OOM kills on {node} via {}; OOM decision via {}; userspace killers via {}",
+        probes.victim_hook,
+        describe(&probes.context_hook),
+        describe(&probes.signal_hook),
     );
 }
 
 /// Moves records from the ring buffer to the output, counting what it could
 /// not handle.
-struct Pump<'a, W: Write> {
+struct Pump<W: Write> {
     output: Output<W>,
-    enricher: &'a mut Enricher,
+    enricher: Enricher,
+    ledger: KillLedger,
     kills: u64,
     undecodable: u64,
     lost_reported: u64,
 }
 
-impl<W: Write> Pump<'_, W> {
-    fn drain(&mut self, ring: &mut aya::maps::RingBuf<aya::maps::MapData>) -> Result<()> {
+impl<W: Write> Pump<W> {
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<()> {
         while let Some(item) = ring.next() {
             match decode::decode(&item) {
                 Ok(record) => {
                     if let Some(event) = self.enricher.on_record(record) {
-                        self.output.write(&event).context("cannot write event")?;
-                        self.kills += 1;
+                        self.emit(&event)?;
                     }
                 }
                 Err(err) => {
@@ -122,6 +146,32 @@ impl<W: Write> Pump<'_, W> {
                     eprintln!("oom-probe: error: undecodable record ({err})");
                 }
             }
+        }
+        Ok(())
+    }
+
+    fn emit(&mut self, event: &Event) -> Result<()> {
+        if let Event::Kill(kill) = event {
+            if kill.kind == "oom_kill" {
+                if let Some(id) = kill.victim.cgroup_id {
+                    self.ledger.observed(id);
+                }
+            }
+            self.kills += 1;
+        }
+        self.output
+            .write(event)
+            .map_err(|e| anyhow::anyhow!("cannot write event: {e}"))
+    }
+
+    fn reconcile(&mut self) -> Result<()> {
+        let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        let node = self.enricher.node().to_string();
+        let Some(cgroups) = self.enricher.cgroups() else {
+            return Ok(());
+        };
+        for missed in self.ledger.reconcile(cgroups, &time, &node) {
+            self.emit(&Event::Unobserved(missed))?;
         }
         Ok(())
     }

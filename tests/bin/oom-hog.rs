@@ -3,13 +3,15 @@
 //!
 //! ```text
 //! oom-hog --cgroup DIR [--mb N] [--comm NAME] [--fork | --pidns]
+//! oom-hog --comm NAME --kill PID
 //! ```
 //! It first moves itself into the memory cgroup at DIR (so nothing runs
 //! unlimited), then either allocates itself, or forks a child that does
 //! (`--fork`: a worker dies, its parent lives on), or forks the init process
 //! of a new pid namespace that does (`--pidns`: the container's PID 1 dies).
 //! With a child, the parent prints `child <pid>` and, when the child is
-//! gone, `child <pid> killed by signal <n>`, and exits 0.
+//! gone, `child <pid> killed by signal <n>`, and exits 0. `--kill` plays a
+//! userspace OOM killer: it takes the name NAME and SIGKILLs PID.
 
 use std::{ffi::CString, io::Write, process::exit};
 
@@ -19,6 +21,7 @@ struct Args {
     comm: Option<String>,
     fork: bool,
     pidns: bool,
+    kill: Option<i32>,
 }
 
 fn parse_args() -> Args {
@@ -28,6 +31,7 @@ fn parse_args() -> Args {
         comm: None,
         fork: false,
         pidns: false,
+        kill: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -42,10 +46,17 @@ fn parse_args() -> Args {
             "--comm" => args.comm = Some(it.next().unwrap_or_else(|| usage())),
             "--fork" => args.fork = true,
             "--pidns" => args.pidns = true,
+            "--kill" => {
+                args.kill = Some(
+                    it.next()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or_else(|| usage()),
+                )
+            }
             _ => usage(),
         }
     }
-    if args.cgroup.is_empty() {
+    if args.cgroup.is_empty() && args.kill.is_none() {
         usage();
     }
     args
@@ -53,11 +64,20 @@ fn parse_args() -> Args {
 
 fn usage() -> ! {
     eprintln!("usage: oom-hog --cgroup DIR [--mb N] [--comm NAME] [--fork | --pidns]");
+    eprintln!("       oom-hog --comm NAME --kill PID");
     exit(2)
 }
 
 fn main() {
     let args = parse_args();
+    if let Some(pid) = args.kill {
+        set_comm(args.comm.as_deref());
+        // SAFETY: kill has no memory-safety preconditions.
+        if unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {
+            fail(&format!("kill {pid}: {}", std::io::Error::last_os_error()));
+        }
+        return;
+    }
     // Join the cgroup before anything is allocated.
     std::fs::write(format!("{}/cgroup.procs", args.cgroup), "0")
         .unwrap_or_else(|e| fail(&format!("cannot join {}: {e}", args.cgroup)));

@@ -34,10 +34,17 @@ pub fn root_or_skip(test: &str) -> bool {
         return true;
     }
     if std::env::var_os("OOM_PROBE_ALLOW_SKIP").is_some_and(|v| v == "1") {
-        eprintln!("\n*** SKIPPED {test}: needs root (OOM_PROBE_ALLOW_SKIP=1) ***\n");
+        skipped(test, "needs root (OOM_PROBE_ALLOW_SKIP=1)");
         return false;
     }
     panic!("{test} needs root: end-to-end tests load eBPF and create cgroups");
+}
+
+/// Says loudly that a test did not run: written straight to stderr, past
+/// the test harness's output capture, so it shows in every run.
+pub fn skipped(test: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "\n*** SKIPPED {test}: {why} ***\n");
 }
 
 /// The oom-probe binary under test: `$OOM_PROBE_BIN`, else the one cargo
@@ -76,6 +83,7 @@ fn built_binary(name: &str, env_var: &str, package: &str) -> PathBuf {
 pub struct MemoryCgroup {
     path: PathBuf,
     relative: String,
+    v2: bool,
 }
 
 static NEXT_CGROUP: AtomicU32 = AtomicU32::new(0);
@@ -85,31 +93,62 @@ impl MemoryCgroup {
     /// hierarchy (v1 memory mount, or the v2 root with `memory` enabled).
     pub fn create(limit_bytes: u64) -> Result<Self> {
         let (root, v2) = memory_root()?;
+        Self::create_in(root, String::new(), v2, Some(limit_bytes))
+    }
+
+    /// Creates a child cgroup, with its own limit or none (the parent's
+    /// then applies). Drop the child before the parent.
+    pub fn create_child(&self, limit_bytes: Option<u64>) -> Result<Self> {
+        if self.v2 {
+            // A v2 child needs the controller enabled in its parent.
+            self.write("cgroup.subtree_control", "+memory")?;
+        }
+        Self::create_in(
+            self.path.clone(),
+            self.relative.clone(),
+            self.v2,
+            limit_bytes,
+        )
+    }
+
+    fn create_in(
+        parent: PathBuf,
+        parent_relative: String,
+        v2: bool,
+        limit: Option<u64>,
+    ) -> Result<Self> {
         let name = format!(
             "oom-probe-test-{}-{}",
             std::process::id(),
             NEXT_CGROUP.fetch_add(1, Ordering::Relaxed)
         );
-        let path = root.join(&name);
+        let path = parent.join(&name);
         fs::create_dir(&path).with_context(|| format!("mkdir {}", path.display()))?;
         let cgroup = Self {
             path,
-            relative: format!("/{name}"),
+            relative: format!("{parent_relative}/{name}"),
+            v2,
         };
-        let (file, swap_file) = if v2 {
-            ("memory.max", "memory.swap.max")
-        } else {
-            ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes")
-        };
-        cgroup.write(file, &limit_bytes.to_string())?;
-        // No swap, so the limit is reached at once (the file exists only with swap accounting).
-        let swap_limit = if v2 {
-            String::from("0")
-        } else {
-            limit_bytes.to_string()
-        };
-        let _ = cgroup.write(swap_file, &swap_limit);
+        if let Some(limit_bytes) = limit {
+            let (file, swap_file, swap_limit) = if v2 {
+                ("memory.max", "memory.swap.max", String::from("0"))
+            } else {
+                (
+                    "memory.limit_in_bytes",
+                    "memory.memsw.limit_in_bytes",
+                    limit_bytes.to_string(),
+                )
+            };
+            cgroup.write(file, &limit_bytes.to_string())?;
+            // No swap, so the limit is reached at once (the file exists only with swap accounting).
+            let _ = cgroup.write(swap_file, &swap_limit);
+        }
         Ok(cgroup)
+    }
+
+    /// True on cgroup v2, where `memory.oom.group` exists.
+    pub fn is_v2(&self) -> bool {
+        self.v2
     }
 
     /// Absolute path in cgroupfs, for `oom-hog --cgroup`.
@@ -122,7 +161,8 @@ impl MemoryCgroup {
         &self.relative
     }
 
-    fn write(&self, file: &str, value: &str) -> Result<()> {
+    /// Writes a cgroup control file.
+    pub fn write(&self, file: &str, value: &str) -> Result<()> {
         fs::write(self.path.join(file), value)
             .with_context(|| format!("write {value} to {}/{file}", self.path.display()))
     }
@@ -276,6 +316,26 @@ impl Watcher {
         settle: Duration,
     ) -> Result<Vec<Value>> {
         self.events_matching(count, settle, |e| e["victim"]["cgroup_path"] == cgroup_path)
+    }
+
+    /// Events matching `unwanted` that arrive within `window`; for tests
+    /// that something is *not* reported.
+    pub fn events_within(
+        &mut self,
+        window: Duration,
+        unwanted: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
+        let deadline = Instant::now() + window;
+        let mut found = Vec::new();
+        while let Ok(event) = self
+            .events
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            if unwanted(&event) {
+                found.push(event);
+            }
+        }
+        found
     }
 
     /// Like [`Watcher::events_for`] with any predicate.

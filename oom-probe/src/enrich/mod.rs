@@ -1,20 +1,24 @@
 //! Builds user-facing events from kernel records: units in bytes, cgroup ids
-//! named, the `oom_kill_process` decision joined to the victims it chose.
+//! named, the memory cgroup that ran out found, victims of one OOM decision
+//! grouped, and what filled the memory explained.
 
-use std::collections::HashMap;
+pub mod explain;
 
-use oom_probe_common::{feature, OomContextRecord, VictimRecord, TASK_COMM_LEN};
+use std::{collections::HashMap, fs};
+
+use oom_probe_common::{feature, MemcgLevel, OomContextRecord, VictimRecord, TASK_COMM_LEN};
 
 use crate::{
     cgroups::CgroupResolver,
     clock,
     decode::Record,
-    event::{Memcg, OomKillEvent, OomMemcg, Rss, Trigger, Victim},
+    event::{Event, Memcg, OomKillEvent, OomMemcg, Rss, Trigger, Victim},
 };
 
-/// How long an `oom_kill_process` record waits for the victims it chose.
-/// The kernel marks them within microseconds; seconds cover a stalled CPU.
-const CONTEXT_TTL_NS: u64 = 10_000_000_000;
+/// How long an `oom_kill_process` record waits for the victims it chose,
+/// and how close two victims of one trigger must be to share an `oom_id`.
+/// The kernel marks them within microseconds; a second covers a stalled CPU.
+const SAME_DECISION_NS: u64 = 1_000_000_000;
 
 /// Turns records into events; keeps the little state that needs.
 pub struct Enricher {
@@ -22,8 +26,27 @@ pub struct Enricher {
     page_size: u64,
     memcg_paths: Option<CgroupResolver>,
     constraint_names: HashMap<u32, &'static str>,
-    /// Last OOM decision per triggering thread, waiting for its victims.
-    pending_contexts: HashMap<u32, OomContextRecord>,
+    /// Last OOM decision per triggering thread, with its oom_id.
+    pending_contexts: HashMap<u32, (OomContextRecord, u64)>,
+    /// The previous victim's decision, for kernels without a context hook.
+    last_decision: Option<Decision>,
+    next_oom_id: u64,
+}
+
+/// What identifies one OOM decision when the kernel does not say.
+#[derive(Clone, Copy)]
+struct Decision {
+    trigger_tid: u32,
+    oom_memcg_id: u64,
+    kernel_time_ns: u64,
+    oom_id: u64,
+}
+
+/// Where the constraint and the memcg that ran out came from.
+struct Constraint {
+    name: Option<&'static str>,
+    source: Option<&'static str>,
+    oom_memcg: Option<MemcgLevel>,
 }
 
 impl Enricher {
@@ -45,34 +68,91 @@ impl Enricher {
             memcg_paths,
             constraint_names,
             pending_contexts: HashMap::new(),
+            last_decision: None,
+            next_oom_id: 1,
         }
+    }
+
+    /// The node name every event carries.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The memory cgroup hierarchy, for reconciling kill counters.
+    pub fn cgroups(&mut self) -> Option<&mut CgroupResolver> {
+        self.memcg_paths.as_mut()
+    }
+
+    fn path_of(&mut self, id: u64) -> Option<String> {
+        self.memcg_paths.as_mut()?.path_of(id)
     }
 
     /// The event for a record, or `None` for records that only feed later
     /// events (the OOM decision).
-    pub fn on_record(&mut self, record: Record) -> Option<OomKillEvent> {
+    pub fn on_record(&mut self, record: Record) -> Option<Event> {
         match record {
             Record::OomContext(context) => {
-                self.pending_contexts.retain(|_, c| {
-                    context.kernel_time_ns.saturating_sub(c.kernel_time_ns) < CONTEXT_TTL_NS
+                self.pending_contexts.retain(|_, (c, _)| {
+                    context.kernel_time_ns.saturating_sub(c.kernel_time_ns) < SAME_DECISION_NS
                 });
-                self.pending_contexts.insert(context.trigger_tid, context);
+                let oom_id = self.new_oom_id();
+                self.pending_contexts
+                    .insert(context.trigger_tid, (context, oom_id));
                 None
             }
-            Record::Victim(victim) => Some(self.victim_event(&victim)),
+            Record::Victim(victim) => {
+                Some(Event::Kill(Box::new(self.kill_event(&victim, "oom_kill"))))
+            }
+            Record::UserspaceKill(victim) => Some(Event::Kill(Box::new(
+                self.kill_event(&victim, "userspace_kill"),
+            ))),
         }
     }
 
-    fn victim_event(&mut self, r: &VictimRecord) -> OomKillEvent {
+    fn new_oom_id(&mut self) -> u64 {
+        let id = self.next_oom_id;
+        self.next_oom_id += 1;
+        id
+    }
+
+    fn kill_event(&mut self, r: &VictimRecord, kind: &'static str) -> OomKillEvent {
         let has = |bit: u32| r.features & bit != 0;
         let task = has(feature::VICTIM_TASK_ARG);
         let memcg = has(feature::MEMCG);
-        let cgroup_id = if memcg { Some(r.memcg_id) } else { None };
+        let own = r.memcg_levels[0];
+        let cgroup_id = memcg.then_some(own.cgroup_id);
         let cgroup_path = cgroup_id.and_then(|id| self.path_of(id));
-        let context = self.context_for(r);
         let ns_pid = has(feature::NS_PID).then_some(r.ns_pid);
-        OomKillEvent {
-            kind: "oom_kill",
+        let kernel_kill = kind == "oom_kill";
+        let constraint = if kernel_kill {
+            self.constraint(r)
+        } else {
+            Constraint::none()
+        };
+        let oom_id = if kernel_kill {
+            self.oom_id(r, &constraint)
+        } else {
+            self.new_oom_id()
+        };
+        let oom_memcg = constraint.oom_memcg.map(|level| OomMemcg {
+            cgroup_id: level.cgroup_id,
+            path: self.path_of(level.cgroup_id),
+            usage_bytes: Some(level.usage_pages * self.page_size),
+            limit_bytes: self.limit_bytes(level.limit_pages),
+        });
+        let stat_dir = oom_memcg
+            .as_ref()
+            .and_then(|m| m.path.clone())
+            .or_else(|| cgroup_path.clone());
+        let memcg_stat = stat_dir.and_then(|path| explain::read_memcg_stat(&self.absolute(&path)?));
+        let group_kill = match (&cgroup_path, &oom_memcg) {
+            (Some(victim), Some(oom)) => {
+                self.oom_group_set(victim, oom.path.as_deref().unwrap_or("/"))
+            }
+            _ => false,
+        };
+        let mut event = OomKillEvent {
+            kind,
             time: humantime::format_rfc3339_millis(clock::wall_time(r.kernel_time_ns)).to_string(),
             kernel_time_ns: r.kernel_time_ns,
             node: self.node.clone(),
@@ -97,35 +177,124 @@ impl Enricher {
                 comm: comm(&r.trigger_comm),
             },
             memcg: Memcg {
-                usage_bytes: memcg.then(|| r.memcg_usage_pages * self.page_size),
+                usage_bytes: memcg.then(|| own.usage_pages * self.page_size),
                 limit_bytes: if memcg {
-                    self.limit_bytes(r.memcg_limit_pages)
+                    self.limit_bytes(own.limit_pages)
                 } else {
                     None
                 },
             },
-            constraint: context.and_then(|c| self.constraint_names.get(&c.constraint).copied()),
-            oom_memcg: context.filter(|c| c.memcg_id != 0).map(|c| OomMemcg {
-                cgroup_id: c.memcg_id,
-                path: self.path_of(c.memcg_id),
-                usage_bytes: Some(c.memcg_usage_pages * self.page_size),
-                limit_bytes: self.limit_bytes(c.memcg_limit_pages),
-            }),
+            constraint: constraint.name,
+            constraint_source: constraint.source,
+            oom_memcg,
+            memcg_stat,
+            explanation: None,
+            oom_id,
+            group_kill,
             silent: ns_pid.map(|pid| pid != 1),
+        };
+        event.explanation = Some(explain::explain(&event));
+        event
+    }
+
+    /// The kernel's own decision where a context hook gave it; otherwise the
+    /// lowest memcg whose counter stood at its limit, or a global OOM when
+    /// none did.
+    fn constraint(&self, r: &VictimRecord) -> Constraint {
+        if let Some((context, _)) = self.context_for(r) {
+            let level = MemcgLevel {
+                cgroup_id: context.memcg_id,
+                usage_pages: context.memcg_usage_pages,
+                limit_pages: context.memcg_limit_pages,
+            };
+            return Constraint {
+                name: self.constraint_names.get(&context.constraint).copied(),
+                source: Some("oom_kill_process"),
+                oom_memcg: (context.memcg_id != 0).then_some(level),
+            };
         }
+        if r.features & feature::MEMCG == 0 {
+            return Constraint::none();
+        }
+        let full = r
+            .memcg_levels
+            .iter()
+            .find(|level| self.at_limit(level))
+            .copied();
+        Constraint {
+            name: Some(if full.is_some() { "memcg" } else { "global" }),
+            source: Some("page_counters"),
+            oom_memcg: full,
+        }
+    }
+
+    /// A charge fails when usage plus the pages asked for (at most a charge
+    /// batch of 64 pages, or a huge page) would pass the limit.
+    fn at_limit(&self, level: &MemcgLevel) -> bool {
+        let slack = 512 + level.limit_pages / 128;
+        level.cgroup_id != 0
+            && self.limit_bytes(level.limit_pages).is_some()
+            && level.usage_pages + slack >= level.limit_pages
+    }
+
+    /// The kernel's oom_id for this victim: the context's, else the previous
+    /// victim's when the same task chose both in the same cgroup at once.
+    fn oom_id(&mut self, r: &VictimRecord, constraint: &Constraint) -> u64 {
+        if let Some((_, oom_id)) = self.context_for(r) {
+            return oom_id;
+        }
+        let oom_memcg_id = constraint.oom_memcg.map_or(0, |m| m.cgroup_id);
+        let same = self.last_decision.filter(|d| {
+            d.trigger_tid == r.trigger_tid
+                && d.oom_memcg_id == oom_memcg_id
+                && r.kernel_time_ns.saturating_sub(d.kernel_time_ns) < SAME_DECISION_NS
+        });
+        let oom_id = same.map_or_else(|| self.new_oom_id(), |d| d.oom_id);
+        self.last_decision = Some(Decision {
+            trigger_tid: r.trigger_tid,
+            oom_memcg_id,
+            kernel_time_ns: r.kernel_time_ns,
+            oom_id,
+        });
+        oom_id
     }
 
     /// The OOM decision that chose this victim: same triggering thread,
     /// shortly before.
-    fn context_for(&self, r: &VictimRecord) -> Option<OomContextRecord> {
+    fn context_for(&self, r: &VictimRecord) -> Option<(OomContextRecord, u64)> {
         self.pending_contexts
             .get(&r.trigger_tid)
-            .filter(|c| r.kernel_time_ns.saturating_sub(c.kernel_time_ns) < CONTEXT_TTL_NS)
+            .filter(|(c, _)| r.kernel_time_ns.saturating_sub(c.kernel_time_ns) < SAME_DECISION_NS)
             .copied()
     }
 
-    fn path_of(&mut self, id: u64) -> Option<String> {
-        self.memcg_paths.as_mut()?.path_of(id)
+    /// True when `memory.oom.group` is set on the victim's cgroup or an
+    /// ancestor up to the one that ran out (cgroup v2): the kernel then kills
+    /// every process in it as one decision.
+    fn oom_group_set(&self, victim_path: &str, oom_path: &str) -> bool {
+        let mut path = victim_path;
+        loop {
+            let set = self
+                .absolute(path)
+                .and_then(|dir| fs::read_to_string(dir.join("memory.oom.group")).ok())
+                .is_some_and(|v| v.trim() == "1");
+            if set {
+                return true;
+            }
+            if path == oom_path || path == "/" || path.is_empty() {
+                return false;
+            }
+            path = match path.rfind('/') {
+                Some(0) => "/",
+                Some(i) => &path[..i],
+                None => return false,
+            };
+        }
+    }
+
+    fn absolute(&self, path: &str) -> Option<std::path::PathBuf> {
+        let root = self.memcg_paths.as_ref()?.root();
+        Some(root.join(path.trim_start_matches('/')))
     }
 
     /// RSS counters are per-CPU sums on 6.2+ and can read slightly negative.
@@ -139,6 +308,16 @@ impl Enricher {
     }
 }
 
+impl Constraint {
+    fn none() -> Self {
+        Self {
+            name: None,
+            source: None,
+            oom_memcg: None,
+        }
+    }
+}
+
 fn comm(raw: &[u8; TASK_COMM_LEN]) -> String {
     let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
     String::from_utf8_lossy(&raw[..end]).into_owned()
@@ -147,7 +326,7 @@ fn comm(raw: &[u8; TASK_COMM_LEN]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oom_probe_common::{RECORD_OOM_CONTEXT, RECORD_VICTIM};
+    use oom_probe_common::{RECORD_OOM_CONTEXT, RECORD_USERSPACE_KILL, RECORD_VICTIM};
 
     const ALL: u32 = feature::VICTIM_TASK_ARG
         | feature::NS_PID
@@ -155,6 +334,7 @@ mod tests {
         | feature::CGROUP_V2
         | feature::MEMCG
         | feature::OOM_CONTROL;
+    const UNLIMITED: u64 = i64::MAX as u64 / 4096;
 
     fn enricher() -> Enricher {
         Enricher::new(
@@ -164,7 +344,25 @@ mod tests {
         )
     }
 
+    fn kill(event: Option<Event>) -> OomKillEvent {
+        match event {
+            Some(Event::Kill(kill)) => *kill,
+            other => panic!("not a kill: {other:?}"),
+        }
+    }
+
+    fn level(cgroup_id: u64, usage_pages: u64, limit_pages: u64) -> MemcgLevel {
+        MemcgLevel {
+            cgroup_id,
+            usage_pages,
+            limit_pages,
+        }
+    }
+
     fn victim(features: u32) -> VictimRecord {
+        let mut levels = [MemcgLevel::default(); oom_probe_common::MEMCG_LEVELS];
+        levels[0] = level(77, 20, UNLIMITED);
+        levels[1] = level(1, 5000, UNLIMITED);
         VictimRecord {
             kind: RECORD_VICTIM,
             features,
@@ -182,9 +380,7 @@ mod tests {
             rss_file_pages: -2,
             rss_shmem_pages: 3,
             total_vm_pages: 40,
-            memcg_id: 77,
-            memcg_usage_pages: 20,
-            memcg_limit_pages: i64::MAX as u64 / 4096,
+            memcg_levels: levels,
             ..Default::default()
         }
     }
@@ -192,7 +388,7 @@ mod tests {
     #[test]
     fn converts_pages_and_flags_an_init_kill_as_not_silent() {
         let mut e = enricher();
-        let event = e.on_record(Record::Victim(victim(ALL))).unwrap();
+        let event = kill(e.on_record(Record::Victim(victim(ALL))));
         let page = e.page_size;
         assert_eq!(event.victim.comm.as_deref(), Some("celery"));
         assert_eq!(
@@ -211,21 +407,45 @@ mod tests {
         );
         assert_eq!(event.victim.cgroup_id, Some(77));
         assert_eq!(event.silent, Some(false));
-        assert_eq!(event.constraint, None);
-        let json = serde_json::to_value(&event).unwrap();
+        let json = serde_json::to_value(Event::Kill(Box::new(event))).unwrap();
         assert_eq!(json["type"], "oom_kill");
         assert_eq!(json["victim"]["rss_bytes"]["anon"], 10 * page);
     }
 
     #[test]
+    fn no_memcg_at_its_limit_means_a_global_oom() {
+        let event = kill(enricher().on_record(Record::Victim(victim(ALL))));
+        assert_eq!(event.constraint, Some("global"));
+        assert_eq!(event.constraint_source, Some("page_counters"));
+        assert_eq!(event.oom_memcg, None);
+        assert!(event.explanation.unwrap().starts_with("node-wide OOM"));
+    }
+
+    #[test]
+    fn the_lowest_memcg_at_its_limit_ran_out() {
+        let mut r = victim(ALL);
+        r.memcg_levels[0] = level(77, 100, 1_000_000); // far from its limit
+        r.memcg_levels[1] = level(70, 8_190, 8_192); // the pod: full
+        r.memcg_levels[2] = level(60, 9_000, 9_000); // also full, but higher up
+        let mut e = enricher();
+        let event = kill(e.on_record(Record::Victim(r)));
+        assert_eq!(event.constraint, Some("memcg"));
+        let oom = event.oom_memcg.unwrap();
+        assert_eq!(oom.cgroup_id, 70);
+        assert_eq!(oom.limit_bytes, Some(8_192 * e.page_size));
+        assert_eq!(event.memcg.limit_bytes, Some(1_000_000 * e.page_size));
+    }
+
+    #[test]
     fn pid_only_kernels_give_nulls_not_zeros() {
-        let event = enricher().on_record(Record::Victim(victim(0))).unwrap();
+        let event = kill(enricher().on_record(Record::Victim(victim(0))));
         assert_eq!(event.victim.pid, 300);
         assert_eq!(event.victim.comm, None);
         assert_eq!(event.victim.rss_bytes, None);
         assert_eq!(event.victim.cgroup_id, None);
         assert_eq!(event.silent, None);
         assert_eq!(event.memcg.usage_bytes, None);
+        assert_eq!(event.constraint, None);
     }
 
     #[test]
@@ -244,16 +464,51 @@ mod tests {
         assert_eq!(e.on_record(Record::OomContext(context)), None);
         let mut r = victim(ALL);
         r.ns_pid = 12;
-        let event = e.on_record(Record::Victim(r)).unwrap();
-        assert_eq!(event.constraint, Some("memcg"));
-        let oom_memcg = event.oom_memcg.unwrap();
+        let first = kill(e.on_record(Record::Victim(r)));
+        assert_eq!(first.constraint, Some("memcg"));
+        assert_eq!(first.constraint_source, Some("oom_kill_process"));
+        let oom_memcg = first.oom_memcg.clone().unwrap();
         assert_eq!(oom_memcg.cgroup_id, 70);
         assert_eq!(oom_memcg.limit_bytes, Some(8 * e.page_size));
-        assert_eq!(event.silent, Some(true));
+        assert_eq!(first.silent, Some(true));
+        r.tgid = 302;
+        let second = kill(e.on_record(Record::Victim(r)));
+        assert_eq!(second.oom_id, first.oom_id, "one decision, one oom_id");
 
         let mut other_thread = victim(ALL);
         other_thread.trigger_tid = 999;
-        let unjoined = e.on_record(Record::Victim(other_thread)).unwrap();
-        assert_eq!(unjoined.constraint, None);
+        let unjoined = kill(e.on_record(Record::Victim(other_thread)));
+        assert_eq!(unjoined.constraint_source, Some("page_counters"));
+        assert_ne!(unjoined.oom_id, first.oom_id);
+    }
+
+    #[test]
+    fn victims_chosen_together_share_an_oom_id_without_a_context_hook() {
+        let mut e = enricher();
+        let mut r = victim(ALL);
+        r.memcg_levels[0] = level(77, 8_192, 8_192);
+        let a = kill(e.on_record(Record::Victim(r)));
+        r.tgid = 400;
+        r.kernel_time_ns += 50_000;
+        let b = kill(e.on_record(Record::Victim(r)));
+        assert_eq!(a.oom_id, b.oom_id);
+        r.kernel_time_ns += 2 * SAME_DECISION_NS;
+        let c = kill(e.on_record(Record::Victim(r)));
+        assert_ne!(c.oom_id, a.oom_id, "a later kill is a new decision");
+    }
+
+    #[test]
+    fn userspace_kills_name_the_killer() {
+        let mut r = victim(ALL);
+        r.kind = RECORD_USERSPACE_KILL;
+        r.trigger_comm = *b"systemd-oomd\0\0\0\0";
+        let event = kill(enricher().on_record(Record::UserspaceKill(r)));
+        assert_eq!(event.kind, "userspace_kill");
+        assert_eq!(event.trigger.comm, "systemd-oomd");
+        assert_eq!(event.constraint, None);
+        assert!(event
+            .explanation
+            .unwrap()
+            .starts_with("SIGKILL from systemd-oomd"));
     }
 }

@@ -1,0 +1,47 @@
+//! The `signal_generate` tracepoint, filtered in the kernel to SIGKILLs sent
+//! by userspace OOM killers (systemd-oomd, earlyoom, oomd, ...): those kills
+//! never reach the kernel OOM path but are memory kills all the same.
+//! Arguments: `(int sig, struct kernel_siginfo *info, struct task_struct *task, int group, int result)`.
+
+use aya_ebpf::{
+    helpers::bpf_get_current_comm,
+    macros::{btf_tracepoint, map, raw_tracepoint},
+    maps::HashMap,
+    programs::{BtfTracePointContext, RawTracePointContext},
+};
+use oom_probe_common::{feature, RECORD_USERSPACE_KILL, TASK_COMM_LEN};
+
+use crate::{kernel::has, victim::send_victim_record};
+
+const SIGKILL: u64 = 9;
+
+/// Names of the processes whose SIGKILLs count as OOM kills; userspace
+/// fills it (`--userspace-killers`).
+#[map(name = "KILLERS")]
+static KILLERS: HashMap<[u8; TASK_COMM_LEN], u8> = HashMap::with_max_entries(32, 0);
+
+#[btf_tracepoint(function = "signal_generate")]
+pub fn signal_generate_btf(ctx: BtfTracePointContext) -> i32 {
+    record_kill(ctx.arg::<u64>(0), ctx.arg::<u64>(2));
+    0
+}
+
+#[raw_tracepoint(tracepoint = "signal_generate")]
+pub fn signal_generate_raw(ctx: RawTracePointContext) -> i32 {
+    record_kill(ctx.arg::<u64>(0), ctx.arg::<u64>(2));
+    0
+}
+
+#[inline(always)]
+fn record_kill(signal: u64, task: u64) {
+    if signal as u32 as u64 != SIGKILL || !has(feature::SIGNAL_TASK_ARG) {
+        return;
+    }
+    let Ok(sender) = bpf_get_current_comm() else {
+        return;
+    };
+    if unsafe { KILLERS.get(&sender) }.is_none() {
+        return;
+    }
+    send_victim_record(RECORD_USERSPACE_KILL, task as usize as *const u8, 0);
+}

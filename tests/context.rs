@@ -1,0 +1,290 @@
+//! Kill context: which limit ran out, what filled the memory, group kills,
+//! kills oom-probe did not see, and userspace OOM killers. Each test makes
+//! the kernel (or a stand-in killer) kill a real process.
+
+use std::{fs, process::Command, time::Duration};
+
+use oom_probe_tests::{hog, root_or_skip, run_hog_with_child, skipped, MemoryCgroup, Watcher};
+use serde_json::Value;
+
+const MIB: u64 = 1 << 20;
+const SETTLE: Duration = Duration::from_millis(1500);
+
+fn in_vm() -> bool {
+    std::env::var_os("OOM_PROBE_IN_VM").is_some_and(|v| v == "1")
+}
+
+#[test]
+fn a_full_parent_cgroup_is_named_as_the_one_that_ran_out() {
+    if !root_or_skip("a_full_parent_cgroup_is_named_as_the_one_that_ran_out") {
+        return;
+    }
+    let limit = 48 * MIB;
+    let pod = MemoryCgroup::create(limit).unwrap();
+    let container = pod.create_child(None).unwrap();
+    let mut watcher = Watcher::start(&[]).unwrap();
+    let (pid, _) = run_hog_with_child(&container, "--fork", "nested-hog", 256).unwrap();
+    let event = &watcher
+        .events_for(container.relative_path(), 1, SETTLE)
+        .unwrap()[0];
+    assert_eq!(event["victim"]["pid"], pid, "{event:#}");
+    assert_eq!(
+        event["memcg"]["limit_bytes"],
+        Value::Null,
+        "the container has no limit of its own"
+    );
+    assert_eq!(event["constraint"], "memcg", "{event:#}");
+    assert_eq!(event["oom_memcg"]["path"], pod.relative_path(), "{event:#}");
+    assert_eq!(event["oom_memcg"]["limit_bytes"], limit, "{event:#}");
+    let explanation = event["explanation"].as_str().unwrap();
+    assert!(
+        explanation.contains("nested-hog") && explanation.contains("48 MiB limit"),
+        "{explanation}"
+    );
+    drop(container);
+}
+
+#[test]
+fn a_memcg_full_of_tmpfs_is_explained_as_shmem() {
+    if !root_or_skip("a_memcg_full_of_tmpfs_is_explained_as_shmem") {
+        return;
+    }
+    let limit = 64 * MIB;
+    let cgroup = MemoryCgroup::create(limit).unwrap();
+    let tmpfs = Tmpfs::mount("tmpfs-fill").unwrap();
+    let mut watcher = Watcher::start(&[]).unwrap();
+    // dd itself stays tiny; the file it writes in tmpfs fills the cgroup.
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec dd if=/dev/zero of={}/fill bs=1M count=256",
+        cgroup.path().display(),
+        tmpfs.0.display()
+    );
+    let status = Command::new("sh").args(["-c", &script]).status().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "dd was not OOM-killed"
+    );
+    let event = &watcher
+        .events_for(cgroup.relative_path(), 1, SETTLE)
+        .unwrap()[0];
+    assert_eq!(event["victim"]["comm"], "dd", "{event:#}");
+    assert!(
+        event["victim"]["rss_bytes"]["anon"].as_u64().unwrap() < 8 * MIB,
+        "{event:#}"
+    );
+    let shmem = event["memcg_stat"]["shmem"].as_u64().unwrap();
+    assert!(
+        shmem > limit * 3 / 4,
+        "shmem {shmem} should fill the {limit} limit: {event:#}"
+    );
+    let explanation = event["explanation"].as_str().unwrap();
+    assert!(explanation.starts_with("shmem/tmpfs is"), "{explanation}");
+    assert!(explanation.contains("64 MiB limit"), "{explanation}");
+}
+
+#[test]
+fn a_userspace_oom_killer_is_reported_with_its_name() {
+    if !root_or_skip("a_userspace_oom_killer_is_reported_with_its_name") {
+        return;
+    }
+    let cgroup = MemoryCgroup::create(256 * MIB).unwrap();
+    let mut watcher = Watcher::start(&["--userspace-killers", "fake-oomd"]).unwrap();
+    let mut victim = hog()
+        .arg("--cgroup")
+        .arg(cgroup.path())
+        .args(["--comm", "oomd-victim", "--mb", "8"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // A SIGKILL from a process not on the list is not a memory kill.
+    let pid = victim.id().to_string();
+    let status = hog()
+        .args(["--comm", "fake-oomd", "--kill", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    victim.wait().unwrap();
+    let events = watcher
+        .events_matching(1, SETTLE, |e| {
+            e["type"] == "userspace_kill" && e["victim"]["pid"] == victim.id()
+        })
+        .unwrap();
+    let event = &events[0];
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(event["trigger"]["comm"], "fake-oomd", "{event:#}");
+    assert_eq!(event["victim"]["comm"], "oomd-victim", "{event:#}");
+    assert_eq!(
+        event["victim"]["cgroup_path"],
+        cgroup.relative_path(),
+        "{event:#}"
+    );
+    assert!(event["explanation"]
+        .as_str()
+        .unwrap()
+        .starts_with("SIGKILL from fake-oomd"));
+}
+
+#[test]
+fn kills_made_while_stopped_are_reported_once_across_restarts() {
+    if !root_or_skip("kills_made_while_stopped_are_reported_once_across_restarts") {
+        return;
+    }
+    let state = std::env::temp_dir().join(format!("oom-probe-state-{}.json", std::process::id()));
+    let _ = fs::remove_file(&state);
+    let args = [
+        "--state-file",
+        state.to_str().unwrap(),
+        "--reconcile-interval",
+        "0.3",
+    ];
+    let cgroup = MemoryCgroup::create(32 * MIB).unwrap();
+    let missed = |e: &Value| {
+        e["type"] == "oom_kill_unobserved" && e["cgroup_path"] == cgroup.relative_path()
+    };
+
+    // First run: a baseline and one kill it sees itself.
+    let mut watcher = Watcher::start(&args).unwrap();
+    run_hog_with_child(&cgroup, "--fork", "seen-kill", 128).unwrap();
+    watcher
+        .events_for(cgroup.relative_path(), 1, SETTLE)
+        .unwrap();
+    drop(watcher);
+
+    // Two kills while oom-probe is down.
+    run_hog_with_child(&cgroup, "--fork", "missed-1", 128).unwrap();
+    run_hog_with_child(&cgroup, "--fork", "missed-2", 128).unwrap();
+    assert_eq!(cgroup.kernel_oom_kills().unwrap(), 3);
+
+    let mut watcher = Watcher::start(&args).unwrap();
+    let reports = watcher.events_matching(1, SETTLE, missed).unwrap();
+    assert_eq!(reports.len(), 1, "{reports:#?}");
+    assert_eq!(reports[0]["count"], 2, "{:#}", reports[0]);
+    drop(watcher);
+
+    let mut watcher = Watcher::start(&args).unwrap();
+    // Several reconcile intervals: nothing more to report.
+    let again = watcher.events_within(Duration::from_secs(3), missed);
+    assert!(again.is_empty(), "reported twice: {again:#?}");
+    drop(watcher);
+    let _ = fs::remove_file(&state);
+}
+
+#[test]
+fn a_group_kill_reports_every_member_with_one_oom_id() {
+    if !root_or_skip("a_group_kill_reports_every_member_with_one_oom_id") {
+        return;
+    }
+    let cgroup = MemoryCgroup::create(64 * MIB).unwrap();
+    if !cgroup.is_v2() {
+        skipped(
+            "a_group_kill_reports_every_member_with_one_oom_id",
+            "memory.oom.group needs cgroup v2 memory (runs in the VM matrix)",
+        );
+        assert!(
+            !in_vm(),
+            "the VM has cgroup v2 memory; this test must run there"
+        );
+        return;
+    }
+    cgroup.write("memory.oom.group", "1").unwrap();
+    let mut watcher = Watcher::start(&[]).unwrap();
+    let sleepers: Vec<_> = (0..2)
+        .map(|i| {
+            hog()
+                .arg("--cgroup")
+                .arg(cgroup.path())
+                .args(["--comm", &format!("member-{i}"), "--mb", "4"])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let status = hog()
+        .arg("--cgroup")
+        .arg(cgroup.path())
+        .args(["--comm", "group-hog", "--mb", "256"])
+        .status()
+        .unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
+    let events = watcher
+        .events_for(cgroup.relative_path(), 3, SETTLE)
+        .unwrap();
+    assert_eq!(events.len(), 3, "every member reported: {events:#?}");
+    let oom_id = &events[0]["oom_id"];
+    for event in &events {
+        assert_eq!(&event["oom_id"], oom_id, "{events:#?}");
+        assert_eq!(event["group_kill"], true, "{event:#}");
+    }
+    for mut sleeper in sleepers {
+        sleeper.wait().unwrap();
+    }
+}
+
+#[test]
+fn a_node_wide_oom_is_global() {
+    if !root_or_skip("a_node_wide_oom_is_global") {
+        return;
+    }
+    if !in_vm() {
+        skipped(
+            "a_node_wide_oom_is_global",
+            "exhausting a node's memory is only safe in the VM matrix (cargo xtask vm-test)",
+        );
+        return;
+    }
+    let cgroup = MemoryCgroup::create(u64::MAX / 2).unwrap();
+    let mut watcher = Watcher::start(&[]).unwrap();
+    let total = fs::read_to_string("/proc/meminfo").unwrap();
+    let total_mib: u64 = total
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        / 1024;
+    let (pid, _) =
+        run_hog_with_child(&cgroup, "--fork", "node-hog", (total_mib * 2) as u32).unwrap();
+    let event = &watcher
+        .events_for(cgroup.relative_path(), 1, SETTLE)
+        .unwrap()[0];
+    assert_eq!(event["victim"]["pid"], pid, "{event:#}");
+    assert_eq!(event["constraint"], "global", "{event:#}");
+    assert_eq!(event["oom_memcg"], Value::Null, "{event:#}");
+    assert!(
+        event["explanation"]
+            .as_str()
+            .unwrap()
+            .starts_with("node-wide OOM"),
+        "{event:#}"
+    );
+}
+
+/// A tmpfs mounted for one test and unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(name: &str) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("oom-probe-{name}-{}", std::process::id()));
+        fs::create_dir_all(&dir)?;
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=512m", "tmpfs"])
+            .arg(&dir)
+            .status()?;
+        anyhow::ensure!(status.success(), "mount tmpfs on {} failed", dir.display());
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = fs::remove_dir(&self.0);
+    }
+}
