@@ -48,6 +48,8 @@ pub struct OomKillEvent {
     pub oom_id: u64,
     /// True when `memory.oom.group` made the kernel kill the whole cgroup.
     pub group_kill: bool,
+    /// Pod and container of the victim; null when its cgroup is not a pod's.
+    pub kubernetes: Option<Kubernetes>,
     /// True when the victim is not the init process of its pid namespace:
     /// its container keeps running and Kubernetes reports nothing.
     pub silent: Option<bool>,
@@ -131,4 +133,21 @@ pub struct UnobservedKills {
     pub cgroup_path: Option<String>,
     /// How many kills were missed.
     pub count: u64,
+}
+
+/// Where the victim ran in Kubernetes: from the cgroup path (ids), the
+/// container runtime (names, without an API server) and the API server
+/// (requests, limits, owner). Each field is null when no source knew it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Kubernetes {
+    pub namespace: Option<String>,
+    pub pod: Option<String>,
+    pub pod_uid: Option<String>,
+    pub container: Option<String>,
+    pub container_id: Option<String>,
+    pub qos_class: Option<String>,
+    pub memory_request_bytes: Option<u64>,
+    pub memory_limit_bytes: Option<u64>,
+    pub owner_kind: Option<String>,
+    pub owner_name: Option<String>,
 }

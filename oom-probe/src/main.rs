@@ -1,9 +1,9 @@
 //! The `oom-probe` command line.
 
-use std::{io::IsTerminal, path::PathBuf, time::Duration};
+use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use oom_probe::{
     check,
     output::OutputFormat,
@@ -17,45 +17,26 @@ use oom_probe::{
     about = "Reports every Linux OOM kill, with the process, cgroup and memory figures."
 )]
 struct Cli {
+    /// Format of the logs on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Stream OOM kills on this node as they happen.
-    Watch {
-        /// Output format (default: table on a terminal, json otherwise).
-        #[arg(long, short)]
-        output: Option<OutputFormat>,
-        /// Use this victim hook instead of the best available one.
-        #[arg(long, value_enum)]
-        hook: Option<Hook>,
-        /// Ring buffer size in bytes (a power of two, multiple of the page size).
-        #[arg(long, default_value_t = 256 * 1024)]
-        ring_buffer_size: u32,
-        /// Node name put in every event.
-        #[arg(long, env = "NODE_NAME")]
-        node_name: Option<String>,
-        /// Exit after this many kills.
-        #[arg(long)]
-        count: Option<u64>,
-        /// Process names whose SIGKILLs are reported as `userspace_kill`
-        /// (comma-separated; empty to turn off).
-        #[arg(
-            long,
-            value_delimiter = ',',
-            default_value = "systemd-oomd,earlyoom,oomd,nohang"
-        )]
-        userspace_killers: Vec<String>,
-        /// File that keeps accounted kill counts across restarts, so kills
-        /// made while oom-probe was down are reported once.
-        #[arg(long)]
-        state_file: Option<PathBuf>,
-        /// Seconds between comparisons with the kernel's per-cgroup kill counters.
-        #[arg(long, default_value_t = 30.0)]
-        reconcile_interval: f64,
-    },
+    /// Stream OOM kills on this node as they happen (for a person in a node shell).
+    Watch(EventArgs),
+    /// The long-running agent (DaemonSet): JSON lines on stdout, /metrics,
+    /// /healthz and /readyz on --listen, state kept in --state-file.
+    Run(EventArgs),
     /// Tell what this node offers and whether oom-probe can work here.
     Check {
         /// Print JSON instead of text.
@@ -64,45 +45,104 @@ enum Command {
     },
 }
 
+/// Flags shared by `watch` and `run`; their defaults differ where noted.
+#[derive(Args)]
+struct EventArgs {
+    /// Output format (default: table on a terminal, json otherwise; `run`: json).
+    #[arg(long, short)]
+    output: Option<OutputFormat>,
+    /// Use this victim hook instead of the best available one.
+    #[arg(long, value_enum)]
+    hook: Option<Hook>,
+    /// Ring buffer size in bytes (a power of two, multiple of the page size).
+    #[arg(long, default_value_t = 256 * 1024)]
+    ring_buffer_size: u32,
+    /// Node name put in every event.
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
+    /// Exit after this many kills.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Process names whose SIGKILLs are reported as `userspace_kill`
+    /// (comma-separated; empty to turn off).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "systemd-oomd,earlyoom,oomd,nohang"
+    )]
+    userspace_killers: Vec<String>,
+    /// File that keeps accounted kill counts across restarts, so kills made
+    /// while oom-probe was down are reported once (`run`: /var/lib/oom-probe/state.json).
+    #[arg(long)]
+    state_file: Option<PathBuf>,
+    /// Seconds between comparisons with the kernel's per-cgroup kill counters.
+    #[arg(long, default_value_t = 30.0)]
+    reconcile_interval: f64,
+    /// Address for /metrics, /healthz and /readyz (`run`: 0.0.0.0:9464).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Seconds after which a kill series that stopped moving leaves /metrics.
+    #[arg(long, default_value_t = 6.0 * 3600.0)]
+    metrics_series_ttl: f64,
+}
+
+const AGENT_LISTEN: &str = "0.0.0.0:9464";
+const AGENT_STATE_FILE: &str = "/var/lib/oom-probe/state.json";
+
 fn main() {
     let cli = Cli::parse();
+    init_logs(cli.log_format);
     let result = match cli.command {
-        Command::Watch {
-            output,
-            hook,
-            ring_buffer_size,
-            node_name,
-            count,
-            userspace_killers,
-            state_file,
-            reconcile_interval,
-        } => {
-            let options = WatchOptions {
-                output: output.unwrap_or(if std::io::stdout().is_terminal() {
-                    OutputFormat::Table
-                } else {
-                    OutputFormat::Json
-                }),
-                ring_buffer_bytes: ring_buffer_size,
-                hooks: hook
-                    .map(|h| vec![h])
-                    .unwrap_or_else(|| Hook::VICTIM.to_vec()),
-                node: node_name.unwrap_or_else(hostname),
-                max_events: count,
-                userspace_killers: userspace_killers
-                    .into_iter()
-                    .filter(|k| !k.is_empty())
-                    .collect(),
-                state_file,
-                reconcile_interval: Duration::from_secs_f64(reconcile_interval.max(0.1)),
-            };
-            run_watch(options)
-        }
+        Command::Watch(args) => run_watch(watch_options(args, false)),
+        Command::Run(args) => run_watch(watch_options(args, true)),
         Command::Check { json } => run_check(json),
     };
     if let Err(err) = result {
-        eprintln!("oom-probe: error: {err:#}");
+        tracing::error!("{err:#}");
         std::process::exit(1);
+    }
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.with_target(false).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn watch_options(args: EventArgs, agent: bool) -> WatchOptions {
+    let terminal = std::io::stdout().is_terminal() && !agent;
+    WatchOptions {
+        output: args.output.unwrap_or(if terminal {
+            OutputFormat::Table
+        } else {
+            OutputFormat::Json
+        }),
+        ring_buffer_bytes: args.ring_buffer_size,
+        hooks: args
+            .hook
+            .map(|h| vec![h])
+            .unwrap_or_else(|| Hook::VICTIM.to_vec()),
+        node: args.node_name.unwrap_or_else(hostname),
+        max_events: args.count,
+        userspace_killers: args
+            .userspace_killers
+            .into_iter()
+            .filter(|k| !k.is_empty())
+            .collect(),
+        state_file: args
+            .state_file
+            .or_else(|| agent.then(|| AGENT_STATE_FILE.into())),
+        reconcile_interval: Duration::from_secs_f64(args.reconcile_interval.max(0.1)),
+        listen: args
+            .listen
+            .or_else(|| agent.then(|| AGENT_LISTEN.parse().expect("valid address"))),
+        metrics_series_ttl: Duration::from_secs_f64(args.metrics_series_ttl.max(1.0)),
     }
 }
 

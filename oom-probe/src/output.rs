@@ -133,6 +133,7 @@ mod tests {
             explanation: None,
             oom_id: 1,
             group_kill: false,
+            kubernetes: None,
             silent: Some(true),
         }))
     }

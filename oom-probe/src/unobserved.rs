@@ -46,18 +46,15 @@ impl KillLedger {
             .and_then(|path| match read_state(path) {
                 Ok(Some(state)) if state.boot_id == boot_id => Some(state),
                 Ok(Some(_)) => {
-                    eprintln!(
-                        "oom-probe: state file {} is from another boot; starting fresh",
+                    tracing::info!(
+                        "state file {} is from another boot; starting fresh",
                         path.display()
                     );
                     None
                 }
                 Ok(None) => None,
                 Err(err) => {
-                    eprintln!(
-                        "oom-probe: warning: ignoring state file {}: {err:#}",
-                        path.display()
-                    );
+                    tracing::warn!("ignoring state file {}: {err:#}", path.display());
                     None
                 }
             });
@@ -126,10 +123,7 @@ impl KillLedger {
     fn save(&self) {
         let Some(path) = &self.state_file else { return };
         if let Err(err) = write_state(path, &self.state) {
-            eprintln!(
-                "oom-probe: warning: cannot write state file {}: {err:#}",
-                path.display()
-            );
+            tracing::warn!("cannot write state file {}: {err:#}", path.display());
         }
     }
 }

@@ -4,7 +4,9 @@
 
 use std::{
     io::{self, Write},
+    net::SocketAddr,
     path::PathBuf,
+    sync::{atomic::AtomicBool, Arc},
     time::{Duration, SystemTime},
 };
 
@@ -17,6 +19,8 @@ use crate::{
     decode,
     enrich::Enricher,
     event::Event,
+    http,
+    metrics::Metrics,
     output::{Output, OutputFormat},
     probes::{Hook, LostCounter, Probes},
     unobserved::KillLedger,
@@ -38,10 +42,26 @@ pub struct WatchOptions {
     pub state_file: Option<PathBuf>,
     /// How often to compare with the kernel's per-cgroup kill counters.
     pub reconcile_interval: Duration,
+    /// Where to serve /metrics, /healthz and /readyz (the agent); none for
+    /// a person's `watch`.
+    pub listen: Option<SocketAddr>,
+    /// Kill series idle this long leave /metrics.
+    pub metrics_series_ttl: Duration,
 }
 
 /// Runs until SIGINT/SIGTERM (or `max_events`), then drains what is left.
 pub async fn watch(options: WatchOptions) -> Result<()> {
+    let metrics = Arc::new(Metrics::new(options.metrics_series_ttl));
+    let ready = Arc::new(AtomicBool::new(false));
+    if let Some(addr) = options.listen {
+        let listener = http::bind(addr).await?;
+        let shared = http::Shared {
+            metrics: metrics.clone(),
+            ready: ready.clone(),
+        };
+        tokio::spawn(http::serve(listener, shared));
+        tracing::info!("serving /metrics, /healthz and /readyz on {addr}");
+    }
     let mut probes = Probes::attach(
         options.ring_buffer_bytes,
         &options.hooks,
@@ -60,8 +80,10 @@ pub async fn watch(options: WatchOptions) -> Result<()> {
     let mut ring = unsafe { AsyncFd::register(probes.take_ring_buffer()?) }
         .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
     let lost = probes.take_lost_counter()?;
+    ready.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut pump = Pump {
         output: Output::new(options.output, io::stdout().lock()),
+        metrics,
         enricher,
         ledger: KillLedger::load(options.state_file.clone()),
         kills: 0,
@@ -84,6 +106,7 @@ pub async fn watch(options: WatchOptions) -> Result<()> {
                 // Drain first: a kill the kernel has counted is already in the buffer.
                 pump.drain(ring.get_mut())?;
                 pump.reconcile()?;
+                pump.metrics.expire_idle_series();
             }
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
@@ -91,9 +114,11 @@ pub async fn watch(options: WatchOptions) -> Result<()> {
     }
     pump.drain(ring.get_mut())?;
     pump.report_lost(&lost);
-    eprintln!(
-        "oom-probe: stopped after {} kill(s); {} record(s) lost, {} undecodable",
-        pump.kills, pump.lost_reported, pump.undecodable
+    tracing::info!(
+        "stopped after {} kill(s); {} record(s) lost, {} undecodable",
+        pump.kills,
+        pump.lost_reported,
+        pump.undecodable
     );
     Ok(())
 }
@@ -104,17 +129,13 @@ fn announce(probes: &Probes, memcg_paths: Option<&CgroupResolver>, node: &str) {
         Err(why) => format!("unavailable ({why})"),
     };
     for missing in &probes.layout.missing {
-        eprintln!(
-            "oom-probe: warning: this kernel's BTF lacks {missing}; those fields will be null"
-        );
+        tracing::warn!("this kernel's BTF lacks {missing}; those fields will be null");
     }
     if memcg_paths.is_none() {
-        eprintln!(
-            "oom-probe: warning: no memory cgroup hierarchy mounted; cgroup paths will be null"
-        );
+        tracing::warn!("no memory cgroup hierarchy mounted; cgroup paths will be null");
     }
-    eprintln!(
-        "oom-probe: watching OOM kills on {node} via {}; OOM decision via {}; userspace killers via {}",
+    tracing::info!(
+        "watching OOM kills on {node} via {}; OOM decision via {}; userspace killers via {}",
         probes.victim_hook,
         describe(&probes.context_hook),
         describe(&probes.signal_hook),
@@ -125,6 +146,7 @@ fn announce(probes: &Probes, memcg_paths: Option<&CgroupResolver>, node: &str) {
 /// not handle.
 struct Pump<W: Write> {
     output: Output<W>,
+    metrics: Arc<Metrics>,
     enricher: Enricher,
     ledger: KillLedger,
     kills: u64,
@@ -143,7 +165,7 @@ impl<W: Write> Pump<W> {
                 }
                 Err(err) => {
                     self.undecodable += 1;
-                    eprintln!("oom-probe: error: undecodable record ({err})");
+                    tracing::error!("undecodable record ({err})");
                 }
             }
         }
@@ -159,6 +181,7 @@ impl<W: Write> Pump<W> {
             }
             self.kills += 1;
         }
+        self.metrics.record(event);
         self.output
             .write(event)
             .map_err(|e| anyhow::anyhow!("cannot write event: {e}"))
@@ -179,15 +202,16 @@ impl<W: Write> Pump<W> {
     fn report_lost(&mut self, lost: &LostCounter) {
         match lost.total() {
             Ok(total) if total > self.lost_reported => {
-                eprintln!(
-                    "oom-probe: error: {} OOM record(s) lost because the ring buffer was full \
+                tracing::error!(
+                    "{} OOM record(s) lost because the ring buffer was full \
                      ({total} in all); raise --ring-buffer-size",
                     total - self.lost_reported
                 );
+                self.metrics.add_lost(total - self.lost_reported);
                 self.lost_reported = total;
             }
             Ok(_) => {}
-            Err(err) => eprintln!("oom-probe: warning: cannot read the lost-record counter: {err}"),
+            Err(err) => tracing::warn!("cannot read the lost-record counter: {err}"),
         }
     }
 }

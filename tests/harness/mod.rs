@@ -251,8 +251,14 @@ impl Watcher {
     /// Starts the watcher with extra arguments and waits until it has
     /// attached its probes.
     pub fn start(extra_args: &[&str]) -> Result<Self> {
+        Self::start_command("watch", extra_args)
+    }
+
+    /// Starts `oom-probe <subcommand> --output json <extra_args>` (`watch`
+    /// or the agent, `run`) and waits until it has attached its probes.
+    pub fn start_command(subcommand: &str, extra_args: &[&str]) -> Result<Self> {
         let mut child = Command::new(oom_probe_bin())
-            .args(["watch", "--output", "json"])
+            .args([subcommand, "--output", "json"])
             .args(extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -362,6 +368,44 @@ impl Watcher {
             }
         }
     }
+}
+
+impl Watcher {
+    /// Sends SIGTERM and waits for a clean exit, as Kubernetes stops a pod.
+    pub fn terminate(mut self) -> Result<std::process::ExitStatus> {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        Ok(self.child.wait()?)
+    }
+}
+
+/// A minimal HTTP/1.1 GET on loopback: status code and body.
+pub fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| anyhow!("not an HTTP response: {response}"))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// A loopback address with a port that was free a moment ago.
+pub fn free_loopback_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    listener.local_addr().expect("local addr").to_string()
 }
 
 impl Drop for Watcher {

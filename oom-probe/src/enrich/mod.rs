@@ -191,6 +191,7 @@ impl Enricher {
             explanation: None,
             oom_id,
             group_kill,
+            kubernetes: None,
             silent: ns_pid.map(|pid| pid != 1),
         };
         event.explanation = Some(explain::explain(&event));

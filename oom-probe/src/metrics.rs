@@ -1,0 +1,156 @@
+//! Prometheus metrics, kept in oom-probe itself so counts survive container
+//! restarts (cAdvisor's `container_oom_events_total` vanishes with the
+//! container) and silent kills have a series of their own.
+
+use std::{
+    collections::HashMap,
+    sync::{atomic::AtomicU64, Mutex},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use prometheus_client::{
+    encoding::{text::encode, EncodeLabelSet},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, info::Info},
+    registry::Registry,
+};
+
+use crate::event::Event;
+
+/// Labels of `oom_probe_kills_total`: who was killed and how.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KillLabels {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    pub constraint: String,
+    pub silent: String,
+}
+
+/// Every metric oom-probe exports.
+pub struct Metrics {
+    registry: Registry,
+    kills: Family<KillLabels, Counter>,
+    unobserved: Counter,
+    lost: Counter,
+    enrichment_failures: Counter,
+    last_kill: Gauge<f64, AtomicU64>,
+    /// When each kill series last moved; idle ones are dropped so deleted
+    /// pods do not grow the series set forever.
+    last_moved: Mutex<HashMap<KillLabels, Instant>>,
+    series_ttl: Duration,
+}
+
+impl Metrics {
+    /// Registers the metrics; kill series idle for `series_ttl` expire.
+    pub fn new(series_ttl: Duration) -> Self {
+        let mut registry = Registry::with_prefix("oom_probe");
+        let kills = Family::<KillLabels, Counter>::default();
+        registry.register(
+            "kills",
+            "Processes killed for memory (kernel and userspace OOM killers)",
+            kills.clone(),
+        );
+        let unobserved = Counter::default();
+        registry.register(
+            "unobserved_kills",
+            "Kills the kernel counted that oom-probe did not see (down, or ring buffer full)",
+            unobserved.clone(),
+        );
+        let lost = Counter::default();
+        registry.register(
+            "lost_events",
+            "Records the kernel dropped because the ring buffer was full",
+            lost.clone(),
+        );
+        let enrichment_failures = Counter::default();
+        registry.register(
+            "enrichment_failures",
+            "Lookups of pod or container names that failed",
+            enrichment_failures.clone(),
+        );
+        let last_kill = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "last_kill_timestamp_seconds",
+            "Unix time of the last kill seen",
+            last_kill.clone(),
+        );
+        let build = Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]);
+        registry.register("build", "oom-probe build", build);
+        Self {
+            registry,
+            kills,
+            unobserved,
+            lost,
+            enrichment_failures,
+            last_kill,
+            last_moved: Mutex::new(HashMap::new()),
+            series_ttl,
+        }
+    }
+
+    /// Counts one emitted event.
+    pub fn record(&self, event: &Event) {
+        match event {
+            Event::Kill(kill) => {
+                let k8s = kill.kubernetes.as_ref();
+                let text = |value: Option<&String>| value.cloned().unwrap_or_default();
+                let constraint = if kill.kind == "userspace_kill" {
+                    Some("userspace")
+                } else {
+                    kill.constraint
+                };
+                let labels = KillLabels {
+                    namespace: text(k8s.and_then(|k| k.namespace.as_ref())),
+                    pod: text(k8s.and_then(|k| k.pod.as_ref())),
+                    container: text(k8s.and_then(|k| k.container.as_ref())),
+                    constraint: constraint.unwrap_or("unknown").to_string(),
+                    silent: kill
+                        .silent
+                        .map_or("unknown", |s| if s { "true" } else { "false" })
+                        .to_string(),
+                };
+                self.kills.get_or_create(&labels).inc();
+                self.last_moved
+                    .lock()
+                    .expect("metrics lock")
+                    .insert(labels, Instant::now());
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default();
+                self.last_kill.set(now.as_secs_f64());
+            }
+            Event::Unobserved(missed) => {
+                self.unobserved.inc_by(missed.count);
+            }
+        }
+    }
+
+    /// Adds records the kernel dropped.
+    pub fn add_lost(&self, records: u64) {
+        self.lost.inc_by(records);
+    }
+
+    /// Counts a failed name lookup.
+    pub fn add_enrichment_failure(&self) {
+        self.enrichment_failures.inc();
+    }
+
+    /// Drops kill series that have not moved for the TTL.
+    pub fn expire_idle_series(&self) {
+        let mut last_moved = self.last_moved.lock().expect("metrics lock");
+        last_moved.retain(|labels, moved| {
+            let keep = moved.elapsed() < self.series_ttl;
+            if !keep {
+                self.kills.remove(labels);
+            }
+            keep
+        });
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+}
