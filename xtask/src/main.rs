@@ -1,7 +1,9 @@
 //! Project tasks: `cargo xtask <task>`. Each one installs what it needs on a
 //! fresh machine first, so the README's two commands are all a person types.
 
+mod bench;
 mod setup;
+mod vm;
 
 use std::process::Command;
 
@@ -27,6 +29,16 @@ enum Task {
     },
     /// Set up, then run everything CI runs: fmt, clippy, unit and end-to-end tests.
     Test,
+    /// Set up, build release binaries and measure latency, bursts and
+    /// footprint next to bpftrace and a kmsg reader (root; prints a table and
+    /// writes JSON).
+    Bench(bench::BenchArgs),
+    /// Boot each kernel of the matrix (6.1, 6.12) under QEMU and run the
+    /// end-to-end tests in it.
+    VmTest(vm::VmTestArgs),
+    /// The /dev/kmsg regex reader the benchmark compares against.
+    #[command(hide = true)]
+    KmsgReader,
 }
 
 fn main() -> Result<()> {
@@ -34,6 +46,25 @@ fn main() -> Result<()> {
         Task::Setup => setup::ebpf_toolchain().map(drop),
         Task::Watch { args } => watch(&args),
         Task::Test => test(),
+        Task::Bench(args) => {
+            let toolchain = setup::ebpf_toolchain()?;
+            setup::apt_install(&[("bpftrace", "bpftrace")])?;
+            cargo(
+                &toolchain,
+                &[
+                    "build",
+                    "--release",
+                    "--package",
+                    "oom-probe",
+                    "--package",
+                    "oom-probe-tests",
+                    "--bins",
+                ],
+            )?;
+            bench::run(&args)
+        }
+        Task::KmsgReader => bench::kmsg_reader(),
+        Task::VmTest(args) => vm::run(args),
     }
 }
 

@@ -151,3 +151,38 @@ fn rustup(args: &[&str]) -> Result<String> {
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
+
+/// Installs Debian packages whose command is missing, running `apt-get
+/// update` once first. Each pair is (command, package).
+pub fn apt_install(needed: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = needed
+        .iter()
+        .filter(|(command, _)| {
+            !Command::new("sh")
+                .args(["-c", &format!("command -v {command}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    let update = Command::new("apt-get").args(["update", "-qq"]).status()?;
+    if !update.success() {
+        bail!("apt-get update failed with {update}");
+    }
+    let install = Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()?;
+    if !install.success() {
+        bail!(
+            "apt-get install {} failed with {install}",
+            missing.join(" ")
+        );
+    }
+    Ok(())
+}

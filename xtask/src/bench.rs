@@ -1,0 +1,624 @@
+//! `cargo xtask bench`: measured figures, printed as a table and written as
+//! JSON. Every figure comes from real OOM kills in memory cgroups this
+//! benchmark creates (and removes); nothing here is a timed assertion.
+//!
+//! 1. start-up: exec of `oom-probe watch` to its "watching" line.
+//! 2. latency, side by side on the same kills: oom-probe, bpftrace on
+//!    `oom:mark_victim`, and a /dev/kmsg regex reader like
+//!    node-problem-detector's (each a process of its own, so its RSS counts).
+//! 3. bursts: N processes killed at once in N cgroups, at several ring
+//!    buffer sizes: events reported against the kernel's own counters.
+//! 4. footprint: oom-probe's RSS and CPU time idle and during the bursts.
+
+use std::{
+    fs,
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc::{self, Receiver, Sender},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+
+/// What `cargo xtask bench` was asked for.
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Sequential kills for the latency figures (at least 200 for the README).
+    #[arg(long, default_value_t = 200)]
+    kills: usize,
+    /// Burst sizes (processes killed at once).
+    #[arg(long, value_delimiter = ',', default_value = "50,200,500")]
+    bursts: Vec<usize>,
+    /// Ring buffer sizes to try in the bursts, in bytes.
+    #[arg(long, value_delimiter = ',', default_value = "4096,16384,65536,262144")]
+    ring_sizes: Vec<u32>,
+    /// Seconds oom-probe sits idle for the idle footprint.
+    #[arg(long, default_value_t = 60)]
+    idle_seconds: u64,
+    /// Where the JSON goes.
+    #[arg(long, default_value = "target/bench/results.json")]
+    json: PathBuf,
+}
+
+/// One kill as one tool saw it.
+struct Sighting {
+    tool: &'static str,
+    pid: u32,
+    latency_ns: Option<u64>,
+}
+
+const MIB: u64 = 1 << 20;
+
+/// Runs every phase with binaries already built in `target/release`.
+pub fn run(args: &BenchArgs) -> Result<()> {
+    let memory_root = memory_root()?;
+    let startup = measure_startup(5)?;
+    let side_by_side = side_by_side(&memory_root, args.kills)?;
+    let idle = idle_footprint(args.idle_seconds)?;
+    let mut bursts = Vec::new();
+    for &n in &args.bursts {
+        for &ring in &args.ring_sizes {
+            bursts.push(burst(&memory_root, n, ring)?);
+        }
+    }
+    let results = json!({
+        "machine": machine(),
+        "date": humantime_now(),
+        "startup_ms": startup,
+        "side_by_side": side_by_side,
+        "idle": idle,
+        "bursts": bursts,
+    });
+    print_table(&results);
+    if let Some(dir) = args.json.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    fs::write(&args.json, serde_json::to_string_pretty(&results)?)?;
+    println!("\nwritten to {}", args.json.display());
+    Ok(())
+}
+
+fn oom_probe() -> Command {
+    let mut command = Command::new("target/release/oom-probe");
+    command
+        .args(["watch", "--output", "json"])
+        .stdin(Stdio::null());
+    command
+}
+
+fn hog() -> Command {
+    Command::new("target/release/oom-hog")
+}
+
+/// Median time from exec to the "watching" line, in milliseconds.
+fn measure_startup(runs: usize) -> Result<f64> {
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let started = Instant::now();
+        let mut child = oom_probe()
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        wait_for_line(
+            &lines_of(child.stderr.take().expect("stderr")),
+            "watching OOM kills",
+        )?;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        stop(&mut child);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// A tool under test: its process, and its stderr lines where it is ours.
+struct Running {
+    name: &'static str,
+    child: Child,
+    stderr: Option<Receiver<String>>,
+}
+
+fn side_by_side(memory_root: &Path, kills: usize) -> Result<Value> {
+    let (tx, rx) = mpsc::channel();
+    let mut tools = vec![start_oom_probe(&tx, 1 << 20)?];
+    let mut notes = Vec::new();
+    match start_bpftrace(&tx) {
+        Ok(tool) => tools.push(tool),
+        Err(err) => notes.push(format!("bpftrace unavailable: {err:#}")),
+    }
+    tools.push(start_kmsg_reader(&tx)?);
+    thread::sleep(Duration::from_secs(3)); // bpftrace compiles its script first
+    let cgroup = TestCgroup::create(memory_root, "bench-latency", 16 * MIB)?;
+    let mut pids = Vec::new();
+    for _ in 0..kills {
+        let mut child = hog()
+            .arg("--cgroup")
+            .arg(&cgroup.path)
+            .args(["--comm", "bench-hog", "--mb", "64"])
+            .spawn()?;
+        pids.push(child.id());
+        child.wait()?;
+    }
+    thread::sleep(Duration::from_secs(2));
+    let sightings: Vec<Sighting> = rx.try_iter().filter(|s| pids.contains(&s.pid)).collect();
+    let mut rows = Vec::new();
+    for tool in &mut tools {
+        let stats = process_stats(tool.child.id());
+        let mut latencies: Vec<u64> = sightings
+            .iter()
+            .filter(|s| s.tool == tool.name)
+            .filter_map(|s| s.latency_ns)
+            .collect();
+        let caught = sightings.iter().filter(|s| s.tool == tool.name).count();
+        latencies.sort_unstable();
+        rows.push(json!({
+            "tool": tool.name,
+            "kills": kills,
+            "caught": caught,
+            "latency_us": percentiles(&latencies),
+            "rss_kib": stats.rss_kib,
+            "names_container": tool.name == "oom-probe",
+        }));
+        stop(&mut tool.child);
+    }
+    let kernel = cgroup.kernel_kills()?;
+    Ok(json!({ "kernel_counted": kernel, "tools": rows, "notes": notes }))
+}
+
+fn start_oom_probe(tx: &Sender<Sighting>, ring: u32) -> Result<Running> {
+    let mut child = oom_probe()
+        .args([
+            "--ring-buffer-size",
+            &ring.to_string(),
+            "--userspace-killers",
+            "",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = lines_of(child.stderr.take().expect("stderr"));
+    wait_for_line(&stderr, "watching OOM kills")?;
+    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let tx = tx.clone();
+    thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            let now = monotonic_ns();
+            let Ok(event) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            let (Some(pid), Some(kernel)) = (
+                event["victim"]["pid"].as_u64(),
+                event["kernel_time_ns"].as_u64(),
+            ) else {
+                continue;
+            };
+            let _ = tx.send(Sighting {
+                tool: "oom-probe",
+                pid: pid as u32,
+                latency_ns: Some(now.saturating_sub(kernel)),
+            });
+        }
+    });
+    Ok(Running {
+        name: "oom-probe",
+        child,
+        stderr: Some(stderr),
+    })
+}
+
+fn start_bpftrace(tx: &Sender<Sighting>) -> Result<Running> {
+    let script =
+        r#"tracepoint:oom:mark_victim { printf("%lld %d %s\n", nsecs, args->pid, comm); }"#;
+    let mut child = Command::new("bpftrace")
+        .args(["-B", "line", "-e", script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot run bpftrace (apt-get install bpftrace)")?;
+    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let tx = tx.clone();
+    thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            let now = monotonic_ns();
+            let mut fields = line.split_whitespace();
+            let (Some(Ok(ns)), Some(Ok(pid))) = (
+                fields.next().map(str::parse::<u64>),
+                fields.next().map(str::parse::<u32>),
+            ) else {
+                continue;
+            };
+            let _ = tx.send(Sighting {
+                tool: "bpftrace",
+                pid,
+                latency_ns: Some(now.saturating_sub(ns)),
+            });
+        }
+    });
+    Ok(Running {
+        name: "bpftrace",
+        child,
+        stderr: None,
+    })
+}
+
+/// node-problem-detector's rule: `Killed process \d+ (.+) total-vm:...`.
+fn start_kmsg_reader(tx: &Sender<Sighting>) -> Result<Running> {
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new(exe)
+        .arg("kmsg-reader")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let tx = tx.clone();
+    thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            let now = monotonic_ns();
+            let mut fields = line.split_whitespace();
+            let (Some(Ok(usec)), Some(Ok(pid))) = (
+                fields.next().map(str::parse::<u64>),
+                fields.next().map(str::parse::<u32>),
+            ) else {
+                continue;
+            };
+            let _ = tx.send(Sighting {
+                tool: "kmsg regex",
+                pid,
+                latency_ns: Some(now.saturating_sub(usec * 1000)),
+            });
+        }
+    });
+    Ok(Running {
+        name: "kmsg regex",
+        child,
+        stderr: None,
+    })
+}
+
+/// The kmsg reader process: prints `<usec> <pid>` for each OOM kill line.
+pub fn kmsg_reader() -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut kmsg = fs::File::open("/dev/kmsg").context("open /dev/kmsg")?;
+    kmsg.seek(SeekFrom::End(0))?;
+    let mut buffer = vec![0u8; 8192];
+    let stdout = std::io::stdout();
+    loop {
+        // Each read returns one record: "prio,seq,usec,flags;message".
+        let n = match kmsg.read(&mut buffer) {
+            Ok(n) => n,
+            Err(err) if err.raw_os_error() == Some(libc::EPIPE) => continue, // overwritten records
+            Err(err) => return Err(err.into()),
+        };
+        let record = String::from_utf8_lossy(&buffer[..n]);
+        let Some((header, message)) = record.split_once(';') else {
+            continue;
+        };
+        let Some(usec) = header.split(',').nth(2) else {
+            continue;
+        };
+        let Some(rest) = message.split("Killed process ").nth(1) else {
+            continue;
+        };
+        let Some(pid) = rest.split_whitespace().next() else {
+            continue;
+        };
+        if rest.contains("total-vm:") {
+            writeln!(stdout.lock(), "{usec} {pid}")?;
+        }
+    }
+}
+
+fn idle_footprint(seconds: u64) -> Result<Value> {
+    let (tx, _rx) = mpsc::channel();
+    let mut tool = start_oom_probe(&tx, 256 * 1024)?;
+    let before = process_stats(tool.child.id());
+    thread::sleep(Duration::from_secs(seconds));
+    let after = process_stats(tool.child.id());
+    stop(&mut tool.child);
+    Ok(json!({
+        "seconds": seconds,
+        "rss_kib": after.rss_kib,
+        "cpu_ms": after.cpu_ms.saturating_sub(before.cpu_ms),
+    }))
+}
+
+fn burst(memory_root: &Path, n: usize, ring: u32) -> Result<Value> {
+    let (tx, rx): (Sender<Sighting>, Receiver<Sighting>) = mpsc::channel();
+    let mut tool = start_oom_probe(&tx, ring)?;
+    let before = process_stats(tool.child.id());
+    let cgroups: Vec<TestCgroup> = (0..n)
+        .map(|i| TestCgroup::create(memory_root, &format!("bench-burst-{i}"), 8 * MIB))
+        .collect::<Result<_>>()?;
+    let mut hogs: Vec<Child> = cgroups
+        .iter()
+        .map(|c| {
+            hog()
+                .arg("--cgroup")
+                .arg(&c.path)
+                .args(["--comm", "burst-hog", "--mb", "32"])
+                .spawn()
+        })
+        .collect::<std::io::Result<_>>()?;
+    let pids: Vec<u32> = hogs.iter().map(Child::id).collect();
+    for hog in &mut hogs {
+        hog.wait()?;
+    }
+    thread::sleep(Duration::from_secs(2));
+    let during = process_stats(tool.child.id());
+    let kernel: u64 = cgroups.iter().map(|c| c.kernel_kills().unwrap_or(0)).sum();
+    stop(&mut tool.child);
+    thread::sleep(Duration::from_millis(200));
+    let lost = lost_from_stderr(&tool);
+    let reported = rx.try_iter().filter(|s| pids.contains(&s.pid)).count();
+    Ok(json!({
+        "processes": n,
+        "ring_buffer_bytes": ring,
+        "kernel_counted": kernel,
+        "reported": reported,
+        "lost": lost,
+        "rss_kib": during.rss_kib,
+        "cpu_ms": during.cpu_ms.saturating_sub(before.cpu_ms),
+    }))
+}
+
+/// The lost-record total oom-probe printed on stderr as it stopped.
+fn lost_from_stderr(tool: &Running) -> u64 {
+    let Some(lines) = &tool.stderr else { return 0 };
+    lines
+        .try_iter()
+        .filter_map(|line| {
+            line.split(" record(s) lost")
+                .next()?
+                .rsplit(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// RSS and CPU time of a process, from /proc.
+struct ProcessStats {
+    rss_kib: u64,
+    cpu_ms: u64,
+}
+
+fn process_stats(pid: u32) -> ProcessStats {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss_kib = status
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0);
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the ")" of comm: utime and stime are the 12th and 13th.
+    let ticks: u64 = stat
+        .rsplit(')')
+        .next()
+        .map(|rest| {
+            rest.split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|v| v.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    ProcessStats {
+        rss_kib,
+        cpu_ms: ticks * 1000 / hz,
+    }
+}
+
+/// Forwards a pipe's lines to a channel, so the child never blocks on it.
+fn lines_of(pipe: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_for_line(lines: &Receiver<String>, needle: &str) -> Result<()> {
+    loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(60))
+            .context("oom-probe never got ready")?;
+        if line.contains(needle) {
+            return Ok(());
+        }
+    }
+}
+
+fn stop(child: &mut Child) {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+}
+
+fn percentiles(sorted: &[u64]) -> Value {
+    if sorted.is_empty() {
+        return Value::Null;
+    }
+    let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize] / 1000;
+    json!({ "p50": at(0.5), "p99": at(0.99), "max": at(1.0) })
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A memory cgroup of the benchmark's own, removed on drop.
+struct TestCgroup {
+    path: PathBuf,
+}
+
+impl TestCgroup {
+    fn create(root: &Path, name: &str, limit: u64) -> Result<Self> {
+        let path = root.join(format!("oom-probe-{name}-{}", std::process::id()));
+        fs::create_dir(&path).with_context(|| format!("mkdir {}", path.display()))?;
+        let file = if path.join("memory.max").exists() {
+            "memory.max"
+        } else {
+            "memory.limit_in_bytes"
+        };
+        fs::write(path.join(file), limit.to_string())?;
+        Ok(Self { path })
+    }
+
+    fn kernel_kills(&self) -> Result<u64> {
+        for file in ["memory.events.local", "memory.oom_control"] {
+            if let Ok(text) = fs::read_to_string(self.path.join(file)) {
+                return text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
+                    .ok_or_else(|| anyhow!("no oom_kill in {file}"));
+            }
+        }
+        bail!("no kill counter in {}", self.path.display())
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        for _ in 0..100 {
+            if fs::remove_dir(&self.path).is_ok() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn memory_root() -> Result<PathBuf> {
+    let v1 = Path::new("/sys/fs/cgroup/memory");
+    if v1.join("memory.limit_in_bytes").exists() {
+        return Ok(v1.into());
+    }
+    let v2 = Path::new("/sys/fs/cgroup");
+    let controllers = fs::read_to_string(v2.join("cgroup.subtree_control")).unwrap_or_default();
+    if controllers.split_whitespace().any(|c| c == "memory") {
+        return Ok(v2.into());
+    }
+    bail!("no memory cgroup hierarchy to run the benchmark in")
+}
+
+fn machine() -> String {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")?
+                .split(':')
+                .nth(1)
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_default();
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    // SAFETY: sysconf has no preconditions.
+    let cores = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    format!("{cores} x {cpu}, kernel {}", kernel.trim())
+}
+
+fn humantime_now() -> String {
+    let output = Command::new("date").arg("-u").arg("+%Y-%m-%d").output();
+    output
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// A JSON value as plain text, so width specifiers apply.
+fn cell(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        Value::Null => String::from("-"),
+        other => other.to_string(),
+    }
+}
+
+fn print_table(results: &Value) {
+    println!(
+        "oom-probe benchmark on {} ({})",
+        cell(&results["machine"]),
+        cell(&results["date"])
+    );
+    println!(
+        "start-up (exec to probes attached): {:.0} ms median",
+        results["startup_ms"].as_f64().unwrap_or(0.0)
+    );
+    let side = &results["side_by_side"];
+    println!(
+        "\nside by side, {} sequential kills (kernel counted {}):",
+        cell(&side["tools"][0]["kills"]),
+        cell(&side["kernel_counted"])
+    );
+    println!(
+        "{:<12} {:>7} {:>10} {:>10} {:>10} {:>9} {:>15}",
+        "tool", "caught", "p50 us", "p99 us", "max us", "RSS KiB", "names container"
+    );
+    for tool in side["tools"].as_array().into_iter().flatten() {
+        let latency = &tool["latency_us"];
+        println!(
+            "{:<12} {:>7} {:>10} {:>10} {:>10} {:>9} {:>15}",
+            cell(&tool["tool"]),
+            cell(&tool["caught"]),
+            cell(&latency["p50"]),
+            cell(&latency["p99"]),
+            cell(&latency["max"]),
+            cell(&tool["rss_kib"]),
+            if tool["names_container"] == true {
+                "yes"
+            } else {
+                "no"
+            }
+        );
+    }
+    for note in side["notes"].as_array().into_iter().flatten() {
+        println!("note: {}", cell(note));
+    }
+    let idle = &results["idle"];
+    println!(
+        "\nidle {} s: RSS {} KiB, CPU {} ms",
+        cell(&idle["seconds"]),
+        cell(&idle["rss_kib"]),
+        cell(&idle["cpu_ms"])
+    );
+    println!("\nbursts (all killed at once, one cgroup each):");
+    println!(
+        "{:>9} {:>10} {:>8} {:>9} {:>6} {:>9} {:>7}",
+        "processes", "ring bytes", "kernel", "reported", "lost", "RSS KiB", "CPU ms"
+    );
+    for b in results["bursts"].as_array().into_iter().flatten() {
+        println!(
+            "{:>9} {:>10} {:>8} {:>9} {:>6} {:>9} {:>7}",
+            cell(&b["processes"]),
+            cell(&b["ring_buffer_bytes"]),
+            cell(&b["kernel_counted"]),
+            cell(&b["reported"]),
+            cell(&b["lost"]),
+            cell(&b["rss_kib"]),
+            cell(&b["cpu_ms"])
+        );
+    }
+}
