@@ -2,6 +2,7 @@
 //! named, the memory cgroup that ran out found, victims of one OOM decision
 //! grouped, and what filled the memory explained.
 
+pub mod cgroup_layout;
 pub mod explain;
 
 use std::{collections::HashMap, fs};
@@ -12,7 +13,7 @@ use crate::{
     cgroups::CgroupResolver,
     clock,
     decode::Record,
-    event::{Event, Memcg, OomKillEvent, OomMemcg, Rss, Trigger, Victim},
+    event::{Event, Kubernetes, Memcg, OomKillEvent, OomMemcg, Rss, Trigger, Victim},
 };
 
 /// How long an `oom_kill_process` record waits for the victims it chose,
@@ -151,6 +152,7 @@ impl Enricher {
             }
             _ => false,
         };
+        let kubernetes = cgroup_path.as_deref().and_then(kubernetes_from_path);
         let mut event = OomKillEvent {
             kind,
             time: humantime::format_rfc3339_millis(clock::wall_time(r.kernel_time_ns)).to_string(),
@@ -191,7 +193,7 @@ impl Enricher {
             explanation: None,
             oom_id,
             group_kill,
-            kubernetes: None,
+            kubernetes,
             silent: ns_pid.map(|pid| pid != 1),
         };
         event.explanation = Some(explain::explain(&event));
@@ -317,6 +319,20 @@ impl Constraint {
             oom_memcg: None,
         }
     }
+}
+
+/// The ids a pod's cgroup path carries (pod uid, container id, QoS class);
+/// names come later from the runtime or the API server. `None` for cgroups
+/// that are not a pod's.
+fn kubernetes_from_path(path: &str) -> Option<Kubernetes> {
+    let identity = cgroup_layout::parse(path);
+    identity.pod_uid.as_ref()?;
+    Some(Kubernetes {
+        pod_uid: identity.pod_uid,
+        container_id: identity.container_id,
+        qos_class: identity.qos_class.map(|q| q.as_str().to_string()),
+        ..Kubernetes::default()
+    })
 }
 
 fn comm(raw: &[u8; TASK_COMM_LEN]) -> String {
@@ -496,6 +512,21 @@ mod tests {
         r.kernel_time_ns += 2 * SAME_DECISION_NS;
         let c = kill(e.on_record(Record::Victim(r)));
         assert_ne!(c.oom_id, a.oom_id, "a later kill is a new decision");
+    }
+
+    #[test]
+    fn a_pod_cgroup_path_gives_the_ids_and_a_host_path_none() {
+        let uid = "0f8a1c2e-1111-2222-3333-444455556666";
+        let id = "a".repeat(64);
+        let k8s = kubernetes_from_path(&format!("/kubepods/burstable/pod{uid}/{id}")).unwrap();
+        assert_eq!(k8s.pod_uid.as_deref(), Some(uid));
+        assert_eq!(k8s.container_id.as_deref(), Some(id.as_str()));
+        assert_eq!(k8s.qos_class.as_deref(), Some("Burstable"));
+        assert_eq!(
+            k8s.pod, None,
+            "names come from the runtime or the API server"
+        );
+        assert_eq!(kubernetes_from_path("/system.slice/kubelet.service"), None);
     }
 
     #[test]
