@@ -51,6 +51,20 @@ impl Hierarchies {
         Ok(Self::from_mountinfo(&text))
     }
 
+    /// The hierarchies under a cgroupfs tree mounted somewhere else, as a
+    /// DaemonSet sees the host's `/sys/fs/cgroup` (its own is namespaced).
+    pub fn under(dir: &Path) -> Self {
+        let memory = dir.join("memory");
+        let memory_v1 = memory
+            .join("memory.limit_in_bytes")
+            .exists()
+            .then_some(memory);
+        let v2 = [dir.join("unified"), dir.to_path_buf()]
+            .into_iter()
+            .find(|d| d.join("cgroup.controllers").exists());
+        Self { v2, memory_v1 }
+    }
+
     /// Parses `/proc/<pid>/mountinfo` text; malformed lines are skipped.
     pub fn from_mountinfo(text: &str) -> Self {
         let mut found = Self::default();
@@ -252,6 +266,28 @@ garbage line
         assert_eq!(h.memory_v1, None);
         assert_eq!(h.mode(), CgroupMode::V2);
         assert_eq!(Hierarchies::from_mountinfo("").mode(), CgroupMode::None);
+    }
+
+    #[test]
+    fn finds_hierarchies_under_a_host_mount() {
+        let host = std::env::temp_dir().join(format!("oom-probe-hostcg-{}", std::process::id()));
+        fs::create_dir_all(host.join("memory")).unwrap();
+        fs::create_dir_all(host.join("unified")).unwrap();
+        fs::write(host.join("memory/memory.limit_in_bytes"), "").unwrap();
+        fs::write(host.join("unified/cgroup.controllers"), "").unwrap();
+        let h = Hierarchies::under(&host);
+        assert_eq!(h.memory_v1, Some(host.join("memory")));
+        assert_eq!(h.v2, Some(host.join("unified")));
+        fs::remove_dir_all(host.join("memory")).unwrap();
+        fs::remove_dir_all(host.join("unified")).unwrap();
+        fs::write(host.join("cgroup.controllers"), "memory pids").unwrap();
+        let h = Hierarchies::under(&host);
+        assert_eq!((h.memory_v1, h.v2.as_deref()), (None, Some(host.as_path())));
+        assert_eq!(
+            Hierarchies::under(&host).memory_root(),
+            Some(host.as_path())
+        );
+        fs::remove_dir_all(&host).unwrap();
     }
 
     #[test]

@@ -84,6 +84,10 @@ struct EventArgs {
     /// Seconds after which a kill series that stopped moving leaves /metrics.
     #[arg(long, default_value_t = 6.0 * 3600.0)]
     metrics_series_ttl: f64,
+    /// The host's cgroupfs when it is mounted elsewhere (a DaemonSet:
+    /// /host/sys/fs/cgroup); default: the cgroup mounts this process sees.
+    #[arg(long)]
+    cgroupfs: Option<PathBuf>,
 }
 
 const AGENT_LISTEN: &str = "0.0.0.0:9464";
@@ -143,6 +147,7 @@ fn watch_options(args: EventArgs, agent: bool) -> WatchOptions {
             .listen
             .or_else(|| agent.then(|| AGENT_LISTEN.parse().expect("valid address"))),
         metrics_series_ttl: Duration::from_secs_f64(args.metrics_series_ttl.max(1.0)),
+        cgroupfs: args.cgroupfs,
     }
 }
 

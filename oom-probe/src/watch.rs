@@ -47,6 +47,8 @@ pub struct WatchOptions {
     pub listen: Option<SocketAddr>,
     /// Kill series idle this long leave /metrics.
     pub metrics_series_ttl: Duration,
+    /// A cgroupfs tree to use instead of this mount namespace's own.
+    pub cgroupfs: Option<PathBuf>,
 }
 
 /// Runs until SIGINT/SIGTERM (or `max_events`), then drains what is left.
@@ -67,7 +69,10 @@ pub async fn watch(options: WatchOptions) -> Result<()> {
         &options.hooks,
         &options.userspace_killers,
     )?;
-    let hierarchies = Hierarchies::discover()?;
+    let hierarchies = match &options.cgroupfs {
+        Some(dir) => Hierarchies::under(dir),
+        None => Hierarchies::discover()?,
+    };
     let memcg_paths = hierarchies.memory_root().map(CgroupResolver::new);
     announce(&probes, memcg_paths.as_ref(), &options.node);
     let enricher = Enricher::new(
