@@ -21,6 +21,8 @@ use std::{
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
+pub mod apiserver;
+
 /// How long `oom-probe` may take to attach; generous for TCG virtual machines.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long an expected event may take to arrive.

@@ -4,6 +4,7 @@
 
 pub mod cgroup_layout;
 pub mod explain;
+pub mod pods;
 
 use std::{collections::HashMap, fs};
 
