@@ -17,16 +17,34 @@ fn assert_kill(event: &Value, pid: u32, comm: &str, cgroup: &MemoryCgroup, limit
     assert_eq!(victim["tid"], pid, "{event:#}");
     assert_eq!(victim["comm"], comm, "{event:#}");
     assert_eq!(victim["cgroup_path"], cgroup.relative_path(), "{event:#}");
-    assert!(victim["cgroup_id"].as_u64().is_some_and(|id| id > 1), "{event:#}");
+    assert!(
+        victim["cgroup_id"].as_u64().is_some_and(|id| id > 1),
+        "{event:#}"
+    );
     assert_eq!(event["memcg"]["limit_bytes"], limit, "{event:#}");
     let usage = event["memcg"]["usage_bytes"].as_u64().unwrap();
-    assert!(usage > limit * 9 / 10 && usage <= limit, "usage {usage} not at limit {limit}");
+    assert!(
+        usage > limit * 9 / 10 && usage <= limit,
+        "usage {usage} not at limit {limit}"
+    );
     let anon = victim["rss_bytes"]["anon"].as_u64().unwrap();
-    assert!(anon > limit / 2 && anon <= limit, "anon RSS {anon} not near limit {limit}");
-    assert!(victim["total_vm_bytes"].as_u64().unwrap() >= anon, "{event:#}");
+    assert!(
+        anon > limit / 2 && anon <= limit,
+        "anon RSS {anon} not near limit {limit}"
+    );
+    assert!(
+        victim["total_vm_bytes"].as_u64().unwrap() >= anon,
+        "{event:#}"
+    );
     assert_eq!(victim["uid"], 0, "{event:#}");
-    assert!(event["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{event:#}");
-    assert!(event["kernel_time_ns"].as_u64().is_some_and(|t| t > 0), "{event:#}");
+    assert!(
+        event["time"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{event:#}"
+    );
+    assert!(
+        event["kernel_time_ns"].as_u64().is_some_and(|t| t > 0),
+        "{event:#}"
+    );
 }
 
 fn child_killed_while_parent_lives(hook_args: &[&str], comm: &str) {
@@ -34,14 +52,22 @@ fn child_killed_while_parent_lives(hook_args: &[&str], comm: &str) {
     let cgroup = MemoryCgroup::create(limit).unwrap();
     let mut watcher = Watcher::start(hook_args).unwrap();
     let (pid, report) = run_hog_with_child(&cgroup, "--fork", comm, 512).unwrap();
-    assert!(report.contains("killed by signal 9"), "child not OOM-killed: {report}");
-    let events = watcher.events_for(cgroup.relative_path(), 1, SETTLE).unwrap();
+    assert!(
+        report.contains("killed by signal 9"),
+        "child not OOM-killed: {report}"
+    );
+    let events = watcher
+        .events_for(cgroup.relative_path(), 1, SETTLE)
+        .unwrap();
     assert_eq!(events.len(), 1, "one kill, one event: {events:#?}");
     let event = &events[0];
     assert_kill(event, pid, comm, &cgroup, limit);
     // The parent survived (it printed the report): the kill was silent.
     assert_eq!(event["silent"], true, "{event:#}");
-    assert_eq!(event["victim"]["ns_pid"], pid, "host pid namespace: ns_pid is the pid");
+    assert_eq!(
+        event["victim"]["ns_pid"], pid,
+        "host pid namespace: ns_pid is the pid"
+    );
     assert_eq!(cgroup.kernel_oom_kills().unwrap(), 1);
 }
 
@@ -68,8 +94,13 @@ fn pid_namespace_init_killed_is_not_silent() {
     let cgroup = MemoryCgroup::create(limit).unwrap();
     let mut watcher = Watcher::start(&[]).unwrap();
     let (pid, report) = run_hog_with_child(&cgroup, "--pidns", "hog-init", 512).unwrap();
-    assert!(report.contains("killed by signal 9"), "init not OOM-killed: {report}");
-    let events = watcher.events_for(cgroup.relative_path(), 1, SETTLE).unwrap();
+    assert!(
+        report.contains("killed by signal 9"),
+        "init not OOM-killed: {report}"
+    );
+    let events = watcher
+        .events_for(cgroup.relative_path(), 1, SETTLE)
+        .unwrap();
     assert_eq!(events.len(), 1, "{events:#?}");
     let event = &events[0];
     assert_kill(event, pid, "hog-init", &cgroup, limit);
@@ -85,7 +116,9 @@ fn several_kills_in_quick_succession_are_each_reported_once() {
     const KILLS: usize = 6;
     let limit = 32 * MIB;
     let mut watcher = Watcher::start(&[]).unwrap();
-    let cgroups: Vec<MemoryCgroup> = (0..KILLS).map(|_| MemoryCgroup::create(limit).unwrap()).collect();
+    let cgroups: Vec<MemoryCgroup> = (0..KILLS)
+        .map(|_| MemoryCgroup::create(limit).unwrap())
+        .collect();
     let mut hogs: Vec<_> = cgroups
         .iter()
         .enumerate()
@@ -101,17 +134,26 @@ fn several_kills_in_quick_succession_are_each_reported_once() {
         .collect();
     for (_, child) in &mut hogs {
         let status = child.wait().unwrap();
-        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9), "{status}");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9),
+            "{status}"
+        );
     }
     let paths: Vec<&str> = cgroups.iter().map(MemoryCgroup::relative_path).collect();
     let events = watcher
         .events_matching(KILLS, SETTLE, |e| {
-            e["victim"]["cgroup_path"].as_str().is_some_and(|p| paths.contains(&p))
+            e["victim"]["cgroup_path"]
+                .as_str()
+                .is_some_and(|p| paths.contains(&p))
         })
         .unwrap();
     assert_eq!(events.len(), KILLS, "each kill exactly once: {events:#?}");
     for (i, (pid, _)) in hogs.iter().enumerate() {
-        let matching: Vec<_> = events.iter().filter(|e| e["victim"]["pid"] == *pid).collect();
+        let matching: Vec<_> = events
+            .iter()
+            .filter(|e| e["victim"]["pid"] == *pid)
+            .collect();
         assert_eq!(matching.len(), 1, "kill of pid {pid}: {events:#?}");
         assert_kill(matching[0], *pid, &format!("burst-{i}"), &cgroups[i], limit);
         assert_eq!(matching[0]["silent"], true);
@@ -142,9 +184,18 @@ fn table_output_names_the_victim() {
     assert!(lines[0].starts_with("TIME"), "{text}");
     // Another test's kill may come first; ours must be the row if it is ours.
     if lines[1].contains(cgroup.relative_path()) {
-        assert!(lines[1].contains("hog-table") && lines[1].contains(&pid.to_string()), "{text}");
-        assert!(lines[1].contains("32.0") && lines[1].contains("yes"), "{text}");
+        assert!(
+            lines[1].contains("hog-table") && lines[1].contains(&pid.to_string()),
+            "{text}"
+        );
+        assert!(
+            lines[1].contains("32.0") && lines[1].contains("yes"),
+            "{text}"
+        );
     } else {
-        assert!(lines[1].contains("oom-probe-test-"), "row of an unknown kill: {text}");
+        assert!(
+            lines[1].contains("oom-probe-test-"),
+            "row of an unknown kill: {text}"
+        );
     }
 }

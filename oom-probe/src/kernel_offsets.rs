@@ -356,18 +356,47 @@ mod tests {
             | feature::MEMCG
             | feature::OOM_CONTROL;
         assert_eq!(o.features, all);
-        let task = [o.task_pid, o.task_tgid, o.task_comm, o.task_real_cred, o.task_signal];
+        let task = [
+            o.task_pid,
+            o.task_tgid,
+            o.task_comm,
+            o.task_real_cred,
+            o.task_signal,
+        ];
         assert_eq!(task, [1264, 1268, 1752, 1728, 1848]);
-        assert_eq!([o.task_group_leader, o.task_thread_pid, o.task_mm, o.task_cgroups], [1328, 1368, 1136, 2376]);
+        assert_eq!(
+            [
+                o.task_group_leader,
+                o.task_thread_pid,
+                o.task_mm,
+                o.task_cgroups
+            ],
+            [1328, 1368, 1136, 2376]
+        );
         assert_eq!([o.cred_uid, o.signal_oom_score_adj], [8, 1058]);
-        assert_eq!([o.pid_level, o.pid_numbers, o.upid_size, o.upid_nr], [4, 144, 16, 0]);
+        assert_eq!(
+            [o.pid_level, o.pid_numbers, o.upid_size, o.upid_nr],
+            [4, 144, 16, 0]
+        );
         // 6.2+ layout: percpu_counter rss_stat[4] at 960, count at 8, size 40.
-        assert_eq!([o.mm_total_vm, o.mm_rss_base, o.mm_rss_stride], [360, 968, 40]);
-        assert_eq!([o.rss_file_index, o.rss_anon_index, o.rss_shmem_index], [0, 1, 3]);
+        assert_eq!(
+            [o.mm_total_vm, o.mm_rss_base, o.mm_rss_stride],
+            [360, 968, 40]
+        );
+        assert_eq!(
+            [o.rss_file_index, o.rss_anon_index, o.rss_shmem_index],
+            [0, 1, 3]
+        );
         // subsys[memory_cgrp_id = 4] of 8-byte pointers from offset 0.
-        assert_eq!([o.css_set_dfl_cgrp, o.css_set_memory_css, o.css_cgroup], [112, 32, 0]);
+        assert_eq!(
+            [o.css_set_dfl_cgrp, o.css_set_memory_css, o.css_cgroup],
+            [112, 32, 0]
+        );
         assert_eq!([o.cgroup_kn, o.kernfs_node_id], [256, 96]);
-        assert_eq!([o.memcg_css, o.page_counter_usage, o.page_counter_max], [0, 0, 160]);
+        assert_eq!(
+            [o.memcg_css, o.page_counter_usage, o.page_counter_max],
+            [0, 0, 160]
+        );
         let oc = [
             o.oom_control_memcg,
             o.oom_control_totalpages,

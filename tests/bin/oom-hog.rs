@@ -22,12 +22,23 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut args = Args { cgroup: String::new(), megabytes: 1024, comm: None, fork: false, pidns: false };
+    let mut args = Args {
+        cgroup: String::new(),
+        megabytes: 1024,
+        comm: None,
+        fork: false,
+        pidns: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--cgroup" => args.cgroup = it.next().unwrap_or_else(|| usage()),
-            "--mb" => args.megabytes = it.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage()),
+            "--mb" => {
+                args.megabytes = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| usage())
+            }
             "--comm" => args.comm = Some(it.next().unwrap_or_else(|| usage())),
             "--fork" => args.fork = true,
             "--pidns" => args.pidns = true,
@@ -53,7 +64,10 @@ fn main() {
     if args.pidns {
         // SAFETY: unshare has no memory-safety preconditions.
         if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
-            fail(&format!("unshare(CLONE_NEWPID): {}", std::io::Error::last_os_error()));
+            fail(&format!(
+                "unshare(CLONE_NEWPID): {}",
+                std::io::Error::last_os_error()
+            ));
         }
     }
     if args.fork || args.pidns {

@@ -58,7 +58,11 @@ fn built_binary(name: &str, env_var: &str, package: &str) -> PathBuf {
         return bin.into();
     }
     let exe = std::env::current_exe().expect("current_exe");
-    let bin = exe.parent().and_then(Path::parent).expect("target dir").join(name);
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join(name);
     assert!(
         bin.exists(),
         "{} is missing: build it first (cargo build -p {package}) or set {env_var}",
@@ -88,7 +92,10 @@ impl MemoryCgroup {
         );
         let path = root.join(&name);
         fs::create_dir(&path).with_context(|| format!("mkdir {}", path.display()))?;
-        let cgroup = Self { path, relative: format!("/{name}") };
+        let cgroup = Self {
+            path,
+            relative: format!("/{name}"),
+        };
         let (file, swap_file) = if v2 {
             ("memory.max", "memory.swap.max")
         } else {
@@ -96,7 +103,11 @@ impl MemoryCgroup {
         };
         cgroup.write(file, &limit_bytes.to_string())?;
         // No swap, so the limit is reached at once (the file exists only with swap accounting).
-        let swap_limit = if v2 { String::from("0") } else { limit_bytes.to_string() };
+        let swap_limit = if v2 {
+            String::from("0")
+        } else {
+            limit_bytes.to_string()
+        };
         let _ = cgroup.write(swap_file, &swap_limit);
         Ok(cgroup)
     }
@@ -118,7 +129,10 @@ impl MemoryCgroup {
 
     /// The kernel's own count of OOM kills in this cgroup.
     pub fn kernel_oom_kills(&self) -> Result<u64> {
-        for (file, key) in [("memory.events", "oom_kill"), ("memory.oom_control", "oom_kill")] {
+        for (file, key) in [
+            ("memory.events", "oom_kill"),
+            ("memory.oom_control", "oom_kill"),
+        ] {
             if let Ok(text) = fs::read_to_string(self.path.join(file)) {
                 return text
                     .lines()
@@ -126,7 +140,10 @@ impl MemoryCgroup {
                     .ok_or_else(|| anyhow!("no {key} in {file}"));
             }
         }
-        bail!("no memory.events or memory.oom_control in {}", self.path.display())
+        bail!(
+            "no memory.events or memory.oom_control in {}",
+            self.path.display()
+        )
     }
 }
 
@@ -144,7 +161,10 @@ impl Drop for MemoryCgroup {
             }
             thread::sleep(Duration::from_millis(50));
         }
-        eprintln!("warning: could not remove test cgroup {}", self.path.display());
+        eprintln!(
+            "warning: could not remove test cgroup {}",
+            self.path.display()
+        );
     }
 }
 
@@ -153,7 +173,9 @@ fn memory_root() -> Result<(PathBuf, bool)> {
     let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
     let mut v2_root = None;
     for line in mountinfo.lines() {
-        let Some((head, tail)) = line.split_once(" - ") else { continue };
+        let Some((head, tail)) = line.split_once(" - ") else {
+            continue;
+        };
         let fields: Vec<&str> = head.split(' ').collect();
         let tail: Vec<&str> = tail.split(' ').collect();
         if fields.len() < 5 || fields[3] != "/" || tail.len() < 3 {
@@ -170,7 +192,10 @@ fn memory_root() -> Result<(PathBuf, bool)> {
     let root = v2_root.ok_or_else(|| anyhow!("no memory cgroup hierarchy is mounted"))?;
     let controllers = fs::read_to_string(root.join("cgroup.subtree_control")).unwrap_or_default();
     if !controllers.split_whitespace().any(|c| c == "memory") {
-        bail!("cgroup v2 at {} does not delegate the memory controller", root.display());
+        bail!(
+            "cgroup v2 at {} does not delegate the memory controller",
+            root.display()
+        );
     }
     Ok((root, true))
 }
@@ -198,8 +223,9 @@ impl Watcher {
         let (event_tx, events) = mpsc::channel();
         thread::spawn(move || {
             for line in stdout.lines().map_while(Result::ok) {
-                let event = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("oom-probe printed a line that is not JSON ({e}): {line}"));
+                let event = serde_json::from_str(&line).unwrap_or_else(|e| {
+                    panic!("oom-probe printed a line that is not JSON ({e}): {line}")
+                });
                 if event_tx.send(event).is_err() {
                     break;
                 }
@@ -215,7 +241,11 @@ impl Watcher {
                 }
             }
         });
-        let mut watcher = Self { child, events, stderr };
+        let mut watcher = Self {
+            child,
+            events,
+            stderr,
+        };
         watcher.wait_for_stderr("watching OOM kills", START_TIMEOUT)?;
         Ok(watcher)
     }
@@ -239,7 +269,12 @@ impl Watcher {
     /// Collects events about `cgroup_path` until `count` arrived, then
     /// waits `settle` more to catch duplicates. Events of other cgroups
     /// (other tests, the host) are ignored.
-    pub fn events_for(&mut self, cgroup_path: &str, count: usize, settle: Duration) -> Result<Vec<Value>> {
+    pub fn events_for(
+        &mut self,
+        cgroup_path: &str,
+        count: usize,
+        settle: Duration,
+    ) -> Result<Vec<Value>> {
         self.events_matching(count, settle, |e| e["victim"]["cgroup_path"] == cgroup_path)
     }
 
@@ -278,7 +313,12 @@ impl Drop for Watcher {
 
 /// Runs `oom-hog` with a child or pid-namespace init as the victim; returns
 /// the victim's host pid and the parent's report of how the child ended.
-pub fn run_hog_with_child(cgroup: &MemoryCgroup, mode: &str, comm: &str, megabytes: u32) -> Result<(u32, String)> {
+pub fn run_hog_with_child(
+    cgroup: &MemoryCgroup,
+    mode: &str,
+    comm: &str,
+    megabytes: u32,
+) -> Result<(u32, String)> {
     let output = hog()
         .arg("--cgroup")
         .arg(cgroup.path())
@@ -287,11 +327,21 @@ pub fn run_hog_with_child(cgroup: &MemoryCgroup, mode: &str, comm: &str, megabyt
         .context("cannot run oom-hog")?;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     if !output.status.success() {
-        bail!("oom-hog parent failed ({}): {stdout} {}", output.status, String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "oom-hog parent failed ({}): {stdout} {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     let pid = stdout
         .lines()
-        .find_map(|l| l.strip_prefix("child ")?.split_whitespace().next()?.parse().ok())
+        .find_map(|l| {
+            l.strip_prefix("child ")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
         .ok_or_else(|| anyhow!("oom-hog printed no child pid: {stdout}"))?;
     Ok((pid, stdout))
 }

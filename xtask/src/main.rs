@@ -40,7 +40,10 @@ fn main() -> Result<()> {
 fn watch(args: &[String]) -> Result<()> {
     let toolchain = setup::ebpf_toolchain()?;
     setup::mount_tracefs();
-    cargo(&toolchain, &["build", "--release", "--package", "oom-probe"])?;
+    cargo(
+        &toolchain,
+        &["build", "--release", "--package", "oom-probe"],
+    )?;
     let status = Command::new("target/release/oom-probe")
         .arg("watch")
         .args(args)
@@ -56,12 +59,23 @@ fn test() -> Result<()> {
     let toolchain = setup::ebpf_toolchain()?;
     setup::mount_tracefs();
     cargo(&toolchain, &["fmt", "--all", "--check"])?;
-    cargo(&toolchain, &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    cargo(
+        &toolchain,
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
     cargo(&toolchain, &["build", "--workspace", "--bins"])?;
     // The end-to-end tests fail rather than skip when they cannot run; never
     // let an inherited OOM_PROBE_ALLOW_SKIP turn that into a silent pass.
     let mut test = setup::cargo_command(&toolchain);
-    test.args(["test", "--workspace"]).env_remove("OOM_PROBE_ALLOW_SKIP");
+    test.args(["test", "--workspace"])
+        .env_remove("OOM_PROBE_ALLOW_SKIP");
     run(&mut test)?;
     println!("xtask: fmt, clippy, unit and end-to-end tests passed");
     Ok(())
@@ -74,7 +88,9 @@ fn cargo(toolchain: &setup::EbpfToolchain, args: &[&str]) -> Result<()> {
 
 fn run(command: &mut Command) -> Result<()> {
     eprintln!("xtask: running {command:?}");
-    let status = command.status().with_context(|| format!("cannot run {command:?}"))?;
+    let status = command
+        .status()
+        .with_context(|| format!("cannot run {command:?}"))?;
     if !status.success() {
         bail!("{command:?} failed with {status}");
     }

@@ -37,15 +37,33 @@ pub fn cargo_command(toolchain: &EbpfToolchain) -> Command {
 /// Makes sure the eBPF toolchain, its rust-src and bpf-linker are installed.
 pub fn ebpf_toolchain() -> Result<EbpfToolchain> {
     let toolchain = if rustup(&["run", "nightly", "rustc", "--version"]).is_ok() {
-        EbpfToolchain { name: "nightly".into(), needs_bootstrap: false }
+        EbpfToolchain {
+            name: "nightly".into(),
+            needs_bootstrap: false,
+        }
     } else {
         eprintln!("xtask: no nightly toolchain; building eBPF with stable and RUSTC_BOOTSTRAP=1");
-        EbpfToolchain { name: "stable".into(), needs_bootstrap: true }
+        EbpfToolchain {
+            name: "stable".into(),
+            needs_bootstrap: true,
+        }
     };
-    let sysroot = PathBuf::from(rustup(&["run", &toolchain.name, "rustc", "--print", "sysroot"])?);
+    let sysroot = PathBuf::from(rustup(&[
+        "run",
+        &toolchain.name,
+        "rustc",
+        "--print",
+        "sysroot",
+    ])?);
     if !sysroot.join("lib/rustlib/src/rust/library/core").is_dir() {
         eprintln!("xtask: installing rust-src for {}", toolchain.name);
-        rustup(&["component", "add", "rust-src", "--toolchain", &toolchain.name])?;
+        rustup(&[
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            &toolchain.name,
+        ])?;
     }
     install_bpf_linker(&sysroot)?;
     Ok(toolchain)
@@ -56,7 +74,8 @@ pub fn ebpf_toolchain() -> Result<EbpfToolchain> {
 fn install_bpf_linker(sysroot: &Path) -> Result<()> {
     let installed = Command::new("bpf-linker").arg("--version").output();
     if let Ok(out) = installed {
-        if out.status.success() && String::from_utf8_lossy(&out.stdout).contains(BPF_LINKER_VERSION) {
+        if out.status.success() && String::from_utf8_lossy(&out.stdout).contains(BPF_LINKER_VERSION)
+        {
             return Ok(());
         }
     }
@@ -65,7 +84,8 @@ fn install_bpf_linker(sysroot: &Path) -> Result<()> {
         .map(|e| e.path())
         .find(|p| {
             let name = p.file_name().unwrap_or_default().to_string_lossy();
-            name.starts_with("libLLVM.so.") || (name.starts_with("libLLVM-") && name.ends_with(".so"))
+            name.starts_with("libLLVM.so.")
+                || (name.starts_with("libLLVM-") && name.ends_with(".so"))
         })
         .with_context(|| format!("no libLLVM in {}/lib", sysroot.display()))?;
     let prefix = env::temp_dir().join("oom-probe-llvm-prefix");
@@ -73,10 +93,23 @@ fn install_bpf_linker(sysroot: &Path) -> Result<()> {
     let link = prefix.join("lib/libLLVM.so");
     let _ = fs::remove_file(&link);
     std::os::unix::fs::symlink(&lib, &link)?;
-    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against {}", lib.display());
+    eprintln!(
+        "xtask: building bpf-linker {BPF_LINKER_VERSION} against {}",
+        lib.display()
+    );
     let status = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["install", "bpf-linker", "--locked", "--version", BPF_LINKER_VERSION])
-        .args(["--no-default-features", "--features", BPF_LINKER_LLVM_FEATURE])
+        .args([
+            "install",
+            "bpf-linker",
+            "--locked",
+            "--version",
+            BPF_LINKER_VERSION,
+        ])
+        .args([
+            "--no-default-features",
+            "--features",
+            BPF_LINKER_LLVM_FEATURE,
+        ])
         .env("LLVM_PREFIX", &prefix)
         .status()?;
     if !status.success() {
@@ -98,14 +131,24 @@ pub fn mount_tracefs() {
         .status()
         .is_ok_and(|s| s.success());
     if !mounted {
-        eprintln!("xtask: warning: could not mount tracefs at {}", tracing.display());
+        eprintln!(
+            "xtask: warning: could not mount tracefs at {}",
+            tracing.display()
+        );
     }
 }
 
 fn rustup(args: &[&str]) -> Result<String> {
-    let out = Command::new("rustup").args(args).output().context("cannot run rustup")?;
+    let out = Command::new("rustup")
+        .args(args)
+        .output()
+        .context("cannot run rustup")?;
     if !out.status.success() {
-        bail!("rustup {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "rustup {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
