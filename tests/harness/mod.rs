@@ -5,6 +5,8 @@
 //! fail, unless `OOM_PROBE_ALLOW_SKIP=1` is set, in which case they print a
 //! loud SKIPPED line; CI and the README's test command never set it.
 
+pub mod containerd;
+
 use std::{
     fs,
     io::{BufRead, BufReader},
