@@ -1,6 +1,8 @@
 //! Builds user-facing events from kernel records: units in bytes, cgroup ids
 //! named, the `oom_kill_process` decision joined to the victims it chose.
 
+pub mod cri;
+
 use std::collections::HashMap;
 
 use oom_probe_common::{feature, OomContextRecord, VictimRecord, TASK_COMM_LEN};
