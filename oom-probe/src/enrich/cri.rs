@@ -443,11 +443,26 @@ mod tests {
             .unwrap()
     }
 
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("oom-probe-cri-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        dir
+    /// Scheduling slack allowed on top of a timeout on a busy machine.
+    const SLACK: Duration = Duration::from_millis(500);
+
+    /// A directory of its own for a test, removed on drop, failure or not.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("oom-probe-cri-{name}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
     }
 
     #[test]
@@ -506,22 +521,16 @@ mod tests {
         let first = rt.block_on(client.container(container.id())).unwrap();
 
         let frozen = containerd.freeze();
-        // A call now would hang: an answer means it came from the cache.
-        let started = Instant::now();
+        // A call now would time out: an answer means it came from the cache.
         let again = rt.block_on(client.container(container.id())).unwrap();
         assert_eq!(again, first);
-        assert!(
-            started.elapsed() < Duration::from_millis(100),
-            "{:?}",
-            started.elapsed()
-        );
 
         let started = Instant::now();
         let err = rt.block_on(client.container(&"1".repeat(64))).unwrap_err();
         let took = started.elapsed();
         assert!(matches!(err, CriError::Timeout { .. }), "{err}");
         assert!(
-            took >= CALL_TIMEOUT && took < CALL_TIMEOUT + Duration::from_millis(300),
+            took >= CALL_TIMEOUT && took < CALL_TIMEOUT + SLACK,
             "took {took:?}"
         );
         // A timeout is not cached: once the runtime is back, it is asked again.
@@ -546,7 +555,8 @@ mod tests {
 
     #[test]
     fn dead_missing_and_stale_sockets_fail_fast_and_say_what_to_do() {
-        let dir = temp_dir("dead");
+        let temp = TempDir::new("dead");
+        let dir = &temp.0;
         let rt = runtime();
 
         // Accepted by the kernel, never answered: a hung runtime.
@@ -556,7 +566,7 @@ mod tests {
         let err = rt.block_on(CriClient::connect(Some(silent))).err().unwrap();
         assert!(matches!(err, CriError::Timeout { .. }), "{err}");
         assert!(
-            started.elapsed() < 2 * CALL_TIMEOUT + Duration::from_millis(300),
+            started.elapsed() < 2 * CALL_TIMEOUT + SLACK,
             "{:?}",
             started.elapsed()
         );
@@ -581,7 +591,6 @@ mod tests {
         fs::write(&plain, "").unwrap();
         let err = rt.block_on(CriClient::connect(Some(plain))).err().unwrap();
         assert!(err.to_string().contains("not a unix socket"), "{err}");
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     fn named(id: &str) -> Option<CriContainer> {
@@ -699,15 +708,15 @@ mod tests {
 
     #[test]
     fn detection_takes_the_first_socket_and_skips_other_files() {
-        let dir = temp_dir("detect");
+        let temp = TempDir::new("detect");
+        let dir = &temp.0;
         let plain = dir.join("plain.sock");
         fs::write(&plain, "").unwrap();
         let real = dir.join("real.sock");
         let _listener = UnixListener::bind(&real).unwrap();
         let missing = dir.join("missing.sock");
         let found = first_socket([missing.as_path(), plain.as_path(), real.as_path()]);
-        assert_eq!(found, Some(real.clone()));
+        assert_eq!(found, Some(real));
         assert_eq!(first_socket([missing.as_path(), plain.as_path()]), None);
-        fs::remove_dir_all(&dir).unwrap();
     }
 }
