@@ -2,41 +2,52 @@
 //! end-to-end tests, in the shapes real workloads take.
 //!
 //! ```text
-//! oom-hog --cgroup DIR [--mb N] [--comm NAME] [--fork | --pidns]
+//! oom-hog (--cgroup DIR | --in-container) [--mb N] [--comm NAME] [--fork | --pidns] [--pause]
+//! oom-hog --pause
 //! oom-hog --comm NAME --kill PID
 //! ```
 //! It first moves itself into the memory cgroup at DIR (so nothing runs
-//! unlimited), then either allocates itself, or forks a child that does
+//! unlimited; `--in-container` says it already runs in a container's
+//! limited cgroup), then either allocates itself, or forks a child that does
 //! (`--fork`: a worker dies, its parent lives on), or forks the init process
 //! of a new pid namespace that does (`--pidns`: the container's PID 1 dies).
 //! With a child, the parent prints `child <pid>` and, when the child is
-//! gone, `child <pid> killed by signal <n>`, and exits 0. `--kill` plays a
-//! userspace OOM killer: it takes the name NAME and SIGKILLs PID.
+//! gone, `child <pid> killed by signal <n>`, and exits 0.
+//!
+//! `--pause` makes it sleep until killed instead of exiting once the child is
+//! gone, as a surviving worker parent does; alone, it only sleeps: the
+//! stand-in for a pod sandbox's pause process in the container tests.
+//! `--kill` plays a userspace OOM killer: it takes the name NAME and
+//! SIGKILLs PID.
 
 use std::{ffi::CString, io::Write, process::exit};
 
 struct Args {
-    cgroup: String,
+    cgroup: Option<String>,
     megabytes: usize,
     comm: Option<String>,
     fork: bool,
     pidns: bool,
+    in_container: bool,
+    pause: bool,
     kill: Option<i32>,
 }
 
 fn parse_args() -> Args {
     let mut args = Args {
-        cgroup: String::new(),
+        cgroup: None,
         megabytes: 1024,
         comm: None,
         fork: false,
         pidns: false,
+        in_container: false,
+        pause: false,
         kill: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
-            "--cgroup" => args.cgroup = it.next().unwrap_or_else(|| usage()),
+            "--cgroup" => args.cgroup = Some(it.next().unwrap_or_else(|| usage())),
             "--mb" => {
                 args.megabytes = it
                     .next()
@@ -46,6 +57,8 @@ fn parse_args() -> Args {
             "--comm" => args.comm = Some(it.next().unwrap_or_else(|| usage())),
             "--fork" => args.fork = true,
             "--pidns" => args.pidns = true,
+            "--in-container" => args.in_container = true,
+            "--pause" => args.pause = true,
             "--kill" => {
                 args.kill = Some(
                     it.next()
@@ -56,14 +69,18 @@ fn parse_args() -> Args {
             _ => usage(),
         }
     }
-    if args.cgroup.is_empty() && args.kill.is_none() {
+    let allocates = args.kill.is_none() && (args.fork || args.pidns || !args.pause);
+    if allocates && args.cgroup.is_none() && !args.in_container {
         usage();
     }
     args
 }
 
 fn usage() -> ! {
-    eprintln!("usage: oom-hog --cgroup DIR [--mb N] [--comm NAME] [--fork | --pidns]");
+    eprintln!(
+        "usage: oom-hog (--cgroup DIR | --in-container) [--mb N] [--comm NAME] [--fork | --pidns] [--pause]"
+    );
+    eprintln!("       oom-hog --pause");
     eprintln!("       oom-hog --comm NAME --kill PID");
     exit(2)
 }
@@ -79,8 +96,10 @@ fn main() {
         return;
     }
     // Join the cgroup before anything is allocated.
-    std::fs::write(format!("{}/cgroup.procs", args.cgroup), "0")
-        .unwrap_or_else(|e| fail(&format!("cannot join {}: {e}", args.cgroup)));
+    if let Some(cgroup) = &args.cgroup {
+        std::fs::write(format!("{cgroup}/cgroup.procs"), "0")
+            .unwrap_or_else(|e| fail(&format!("cannot join {cgroup}: {e}")));
+    }
     if args.pidns {
         // SAFETY: unshare has no memory-safety preconditions.
         if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
@@ -92,9 +111,12 @@ fn main() {
     }
     if args.fork || args.pidns {
         run_child_and_wait(&args);
-    } else {
+    } else if !args.pause {
         set_comm(args.comm.as_deref());
         allocate(args.megabytes);
+    }
+    if args.pause {
+        pause_forever();
     }
 }
 
@@ -133,6 +155,11 @@ fn allocate(megabytes: usize) -> ! {
         chunks.push(std::hint::black_box(chunk));
     }
     eprintln!("oom-hog: allocated {megabytes} MiB without being killed");
+    pause_forever()
+}
+
+/// Sleeps until a signal kills it (as a container's PID 1, only SIGKILL does).
+fn pause_forever() -> ! {
     loop {
         // SAFETY: pause has no preconditions.
         unsafe { libc::pause() };

@@ -22,6 +22,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
 pub mod apiserver;
+pub mod containerd;
 
 /// How long `oom-probe` may take to attach; generous for TCG virtual machines.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);

@@ -3,6 +3,7 @@
 //! grouped, and what filled the memory explained.
 
 pub mod cgroup_layout;
+pub mod cri;
 pub mod explain;
 pub mod pods;
 
