@@ -3,7 +3,8 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN rustup toolchain install nightly --profile minimal --component rust-src \
+RUN apt-get update && apt-get install -y --no-install-recommends protobuf-compiler \
+ && rustup toolchain install nightly --profile minimal --component rust-src \
  && rustup target add x86_64-unknown-linux-musl \
  && cargo xtask setup \
  && cargo build --release --locked --package oom-probe --target x86_64-unknown-linux-musl

@@ -12,6 +12,8 @@ pub enum Event {
     Kill(Box<OomKillEvent>),
     /// `oom_kill_unobserved`.
     Unobserved(UnobservedKills),
+    /// `eviction`.
+    Eviction(Box<EvictionEvent>),
 }
 
 /// One process killed for memory: by the kernel OOM killer (`oom_kill`) or by
@@ -150,4 +152,29 @@ pub struct Kubernetes {
     pub memory_limit_bytes: Option<u64>,
     pub owner_kind: Option<String>,
     pub owner_name: Option<String>,
+}
+
+/// A pod the kubelet evicted for node memory pressure: the kill Kubernetes
+/// makes before the kernel has to, in the same stream as the kernel's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EvictionEvent {
+    /// Always `"eviction"`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub time: String,
+    pub node: String,
+    /// namespace, pod and pod_uid; the other fields are null.
+    pub kubernetes: Kubernetes,
+    /// The kubelet's `status.message`.
+    pub message: Option<String>,
+    /// Per container, usage and request as the kubelet's message gives them.
+    pub containers: Vec<EvictedContainer>,
+}
+
+/// One container named in an eviction message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EvictedContainer {
+    pub name: String,
+    pub usage_bytes: Option<u64>,
+    pub request_bytes: Option<u64>,
 }

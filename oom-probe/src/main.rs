@@ -6,6 +6,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use oom_probe::{
     check,
+    enrich::kubernetes::SourceOptions,
     output::OutputFormat,
     probes::Hook,
     watch::{self, WatchOptions},
@@ -88,6 +89,19 @@ struct EventArgs {
     /// /host/sys/fs/cgroup); default: the cgroup mounts this process sees.
     #[arg(long)]
     cgroupfs: Option<PathBuf>,
+    /// The container runtime's CRI socket, for pod and container names
+    /// without an API server (default: the first of the usual paths that exists).
+    #[arg(long)]
+    cri_socket: Option<PathBuf>,
+    /// kubeconfig for the API server (default: $KUBECONFIG, in-cluster, ~/.kube/config).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Never talk to a Kubernetes API server.
+    #[arg(long)]
+    no_kubernetes_api: bool,
+    /// Seconds a deleted pod stays nameable (a pod that died with its kill).
+    #[arg(long, default_value_t = 600.0)]
+    retain_deleted_pods: f64,
 }
 
 const AGENT_LISTEN: &str = "0.0.0.0:9464";
@@ -148,6 +162,12 @@ fn watch_options(args: EventArgs, agent: bool) -> WatchOptions {
             .or_else(|| agent.then(|| AGENT_LISTEN.parse().expect("valid address"))),
         metrics_series_ttl: Duration::from_secs_f64(args.metrics_series_ttl.max(1.0)),
         cgroupfs: args.cgroupfs,
+        sources: SourceOptions {
+            cri_socket: args.cri_socket,
+            kubeconfig: args.kubeconfig,
+            no_api: args.no_kubernetes_api,
+            retain_deleted: Duration::from_secs_f64(args.retain_deleted_pods.max(0.0)),
+        },
     }
 }
 

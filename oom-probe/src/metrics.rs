@@ -122,6 +122,7 @@ impl Metrics {
             Event::Unobserved(missed) => {
                 self.unobserved.inc_by(missed.count);
             }
+            Event::Eviction(_) => {}
         }
     }
 

@@ -48,6 +48,13 @@ impl<W: Write> Output<W> {
                 let row = match event {
                     Event::Kill(kill) => table_row(kill),
                     Event::Unobserved(missed) => unobserved_row(missed),
+                    Event::Eviction(evicted) => format!(
+                        "{:<24} pod {}/{} evicted by the kubelet: {}",
+                        evicted.time,
+                        evicted.kubernetes.namespace.as_deref().unwrap_or("?"),
+                        evicted.kubernetes.pod.as_deref().unwrap_or("?"),
+                        evicted.message.as_deref().unwrap_or("")
+                    ),
                 };
                 writeln!(self.writer, "{row}")?;
             }

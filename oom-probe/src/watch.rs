@@ -17,7 +17,10 @@ use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 use crate::{
     cgroups::{CgroupResolver, Hierarchies},
     decode,
-    enrich::Enricher,
+    enrich::{
+        kubernetes::{self, Namer, SourceOptions},
+        Enricher,
+    },
     event::Event,
     http,
     metrics::Metrics,
@@ -49,10 +52,12 @@ pub struct WatchOptions {
     pub metrics_series_ttl: Duration,
     /// A cgroupfs tree to use instead of this mount namespace's own.
     pub cgroupfs: Option<PathBuf>,
+    /// Where pod and container names come from.
+    pub sources: SourceOptions,
 }
 
 /// Runs until SIGINT/SIGTERM (or `max_events`), then drains what is left.
-pub async fn watch(options: WatchOptions) -> Result<()> {
+pub async fn watch(mut options: WatchOptions) -> Result<()> {
     let metrics = Arc::new(Metrics::new(options.metrics_series_ttl));
     let ready = Arc::new(AtomicBool::new(false));
     if let Some(addr) = options.listen {
@@ -74,7 +79,14 @@ pub async fn watch(options: WatchOptions) -> Result<()> {
         None => Hierarchies::discover()?,
     };
     let memcg_paths = hierarchies.memory_root().map(CgroupResolver::new);
-    announce(&probes, memcg_paths.as_ref(), &options.node);
+    let namer = Namer::connect(
+        std::mem::take(&mut options.sources),
+        &options.node,
+        metrics.clone(),
+    )
+    .await?;
+    let mut evictions = namer.take_evictions();
+    announce(&probes, memcg_paths.as_ref(), &options.node, &namer);
     let enricher = Enricher::new(
         options.node.clone(),
         memcg_paths,
@@ -89,6 +101,7 @@ pub async fn watch(options: WatchOptions) -> Result<()> {
     let mut pump = Pump {
         output: Output::new(options.output, io::stdout().lock()),
         metrics,
+        namer,
         enricher,
         ledger: KillLedger::load(options.state_file.clone()),
         kills: 0,
@@ -103,13 +116,19 @@ pub async fn watch(options: WatchOptions) -> Result<()> {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                pump.drain(guard.get_inner_mut())?;
+                let events = pump.drain(guard.get_inner_mut());
                 guard.clear_ready();
+                pump.emit_all(events).await?;
+            }
+            Some(eviction) = next_eviction(&mut evictions) => {
+                let event = Event::Eviction(Box::new(kubernetes::eviction_event(eviction, &options.node)));
+                pump.emit(&event)?;
             }
             _ = lost_tick.tick() => pump.report_lost(&lost),
             _ = reconcile_tick.tick() => {
                 // Drain first: a kill the kernel has counted is already in the buffer.
-                pump.drain(ring.get_mut())?;
+                let events = pump.drain(ring.get_mut());
+                pump.emit_all(events).await?;
                 pump.reconcile()?;
                 pump.metrics.expire_idle_series();
             }
@@ -117,7 +136,8 @@ pub async fn watch(options: WatchOptions) -> Result<()> {
             _ = sigterm.recv() => break,
         }
     }
-    pump.drain(ring.get_mut())?;
+    let events = pump.drain(ring.get_mut());
+    pump.emit_all(events).await?;
     pump.report_lost(&lost);
     tracing::info!(
         "stopped after {} kill(s); {} record(s) lost, {} undecodable",
@@ -128,7 +148,17 @@ pub async fn watch(options: WatchOptions) -> Result<()> {
     Ok(())
 }
 
-fn announce(probes: &Probes, memcg_paths: Option<&CgroupResolver>, node: &str) {
+/// The next eviction, or never when no API server is in use.
+async fn next_eviction(
+    evictions: &mut Option<tokio::sync::mpsc::Receiver<crate::enrich::pods::Eviction>>,
+) -> Option<crate::enrich::pods::Eviction> {
+    match evictions {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn announce(probes: &Probes, memcg_paths: Option<&CgroupResolver>, node: &str, namer: &Namer) {
     let describe = |hook: &Result<Hook, String>| match hook {
         Ok(hook) => hook.to_string(),
         Err(why) => format!("unavailable ({why})"),
@@ -140,10 +170,11 @@ fn announce(probes: &Probes, memcg_paths: Option<&CgroupResolver>, node: &str) {
         tracing::warn!("no memory cgroup hierarchy mounted; cgroup paths will be null");
     }
     tracing::info!(
-        "watching OOM kills on {node} via {}; OOM decision via {}; userspace killers via {}",
+        "watching OOM kills on {node} via {}; OOM decision via {}; userspace killers via {}; pods named by {}",
         probes.victim_hook,
         describe(&probes.context_hook),
         describe(&probes.signal_hook),
+        namer.describe(),
     );
 }
 
@@ -152,6 +183,7 @@ fn announce(probes: &Probes, memcg_paths: Option<&CgroupResolver>, node: &str) {
 struct Pump<W: Write> {
     output: Output<W>,
     metrics: Arc<Metrics>,
+    namer: Namer,
     enricher: Enricher,
     ledger: KillLedger,
     kills: u64,
@@ -160,19 +192,29 @@ struct Pump<W: Write> {
 }
 
 impl<W: Write> Pump<W> {
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<()> {
+    /// Everything in the ring buffer, decoded and enriched (no waiting:
+    /// the buffer is emptied before anything slow happens).
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Vec<Event> {
+        let mut events = Vec::new();
         while let Some(item) = ring.next() {
             match decode::decode(&item) {
-                Ok(record) => {
-                    if let Some(event) = self.enricher.on_record(record) {
-                        self.emit(&event)?;
-                    }
-                }
+                Ok(record) => events.extend(self.enricher.on_record(record)),
                 Err(err) => {
                     self.undecodable += 1;
                     tracing::error!("undecodable record ({err})");
                 }
             }
+        }
+        events
+    }
+
+    /// Names pods (bounded waits) and writes the events.
+    async fn emit_all(&mut self, events: Vec<Event>) -> Result<()> {
+        for mut event in events {
+            if let Event::Kill(kill) = &mut event {
+                self.namer.name(kill).await;
+            }
+            self.emit(&event)?;
         }
         Ok(())
     }

@@ -114,6 +114,21 @@ impl MemoryCgroup {
         )
     }
 
+    /// Creates a child with a given name, for layouts such as
+    /// `kubepods/burstable/pod<uid>/<container id>`.
+    pub fn create_child_named(&self, name: &str, limit_bytes: Option<u64>) -> Result<Self> {
+        if self.v2 {
+            self.write("cgroup.subtree_control", "+memory")?;
+        }
+        Self::create_named(
+            self.path.clone(),
+            self.relative.clone(),
+            self.v2,
+            name,
+            limit_bytes,
+        )
+    }
+
     fn create_in(
         parent: PathBuf,
         parent_relative: String,
@@ -125,7 +140,17 @@ impl MemoryCgroup {
             std::process::id(),
             NEXT_CGROUP.fetch_add(1, Ordering::Relaxed)
         );
-        let path = parent.join(&name);
+        Self::create_named(parent, parent_relative, v2, &name, limit)
+    }
+
+    fn create_named(
+        parent: PathBuf,
+        parent_relative: String,
+        v2: bool,
+        name: &str,
+        limit: Option<u64>,
+    ) -> Result<Self> {
+        let path = parent.join(name);
         fs::create_dir(&path).with_context(|| format!("mkdir {}", path.display()))?;
         let cgroup = Self {
             path,

@@ -43,11 +43,11 @@ enum Task {
 
 fn main() -> Result<()> {
     match Cli::parse().task {
-        Task::Setup => setup::ebpf_toolchain().map(drop),
+        Task::Setup => setup::build_toolchain().map(drop),
         Task::Watch { args } => watch(&args),
         Task::Test => test(),
         Task::Bench(args) => {
-            let toolchain = setup::ebpf_toolchain()?;
+            let toolchain = setup::build_toolchain()?;
             setup::apt_install(&[("bpftrace", "bpftrace")])?;
             cargo(
                 &toolchain,
@@ -69,7 +69,7 @@ fn main() -> Result<()> {
 }
 
 fn watch(args: &[String]) -> Result<()> {
-    let toolchain = setup::ebpf_toolchain()?;
+    let toolchain = setup::build_toolchain()?;
     setup::mount_tracefs();
     cargo(
         &toolchain,
@@ -87,7 +87,9 @@ fn watch(args: &[String]) -> Result<()> {
 }
 
 fn test() -> Result<()> {
-    let toolchain = setup::ebpf_toolchain()?;
+    let toolchain = setup::build_toolchain()?;
+    // The end-to-end tests run real containers under a private containerd.
+    setup::apt_install(&[("containerd", "containerd"), ("runc", "runc")])?;
     setup::mount_tracefs();
     cargo(&toolchain, &["fmt", "--all", "--check"])?;
     cargo(

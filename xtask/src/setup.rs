@@ -34,8 +34,15 @@ pub fn cargo_command(toolchain: &EbpfToolchain) -> Command {
     command
 }
 
+/// Everything a build needs: protoc (the CRI client's generated code), the
+/// eBPF toolchain, its rust-src and bpf-linker.
+pub fn build_toolchain() -> Result<EbpfToolchain> {
+    apt_install(&[("protoc", "protobuf-compiler")])?;
+    ebpf_toolchain()
+}
+
 /// Makes sure the eBPF toolchain, its rust-src and bpf-linker are installed.
-pub fn ebpf_toolchain() -> Result<EbpfToolchain> {
+fn ebpf_toolchain() -> Result<EbpfToolchain> {
     let toolchain = if rustup(&["run", "nightly", "rustc", "--version"]).is_ok() {
         EbpfToolchain {
             name: "nightly".into(),

@@ -5,6 +5,7 @@
 pub mod cgroup_layout;
 pub mod cri;
 pub mod explain;
+pub mod kubernetes;
 pub mod pods;
 
 use std::{collections::HashMap, fs};

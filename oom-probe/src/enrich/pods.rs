@@ -727,7 +727,7 @@ fn bare_container_id(id: &str) -> &str {
 /// Bytes in a Kubernetes quantity ("128Mi", "1.5Gi", "1G", "1e3", "100m"),
 /// rounded up to a whole byte as Kubernetes rounds; `None` when the text is
 /// not a quantity, is negative, or does not fit in a u64.
-fn quantity_bytes(text: &str) -> Option<u64> {
+pub(crate) fn quantity_bytes(text: &str) -> Option<u64> {
     let text = text.trim();
     let (negative, unsigned) = match text.as_bytes().first() {
         Some(b'-') => (true, &text[1..]),

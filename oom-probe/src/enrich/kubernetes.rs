@@ -1,0 +1,232 @@
+//! Names the pod and container of a kill from whatever the node offers, best
+//! source last so it wins: the cgroup path (ids, always), the container
+//! runtime over CRI (names, no API server needed), the API server's pod store
+//! (requests, limits, owner). Each source is optional; none can hold an event
+//! back for long (store lookups are in memory, CRI calls are bounded).
+
+use std::{collections::HashSet, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Result;
+use tokio::sync::mpsc;
+
+use crate::{
+    enrich::{
+        cri::{CriClient, CriError},
+        pods::{self, Eviction, PodStore},
+    },
+    event::{EvictedContainer, EvictionEvent, Kubernetes, OomKillEvent},
+    metrics::Metrics,
+};
+
+/// Where to find the container runtime and the API server.
+#[derive(Debug, Default)]
+pub struct SourceOptions {
+    /// `--cri-socket`: required to work when given; auto-detected otherwise.
+    pub cri_socket: Option<PathBuf>,
+    /// `--kubeconfig`; else `$KUBECONFIG`, in-cluster, `~/.kube/config`.
+    pub kubeconfig: Option<PathBuf>,
+    /// `--no-kubernetes-api`: never talk to an API server.
+    pub no_api: bool,
+    /// How long pods deleted from the API stay nameable.
+    pub retain_deleted: Duration,
+}
+
+/// The name sources this node has.
+pub struct Namer {
+    cri: Option<CriClient>,
+    pods: Option<PodStore>,
+    metrics: Arc<Metrics>,
+    /// Sources whose failure was already logged: once, not per event.
+    warned: HashSet<&'static str>,
+}
+
+impl Namer {
+    /// Connects what can be connected; only an explicit `--cri-socket` that
+    /// does not work is an error.
+    pub async fn connect(
+        options: SourceOptions,
+        node: &str,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self> {
+        let cri = match CriClient::connect(options.cri_socket.clone()).await {
+            Ok(cri) => Some(cri),
+            Err(err) if options.cri_socket.is_some() => return Err(err.into()),
+            Err(CriError::NoSocket) => None,
+            Err(err) => {
+                tracing::warn!("container runtime unavailable ({err}); pods are named from the API server only");
+                None
+            }
+        };
+        let pods = if options.no_api {
+            None
+        } else {
+            match pods::client(options.kubeconfig).await {
+                Ok(client) => Some(PodStore::start(
+                    client,
+                    node.to_string(),
+                    options.retain_deleted,
+                )),
+                Err(err) => {
+                    tracing::info!(
+                        "no Kubernetes API ({err:#}); names come from the container runtime"
+                    );
+                    None
+                }
+            }
+        };
+        Ok(Self {
+            cri,
+            pods,
+            metrics,
+            warned: HashSet::new(),
+        })
+    }
+
+    /// The sources in use, for the start-up line.
+    pub fn describe(&self) -> String {
+        let cri = self.cri.as_ref().map_or_else(
+            || String::from("no container runtime"),
+            |c| format!("{} at {}", c.runtime(), c.socket().display()),
+        );
+        let api = if self.pods.is_some() {
+            "the Kubernetes API"
+        } else {
+            "no Kubernetes API"
+        };
+        format!("{cri}, {api}")
+    }
+
+    /// Pods the kubelet evicts, once per pod (when an API server is in use).
+    pub fn take_evictions(&self) -> Option<mpsc::Receiver<Eviction>> {
+        self.pods.as_ref()?.take_evictions()
+    }
+
+    /// Fills `kill.kubernetes` from the runtime and the pod store.
+    pub async fn name(&mut self, kill: &mut OomKillEvent) {
+        let Some(k8s) = kill.kubernetes.as_mut() else {
+            return;
+        };
+        if let (Some(cri), Some(id)) = (&self.cri, k8s.container_id.clone()) {
+            match cri.container(&id).await {
+                Ok(found) => {
+                    k8s.namespace = found.namespace.or(k8s.namespace.take());
+                    k8s.pod = found.pod_name.or(k8s.pod.take());
+                    k8s.pod_uid = k8s.pod_uid.take().or(found.pod_uid);
+                    k8s.container = Some(found.container_name);
+                }
+                // The pause container, or a process outside any container.
+                Err(CriError::NotFound { .. }) => {}
+                Err(err) => self.failed("container runtime", &err.to_string()),
+            }
+        }
+        if let Some(pods) = &self.pods {
+            let found = k8s
+                .pod_uid
+                .clone()
+                .and_then(|uid| pods.lookup(&uid, k8s.container_id.as_deref()));
+            match found {
+                Some(found) => fill_from_pod(k8s, found),
+                None => {
+                    let why = if pods.is_synced() {
+                        "pod not in this node's pod list"
+                    } else {
+                        "pod list not loaded yet"
+                    };
+                    self.failed("Kubernetes API", why);
+                }
+            }
+        }
+    }
+
+    fn failed(&mut self, source: &'static str, why: &str) {
+        self.metrics.add_enrichment_failure();
+        if self.warned.insert(source) {
+            tracing::warn!(
+                "cannot name a pod from the {source} ({why}); further failures are only counted"
+            );
+        }
+    }
+}
+
+fn fill_from_pod(k8s: &mut Kubernetes, found: pods::PodMatch) {
+    k8s.namespace = Some(found.namespace);
+    k8s.pod = Some(found.name);
+    k8s.container = found.container_name.or(k8s.container.take());
+    k8s.qos_class = found.qos_class.or(k8s.qos_class.take());
+    k8s.memory_request_bytes = found.memory_request_bytes;
+    k8s.memory_limit_bytes = found.memory_limit_bytes;
+    if let Some(owner) = found.owner {
+        k8s.owner_kind = Some(owner.kind);
+        k8s.owner_name = Some(owner.name);
+    }
+}
+
+/// The `eviction` event for a pod the kubelet evicted.
+pub fn eviction_event(eviction: Eviction, node: &str) -> EvictionEvent {
+    let containers = eviction
+        .message
+        .as_deref()
+        .map(evicted_containers)
+        .unwrap_or_default();
+    EvictionEvent {
+        kind: "eviction",
+        time: humantime::format_rfc3339_millis(eviction.time).to_string(),
+        node: node.to_string(),
+        kubernetes: Kubernetes {
+            namespace: Some(eviction.namespace),
+            pod: Some(eviction.pod),
+            pod_uid: Some(eviction.pod_uid),
+            ..Kubernetes::default()
+        },
+        message: eviction.message,
+        containers,
+    }
+}
+
+/// The kubelet writes `Container <name> was using <usage>, request is
+/// <request>, has larger consumption of memory.` for each container.
+fn evicted_containers(message: &str) -> Vec<EvictedContainer> {
+    message
+        .split("Container ")
+        .skip(1)
+        .filter_map(|part| {
+            let (name, rest) = part.split_once(" was using ")?;
+            let (usage, rest) = rest.split_once(", request is ")?;
+            let request = rest.split([',', ' ']).next()?;
+            Some(EvictedContainer {
+                name: name.to_string(),
+                usage_bytes: pods::quantity_bytes(usage),
+                request_bytes: pods::quantity_bytes(request),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_usage_and_request_from_the_kubelet_message() {
+        let message = "The node was low on resource: memory. Threshold quantity: 100Mi, available: 51200Ki. \
+                       Container app was using 1Gi, request is 512Mi, has larger consumption of memory. \
+                       Container sidecar was using 20Mi, request is 0, has larger consumption of memory. ";
+        let containers = evicted_containers(message);
+        assert_eq!(
+            containers,
+            vec![
+                EvictedContainer {
+                    name: "app".into(),
+                    usage_bytes: Some(1 << 30),
+                    request_bytes: Some(512 << 20)
+                },
+                EvictedContainer {
+                    name: "sidecar".into(),
+                    usage_bytes: Some(20 << 20),
+                    request_bytes: Some(0)
+                },
+            ]
+        );
+        assert!(evicted_containers("The node was low on resource: ephemeral-storage.").is_empty());
+    }
+}

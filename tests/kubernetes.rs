@@ -1,0 +1,156 @@
+//! Naming pods through the real kube client, against a local API server over
+//! real HTTP on loopback: the kernel kills a process in a cgroup laid out as
+//! the kubelet lays out a pod's, and the event must carry the pod's names,
+//! resources and owner, also right after the pod was deleted.
+
+use std::time::{Duration, Instant};
+
+use oom_probe_tests::{
+    apiserver::{pod, ApiServer},
+    root_or_skip, run_hog_with_child, MemoryCgroup, Watcher,
+};
+use serde_json::{json, Value};
+
+const MIB: u64 = 1 << 20;
+const NODE: &str = "node-e2e";
+const UID: &str = "7c1d4a2e-5b6f-4a8b-9c0d-e1f2a3b4c5d6";
+
+fn checkout_pod(container_id: &str) -> Value {
+    let mut pod = pod("shop", "checkout-7d9f8-abcde", UID, NODE);
+    pod["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "checkout-7d9f8", "uid": "x", "controller": true}]);
+    pod["spec"]["containers"] = json!([{
+        "name": "worker",
+        "image": "shop/checkout",
+        "resources": {"requests": {"memory": "32Mi"}, "limits": {"memory": "48Mi"}},
+    }]);
+    pod["status"]["qosClass"] = json!("Burstable");
+    pod["status"]["containerStatuses"] = json!([{
+        "name": "worker", "containerID": format!("containerd://{container_id}"),
+        "image": "shop/checkout", "imageID": "", "ready": true, "restartCount": 0,
+        "state": {"running": {}},
+    }]);
+    pod
+}
+
+fn wait_until(what: &str, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_api_server_names_the_pod_even_right_after_it_was_deleted() {
+    if !root_or_skip("the_api_server_names_the_pod_even_right_after_it_was_deleted") {
+        return;
+    }
+    let container_id = "3f".repeat(32);
+    let server = ApiServer::start().unwrap();
+    server.apply_pod(checkout_pod(&container_id));
+    server.apply_pod(pod(
+        "other",
+        "elsewhere",
+        "11111111-2222-3333-4444-555555555555",
+        "node-other",
+    ));
+
+    // The kubelet's cgroupfs layout, below a test cgroup of our own.
+    let root = MemoryCgroup::create(256 * MIB).unwrap();
+    let kubepods = root.create_child_named("kubepods", None).unwrap();
+    let burstable = kubepods.create_child_named("burstable", None).unwrap();
+    let pod_cgroup = burstable
+        .create_child_named(&format!("pod{UID}"), None)
+        .unwrap();
+    let container = pod_cgroup
+        .create_child_named(&container_id, Some(48 * MIB))
+        .unwrap();
+
+    let kubeconfig = server.kubeconfig().to_str().unwrap().to_string();
+    let mut watcher = Watcher::start(&["--kubeconfig", &kubeconfig, "--node-name", NODE]).unwrap();
+    let watching = || {
+        server
+            .requests()
+            .iter()
+            .any(|r| r.query("watch") == Some("true"))
+    };
+    wait_until("oom-probe watches the pods", watching);
+
+    let (pid, _) = run_hog_with_child(&container, "--fork", "checkout-wrk", 256).unwrap();
+    let event = &watcher
+        .events_for(container.relative_path(), 1, Duration::from_millis(500))
+        .unwrap()[0];
+    assert_eq!(event["victim"]["pid"], pid, "{event:#}");
+    let k8s = &event["kubernetes"];
+    assert_eq!(k8s["namespace"], "shop", "{event:#}");
+    assert_eq!(k8s["pod"], "checkout-7d9f8-abcde", "{event:#}");
+    assert_eq!(k8s["pod_uid"], UID, "{event:#}");
+    assert_eq!(k8s["container"], "worker", "{event:#}");
+    assert_eq!(k8s["container_id"], container_id, "{event:#}");
+    assert_eq!(k8s["qos_class"], "Burstable", "{event:#}");
+    assert_eq!(k8s["memory_request_bytes"], 32 * MIB, "{event:#}");
+    assert_eq!(k8s["memory_limit_bytes"], 48 * MIB, "{event:#}");
+    assert_eq!(k8s["owner_kind"], "ReplicaSet", "{event:#}");
+    assert_eq!(k8s["owner_name"], "checkout-7d9f8", "{event:#}");
+    assert_eq!(event["silent"], true, "{event:#}");
+
+    // The pod goes away with its kill; the next kill is still named.
+    server.delete_pod("shop", "checkout-7d9f8-abcde").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    run_hog_with_child(&container, "--fork", "checkout-wrk", 256).unwrap();
+    let event = &watcher
+        .events_for(container.relative_path(), 1, Duration::from_millis(500))
+        .unwrap()[0];
+    assert_eq!(
+        event["kubernetes"]["pod"], "checkout-7d9f8-abcde",
+        "{event:#}"
+    );
+    assert_eq!(event["kubernetes"]["container"], "worker", "{event:#}");
+
+    // Only this node's pods were ever asked for.
+    for request in server
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/api/v1/pods")
+    {
+        assert_eq!(
+            request.query("fieldSelector"),
+            Some("spec.nodeName=node-e2e"),
+            "{request:?}"
+        );
+    }
+    drop(watcher);
+    drop((container, pod_cgroup, burstable, kubepods));
+}
+
+#[test]
+fn a_dead_api_server_does_not_hold_events_back() {
+    if !root_or_skip("a_dead_api_server_does_not_hold_events_back") {
+        return;
+    }
+    let kubeconfig = oom_probe_tests::apiserver::KubeconfigFile::for_server(
+        &oom_probe_tests::apiserver::unreachable_url().unwrap(),
+    )
+    .unwrap();
+    let cgroup = MemoryCgroup::create(32 * MIB).unwrap();
+    let mut watcher = Watcher::start(&[
+        "--kubeconfig",
+        kubeconfig.path().to_str().unwrap(),
+        "--node-name",
+        NODE,
+    ])
+    .unwrap();
+    let (pid, _) = run_hog_with_child(&cgroup, "--fork", "no-api-hog", 128).unwrap();
+    let event = &watcher
+        .events_for(cgroup.relative_path(), 1, Duration::from_millis(500))
+        .unwrap()[0];
+    assert_eq!(event["victim"]["pid"], pid, "{event:#}");
+    assert_eq!(
+        event["kubernetes"],
+        Value::Null,
+        "not a pod's cgroup: {event:#}"
+    );
+    watcher
+        .wait_for_stderr("kubernetes API unreachable", Duration::from_secs(30))
+        .unwrap();
+}
