@@ -3,7 +3,6 @@
 
 mod bench;
 mod setup;
-mod vm;
 
 use std::process::Command;
 
@@ -33,9 +32,6 @@ enum Task {
     /// footprint next to bpftrace and a kmsg reader (root; prints a table and
     /// writes JSON).
     Bench(bench::BenchArgs),
-    /// Boot each kernel of the matrix (6.1, 6.12) under QEMU and run the
-    /// end-to-end tests in it.
-    VmTest(vm::VmTestArgs),
     /// The /dev/kmsg regex reader the benchmark compares against.
     #[command(hide = true)]
     KmsgReader,
@@ -64,7 +60,6 @@ fn main() -> Result<()> {
             bench::run(&args)
         }
         Task::KmsgReader => bench::kmsg_reader(),
-        Task::VmTest(args) => vm::run(args),
     }
 }
 

@@ -42,7 +42,7 @@ pub fn build_toolchain() -> Result<EbpfToolchain> {
 }
 
 /// Makes sure the eBPF toolchain, its rust-src and bpf-linker are installed.
-fn ebpf_toolchain() -> Result<EbpfToolchain> {
+pub fn ebpf_toolchain() -> Result<EbpfToolchain> {
     let toolchain = if rustup(&["run", "nightly", "rustc", "--version"]).is_ok() {
         EbpfToolchain {
             name: "nightly".into(),
