@@ -107,6 +107,52 @@ fn the_api_server_names_the_pod_even_right_after_it_was_deleted() {
     );
     assert_eq!(event["kubernetes"]["container"], "worker", "{event:#}");
 
+    // One Warning Event on the Pod, per container, and a series for the repeat.
+    let events: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/apis/events.k8s.io/"))
+        .collect();
+    let posts: Vec<_> = events.iter().filter(|r| r.method == "POST").collect();
+    assert_eq!(posts.len(), 1, "{events:#?}");
+    assert_eq!(
+        posts[0].path,
+        "/apis/events.k8s.io/v1/namespaces/shop/events"
+    );
+    let body: Value = serde_json::from_str(&posts[0].body).unwrap();
+    assert_eq!(body["reason"], "ProcessOOMKilled", "{body:#}");
+    assert_eq!(body["type"], "Warning", "{body:#}");
+    assert_eq!(body["reportingController"], "oom-probe", "{body:#}");
+    assert_eq!(
+        body["reportingInstance"],
+        format!("oom-probe-{NODE}"),
+        "{body:#}"
+    );
+    assert_eq!(body["regarding"]["kind"], "Pod", "{body:#}");
+    assert_eq!(
+        body["regarding"]["name"], "checkout-7d9f8-abcde",
+        "{body:#}"
+    );
+    assert_eq!(body["regarding"]["uid"], UID, "{body:#}");
+    assert_eq!(
+        body["regarding"]["fieldPath"], "spec.containers{worker}",
+        "{body:#}"
+    );
+    let note = body["note"].as_str().unwrap();
+    assert!(
+        note.starts_with("container worker: process checkout-wrk (pid "),
+        "{note}"
+    );
+    assert!(note.contains("limit 48 MiB"), "{note}");
+    let patches: Vec<_> = events.iter().filter(|r| r.method == "PATCH").collect();
+    assert_eq!(
+        patches.len(),
+        1,
+        "the second kill extends the series: {events:#?}"
+    );
+    let patch: Value = serde_json::from_str(&patches[0].body).unwrap();
+    assert_eq!(patch["series"]["count"], 2, "{patch:#}");
+
     // Only this node's pods were ever asked for.
     for request in server
         .requests()

@@ -12,6 +12,7 @@ pub mod decode;
 pub mod enrich;
 pub mod event;
 pub mod http;
+pub mod k8s_events;
 pub mod kernel_offsets;
 pub mod metrics;
 pub mod output;

@@ -99,6 +99,10 @@ struct EventArgs {
     /// Never talk to a Kubernetes API server.
     #[arg(long)]
     no_kubernetes_api: bool,
+    /// Do not post Kubernetes Events (they are posted whenever an API server
+    /// is configured).
+    #[arg(long)]
+    no_events: bool,
     /// Seconds a deleted pod stays nameable (a pod that died with its kill).
     #[arg(long, default_value_t = 600.0)]
     retain_deleted_pods: f64,
@@ -168,6 +172,7 @@ fn watch_options(args: EventArgs, agent: bool) -> WatchOptions {
             no_api: args.no_kubernetes_api,
             retain_deleted: Duration::from_secs_f64(args.retain_deleted_pods.max(0.0)),
         },
+        events: !args.no_events,
     }
 }
 

@@ -23,6 +23,7 @@ use crate::{
     },
     event::Event,
     http,
+    k8s_events::EventPoster,
     metrics::Metrics,
     output::{Output, OutputFormat},
     probes::{Hook, LostCounter, Probes},
@@ -54,10 +55,12 @@ pub struct WatchOptions {
     pub cgroupfs: Option<PathBuf>,
     /// Where pod and container names come from.
     pub sources: SourceOptions,
+    /// Post Kubernetes Events when an API server is configured.
+    pub events: bool,
 }
 
 /// Runs until SIGINT/SIGTERM (or `max_events`), then drains what is left.
-pub async fn watch(mut options: WatchOptions) -> Result<()> {
+pub async fn watch(options: WatchOptions) -> Result<()> {
     let metrics = Arc::new(Metrics::new(options.metrics_series_ttl));
     let ready = Arc::new(AtomicBool::new(false));
     if let Some(addr) = options.listen {
@@ -79,12 +82,12 @@ pub async fn watch(mut options: WatchOptions) -> Result<()> {
         None => Hierarchies::discover()?,
     };
     let memcg_paths = hierarchies.memory_root().map(CgroupResolver::new);
-    let namer = Namer::connect(
-        std::mem::take(&mut options.sources),
-        &options.node,
-        metrics.clone(),
-    )
-    .await?;
+    let api = kubernetes::api_client(&options.sources).await;
+    let poster = api
+        .clone()
+        .filter(|_| options.events)
+        .map(|client| EventPoster::start(client, &options.node, metrics.clone()));
+    let namer = Namer::connect(&options.sources, api, &options.node, metrics.clone()).await?;
     let mut evictions = namer.take_evictions();
     announce(&probes, memcg_paths.as_ref(), &options.node, &namer);
     let enricher = Enricher::new(
@@ -102,6 +105,7 @@ pub async fn watch(mut options: WatchOptions) -> Result<()> {
         output: Output::new(options.output, io::stdout().lock()),
         metrics,
         namer,
+        poster,
         enricher,
         ledger: KillLedger::load(options.state_file.clone()),
         kills: 0,
@@ -184,6 +188,7 @@ struct Pump<W: Write> {
     output: Output<W>,
     metrics: Arc<Metrics>,
     namer: Namer,
+    poster: Option<EventPoster>,
     enricher: Enricher,
     ledger: KillLedger,
     kills: u64,
@@ -213,6 +218,9 @@ impl<W: Write> Pump<W> {
         for mut event in events {
             if let Event::Kill(kill) = &mut event {
                 self.namer.name(kill).await;
+                if let Some(poster) = &self.poster {
+                    poster.post(kill);
+                }
             }
             self.emit(&event)?;
         }

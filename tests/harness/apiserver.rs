@@ -373,10 +373,26 @@ fn route(shared: Arc<Shared>, method: &Method, request: &RecordedRequest) -> Res
                 None => status(StatusCode::NOT_FOUND, &format!("pods \"{name}\" not found")),
             }
         }
+        // Events: accepted and echoed; the test asserts on the recorded bodies.
+        (&Method::POST, ["apis", "events.k8s.io", "v1", "namespaces", _, "events"]) => {
+            echo(StatusCode::CREATED, request)
+        }
+        (&Method::PATCH, ["apis", "events.k8s.io", "v1", "namespaces", _, "events", _]) => {
+            echo(StatusCode::OK, request)
+        }
         _ => status(
             StatusCode::NOT_FOUND,
             &format!("no route for {method} {}", request.path),
         ),
+    }
+}
+
+/// Answers with the object the client sent, as the API server answers a
+/// create or patch.
+fn echo(code: StatusCode, request: &RecordedRequest) -> Response<Body> {
+    match serde_json::from_str::<Value>(&request.body) {
+        Ok(object) => json_response(code, &object),
+        Err(err) => status(StatusCode::BAD_REQUEST, &format!("body is not JSON: {err}")),
     }
 }
 

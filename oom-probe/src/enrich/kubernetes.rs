@@ -31,6 +31,20 @@ pub struct SourceOptions {
     pub retain_deleted: Duration,
 }
 
+/// The API server client, unless turned off or not configured (said once).
+pub async fn api_client(options: &SourceOptions) -> Option<kube::Client> {
+    if options.no_api {
+        return None;
+    }
+    match pods::client(options.kubeconfig.clone()).await {
+        Ok(client) => Some(client),
+        Err(err) => {
+            tracing::info!("no Kubernetes API ({err:#}); names come from the container runtime");
+            None
+        }
+    }
+}
+
 /// The name sources this node has.
 pub struct Namer {
     cri: Option<CriClient>,
@@ -42,9 +56,10 @@ pub struct Namer {
 
 impl Namer {
     /// Connects what can be connected; only an explicit `--cri-socket` that
-    /// does not work is an error.
+    /// does not work is an error. `api` is the API server client, if any.
     pub async fn connect(
-        options: SourceOptions,
+        options: &SourceOptions,
+        api: Option<kube::Client>,
         node: &str,
         metrics: Arc<Metrics>,
     ) -> Result<Self> {
@@ -57,23 +72,8 @@ impl Namer {
                 None
             }
         };
-        let pods = if options.no_api {
-            None
-        } else {
-            match pods::client(options.kubeconfig).await {
-                Ok(client) => Some(PodStore::start(
-                    client,
-                    node.to_string(),
-                    options.retain_deleted,
-                )),
-                Err(err) => {
-                    tracing::info!(
-                        "no Kubernetes API ({err:#}); names come from the container runtime"
-                    );
-                    None
-                }
-            }
-        };
+        let pods =
+            api.map(|client| PodStore::start(client, node.to_string(), options.retain_deleted));
         Ok(Self {
             cri,
             pods,

@@ -1,0 +1,252 @@
+//! Kubernetes Events (events.k8s.io/v1) for kills, so `kubectl describe pod`
+//! and `kubectl get events` show what Kubernetes itself never reports: a
+//! worker process OOM-killed while its container lived on.
+//!
+//! Posting happens on a task of its own behind a bounded queue: a slow or
+//! dead API server never holds back the JSON stream, and events it cannot
+//! take are counted as enrichment failures. Repeated kills of one container
+//! become one Event with a growing series (kube's Recorder does the
+//! aggregation; the container is the reference's fieldPath).
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::{
+    runtime::events::{Event, EventType, Recorder, Reporter},
+    Client,
+};
+use tokio::sync::mpsc;
+
+use crate::{enrich::explain::size, event::OomKillEvent, metrics::Metrics};
+
+/// Kills waiting to be posted; past this, new ones are counted, not queued.
+const QUEUE: usize = 256;
+/// The `reportingController` of every Event.
+pub const REPORTING_CONTROLLER: &str = "oom-probe";
+
+/// Hands events to the posting task.
+pub struct EventPoster {
+    queue: mpsc::Sender<(Event, ObjectReference)>,
+    metrics: Arc<Metrics>,
+}
+
+impl EventPoster {
+    /// Starts the posting task on the current runtime.
+    pub fn start(client: Client, node: &str, metrics: Arc<Metrics>) -> Self {
+        let reporter = Reporter {
+            controller: REPORTING_CONTROLLER.into(),
+            instance: Some(format!("{REPORTING_CONTROLLER}-{node}")),
+        };
+        let recorder = Recorder::new(client, reporter);
+        let (queue, mut pending) = mpsc::channel::<(Event, ObjectReference)>(QUEUE);
+        let task_metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut warned = false;
+            while let Some((event, reference)) = pending.recv().await {
+                if let Err(err) = recorder.publish(&event, &reference).await {
+                    task_metrics.add_enrichment_failure();
+                    if !std::mem::replace(&mut warned, true) {
+                        tracing::warn!("cannot post a Kubernetes Event ({err}); further failures are only counted");
+                    }
+                }
+            }
+        });
+        Self { queue, metrics }
+    }
+
+    /// Queues the Events for one kill: on its Pod, and on the Node for a
+    /// node-wide OOM.
+    pub fn post(&self, kill: &OomKillEvent) {
+        for event in events_for(kill) {
+            if self.queue.try_send(event).is_err() {
+                self.metrics.add_enrichment_failure();
+            }
+        }
+    }
+}
+
+/// The Events a kill deserves.
+fn events_for(kill: &OomKillEvent) -> Vec<(Event, ObjectReference)> {
+    let mut events = Vec::new();
+    if let Some(pod) = pod_event(kill) {
+        events.push(pod);
+    }
+    if kill.constraint == Some("global") && kill.kind == "oom_kill" {
+        let reference = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Node".into()),
+            name: Some(kill.node.clone()),
+            ..ObjectReference::default()
+        };
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "NodeOOMKill".into(),
+            note: Some(truncate(format!(
+                "node ran out of memory; {}",
+                describe(kill)
+            ))),
+            action: "OOMKill".into(),
+            secondary: None,
+        };
+        events.push((event, reference));
+    }
+    events
+}
+
+fn pod_event(kill: &OomKillEvent) -> Option<(Event, ObjectReference)> {
+    let k8s = kill.kubernetes.as_ref()?;
+    let (namespace, pod) = (k8s.namespace.clone()?, k8s.pod.clone()?);
+    let reason = match (kill.kind, kill.silent) {
+        ("userspace_kill", _) => "UserspaceOOMKilled",
+        (_, Some(false)) => "OOMKilled",
+        _ => "ProcessOOMKilled",
+    };
+    let reference = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        namespace: Some(namespace),
+        name: Some(pod),
+        uid: k8s.pod_uid.clone(),
+        // Per-container series, as the kubelet references containers.
+        field_path: k8s
+            .container
+            .as_ref()
+            .map(|c| format!("spec.containers{{{c}}}")),
+        ..ObjectReference::default()
+    };
+    let container = k8s.container.as_deref().unwrap_or("?");
+    let event = Event {
+        type_: EventType::Warning,
+        reason: reason.into(),
+        note: Some(truncate(format!(
+            "container {container}: {}",
+            describe(kill)
+        ))),
+        action: "OOMKill".into(),
+        secondary: None,
+    };
+    Some((event, reference))
+}
+
+/// Process, pid, RSS, limit and the explanation, in one line.
+fn describe(kill: &OomKillEvent) -> String {
+    let victim = &kill.victim;
+    let rss = victim
+        .rss_bytes
+        .map(|r| size(r.anon + r.file + r.shmem))
+        .unwrap_or_else(|| "?".into());
+    let limit = kill
+        .memcg
+        .limit_bytes
+        .map(size)
+        .unwrap_or_else(|| "none".into());
+    let mut text = format!(
+        "process {} (pid {}) killed, RSS {rss}, limit {limit}",
+        victim.comm.as_deref().unwrap_or("?"),
+        victim.pid
+    );
+    if let Some(explanation) = &kill.explanation {
+        text.push_str("; ");
+        text.push_str(explanation);
+    }
+    text
+}
+
+/// Event notes are limited to 1 kB.
+fn truncate(mut note: String) -> String {
+    if note.len() > 1024 {
+        let mut end = 1021;
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+        note.push_str("...");
+    }
+    note
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Kubernetes, Memcg, Trigger, Victim};
+
+    fn kill(silent: Option<bool>, constraint: &'static str) -> OomKillEvent {
+        OomKillEvent {
+            kind: "oom_kill",
+            time: "t".into(),
+            kernel_time_ns: 1,
+            node: "node-a".into(),
+            victim: Victim {
+                pid: 42,
+                tid: 42,
+                ns_pid: Some(1),
+                comm: Some("java".into()),
+                uid: Some(0),
+                oom_score_adj: Some(0),
+                rss_bytes: None,
+                total_vm_bytes: None,
+                cgroup_id: Some(1),
+                cgroup_path: None,
+            },
+            trigger: Trigger {
+                pid: 42,
+                comm: "java".into(),
+            },
+            memcg: Memcg {
+                usage_bytes: None,
+                limit_bytes: Some(1 << 30),
+            },
+            constraint: Some(constraint),
+            constraint_source: None,
+            oom_memcg: None,
+            memcg_stat: None,
+            explanation: Some("victim java (42) RSS 1.0 GiB of the 1.0 GiB limit".into()),
+            oom_id: 1,
+            group_kill: false,
+            kubernetes: Some(Kubernetes {
+                namespace: Some("ns".into()),
+                pod: Some("app-1".into()),
+                container: Some("app".into()),
+                ..Kubernetes::default()
+            }),
+            silent,
+        }
+    }
+
+    #[test]
+    fn an_init_kill_is_oomkilled_and_a_worker_kill_is_process_oomkilled() {
+        let events = events_for(&kill(Some(false), "memcg"));
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].0.reason, "OOMKilled");
+        assert_eq!(
+            events[0].1.field_path.as_deref(),
+            Some("spec.containers{app}")
+        );
+        assert_eq!(
+            events_for(&kill(Some(true), "memcg"))[0].0.reason,
+            "ProcessOOMKilled"
+        );
+        let note = events[0].0.note.clone().unwrap();
+        assert!(
+            note.starts_with("container app: process java (pid 42) killed"),
+            "{note}"
+        );
+    }
+
+    #[test]
+    fn a_node_wide_oom_also_lands_on_the_node() {
+        let events = events_for(&kill(Some(true), "global"));
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[1].1.kind.as_deref(), Some("Node"));
+        assert_eq!(events[1].1.name.as_deref(), Some("node-a"));
+        assert_eq!(events[1].0.reason, "NodeOOMKill");
+    }
+
+    #[test]
+    fn a_kill_outside_any_pod_gets_no_pod_event_and_notes_stay_under_1kb() {
+        let mut host = kill(Some(true), "memcg");
+        host.kubernetes = None;
+        assert!(events_for(&host).is_empty());
+        assert_eq!(truncate("é".repeat(1000)).len(), 1023);
+    }
+}
