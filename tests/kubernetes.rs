@@ -153,6 +153,14 @@ fn the_api_server_names_the_pod_even_right_after_it_was_deleted() {
     let patch: Value = serde_json::from_str(&patches[0].body).unwrap();
     assert_eq!(patch["series"]["count"], 2, "{patch:#}");
 
+    // The deployed ClusterRole grants exactly what this run used.
+    let used = oom_probe_tests::rbac::permissions_used(&server.requests());
+    assert_eq!(
+        used,
+        deployed_cluster_role(),
+        "deploy/rbac.yaml must grant exactly what the code uses"
+    );
+
     // Only this node's pods were ever asked for.
     for request in server
         .requests()
@@ -199,4 +207,26 @@ fn a_dead_api_server_does_not_hold_events_back() {
     watcher
         .wait_for_stderr("kubernetes API unreachable", Duration::from_secs(30))
         .unwrap();
+}
+
+/// The (group, resource, verb) triples deploy/rbac.yaml's ClusterRole grants.
+fn deployed_cluster_role() -> std::collections::BTreeSet<oom_probe_tests::rbac::Permission> {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/rbac.yaml"))
+        .unwrap();
+    let role = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|doc| <Value as serde::Deserialize>::deserialize(doc).unwrap())
+        .find(|doc| doc["kind"] == "ClusterRole")
+        .expect("a ClusterRole");
+    let mut granted = std::collections::BTreeSet::new();
+    for rule in role["rules"].as_array().unwrap() {
+        for group in rule["apiGroups"].as_array().unwrap() {
+            for resource in rule["resources"].as_array().unwrap() {
+                for verb in rule["verbs"].as_array().unwrap() {
+                    let text = |v: &Value| v.as_str().unwrap().to_string();
+                    granted.insert((text(group), text(resource), text(verb)));
+                }
+            }
+        }
+    }
+    granted
 }

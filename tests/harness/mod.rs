@@ -23,6 +23,7 @@ use serde_json::Value;
 
 pub mod apiserver;
 pub mod containerd;
+pub mod rbac;
 
 /// How long `oom-probe` may take to attach; generous for TCG virtual machines.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);

@@ -1,0 +1,190 @@
+//! Every manifest in deploy/ parses into the Kubernetes API types without
+//! losing a field (a typo would vanish in the round trip), the DaemonSet has
+//! the least privilege promised, and the alerts use metrics that exist.
+
+use std::{collections::BTreeSet, fs, path::PathBuf};
+
+use k8s_openapi::api::{
+    apps::v1::DaemonSet,
+    core::v1::{Namespace, Service, ServiceAccount},
+    rbac::v1::{ClusterRole, ClusterRoleBinding},
+};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+fn deploy_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+/// Every YAML document of every manifest the kustomization lists.
+fn documents() -> Vec<(String, Value)> {
+    let kustomization: Value =
+        yaml(&fs::read_to_string(deploy_dir().join("kustomization.yaml")).unwrap())[0].clone();
+    let mut docs = Vec::new();
+    for file in kustomization["resources"].as_array().unwrap() {
+        let file = file.as_str().unwrap();
+        for doc in yaml(&fs::read_to_string(deploy_dir().join(file)).unwrap()) {
+            docs.push((file.to_string(), doc));
+        }
+    }
+    docs
+}
+
+fn yaml(text: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(text)
+        .map(|doc| <Value as serde::Deserialize>::deserialize(doc).unwrap())
+        .filter(|doc| !doc.is_null())
+        .collect()
+}
+
+/// Parses into `T` and back; what comes back must be what went in.
+fn round_trip<T: DeserializeOwned + serde::Serialize>(file: &str, doc: &Value) -> T {
+    let typed: T = serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let back = serde_json::to_value(&typed).unwrap();
+    assert_eq!(
+        &strip_nulls(back),
+        doc,
+        "{file}: a field is unknown to the API types"
+    );
+    typed
+}
+
+fn strip_nulls(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, strip_nulls(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(strip_nulls).collect()),
+        other => other,
+    }
+}
+
+#[test]
+fn every_manifest_parses_into_the_api_types_without_losing_a_field() {
+    let mut kinds = BTreeSet::new();
+    for (file, doc) in documents() {
+        let kind = doc["kind"].as_str().unwrap().to_string();
+        match kind.as_str() {
+            "Namespace" => drop(round_trip::<Namespace>(&file, &doc)),
+            "ServiceAccount" => drop(round_trip::<ServiceAccount>(&file, &doc)),
+            "ClusterRole" => drop(round_trip::<ClusterRole>(&file, &doc)),
+            "ClusterRoleBinding" => drop(round_trip::<ClusterRoleBinding>(&file, &doc)),
+            "DaemonSet" => drop(round_trip::<DaemonSet>(&file, &doc)),
+            "Service" => drop(round_trip::<Service>(&file, &doc)),
+            "PodMonitor" | "PrometheusRule" => {
+                assert_eq!(doc["apiVersion"], "monitoring.coreos.com/v1", "{file}");
+            }
+            other => panic!("{file}: unexpected kind {other}"),
+        }
+        kinds.insert(kind);
+    }
+    let expected = [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "DaemonSet",
+        "Namespace",
+        "PodMonitor",
+        "PrometheusRule",
+        "Service",
+        "ServiceAccount",
+    ];
+    assert_eq!(kinds, expected.iter().map(|k| k.to_string()).collect());
+}
+
+#[test]
+fn the_daemonset_runs_everywhere_with_least_privilege() {
+    let (file, doc) = documents()
+        .into_iter()
+        .find(|(_, d)| d["kind"] == "DaemonSet")
+        .unwrap();
+    let ds: DaemonSet = round_trip(&file, &doc);
+    let spec = ds.spec.unwrap().template.spec.unwrap();
+    assert!(spec
+        .tolerations
+        .unwrap()
+        .iter()
+        .any(|t| t.operator.as_deref() == Some("Exists") && t.key.is_none()));
+    let container = &spec.containers[0];
+    let security = container.security_context.clone().unwrap();
+    assert_eq!(security.privileged, Some(false));
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    let caps = security.capabilities.unwrap();
+    assert_eq!(caps.drop.unwrap(), vec!["ALL"]);
+    assert_eq!(caps.add.unwrap(), vec!["BPF", "PERFMON", "SYS_RESOURCE"]);
+    let env = container.env.clone().unwrap();
+    let node = env.iter().find(|e| e.name == "NODE_NAME").unwrap();
+    assert_eq!(
+        node.value_from
+            .as_ref()
+            .unwrap()
+            .field_ref
+            .as_ref()
+            .unwrap()
+            .field_path,
+        "spec.nodeName"
+    );
+    let resources = container.resources.clone().unwrap();
+    assert!(
+        resources.requests.unwrap().contains_key("memory")
+            && resources.limits.unwrap().contains_key("memory")
+    );
+    // Host paths are read-only, except the state directory.
+    for mount in container.volume_mounts.clone().unwrap() {
+        assert_eq!(
+            mount.read_only == Some(true),
+            mount.mount_path != "/var/lib/oom-probe",
+            "{mount:?}"
+        );
+    }
+    // The flags it runs with exist.
+    let args = container.args.clone().unwrap();
+    assert_eq!(args[0], "run");
+    let help = std::process::Command::new(oom_probe_tests::oom_probe_bin())
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in &args[1..] {
+        let name = flag.split('=').next().unwrap();
+        assert!(help.contains(name), "{name} is not a flag of oom-probe run");
+    }
+}
+
+#[test]
+fn alerts_and_dashboard_use_metrics_oom_probe_exports() {
+    // One kill through the real pipeline, so the kill family has a series.
+    let metrics = oom_probe::metrics::Metrics::new(std::time::Duration::from_secs(60));
+    let mut enricher = oom_probe::enrich::Enricher::new("n".into(), None, Default::default());
+    let record = oom_probe_common::VictimRecord {
+        kind: oom_probe_common::RECORD_VICTIM,
+        ..Default::default()
+    };
+    metrics.record(
+        &enricher
+            .on_record(oom_probe::decode::Record::Victim(record))
+            .unwrap(),
+    );
+    let exported = metrics.encode();
+    let rule = fs::read_to_string(deploy_dir().join("prometheusrule.yaml")).unwrap();
+    let dashboard = fs::read_to_string(deploy_dir().join("grafana-dashboard.json")).unwrap();
+    for text in [rule, dashboard] {
+        for name in metric_names(&text) {
+            let family = name.trim_end_matches("_total");
+            assert!(
+                exported.contains(&format!("# TYPE {family} ")),
+                "{name} is not exported:\n{exported}"
+            );
+        }
+    }
+}
+
+fn metric_names(text: &str) -> BTreeSet<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| word.starts_with("oom_probe_"))
+        .map(String::from)
+        .collect()
+}
