@@ -433,4 +433,99 @@ mod tests {
         assert_eq!(names.get(&0), Some(&"global"));
         assert_eq!(names.get(&3), Some(&"memcg"));
     }
+
+    /// The offsets that differ between kernels, in one row per fixture.
+    struct Expected {
+        task: [u32; 9], // pid tgid comm real_cred signal group_leader thread_pid mm cgroups
+        signal_oom_score_adj: u32,
+        pid_numbers: u32,
+        mm: [u32; 3], // total_vm, first RSS counter value, stride
+        css_set_dfl_cgrp: u32,
+        cgroup_kn: u32,
+        kernfs_node_id: u32,
+        page_counter: [u32; 2], // max, parent
+    }
+
+    fn check(fixture_name: &str, e: Expected) {
+        let layout = resolve(&fixture(fixture_name));
+        assert!(
+            layout.missing.is_empty(),
+            "{fixture_name}: {:?}",
+            layout.missing
+        );
+        let o = layout.offsets;
+        let task = [
+            o.task_pid,
+            o.task_tgid,
+            o.task_comm,
+            o.task_real_cred,
+            o.task_signal,
+            o.task_group_leader,
+            o.task_thread_pid,
+            o.task_mm,
+            o.task_cgroups,
+        ];
+        assert_eq!(task, e.task, "{fixture_name}: task_struct");
+        assert_eq!(
+            o.signal_oom_score_adj, e.signal_oom_score_adj,
+            "{fixture_name}"
+        );
+        assert_eq!(o.pid_numbers, e.pid_numbers, "{fixture_name}");
+        assert_eq!(
+            [o.mm_total_vm, o.mm_rss_base, o.mm_rss_stride],
+            e.mm,
+            "{fixture_name}: mm_struct"
+        );
+        assert_eq!(o.css_set_dfl_cgrp, e.css_set_dfl_cgrp, "{fixture_name}");
+        // memory_cgrp_id is 4 on these configs: subsys[4] of 8-byte pointers.
+        assert_eq!(o.css_set_memory_css, 32, "{fixture_name}");
+        assert_eq!(
+            [o.cgroup_kn, o.kernfs_node_id],
+            [e.cgroup_kn, e.kernfs_node_id],
+            "{fixture_name}"
+        );
+        assert_eq!(
+            [o.page_counter_max, o.page_counter_parent],
+            e.page_counter,
+            "{fixture_name}"
+        );
+        assert_eq!(o.oom_control_constraint, 56, "{fixture_name}");
+    }
+
+    // Debian 6.1: the pre-6.2 `struct mm_rss_stat { atomic_long_t count[4] }`
+    // layout, and the backported 6.9 mark_victim(task, uid). Values: pahole.
+    #[test]
+    fn resolves_debian_6_1_with_the_old_rss_layout() {
+        check(
+            "btf-6.1-debian",
+            Expected {
+                task: [2416, 2420, 2976, 2952, 3072, 2480, 2520, 2272, 3600],
+                signal_oom_score_adj: 1026,
+                pid_numbers: 96,
+                mm: [192, 728, 8],
+                css_set_dfl_cgrp: 128,
+                cgroup_kn: 248,
+                kernfs_node_id: 104,
+                page_counter: [152, 160],
+            },
+        );
+    }
+
+    // Debian 6.12: percpu_counter RSS, as on 6.18 but with other offsets.
+    #[test]
+    fn resolves_debian_6_12() {
+        check(
+            "btf-6.12-debian",
+            Expected {
+                task: [2432, 2436, 2976, 2952, 3072, 2496, 2536, 2304, 3584],
+                signal_oom_score_adj: 1018,
+                pid_numbers: 112,
+                mm: [256, 832, 40],
+                css_set_dfl_cgrp: 128,
+                cgroup_kn: 256,
+                kernfs_node_id: 96,
+                page_counter: [224, 232],
+            },
+        );
+    }
 }
