@@ -218,25 +218,7 @@ fn start_bpftrace(tx: &Sender<Sighting>) -> Result<Running> {
         .stderr(Stdio::null())
         .spawn()
         .context("cannot run bpftrace (apt-get install bpftrace)")?;
-    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let tx = tx.clone();
-    thread::spawn(move || {
-        for line in stdout.lines().map_while(Result::ok) {
-            let now = monotonic_ns();
-            let mut fields = line.split_whitespace();
-            let (Some(Ok(ns)), Some(Ok(pid))) = (
-                fields.next().map(str::parse::<u64>),
-                fields.next().map(str::parse::<u32>),
-            ) else {
-                continue;
-            };
-            let _ = tx.send(Sighting {
-                tool: "bpftrace",
-                pid,
-                latency_ns: Some(now.saturating_sub(ns)),
-            });
-        }
-    });
+    forward_sightings(&mut child, tx, "bpftrace", 1);
     Ok(Running {
         name: "bpftrace",
         child,
@@ -253,30 +235,43 @@ fn start_kmsg_reader(tx: &Sender<Sighting>) -> Result<Running> {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()?;
+    // kmsg stamps records in microseconds.
+    forward_sightings(&mut child, tx, "kmsg regex", 1000);
+    Ok(Running {
+        name: "kmsg regex",
+        child,
+        stderr: None,
+    })
+}
+
+/// Reads `<kernel time> <pid> ...` lines from a tool's stdout and sends a
+/// sighting per line; `ns_per_unit` converts the tool's time unit.
+fn forward_sightings(
+    child: &mut Child,
+    tx: &Sender<Sighting>,
+    tool: &'static str,
+    ns_per_unit: u64,
+) {
     let stdout = BufReader::new(child.stdout.take().expect("stdout"));
     let tx = tx.clone();
     thread::spawn(move || {
         for line in stdout.lines().map_while(Result::ok) {
             let now = monotonic_ns();
             let mut fields = line.split_whitespace();
-            let (Some(Ok(usec)), Some(Ok(pid))) = (
+            let (Some(Ok(time)), Some(Ok(pid))) = (
                 fields.next().map(str::parse::<u64>),
                 fields.next().map(str::parse::<u32>),
             ) else {
                 continue;
             };
+            let latency_ns = Some(now.saturating_sub(time * ns_per_unit));
             let _ = tx.send(Sighting {
-                tool: "kmsg regex",
+                tool,
                 pid,
-                latency_ns: Some(now.saturating_sub(usec * 1000)),
+                latency_ns,
             });
         }
     });
-    Ok(Running {
-        name: "kmsg regex",
-        child,
-        stderr: None,
-    })
 }
 
 /// The kmsg reader process: prints `<usec> <pid>` for each OOM kill line.
