@@ -68,6 +68,37 @@ fn the_api_server_names_the_pod_even_right_after_it_was_deleted() {
 
     let kubeconfig = server.kubeconfig().to_str().unwrap().to_string();
     let mut watcher = Watcher::start(&["--kubeconfig", &kubeconfig, "--node-name", NODE]).unwrap();
+    // A person filtering on another namespace, and on this very container.
+    let filtered_out = [
+        "--kubeconfig",
+        &kubeconfig,
+        "--node-name",
+        NODE,
+        "--no-events",
+        "--namespace",
+        "other",
+    ];
+    let mut other_namespace = Watcher::start(&filtered_out).unwrap();
+    let this_container = [
+        "--kubeconfig",
+        &kubeconfig,
+        "--node-name",
+        NODE,
+        "--no-events",
+    ];
+    let this_container = [
+        &this_container[..],
+        &[
+            "--namespace",
+            "shop",
+            "--pod",
+            "checkout-7d9f8-abcde",
+            "--container",
+            "worker",
+        ],
+    ]
+    .concat();
+    let mut filtered_in = Watcher::start(&this_container).unwrap();
     let watching = || {
         server
             .requests()
@@ -93,6 +124,19 @@ fn the_api_server_names_the_pod_even_right_after_it_was_deleted() {
     assert_eq!(k8s["owner_kind"], "ReplicaSet", "{event:#}");
     assert_eq!(k8s["owner_name"], "checkout-7d9f8", "{event:#}");
     assert_eq!(event["silent"], true, "{event:#}");
+    assert_eq!(
+        filtered_in
+            .events_for(container.relative_path(), 1, Duration::ZERO)
+            .unwrap()
+            .len(),
+        1
+    );
+    let shown = other_namespace.events_within(Duration::from_secs(1), |_| true);
+    assert!(
+        shown.is_empty(),
+        "--namespace other must hide this kill: {shown:#?}"
+    );
+    drop((filtered_in, other_namespace));
 
     // The pod goes away with its kill; the next kill is still named.
     server.delete_pod("shop", "checkout-7d9f8-abcde").unwrap();

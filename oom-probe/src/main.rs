@@ -9,7 +9,7 @@ use oom_probe::{
     enrich::kubernetes::SourceOptions,
     output::OutputFormat,
     probes::Hook,
-    watch::{self, WatchOptions},
+    watch::{self, Filter, WatchOptions},
 };
 
 #[derive(Parser)]
@@ -99,6 +99,15 @@ struct EventArgs {
     /// Never talk to a Kubernetes API server.
     #[arg(long)]
     no_kubernetes_api: bool,
+    /// Print only kills in this namespace (after pods are named).
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Print only kills in this pod.
+    #[arg(long)]
+    pod: Option<String>,
+    /// Print only kills in this container.
+    #[arg(long)]
+    container: Option<String>,
     /// Do not post Kubernetes Events (they are posted whenever an API server
     /// is configured).
     #[arg(long)]
@@ -173,6 +182,11 @@ fn watch_options(args: EventArgs, agent: bool) -> WatchOptions {
             retain_deleted: Duration::from_secs_f64(args.retain_deleted_pods.max(0.0)),
         },
         events: !args.no_events,
+        filter: Filter {
+            namespace: args.namespace,
+            pod: args.pod,
+            container: args.container,
+        },
     }
 }
 

@@ -57,6 +57,38 @@ pub struct WatchOptions {
     pub sources: SourceOptions,
     /// Post Kubernetes Events when an API server is configured.
     pub events: bool,
+    /// Print only the kills of these pods.
+    pub filter: Filter,
+}
+
+/// `--namespace`, `--pod`, `--container`: which kills a person wants to see,
+/// decided after enrichment. Metrics, Events and the ledger still see all.
+#[derive(Debug, Default)]
+pub struct Filter {
+    pub namespace: Option<String>,
+    pub pod: Option<String>,
+    pub container: Option<String>,
+}
+
+impl Filter {
+    /// True when the event should be printed.
+    pub fn matches(&self, event: &Event) -> bool {
+        if self.namespace.is_none() && self.pod.is_none() && self.container.is_none() {
+            return true;
+        }
+        let k8s = match event {
+            Event::Kill(kill) => kill.kubernetes.as_ref(),
+            Event::Eviction(eviction) => Some(&eviction.kubernetes),
+            Event::Unobserved(_) => None,
+        };
+        let Some(k8s) = k8s else { return false };
+        let wanted = |filter: &Option<String>, value: &Option<String>| {
+            filter.as_ref().is_none_or(|f| value.as_ref() == Some(f))
+        };
+        wanted(&self.namespace, &k8s.namespace)
+            && wanted(&self.pod, &k8s.pod)
+            && wanted(&self.container, &k8s.container)
+    }
 }
 
 /// Runs until SIGINT/SIGTERM (or `max_events`), then drains what is left.
@@ -104,6 +136,7 @@ pub async fn watch(options: WatchOptions) -> Result<()> {
     let mut pump = Pump {
         output: Output::new(options.output, io::stdout().lock()),
         metrics,
+        filter: options.filter,
         namer,
         poster,
         enricher,
@@ -187,6 +220,7 @@ fn announce(probes: &Probes, memcg_paths: Option<&CgroupResolver>, node: &str, n
 struct Pump<W: Write> {
     output: Output<W>,
     metrics: Arc<Metrics>,
+    filter: Filter,
     namer: Namer,
     poster: Option<EventPoster>,
     enricher: Enricher,
@@ -237,6 +271,9 @@ impl<W: Write> Pump<W> {
             self.kills += 1;
         }
         self.metrics.record(event);
+        if !self.filter.matches(event) {
+            return Ok(());
+        }
         self.output
             .write(event)
             .map_err(|e| anyhow::anyhow!("cannot write event: {e}"))
