@@ -16,7 +16,8 @@ use crate::{
 pub struct CheckReport {
     pub kernel: String,
     pub root: bool,
-    pub btf: Result<(), String>,
+    /// Why the kernel's BTF cannot be used; null when it can.
+    pub btf_error: Option<String>,
     /// Offset groups this kernel's BTF lacks (their event fields are null).
     pub missing_offsets: Vec<String>,
     pub hooks: Vec<HookStatus>,
@@ -48,14 +49,14 @@ pub fn run() -> CheckReport {
         Ok(btf) => kernel_offsets::resolve(btf).missing,
         Err(_) => Vec::new(),
     };
-    let btf = btf.map(|_| ()).map_err(|e| format!("{e:#}"));
-    if let Err(e) = &btf {
+    let btf_error = btf.err().map(|e| format!("{e:#}"));
+    if let Some(e) = &btf_error {
         blockers.push(e.clone());
     }
     if !root {
         blockers.push("not running as root: oom-probe needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE) to load eBPF".into());
     }
-    let hooks = if btf.is_ok() {
+    let hooks = if btf_error.is_none() {
         hook_statuses(&mut blockers)
     } else {
         Vec::new()
@@ -72,7 +73,7 @@ pub fn run() -> CheckReport {
     CheckReport {
         kernel,
         root,
-        btf,
+        btf_error,
         missing_offsets,
         hooks,
         tracefs: tracefs_mount(),
@@ -125,9 +126,9 @@ impl CheckReport {
         line("running as root:", yes_no(self.root).into());
         line(
             "BTF:",
-            match &self.btf {
-                Ok(()) => format!("{VMLINUX_BTF} present"),
-                Err(e) => format!("missing: {e}"),
+            match &self.btf_error {
+                None => format!("{VMLINUX_BTF} present"),
+                Some(e) => format!("unusable: {e}"),
             },
         );
         line(

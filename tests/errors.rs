@@ -1,0 +1,142 @@
+//! Bad input gets a clear message: not root, no BTF, no tracefs; and
+//! `oom-probe check` tells what the node offers, as text and JSON.
+
+use std::process::{Command, Output};
+
+use oom_probe_tests::{oom_probe_bin, root_or_skip};
+use serde_json::Value;
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Runs oom-probe as the unprivileged user `nobody`.
+fn as_nobody(args: &[&str]) -> Output {
+    Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(oom_probe_bin())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Runs oom-probe in a private mount namespace after a shell `setup`.
+fn in_private_mounts(setup: &str, args: &str) -> Output {
+    let script = format!("{setup} && exec {} {args}", oom_probe_bin().display());
+    Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn without_root_it_says_what_privilege_it_needs() {
+    if !root_or_skip("without_root_it_says_what_privilege_it_needs") {
+        return;
+    }
+    let watch = as_nobody(&["watch", "--output", "json"]);
+    assert_eq!(watch.status.code(), Some(1), "{}", text(&watch));
+    assert!(
+        text(&watch).contains("must run as root, or with CAP_BPF, CAP_PERFMON"),
+        "{}",
+        text(&watch)
+    );
+    let check = as_nobody(&["check"]);
+    assert_eq!(check.status.code(), Some(2), "{}", text(&check));
+    assert!(
+        text(&check).contains("not running as root"),
+        "{}",
+        text(&check)
+    );
+}
+
+#[test]
+fn without_btf_it_says_the_kernel_lacks_it() {
+    if !root_or_skip("without_btf_it_says_the_kernel_lacks_it") {
+        return;
+    }
+    let hide_btf = "mount -t tmpfs none /sys/kernel/btf";
+    let check = in_private_mounts(hide_btf, "check");
+    assert_eq!(check.status.code(), Some(2), "{}", text(&check));
+    assert!(
+        text(&check).contains("built without CONFIG_DEBUG_INFO_BTF"),
+        "{}",
+        text(&check)
+    );
+    let watch = in_private_mounts(hide_btf, "watch --output json");
+    assert_eq!(watch.status.code(), Some(1), "{}", text(&watch));
+    assert!(
+        text(&watch).contains("/sys/kernel/btf/vmlinux is missing"),
+        "{}",
+        text(&watch)
+    );
+}
+
+#[test]
+fn without_tracefs_check_says_how_to_mount_it_and_still_works() {
+    if !root_or_skip("without_tracefs_check_says_how_to_mount_it_and_still_works") {
+        return;
+    }
+    let hide =
+        "(umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/debug 2>/dev/null; true)";
+    let check = in_private_mounts(hide, "check");
+    assert!(
+        text(&check).contains("mount -t tracefs nodev /sys/kernel/tracing"),
+        "{}",
+        text(&check)
+    );
+    assert_eq!(
+        check.status.code(),
+        Some(0),
+        "tracefs is optional: {}",
+        text(&check)
+    );
+}
+
+#[test]
+fn check_reports_hooks_and_cgroups_as_json() {
+    if !root_or_skip("check_reports_hooks_and_cgroups_as_json") {
+        return;
+    }
+    let output = Command::new(oom_probe_bin())
+        .args(["check", "--json"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let hooks = report["hooks"].as_array().unwrap();
+    let names: Vec<&str> = hooks.iter().map(|h| h["hook"].as_str().unwrap()).collect();
+    for hook in [
+        "tp_btf mark_victim",
+        "raw_tracepoint mark_victim",
+        "fentry oom_kill_process",
+        "kprobe oom_kill_process",
+    ] {
+        assert!(names.contains(&hook), "{hook} not probed: {names:?}");
+    }
+    let victim_ok = hooks
+        .iter()
+        .any(|h| h["hook"].as_str().unwrap().ends_with("mark_victim") && h["ok"] == true);
+    assert!(victim_ok, "{report:#}");
+    for failed in hooks.iter().filter(|h| h["ok"] == false) {
+        assert!(
+            failed["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "a failure says why: {failed}"
+        );
+    }
+    assert!(
+        ["v1", "v2", "hybrid"].contains(&report["cgroup_mode"].as_str().unwrap()),
+        "{report:#}"
+    );
+    assert!(report["memory_controller"].as_str().is_some(), "{report:#}");
+    assert_eq!(report["blockers"], serde_json::json!([]));
+}
