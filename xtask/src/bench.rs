@@ -9,6 +9,8 @@
 //! 3. bursts: N processes killed at once in N cgroups, at several ring
 //!    buffer sizes: events reported against the kernel's own counters.
 //! 4. footprint: oom-probe's RSS and CPU time idle and during the bursts.
+//! 5. Kubernetes: latency with pod names from a warm store of 250 pods
+//!    served by a local API server, and the RSS with that store.
 
 use std::{
     fs,
@@ -48,6 +50,8 @@ struct Sighting {
     tool: &'static str,
     pid: u32,
     latency_ns: Option<u64>,
+    /// The event named the victim's pod.
+    named_pod: bool,
 }
 
 const MIB: u64 = 1 << 20;
@@ -58,6 +62,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let startup = measure_startup(5)?;
     let side_by_side = side_by_side(&memory_root, args.kills)?;
     let idle = idle_footprint(args.idle_seconds)?;
+    let kubernetes = kubernetes_enrichment(&memory_root, args.kills.min(100), 250)?;
     let mut bursts = Vec::new();
     for &n in &args.bursts {
         for &ring in &args.ring_sizes {
@@ -70,6 +75,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "startup_ms": startup,
         "side_by_side": side_by_side,
         "idle": idle,
+        "kubernetes": kubernetes,
         "bursts": bursts,
     });
     print_table(&results);
@@ -122,7 +128,7 @@ struct Running {
 
 fn side_by_side(memory_root: &Path, kills: usize) -> Result<Value> {
     let (tx, rx) = mpsc::channel();
-    let mut tools = vec![start_oom_probe(&tx, 1 << 20)?];
+    let mut tools = vec![start_oom_probe(&tx, 1 << 20, &[])?];
     let mut notes = Vec::new();
     match start_bpftrace(&tx) {
         Ok(tool) => tools.push(tool),
@@ -167,7 +173,80 @@ fn side_by_side(memory_root: &Path, kills: usize) -> Result<Value> {
     Ok(json!({ "kernel_counted": kernel, "tools": rows, "notes": notes }))
 }
 
-fn start_oom_probe(tx: &Sender<Sighting>, ring: u32) -> Result<Running> {
+/// Pods the store holds in the Kubernetes phase.
+const BENCH_NODE: &str = "bench-node";
+
+fn kubernetes_enrichment(memory_root: &Path, kills: usize, pods: usize) -> Result<Value> {
+    use oom_probe_tests::apiserver::{pod, ApiServer};
+    let server = ApiServer::start()?;
+    let uid = |i: usize| format!("00000000-0000-4000-8000-{i:012}");
+    let container_id = "5e".repeat(32);
+    for i in 0..pods {
+        let mut p = pod("bench", &format!("pod-{i}"), &uid(i), BENCH_NODE);
+        p["spec"]["containers"] =
+            json!([{"name": "app", "resources": {"limits": {"memory": "16Mi"}}}]);
+        p["status"]["containerStatuses"] = json!([{
+            "name": "app", "containerID": format!("containerd://{}", if i == 0 { container_id.clone() } else { format!("{i:064}") }),
+            "image": "app", "imageID": "", "ready": true, "restartCount": 0, "state": {"running": {}},
+        }]);
+        server.apply_pod(p);
+    }
+    // pod-0's cgroup, laid out as the kubelet's cgroupfs driver does.
+    let layout = [
+        "kubepods".to_string(),
+        "burstable".to_string(),
+        format!("pod{}", uid(0)),
+        container_id,
+    ];
+    let cgroups = TestCgroup::create_nested(memory_root, "bench-k8s", &layout, 16 * MIB)?;
+    let leaf = &cgroups.last().expect("a leaf").path;
+    let (tx, rx) = mpsc::channel();
+    let kubeconfig = server.kubeconfig().to_string_lossy().into_owned();
+    let mut tool = start_oom_probe(
+        &tx,
+        1 << 20,
+        &["--kubeconfig", &kubeconfig, "--node-name", BENCH_NODE],
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !server
+        .requests()
+        .iter()
+        .any(|r| r.query("watch") == Some("true"))
+    {
+        if Instant::now() > deadline {
+            bail!("oom-probe never watched the local API server");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    thread::sleep(Duration::from_secs(1));
+    let with_store = process_stats(tool.child.id());
+    let mut pids = Vec::new();
+    for _ in 0..kills {
+        let mut child = hog()
+            .arg("--cgroup")
+            .arg(leaf)
+            .args(["--comm", "bench-pod", "--mb", "64"])
+            .spawn()?;
+        pids.push(child.id());
+        child.wait()?;
+    }
+    thread::sleep(Duration::from_secs(2));
+    stop(&mut tool.child);
+    let sightings: Vec<Sighting> = rx.try_iter().filter(|s| pids.contains(&s.pid)).collect();
+    let mut latencies: Vec<u64> = sightings.iter().filter_map(|s| s.latency_ns).collect();
+    latencies.sort_unstable();
+    cgroups.into_iter().rev().for_each(drop);
+    Ok(json!({
+        "pods_in_store": pods,
+        "kills": kills,
+        "caught": sightings.len(),
+        "named": sightings.iter().filter(|s| s.named_pod).count(),
+        "latency_us": percentiles(&latencies),
+        "rss_kib_with_store": with_store.rss_kib,
+    }))
+}
+
+fn start_oom_probe(tx: &Sender<Sighting>, ring: u32, extra_args: &[&str]) -> Result<Running> {
     let mut child = oom_probe()
         .args([
             "--ring-buffer-size",
@@ -175,6 +254,7 @@ fn start_oom_probe(tx: &Sender<Sighting>, ring: u32) -> Result<Running> {
             "--userspace-killers",
             "",
         ])
+        .args(extra_args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
@@ -198,6 +278,7 @@ fn start_oom_probe(tx: &Sender<Sighting>, ring: u32) -> Result<Running> {
                 tool: "oom-probe",
                 pid: pid as u32,
                 latency_ns: Some(now.saturating_sub(kernel)),
+                named_pod: event["kubernetes"]["pod"].is_string(),
             });
         }
     });
@@ -269,6 +350,7 @@ fn forward_sightings(
                 tool,
                 pid,
                 latency_ns,
+                named_pod: false,
             });
         }
     });
@@ -309,7 +391,7 @@ pub fn kmsg_reader() -> Result<()> {
 
 fn idle_footprint(seconds: u64) -> Result<Value> {
     let (tx, _rx) = mpsc::channel();
-    let mut tool = start_oom_probe(&tx, 256 * 1024)?;
+    let mut tool = start_oom_probe(&tx, 256 * 1024, &[])?;
     let before = process_stats(tool.child.id());
     thread::sleep(Duration::from_secs(seconds));
     let after = process_stats(tool.child.id());
@@ -323,7 +405,7 @@ fn idle_footprint(seconds: u64) -> Result<Value> {
 
 fn burst(memory_root: &Path, n: usize, ring: u32) -> Result<Value> {
     let (tx, rx): (Sender<Sighting>, Receiver<Sighting>) = mpsc::channel();
-    let mut tool = start_oom_probe(&tx, ring)?;
+    let mut tool = start_oom_probe(&tx, ring, &[])?;
     let before = process_stats(tool.child.id());
     let cgroups: Vec<TestCgroup> = (0..n)
         .map(|i| TestCgroup::create(memory_root, &format!("bench-burst-{i}"), 8 * MIB))
@@ -472,6 +554,34 @@ struct TestCgroup {
 impl TestCgroup {
     fn create(root: &Path, name: &str, limit: u64) -> Result<Self> {
         let path = root.join(format!("oom-probe-{name}-{}", std::process::id()));
+        Self::create_at(path, limit)
+    }
+
+    /// `root/oom-probe-<name>-<pid>/<layout...>`, the limit on the leaf; in
+    /// creation order (drop it in reverse: children first).
+    fn create_nested(root: &Path, name: &str, layout: &[String], limit: u64) -> Result<Vec<Self>> {
+        let top = Self::create(root, name, limit)?;
+        let mut path = top.path.clone();
+        let mut created = vec![top];
+        for element in layout {
+            path = path.join(element);
+            let v2 = path
+                .parent()
+                .is_some_and(|p| p.join("cgroup.subtree_control").exists());
+            if v2 {
+                fs::write(
+                    path.parent()
+                        .expect("parent")
+                        .join("cgroup.subtree_control"),
+                    "+memory",
+                )?;
+            }
+            created.push(Self::create_at(path.clone(), limit)?);
+        }
+        Ok(created)
+    }
+
+    fn create_at(path: PathBuf, limit: u64) -> Result<Self> {
         fs::create_dir(&path).with_context(|| format!("mkdir {}", path.display()))?;
         let file = if path.join("memory.max").exists() {
             "memory.max"
@@ -592,6 +702,17 @@ fn print_table(results: &Value) {
     for note in side["notes"].as_array().into_iter().flatten() {
         println!("note: {}", cell(note));
     }
+    let k8s = &results["kubernetes"];
+    println!(
+        "\nwith Kubernetes names ({} pods in the store, warm): {} of {} kills named, latency p50 {} us, p99 {} us, max {} us; RSS {} KiB",
+        cell(&k8s["pods_in_store"]),
+        cell(&k8s["named"]),
+        cell(&k8s["kills"]),
+        cell(&k8s["latency_us"]["p50"]),
+        cell(&k8s["latency_us"]["p99"]),
+        cell(&k8s["latency_us"]["max"]),
+        cell(&k8s["rss_kib_with_store"])
+    );
     let idle = &results["idle"];
     println!(
         "\nidle {} s: RSS {} KiB, CPU {} ms",
