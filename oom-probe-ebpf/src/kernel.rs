@@ -7,6 +7,9 @@ use aya_ebpf::{
 };
 use oom_probe_common::KernelOffsets;
 
+/// `bpf_ringbuf_submit` flag: notify the reader now, not adaptively.
+pub const BPF_RB_FORCE_WAKEUP: u64 = 2;
+
 /// Every record goes through this one buffer; userspace sets its size.
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);

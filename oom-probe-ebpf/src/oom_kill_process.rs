@@ -12,7 +12,7 @@ use oom_probe_common::{feature, OomContextRecord, RECORD_OOM_CONTEXT};
 
 use crate::kernel::{
     cgroup_id, count_lost, current_tgid_tid, has, memcg_usage_and_limit, offset, read, read_ptr,
-    EVENTS,
+    BPF_RB_FORCE_WAKEUP, EVENTS,
 };
 
 #[fentry(function = "oom_kill_process")]
@@ -59,5 +59,5 @@ fn record_oom_context(oc: *const u8) {
     let (usage, limit) = memcg_usage_and_limit(memcg);
     record.memcg_usage_pages = usage;
     record.memcg_limit_pages = limit;
-    entry.submit(0);
+    entry.submit(BPF_RB_FORCE_WAKEUP);
 }

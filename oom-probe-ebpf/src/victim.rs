@@ -7,7 +7,7 @@ use oom_probe_common::{feature, MemcgLevel, VictimRecord, MEMCG_LEVELS, TASK_COM
 
 use crate::kernel::{
     cgroup_id, count_lost, current_tgid_tid, has, memcg_of_css, memcg_usage_and_limit, offset,
-    read, read_ptr, EVENTS,
+    read, read_ptr, BPF_RB_FORCE_WAKEUP, EVENTS,
 };
 
 /// Sends one record of `kind` about `task`; with a null `task` (kernels
@@ -53,7 +53,8 @@ pub fn send_victim_record(kind: u32, task: *const u8, pid: u32) {
     };
     fill_mm(record, task);
     fill_cgroups(record, task);
-    entry.submit(0);
+    // Kills are rare: wake the reader for every one rather than batching.
+    entry.submit(BPF_RB_FORCE_WAKEUP);
 }
 
 /// The victim's process id as its own pid namespace numbers it.
