@@ -274,3 +274,61 @@ fn deployed_cluster_role() -> std::collections::BTreeSet<oom_probe_tests::rbac::
     }
     granted
 }
+
+#[test]
+fn a_kubelet_eviction_is_reported_in_the_same_stream() {
+    if !root_or_skip("a_kubelet_eviction_is_reported_in_the_same_stream") {
+        return;
+    }
+    let server = ApiServer::start().unwrap();
+    let uid = "9a8b7c6d-0000-4000-8000-000000000001";
+    server.apply_pod(pod("batch", "report-job-x1", uid, NODE));
+    let kubeconfig = server.kubeconfig().to_str().unwrap().to_string();
+    let mut watcher = Watcher::start(&[
+        "--kubeconfig",
+        &kubeconfig,
+        "--node-name",
+        NODE,
+        "--no-events",
+    ])
+    .unwrap();
+    wait_until("oom-probe watches the pods", || {
+        server
+            .requests()
+            .iter()
+            .any(|r| r.query("watch") == Some("true"))
+    });
+    // What the kubelet writes when it evicts for memory pressure.
+    let mut evicted = pod("batch", "report-job-x1", uid, NODE);
+    evicted["status"] = json!({
+        "phase": "Failed",
+        "reason": "Evicted",
+        "message": "The node was low on resource: memory. Threshold quantity: 100Mi, available: 51200Ki. \
+                    Container report was using 1536Mi, request is 256Mi, has larger consumption of memory. ",
+    });
+    server.apply_pod(evicted);
+    let events = watcher
+        .events_matching(1, Duration::from_millis(500), |e| e["type"] == "eviction")
+        .unwrap();
+    assert_eq!(events.len(), 1, "once per pod: {events:#?}");
+    let event = &events[0];
+    assert_eq!(event["kubernetes"]["namespace"], "batch", "{event:#}");
+    assert_eq!(event["kubernetes"]["pod"], "report-job-x1", "{event:#}");
+    assert_eq!(event["kubernetes"]["pod_uid"], uid, "{event:#}");
+    assert_eq!(event["node"], NODE, "{event:#}");
+    assert_eq!(event["containers"][0]["name"], "report", "{event:#}");
+    assert_eq!(
+        event["containers"][0]["usage_bytes"],
+        1536 * MIB,
+        "{event:#}"
+    );
+    assert_eq!(
+        event["containers"][0]["request_bytes"],
+        256 * MIB,
+        "{event:#}"
+    );
+    assert!(event["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("The node was low on resource: memory."));
+}
