@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use oom_probe_tests::{
     containerd::{Containerd, Pod, PodContainer, NAMESPACE},
-    root_or_skip, Watcher, EVENT_TIMEOUT,
+    host_only, root_or_skip, Watcher, EVENT_TIMEOUT,
 };
 use serde_json::Value;
 
@@ -49,7 +49,12 @@ fn assert_named(event: &Value, pod: &Pod, container: &PodContainer, name: &str) 
 
 #[test]
 fn worker_killed_in_a_running_container_is_silent_and_named() {
-    if !root_or_skip("worker_killed_in_a_running_container_is_silent_and_named") {
+    if !root_or_skip("worker_killed_in_a_running_container_is_silent_and_named")
+        || !host_only(
+            "worker_killed_in_a_running_container_is_silent_and_named",
+            "needs containerd and runc",
+        )
+    {
         return;
     }
     let containerd = Containerd::start().unwrap();
@@ -84,7 +89,12 @@ fn worker_killed_in_a_running_container_is_silent_and_named() {
 
 #[test]
 fn init_killed_in_a_container_is_not_silent_and_named() {
-    if !root_or_skip("init_killed_in_a_container_is_not_silent_and_named") {
+    if !root_or_skip("init_killed_in_a_container_is_not_silent_and_named")
+        || !host_only(
+            "init_killed_in_a_container_is_not_silent_and_named",
+            "needs containerd and runc",
+        )
+    {
         return;
     }
     let containerd = Containerd::start().unwrap();

@@ -3,7 +3,7 @@
 
 use std::process::{Command, Output};
 
-use oom_probe_tests::{oom_probe_bin, root_or_skip};
+use oom_probe_tests::{host_only, oom_probe_bin, root_or_skip};
 use serde_json::Value;
 
 fn text(output: &Output) -> String {
@@ -40,7 +40,12 @@ fn in_private_mounts(setup: &str, args: &str) -> Output {
 
 #[test]
 fn without_root_it_says_what_privilege_it_needs() {
-    if !root_or_skip("without_root_it_says_what_privilege_it_needs") {
+    if !root_or_skip("without_root_it_says_what_privilege_it_needs")
+        || !host_only(
+            "without_root_it_says_what_privilege_it_needs",
+            "needs util-linux setpriv",
+        )
+    {
         return;
     }
     let watch = as_nobody(&["watch", "--output", "json"]);

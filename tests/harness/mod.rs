@@ -44,6 +44,22 @@ pub fn root_or_skip(test: &str) -> bool {
     panic!("{test} needs root: end-to-end tests load eBPF and create cgroups");
 }
 
+/// True in the kernel-matrix VM (`OOM_PROBE_IN_VM=1`, set by vm-init).
+pub fn in_vm() -> bool {
+    std::env::var_os("OOM_PROBE_IN_VM").is_some_and(|v| v == "1")
+}
+
+/// False (after a loud message) inside the kernel-matrix VM, for tests that
+/// need what only the host has (containerd, the source tree, util-linux);
+/// they exercise nothing kernel-specific and run on the host in every CI run.
+pub fn host_only(test: &str, why: &str) -> bool {
+    if in_vm() {
+        skipped(test, &format!("host only: {why}"));
+        return false;
+    }
+    true
+}
+
 /// Says loudly that a test did not run: written straight to stderr, past
 /// the test harness's output capture, so it shows in every run.
 pub fn skipped(test: &str, why: &str) {

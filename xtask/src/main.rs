@@ -3,6 +3,7 @@
 
 mod bench;
 mod setup;
+mod vm;
 
 use std::process::Command;
 
@@ -32,6 +33,9 @@ enum Task {
     /// footprint next to bpftrace and a kmsg reader (root; prints a table and
     /// writes JSON).
     Bench(bench::BenchArgs),
+    /// Boot each kernel of the matrix (6.1, 6.12) under QEMU and run the
+    /// end-to-end tests in it.
+    VmTest(vm::VmTestArgs),
     /// The /dev/kmsg regex reader the benchmark compares against.
     #[command(hide = true)]
     KmsgReader,
@@ -60,6 +64,7 @@ fn main() -> Result<()> {
             bench::run(&args)
         }
         Task::KmsgReader => bench::kmsg_reader(),
+        Task::VmTest(args) => vm::run(args).map(drop),
     }
 }
 
@@ -105,9 +110,27 @@ fn test() -> Result<()> {
     test.args(["test", "--workspace"])
         .env_remove("OOM_PROBE_ALLOW_SKIP");
     let counts = run_counting_tests(&mut test)?;
-    println!("xtask: fmt, clippy, unit and end-to-end tests passed");
-    println!("tests: {} passed, {} failed", counts.passed, counts.failed);
+    println!("xtask: fmt, clippy, unit and end-to-end tests passed on the host");
+    let (vm_passed, vm_failed) = kernel_matrix()?;
+    println!("xtask: fmt, clippy, unit, end-to-end and kernel-matrix tests passed");
+    println!(
+        "tests: {} passed, {} failed",
+        counts.passed + vm_passed,
+        counts.failed + vm_failed
+    );
     Ok(())
+}
+
+/// The QEMU kernel matrix, unless `OOM_PROBE_SKIP_VM=1` (said loudly; CI
+/// never sets it).
+fn kernel_matrix() -> Result<(u64, u64)> {
+    if std::env::var_os("OOM_PROBE_SKIP_VM").is_some_and(|v| v == "1") {
+        eprintln!(
+            "\n*** SKIPPED the kernel matrix (cargo xtask vm-test): OOM_PROBE_SKIP_VM=1 ***\n"
+        );
+        return Ok((0, 0));
+    }
+    vm::run(vm::VmTestArgs::for_test_suite())
 }
 
 /// Tests passed and failed over every test binary of a `cargo test` run.

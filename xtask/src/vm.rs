@@ -1,0 +1,314 @@
+//! `cargo xtask vm-test`: runs the end-to-end tests on every kernel of the
+//! matrix (Debian 12's 6.1 and 6.12 cloud kernels), each in a throwaway QEMU
+//! VM, because oom-probe's hooks and BTF offsets depend on the kernel and
+//! the host runs only one. The VM boots straight into `vm-init` (crate
+//! `xtask/vm-init`), which runs `oom-probe check` and the tests and prints a
+//! verdict line that decides pass or fail.
+
+mod apt;
+mod artifacts;
+mod console;
+mod cpio;
+mod initramfs;
+mod kernels;
+mod qemu;
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+
+use apt::Apt;
+use console::Report;
+use kernels::Kernel;
+
+/// Options of `cargo xtask vm-test`.
+#[derive(clap::Args, Debug)]
+pub struct VmTestArgs {
+    /// Boot only the kernels of this series (6.1, 6.12), or else those whose
+    /// release contains this text.
+    #[arg(long)]
+    kernel: Option<String>,
+    /// Boot the remaining kernels after one fails.
+    #[arg(long)]
+    keep_going: bool,
+    /// Seconds a VM may run, from boot to power-off, before it fails.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    /// Use KVM if the CPU has vmx/svm (TCG otherwise, and by default).
+    #[arg(long, env = "OOM_PROBE_VM_KVM", value_parser = clap::builder::BoolishValueParser::new())]
+    kvm: bool,
+    /// Run only this test target of oom-probe-tests (repeatable); by
+    /// default the ones whose behaviour depends on the kernel
+    /// ([`KERNEL_TESTS`]); the rest need the host (containerd, the source
+    /// tree) and skip loudly in a VM.
+    #[arg(long = "test", value_name = "NAME")]
+    tests: Vec<String>,
+    /// Run these static executables as the tests instead of building the
+    /// end-to-end tests of oom-probe-tests (repeatable).
+    #[arg(long = "test-exe", value_name = "PATH", conflicts_with = "tests")]
+    test_exes: Vec<PathBuf>,
+}
+
+/// The end-to-end test targets worth running on every kernel.
+pub const KERNEL_TESTS: [&str; 5] = ["capture", "context", "agent", "kubernetes", "errors"];
+
+impl VmTestArgs {
+    /// What `cargo xtask test` runs: every kernel, every kernel test.
+    pub fn for_test_suite() -> Self {
+        Self {
+            kernel: None,
+            keep_going: true,
+            timeout: 900,
+            kvm: std::env::var("OOM_PROBE_VM_KVM").is_ok_and(|v| v == "1" || v == "true"),
+            tests: Vec::new(),
+            test_exes: Vec::new(),
+        }
+    }
+}
+
+/// One kernel's result.
+struct Outcome {
+    kernel: Kernel,
+    report: Report,
+    run: qemu::Run,
+    verdict: Result<(), String>,
+}
+
+/// Runs the VM matrix; fails when any selected kernel does not pass.
+/// Returns the tests passed and failed over all kernels.
+pub fn run(mut args: VmTestArgs) -> Result<(u64, u64)> {
+    if args.tests.is_empty() && args.test_exes.is_empty() {
+        args.tests = KERNEL_TESTS.iter().map(|t| t.to_string()).collect();
+    }
+    crate::setup::apt_install(&[("qemu-system-x86_64", "qemu-system-x86")])?;
+    let mut apt = Apt::default();
+    let cache = cache_dir()?;
+    let kernels = kernels::select(kernels::newest(&mut apt)?, args.kernel.as_deref())?;
+    let vmlinuzes = kernels
+        .iter()
+        .map(|kernel| kernel.vmlinuz(&mut apt, &cache))
+        .collect::<Result<Vec<_>>>()?;
+    let target = artifacts::target_dir()?;
+    let initramfs = target.join("vm").join("initramfs.cpio");
+    build_initramfs(&mut apt, &cache, &args, &initramfs)?;
+    let accel = qemu::Accel::choose(args.kvm);
+    let vms = kernels.iter().zip(&vmlinuzes).map(|(kernel, vmlinuz)| {
+        let log = target
+            .join("vm-logs")
+            .join(format!("{}.log", kernel.release));
+        let vm = qemu::Vm {
+            label: kernel.series,
+            vmlinuz,
+            initramfs: &initramfs,
+            accel,
+            timeout: Duration::from_secs(args.timeout),
+            log,
+        };
+        (kernel, vm)
+    });
+    let outcomes = boot_each(vms, args.keep_going)?;
+    println!("\n{}", summary(&outcomes, accel));
+    finish(&outcomes, kernels.len())
+}
+
+/// Boots the VMs in turn, stopping at the first failure unless `keep_going`.
+fn boot_each<'a>(
+    vms: impl Iterator<Item = (&'a Kernel, qemu::Vm<'a>)>,
+    keep_going: bool,
+) -> Result<Vec<Outcome>> {
+    let mut outcomes = Vec::new();
+    for (kernel, vm) in vms {
+        let outcome = boot(kernel, &vm)?;
+        let failed = outcome.verdict.is_err();
+        outcomes.push(outcome);
+        if failed && !keep_going {
+            break;
+        }
+    }
+    Ok(outcomes)
+}
+
+/// Builds the static executables and writes the initramfs to `path`.
+fn build_initramfs(apt: &mut Apt, cache: &Path, args: &VmTestArgs, path: &Path) -> Result<()> {
+    let busybox = initramfs::busybox(apt, cache)?;
+    artifacts::ensure_target()?;
+    let toolchain = crate::setup::build_toolchain()?;
+    let binaries = artifacts::build_binaries(&toolchain)?;
+    let tests = if args.test_exes.is_empty() {
+        artifacts::build_tests(&toolchain, &args.tests)?
+    } else {
+        named(&args.test_exes)?
+    };
+    let names: Vec<&str> = tests.iter().map(|(name, _)| name.as_str()).collect();
+    eprintln!(
+        "xtask: writing {} with tests {}",
+        path.display(),
+        names.join(", ")
+    );
+    initramfs::write(
+        &initramfs::Contents {
+            binaries: &binaries,
+            busybox: &busybox,
+            tests: &tests,
+        },
+        path,
+    )
+}
+
+/// Test executables given on the command line, named by their file names.
+fn named(test_exes: &[PathBuf]) -> Result<Vec<(String, PathBuf)>> {
+    test_exes
+        .iter()
+        .map(|exe| {
+            let name = exe
+                .file_name()
+                .with_context(|| format!("{} has no file name", exe.display()))?;
+            Ok((name.to_string_lossy().into_owned(), exe.clone()))
+        })
+        .collect()
+}
+
+/// Boots one kernel and judges its run.
+fn boot(kernel: &Kernel, vm: &qemu::Vm) -> Result<Outcome> {
+    println!("\n=== {} ({}) ===", kernel.release, vm.vmlinuz.display());
+    let run = qemu::run(vm)?;
+    let report = console::parse(&run.console);
+    let verdict = verdict(&report, &run, vm.timeout);
+    println!(
+        "xtask: {}: vm-init started {} after QEMU; {} in all; {}; log {}",
+        kernel.release,
+        seconds(run.boot_time),
+        seconds(Some(run.run_time)),
+        verdict
+            .as_ref()
+            .map_or_else(|e| format!("FAIL: {e}"), |()| "PASS".into()),
+        vm.log.display()
+    );
+    Ok(Outcome {
+        kernel: kernel.clone(),
+        report,
+        run,
+        verdict,
+    })
+}
+
+/// vm-init's verdict line decides; without one, why it is missing.
+fn verdict(report: &Report, run: &qemu::Run, timeout: Duration) -> Result<(), String> {
+    if let Some(verdict) = &report.verdict {
+        return verdict.clone();
+    }
+    let stage = if report.kernel.is_some() {
+        "vm-init started but printed no verdict"
+    } else {
+        "the kernel never reached vm-init"
+    };
+    Err(match run.exit {
+        Some(status) => format!("{stage}; QEMU exited with {status}"),
+        None => format!("{stage} within the {} s timeout", timeout.as_secs()),
+    })
+}
+
+/// The table printed at the end: one row per kernel that was booted.
+fn summary(outcomes: &[Outcome], accel: qemu::Accel) -> String {
+    let mut rows = vec![[
+        "kernel".to_string(),
+        "cgroup".into(),
+        "hooks".into(),
+        "boot".into(),
+        "total".into(),
+        "tests".into(),
+        "result".into(),
+    ]];
+    for outcome in outcomes {
+        let report = &outcome.report;
+        let check = report.check.as_ref();
+        rows.push([
+            report
+                .kernel
+                .clone()
+                .unwrap_or_else(|| outcome.kernel.release.clone()),
+            check.map_or("?".into(), |c| c.cgroup_mode.clone()),
+            check.map_or("?".into(), |c| {
+                let total = c.available.len() + c.unavailable.len();
+                format!("{} of {total}", c.available.len())
+            }),
+            seconds(outcome.run.boot_time),
+            seconds(Some(outcome.run.run_time)),
+            format!("{} passed, {} failed", report.passed, report.failed),
+            match &outcome.verdict {
+                Ok(()) => "PASS".into(),
+                Err(reason) => format!("FAIL: {reason}"),
+            },
+        ]);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|column| rows.iter().map(|row| row[column].len()).max().unwrap_or(0))
+        .collect();
+    let mut table = format!("VM test matrix ({accel:?}):\n");
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        table.push_str(cells.join("  ").trim_end());
+        table.push('\n');
+    }
+    for outcome in outcomes {
+        if let Some(check) = &outcome.report.check {
+            table.push_str(&hook_lines(&outcome.kernel.release, check));
+        }
+    }
+    table
+}
+
+/// Which hooks `oom-probe check` could attach on one kernel, and which not.
+fn hook_lines(release: &str, check: &console::Check) -> String {
+    let list = |hooks: &[String]| match hooks {
+        [] => "none".to_string(),
+        hooks => hooks.join(", "),
+    };
+    format!(
+        "{release}: hooks available: {}; unavailable: {}\n",
+        list(&check.available),
+        list(&check.unavailable)
+    )
+}
+
+/// Prints the test total over all kernels; Ok only when every selected
+/// kernel was booted and passed.
+fn finish(outcomes: &[Outcome], selected: usize) -> Result<(u64, u64)> {
+    let tests_passed: u64 = outcomes.iter().map(|o| o.report.passed).sum();
+    let tests_failed: u64 = outcomes.iter().map(|o| o.report.failed).sum();
+    println!("tests: {tests_passed} passed, {tests_failed} failed");
+    let passed = outcomes.iter().filter(|o| o.verdict.is_ok()).count();
+    if passed < selected {
+        bail!(
+            "{} of {selected} kernels failed ({} not booted)",
+            selected - passed,
+            selected - outcomes.len()
+        );
+    }
+    println!("xtask: {selected} of {selected} kernels passed");
+    Ok((tests_passed, tests_failed))
+}
+
+/// Where kernels and busybox are kept between runs:
+/// `$XDG_CACHE_HOME/oom-probe/vm`, else `~/.cache/oom-probe/vm`.
+fn cache_dir() -> Result<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))
+        .context("neither XDG_CACHE_HOME nor HOME is set")?;
+    let dir = base.join("oom-probe").join("vm");
+    std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
+    Ok(dir)
+}
+
+fn seconds(duration: Option<Duration>) -> String {
+    duration.map_or("-".into(), |d| format!("{:.1} s", d.as_secs_f64()))
+}

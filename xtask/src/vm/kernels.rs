@@ -1,0 +1,171 @@
+//! The kernels of the VM matrix: the newest Debian cloud kernel of each
+//! series, fetched from apt once and cached as a bare vmlinuz.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+
+use super::apt::Apt;
+
+/// The series the matrix boots: Debian 12's own kernel and the newer one
+/// it ships for bookworm; oom-probe's hooks and offsets differ between them.
+pub const SERIES: [&str; 2] = ["6.1", "6.12"];
+
+/// One kernel of the matrix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kernel {
+    /// The series it belongs to, one of [`SERIES`].
+    pub series: &'static str,
+    /// Its release, as in `uname -r`: `6.1.0-56-cloud-amd64`.
+    pub release: String,
+}
+
+impl Kernel {
+    /// The cached vmlinuz, downloaded and unpacked on first use only.
+    pub fn vmlinuz(&self, apt: &mut Apt, cache: &Path) -> Result<PathBuf> {
+        let release = &self.release;
+        apt.cached_file(
+            &format!("linux-image-{release}"),
+            &format!("boot/vmlinuz-{release}"),
+            &cache.join(format!("vmlinuz-{release}")),
+        )
+    }
+}
+
+/// The newest kernel of every series in the configured apt suites.
+pub fn newest(apt: &mut Apt) -> Result<Vec<Kernel>> {
+    SERIES
+        .iter()
+        .map(|&series| {
+            let regex = format!(
+                "^linux-image-{}\\.[0-9].*-cloud-amd64$",
+                series.replace('.', "\\.")
+            );
+            match newest_release(&apt.search(&regex)?, series) {
+                Some(release) => Ok(Kernel { series, release }),
+                None => bail!(
+                    "no linux-image-{series}.*-cloud-amd64 package in the configured apt suites. \
+                     Debian ships 6.1 in bookworm (and bookworm-updates, bookworm-security), and \
+                     6.12 for bookworm in bookworm-security (6.12.*+deb12-cloud-amd64) and \
+                     bookworm-backports (6.12.*+bpo-cloud-amd64): add the missing suite to \
+                     /etc/apt/sources.list.d and run apt-get update"
+                ),
+            }
+        })
+        .collect()
+}
+
+/// The kernels `filter` picks: those of the series named exactly `filter`
+/// if there are any (so `6.1` is not also `6.12`), else those whose release
+/// contains it; all of them without a filter.
+pub fn select(kernels: Vec<Kernel>, filter: Option<&str>) -> Result<Vec<Kernel>> {
+    let Some(filter) = filter else {
+        return Ok(kernels);
+    };
+    let by_series: Vec<Kernel> = kernels
+        .iter()
+        .filter(|k| k.series == filter)
+        .cloned()
+        .collect();
+    if !by_series.is_empty() {
+        return Ok(by_series);
+    }
+    let by_release: Vec<Kernel> = kernels
+        .iter()
+        .filter(|k| k.release.contains(filter))
+        .cloned()
+        .collect();
+    if by_release.is_empty() {
+        let known: Vec<&str> = kernels.iter().map(|k| k.release.as_str()).collect();
+        bail!("--kernel {filter} matches none of {}", known.join(", "));
+    }
+    Ok(by_release)
+}
+
+/// The newest release of `series` among the `linux-image-<release> - <text>`
+/// lines that `apt-cache search` prints, in no particular order.
+fn newest_release(search_output: &str, series: &str) -> Option<String> {
+    let prefix = format!("{series}.");
+    search_output
+        .lines()
+        .filter_map(|line| line.split_whitespace().next()?.strip_prefix("linux-image-"))
+        .filter(|release| release.starts_with(&prefix) && release.ends_with("-cloud-amd64"))
+        .max_by_key(|release| version_key(release))
+        .map(String::from)
+}
+
+/// The numbers in a release, in order: `6.1.0-56-cloud-amd64` is
+/// [6, 1, 0, 56, 64] and `6.12.117+deb12-…` is [6, 12, 117, 12, 64], which
+/// order releases of one series the way Debian numbers them.
+fn version_key(release: &str) -> Vec<u64> {
+    release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Real `apt-cache search` output from bookworm, in its own order.
+    const SEARCH: &str = "\
+linux-image-6.1.0-47-cloud-amd64 - Linux 6.1 for x86-64 cloud (signed)
+linux-image-6.1.0-50-cloud-amd64 - Linux 6.1 for x86-64 cloud (signed)
+linux-image-6.12.100+deb12-cloud-amd64 - Linux 6.12 for x86-64 cloud (signed)
+linux-image-6.12.117+deb12-cloud-amd64 - Linux 6.12 for x86-64 cloud (signed)
+linux-image-6.12.99+deb12-cloud-amd64 - Linux 6.12 for x86-64 cloud (signed)
+linux-image-6.1.0-56-cloud-amd64 - Linux 6.1 for x86-64 cloud (signed)
+linux-image-6.1.0-9-cloud-amd64 - Linux 6.1 for x86-64 cloud (signed)
+linux-image-6.1.0-56-cloud-amd64-dbg - Debug symbols for linux-image-6.1.0-56-cloud-amd64
+";
+
+    fn kernel(series: &'static str, release: &str) -> Kernel {
+        Kernel {
+            series,
+            release: release.into(),
+        }
+    }
+
+    #[test]
+    fn picks_the_newest_release_of_each_series() {
+        assert_eq!(
+            newest_release(SEARCH, "6.1").as_deref(),
+            Some("6.1.0-56-cloud-amd64")
+        );
+        assert_eq!(
+            newest_release(SEARCH, "6.12").as_deref(),
+            Some("6.12.117+deb12-cloud-amd64")
+        );
+    }
+
+    #[test]
+    fn backports_kernels_count_too() {
+        let search = "linux-image-6.12.38+bpo-cloud-amd64 - Linux 6.12 for x86-64 cloud (signed)\n";
+        assert_eq!(
+            newest_release(search, "6.12").as_deref(),
+            Some("6.12.38+bpo-cloud-amd64")
+        );
+    }
+
+    #[test]
+    fn a_missing_series_is_none() {
+        assert_eq!(newest_release(SEARCH, "6.6"), None);
+        assert_eq!(newest_release("", "6.1"), None);
+    }
+
+    #[test]
+    fn selects_by_exact_series_before_substring() {
+        let kernels = vec![
+            kernel("6.1", "6.1.0-56-cloud-amd64"),
+            kernel("6.12", "6.12.117+deb12-cloud-amd64"),
+        ];
+        let select = |filter| select(kernels.clone(), filter).unwrap();
+        assert_eq!(select(None), kernels);
+        assert_eq!(select(Some("6.1")), kernels[..1]);
+        assert_eq!(select(Some("6.12")), kernels[1..]);
+        assert_eq!(select(Some("117")), kernels[1..]);
+        assert_eq!(select(Some("cloud")), kernels);
+        assert!(super::select(kernels.clone(), Some("5.10")).is_err());
+    }
+}
