@@ -47,6 +47,11 @@ fn assert_kill(event: &Value, pid: u32, comm: &str, cgroup: &MemoryCgroup, limit
     ); // The test cgroup's own limit ran out.
     assert_eq!(event["constraint"], "memcg", "{event:#}");
     assert_eq!(
+        event["constraint_source"],
+        oom_probe_tests::expected_constraint_source(),
+        "{event:#}"
+    );
+    assert_eq!(
         event["oom_memcg"]["path"],
         cgroup.relative_path(),
         "{event:#}"
@@ -205,4 +210,40 @@ fn table_output_names_the_victim() {
             "row of an unknown kill: {text}"
         );
     }
+}
+
+/// The kprobe path (the VM kernels have kprobes; this host's kernel does
+/// not): the kernel's own OOM decision names the memcg that ran out.
+#[test]
+fn kprobe_decision_hook_names_the_memcg_that_ran_out() {
+    if !root_or_skip("kprobe_decision_hook_names_the_memcg_that_ran_out") {
+        return;
+    }
+    if !oom_probe_tests::working_hooks()
+        .iter()
+        .any(|h| h == "kprobe oom_kill_process")
+    {
+        oom_probe_tests::skipped(
+            "kprobe_decision_hook_names_the_memcg_that_ran_out",
+            "this kernel has no kprobes (runs in the VM matrix)",
+        );
+        assert!(!oom_probe_tests::in_vm(), "the VM kernels have kprobes");
+        return;
+    }
+    let limit = 48 * MIB;
+    let cgroup = MemoryCgroup::create(limit).unwrap();
+    let mut watcher = Watcher::start(&["--decision-hook", "kprobe"]).unwrap();
+    let (pid, _) = run_hog_with_child(&cgroup, "--fork", "hog-kprobe", 256).unwrap();
+    let event = &watcher
+        .events_for(cgroup.relative_path(), 1, SETTLE)
+        .unwrap()[0];
+    assert_eq!(event["victim"]["pid"], pid, "{event:#}");
+    assert_eq!(event["constraint_source"], "oom_kill_process", "{event:#}");
+    assert_eq!(event["constraint"], "memcg", "{event:#}");
+    assert_eq!(
+        event["oom_memcg"]["path"],
+        cgroup.relative_path(),
+        "{event:#}"
+    );
+    assert_eq!(event["oom_memcg"]["limit_bytes"], limit, "{event:#}");
 }

@@ -52,9 +52,14 @@ struct EventArgs {
     /// Output format (default: table on a terminal, json otherwise; `run`: json).
     #[arg(long, short)]
     output: Option<OutputFormat>,
-    /// Use this victim hook instead of the best available one.
+    /// Use this victim hook instead of the best available one
+    /// (tp-btf, raw-tracepoint).
     #[arg(long, value_enum)]
     hook: Option<Hook>,
+    /// Use this OOM-decision hook instead of the best available one
+    /// (fentry, kprobe).
+    #[arg(long, value_enum)]
+    decision_hook: Option<Hook>,
     /// Ring buffer size in bytes (a power of two, multiple of the page size).
     #[arg(long, default_value_t = 256 * 1024)]
     ring_buffer_size: u32,
@@ -159,6 +164,10 @@ fn watch_options(args: EventArgs, agent: bool) -> WatchOptions {
             .hook
             .map(|h| vec![h])
             .unwrap_or_else(|| Hook::VICTIM.to_vec()),
+        decision_hooks: args
+            .decision_hook
+            .map(|h| vec![h])
+            .unwrap_or_else(|| Hook::CONTEXT.to_vec()),
         node: args.node_name.unwrap_or_else(hostname),
         max_events: args.count,
         userspace_killers: args

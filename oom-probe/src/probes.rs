@@ -96,12 +96,13 @@ impl Probes {
     pub fn attach(
         ring_buffer_bytes: u32,
         victim_hooks: &[Hook],
+        decision_hooks: &[Hook],
         userspace_killers: &[String],
     ) -> Result<Self> {
         let (mut ebpf, layout, btf) = load(ring_buffer_bytes)?;
         let victim_hook = attach_first(&mut ebpf, &btf, victim_hooks)
             .map_err(|why| anyhow!("no OOM victim hook could be attached: {why}"))?;
-        let context_hook = attach_first(&mut ebpf, &btf, &Hook::CONTEXT);
+        let context_hook = attach_first(&mut ebpf, &btf, decision_hooks);
         let signal_hook = if userspace_killers.is_empty() {
             Err(String::from("no userspace killers named"))
         } else {

@@ -37,6 +37,8 @@ pub struct WatchOptions {
     pub ring_buffer_bytes: u32,
     /// Victim hooks to try, in order.
     pub hooks: Vec<Hook>,
+    /// OOM-decision hooks to try, in order.
+    pub decision_hooks: Vec<Hook>,
     pub node: String,
     /// Stop after this many kills (scripts, tests); run forever if `None`.
     pub max_events: Option<u64>,
@@ -107,6 +109,7 @@ pub async fn watch(options: WatchOptions) -> Result<()> {
     let mut probes = Probes::attach(
         options.ring_buffer_bytes,
         &options.hooks,
+        &options.decision_hooks,
         &options.userspace_killers,
     )?;
     let hierarchies = match &options.cgroupfs {

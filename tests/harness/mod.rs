@@ -60,6 +60,40 @@ pub fn host_only(test: &str, why: &str) -> bool {
     true
 }
 
+/// The hooks `oom-probe check --json` found working on this kernel (e.g.
+/// "kprobe oom_kill_process"), asked once per test binary.
+pub fn working_hooks() -> &'static [String] {
+    static HOOKS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    HOOKS.get_or_init(|| {
+        let output = Command::new(oom_probe_bin())
+            .args(["check", "--json"])
+            .output()
+            .expect("run oom-probe check");
+        let report: Value =
+            serde_json::from_slice(&output.stdout).expect("check --json prints JSON");
+        report["hooks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|h| h["ok"] == true)
+            .filter_map(|h| h["hook"].as_str().map(String::from))
+            .collect()
+    })
+}
+
+/// What `constraint_source` must say here: the kernel's own decision where
+/// fentry or a kprobe on `oom_kill_process` works, else the inference.
+pub fn expected_constraint_source() -> &'static str {
+    if working_hooks()
+        .iter()
+        .any(|h| h.ends_with("oom_kill_process"))
+    {
+        "oom_kill_process"
+    } else {
+        "page_counters"
+    }
+}
+
 /// Says loudly that a test did not run: written straight to stderr, past
 /// the test harness's output capture, so it shows in every run.
 pub fn skipped(test: &str, why: &str) {
