@@ -185,7 +185,8 @@ fn cargo(toolchain: &setup::EbpfToolchain, args: &[&str]) -> Result<()> {
     run(setup::cargo_command(toolchain).args(args))
 }
 
-fn run(command: &mut Command) -> Result<()> {
+/// Runs a command, echoing it; fails on a non-zero exit.
+pub(crate) fn run(command: &mut Command) -> Result<()> {
     eprintln!("xtask: running {command:?}");
     let status = command
         .status()

@@ -56,10 +56,12 @@ impl Apt {
     fn unpack(&mut self, package: &str, work: &Path) -> Result<()> {
         eprintln!("xtask: downloading {package}");
         let download = || {
-            run(Command::new("apt-get")
-                // The cache is root's: apt's own _apt user cannot write there.
-                .args(["-o", "APT::Sandbox::User=root", "download", package])
-                .current_dir(work))
+            crate::run(
+                Command::new("apt-get")
+                    // The cache is root's: apt's own _apt user cannot write there.
+                    .args(["-o", "APT::Sandbox::User=root", "download", package])
+                    .current_dir(work),
+            )
         };
         if let Err(error) = download() {
             if self.updated {
@@ -73,15 +75,17 @@ impl Apt {
             .map(|e| e.path())
             .find(|p| p.extension().is_some_and(|e| e == "deb"))
             .with_context(|| format!("apt-get download {package} left no .deb"))?;
-        run(Command::new("dpkg-deb")
-            .arg("-x")
-            .arg(&deb)
-            .arg(work.join("root")))
+        crate::run(
+            Command::new("dpkg-deb")
+                .arg("-x")
+                .arg(&deb)
+                .arg(work.join("root")),
+        )
     }
 
     fn update(&mut self) -> Result<()> {
         if !self.updated {
-            run(Command::new("apt-get").arg("update"))?;
+            crate::run(Command::new("apt-get").arg("update"))?;
             self.updated = true;
         }
         Ok(())
@@ -100,15 +104,4 @@ fn search(regex: &str) -> Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
-fn run(command: &mut Command) -> Result<()> {
-    eprintln!("xtask: running {command:?}");
-    let status = command
-        .status()
-        .with_context(|| format!("cannot run {command:?}"))?;
-    if !status.success() {
-        bail!("{command:?} failed with {status}");
-    }
-    Ok(())
 }
