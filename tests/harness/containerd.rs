@@ -107,7 +107,14 @@ impl Containerd {
     /// Stops the daemon (SIGSTOP) until the guard is dropped: a runtime that
     /// holds connections open and never answers, the case timeouts are for.
     pub fn freeze(&self) -> Frozen<'_> {
-        signal(self.daemon.id(), libc::SIGSTOP);
+        let pid = self.daemon.id();
+        signal(pid, libc::SIGSTOP);
+        // SIGSTOP takes effect per thread as each next enters the kernel;
+        // wait until every thread is stopped, or a busy one still answers.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !all_threads_stopped(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         Frozen { containerd: self }
     }
 
@@ -913,6 +920,23 @@ fn random_uid() -> Result<String> {
 fn on_path(tool: &str) -> bool {
     env::var_os("PATH")
         .is_some_and(|path| env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
+}
+
+/// True when every thread of `pid` is in state T (stopped).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|task| {
+        fs::read_to_string(task.path().join("stat"))
+            .ok()
+            .and_then(|stat| {
+                stat.rsplit(')')
+                    .next()
+                    .map(|rest| rest.trim_start().starts_with('T'))
+            })
+            .unwrap_or(false)
+    })
 }
 
 fn signal(pid: u32, signal: i32) {

@@ -443,8 +443,9 @@ mod tests {
             .unwrap()
     }
 
-    /// Scheduling slack allowed on top of a timeout on a busy machine.
-    const SLACK: Duration = Duration::from_millis(500);
+    /// Slack on top of a timeout: generous, because these tests check that
+    /// a call is bounded (does not hang), not how fast a busy CI machine is.
+    const SLACK: Duration = Duration::from_secs(5);
 
     /// A directory of its own for a test, removed on drop, failure or not.
     struct TempDir(PathBuf);
