@@ -176,10 +176,7 @@ pub fn apt_install(needed: &[(&str, &str)]) -> Result<()> {
         return Ok(());
     }
     eprintln!("xtask: installing {}", missing.join(" "));
-    let update = Command::new("apt-get").args(["update", "-qq"]).status()?;
-    if !update.success() {
-        bail!("apt-get update failed with {update}");
-    }
+    apt_update_once()?;
     let install = Command::new("apt-get")
         .args(["install", "-y", "-qq", "--no-install-recommends"])
         .args(&missing)
@@ -190,6 +187,19 @@ pub fn apt_install(needed: &[(&str, &str)]) -> Result<()> {
             "apt-get install {} failed with {install}",
             missing.join(" ")
         );
+    }
+    Ok(())
+}
+
+/// `apt-get update`, at most once per xtask run: before the first install or
+/// package download that needs it.
+pub fn apt_update_once() -> Result<()> {
+    static UPDATED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !UPDATED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        let update = Command::new("apt-get").args(["update", "-qq"]).status()?;
+        if !update.success() {
+            bail!("apt-get update failed with {update}");
+        }
     }
     Ok(())
 }

@@ -84,10 +84,8 @@ impl Apt {
     }
 
     fn update(&mut self) -> Result<()> {
-        if !self.updated {
-            crate::run(Command::new("apt-get").arg("update"))?;
-            self.updated = true;
-        }
+        crate::setup::apt_update_once()?;
+        self.updated = true;
         Ok(())
     }
 }
