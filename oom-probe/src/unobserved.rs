@@ -27,6 +27,8 @@ pub struct KillLedger {
     /// False until a baseline exists: the first reconcile of a first run
     /// only records the counts, because nothing says when those kills were.
     has_baseline: bool,
+    /// Kills accounted for since the state file was last written.
+    dirty: bool,
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -67,13 +69,17 @@ impl KillLedger {
             state_file,
             state,
             has_baseline,
+            dirty: false,
         }
     }
 
-    /// Accounts for a kill oom-probe reported in cgroup `id`.
+    /// Accounts for a kill oom-probe reported in cgroup `id`; [`save`]
+    /// after each batch makes it survive a restart.
+    ///
+    /// [`save`]: KillLedger::save
     pub fn observed(&mut self, cgroup_id: u64) {
         *self.state.accounted.entry(cgroup_id).or_default() += 1;
-        self.save();
+        self.dirty = true;
     }
 
     /// Reads every cgroup's counter and reports kills nobody accounted for.
@@ -116,11 +122,17 @@ impl KillLedger {
             })
             .collect();
         self.has_baseline = true;
+        self.dirty = true;
         self.save();
         unobserved
     }
 
-    fn save(&self) {
+    /// Writes the state file if anything changed since the last write: once
+    /// per drained batch, not once per kill (a burst of 500 is one write).
+    pub fn save(&mut self) {
+        if !std::mem::take(&mut self.dirty) {
+            return;
+        }
         let Some(path) = &self.state_file else { return };
         if let Err(err) = write_state(path, &self.state) {
             tracing::warn!("cannot write state file {}: {err:#}", path.display());
@@ -212,6 +224,7 @@ mod tests {
         assert!(ledger.reconcile(&mut resolver, "t", "n").is_empty());
         // One kill seen, then one while "down".
         ledger.observed(pod);
+        ledger.save();
         cgroups.set_kills("pod", 3);
         drop(ledger);
         cgroups.set_kills("pod", 4);

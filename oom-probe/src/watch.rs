@@ -261,6 +261,7 @@ impl<W: Write> Pump<W> {
             }
             self.emit(&event)?;
         }
+        self.ledger.save();
         Ok(())
     }
 
