@@ -15,14 +15,15 @@
 use std::{
     fs,
     io::{BufRead, BufReader},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Stdio},
     sync::mpsc::{self, Receiver, Sender},
     thread,
     time::{Duration, Instant},
 };
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
+use oom_probe_tests::MemoryCgroup;
 use serde_json::{json, Value};
 
 /// What `cargo xtask bench` was asked for.
@@ -58,15 +59,14 @@ const MIB: u64 = 1 << 20;
 
 /// Runs every phase with binaries already built in `target/release`.
 pub fn run(args: &BenchArgs) -> Result<()> {
-    let memory_root = memory_root()?;
     let startup = measure_startup(5)?;
-    let side_by_side = side_by_side(&memory_root, args.kills)?;
+    let side_by_side = side_by_side(args.kills)?;
     let idle = idle_footprint(args.idle_seconds)?;
-    let kubernetes = kubernetes_enrichment(&memory_root, args.kills.min(100), 250)?;
+    let kubernetes = kubernetes_enrichment(args.kills.min(100), 250)?;
     let mut bursts = Vec::new();
     for &n in &args.bursts {
         for &ring in &args.ring_sizes {
-            bursts.push(burst(&memory_root, n, ring)?);
+            bursts.push(burst(n, ring)?);
         }
     }
     let results = json!({
@@ -126,7 +126,7 @@ struct Running {
     stderr: Option<Receiver<String>>,
 }
 
-fn side_by_side(memory_root: &Path, kills: usize) -> Result<Value> {
+fn side_by_side(kills: usize) -> Result<Value> {
     let (tx, rx) = mpsc::channel();
     let mut tools = vec![start_oom_probe(&tx, 1 << 20, &[])?];
     let mut notes = Vec::new();
@@ -136,12 +136,12 @@ fn side_by_side(memory_root: &Path, kills: usize) -> Result<Value> {
     }
     tools.push(start_kmsg_reader(&tx)?);
     thread::sleep(Duration::from_secs(3)); // bpftrace compiles its script first
-    let cgroup = TestCgroup::create(memory_root, "bench-latency", 16 * MIB)?;
+    let cgroup = MemoryCgroup::create(16 * MIB)?;
     let mut pids = Vec::new();
     for _ in 0..kills {
         let mut child = hog()
             .arg("--cgroup")
-            .arg(&cgroup.path)
+            .arg(cgroup.path())
             .args(["--comm", "bench-hog", "--mb", "64"])
             .spawn()?;
         pids.push(child.id());
@@ -169,14 +169,14 @@ fn side_by_side(memory_root: &Path, kills: usize) -> Result<Value> {
         }));
         stop(&mut tool.child);
     }
-    let kernel = cgroup.kernel_kills()?;
+    let kernel = cgroup.kernel_oom_kills()?;
     Ok(json!({ "kernel_counted": kernel, "tools": rows, "notes": notes }))
 }
 
 /// Pods the store holds in the Kubernetes phase.
 const BENCH_NODE: &str = "bench-node";
 
-fn kubernetes_enrichment(memory_root: &Path, kills: usize, pods: usize) -> Result<Value> {
+fn kubernetes_enrichment(kills: usize, pods: usize) -> Result<Value> {
     use oom_probe_tests::apiserver::{pod, ApiServer};
     let server = ApiServer::start()?;
     let uid = |i: usize| format!("00000000-0000-4000-8000-{i:012}");
@@ -192,14 +192,12 @@ fn kubernetes_enrichment(memory_root: &Path, kills: usize, pods: usize) -> Resul
         server.apply_pod(p);
     }
     // pod-0's cgroup, laid out as the kubelet's cgroupfs driver does.
-    let layout = [
-        "kubepods".to_string(),
-        "burstable".to_string(),
-        format!("pod{}", uid(0)),
-        container_id,
-    ];
-    let cgroups = TestCgroup::create_nested(memory_root, "bench-k8s", &layout, 16 * MIB)?;
-    let leaf = &cgroups.last().expect("a leaf").path;
+    let top = MemoryCgroup::create(16 * MIB)?;
+    let kubepods = top.create_child_named("kubepods", None)?;
+    let burstable = kubepods.create_child_named("burstable", None)?;
+    let pod_cgroup = burstable.create_child_named(&format!("pod{}", uid(0)), None)?;
+    let container = pod_cgroup.create_child_named(&container_id, None)?;
+    let leaf = container.path();
     let (tx, rx) = mpsc::channel();
     let kubeconfig = server.kubeconfig().to_string_lossy().into_owned();
     let mut tool = start_oom_probe(
@@ -235,7 +233,7 @@ fn kubernetes_enrichment(memory_root: &Path, kills: usize, pods: usize) -> Resul
     let sightings: Vec<Sighting> = rx.try_iter().filter(|s| pids.contains(&s.pid)).collect();
     let mut latencies: Vec<u64> = sightings.iter().filter_map(|s| s.latency_ns).collect();
     latencies.sort_unstable();
-    cgroups.into_iter().rev().for_each(drop);
+    drop((container, pod_cgroup, burstable, kubepods, top)); // children first
     Ok(json!({
         "pods_in_store": pods,
         "kills": kills,
@@ -403,19 +401,19 @@ fn idle_footprint(seconds: u64) -> Result<Value> {
     }))
 }
 
-fn burst(memory_root: &Path, n: usize, ring: u32) -> Result<Value> {
+fn burst(n: usize, ring: u32) -> Result<Value> {
     let (tx, rx): (Sender<Sighting>, Receiver<Sighting>) = mpsc::channel();
     let mut tool = start_oom_probe(&tx, ring, &[])?;
     let before = process_stats(tool.child.id());
-    let cgroups: Vec<TestCgroup> = (0..n)
-        .map(|i| TestCgroup::create(memory_root, &format!("bench-burst-{i}"), 8 * MIB))
+    let cgroups: Vec<MemoryCgroup> = (0..n)
+        .map(|_| MemoryCgroup::create(8 * MIB))
         .collect::<Result<_>>()?;
     let mut hogs: Vec<Child> = cgroups
         .iter()
         .map(|c| {
             hog()
                 .arg("--cgroup")
-                .arg(&c.path)
+                .arg(c.path())
                 .args(["--comm", "burst-hog", "--mb", "32"])
                 .spawn()
         })
@@ -426,7 +424,10 @@ fn burst(memory_root: &Path, n: usize, ring: u32) -> Result<Value> {
     }
     thread::sleep(Duration::from_secs(2));
     let during = process_stats(tool.child.id());
-    let kernel: u64 = cgroups.iter().map(|c| c.kernel_kills().unwrap_or(0)).sum();
+    let kernel: u64 = cgroups
+        .iter()
+        .map(|c| c.kernel_oom_kills().unwrap_or(0))
+        .sum();
     stop(&mut tool.child);
     thread::sleep(Duration::from_millis(200));
     let lost = lost_from_stderr(&tool);
@@ -544,89 +545,6 @@ fn monotonic_ns() -> u64 {
     // SAFETY: a valid timespec pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// A memory cgroup of the benchmark's own, removed on drop.
-struct TestCgroup {
-    path: PathBuf,
-}
-
-impl TestCgroup {
-    fn create(root: &Path, name: &str, limit: u64) -> Result<Self> {
-        let path = root.join(format!("oom-probe-{name}-{}", std::process::id()));
-        Self::create_at(path, limit)
-    }
-
-    /// `root/oom-probe-<name>-<pid>/<layout...>`, the limit on the leaf; in
-    /// creation order (drop it in reverse: children first).
-    fn create_nested(root: &Path, name: &str, layout: &[String], limit: u64) -> Result<Vec<Self>> {
-        let top = Self::create(root, name, limit)?;
-        let mut path = top.path.clone();
-        let mut created = vec![top];
-        for element in layout {
-            path = path.join(element);
-            let v2 = path
-                .parent()
-                .is_some_and(|p| p.join("cgroup.subtree_control").exists());
-            if v2 {
-                fs::write(
-                    path.parent()
-                        .expect("parent")
-                        .join("cgroup.subtree_control"),
-                    "+memory",
-                )?;
-            }
-            created.push(Self::create_at(path.clone(), limit)?);
-        }
-        Ok(created)
-    }
-
-    fn create_at(path: PathBuf, limit: u64) -> Result<Self> {
-        fs::create_dir(&path).with_context(|| format!("mkdir {}", path.display()))?;
-        let file = if path.join("memory.max").exists() {
-            "memory.max"
-        } else {
-            "memory.limit_in_bytes"
-        };
-        fs::write(path.join(file), limit.to_string())?;
-        Ok(Self { path })
-    }
-
-    fn kernel_kills(&self) -> Result<u64> {
-        for file in ["memory.events.local", "memory.oom_control"] {
-            if let Ok(text) = fs::read_to_string(self.path.join(file)) {
-                return text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
-                    .ok_or_else(|| anyhow!("no oom_kill in {file}"));
-            }
-        }
-        bail!("no kill counter in {}", self.path.display())
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        for _ in 0..100 {
-            if fs::remove_dir(&self.path).is_ok() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-fn memory_root() -> Result<PathBuf> {
-    let v1 = Path::new("/sys/fs/cgroup/memory");
-    if v1.join("memory.limit_in_bytes").exists() {
-        return Ok(v1.into());
-    }
-    let v2 = Path::new("/sys/fs/cgroup");
-    let controllers = fs::read_to_string(v2.join("cgroup.subtree_control")).unwrap_or_default();
-    if controllers.split_whitespace().any(|c| c == "memory") {
-        return Ok(v2.into());
-    }
-    bail!("no memory cgroup hierarchy to run the benchmark in")
 }
 
 fn machine() -> String {
