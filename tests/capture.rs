@@ -175,41 +175,52 @@ fn several_kills_in_quick_succession_are_each_reported_once() {
 
 #[test]
 fn table_output_names_the_victim() {
+    use std::io::BufRead;
     if !root_or_skip("table_output_names_the_victim") {
         return;
     }
     let cgroup = MemoryCgroup::create(32 * MIB).unwrap();
-    let watch = Command::new(oom_probe_tests::oom_probe_bin())
-        .args(["watch", "--output", "table", "--count", "1"])
+    let mut watch = Command::new(oom_probe_tests::oom_probe_bin())
+        .args(["watch", "--output", "table"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // The table watcher has no readiness handshake of its own: start a JSON
-    // watcher too and wait for it, then give the table one a moment more.
-    let _ready = Watcher::start(&[]).unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    let lines_of = |pipe: Box<dyn std::io::Read + Send>| {
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        rx
+    };
+    let stderr = lines_of(Box::new(watch.stderr.take().unwrap()));
+    let stdout = lines_of(Box::new(watch.stdout.take().unwrap()));
+    while !stderr
+        .recv_timeout(oom_probe_tests::START_TIMEOUT)
+        .unwrap()
+        .contains("watching OOM kills")
+    {}
     let (pid, _) = run_hog_with_child(&cgroup, "--fork", "hog-table", 256).unwrap();
-    let output = watch.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&output.stdout);
-    let lines: Vec<&str> = text.lines().collect();
-    assert!(lines[0].starts_with("TIME"), "{text}");
-    // Another test's kill may come first; ours must be the row if it is ours.
-    if lines[1].contains(cgroup.relative_path()) {
-        assert!(
-            lines[1].contains("hog-table") && lines[1].contains(&pid.to_string()),
-            "{text}"
-        );
-        assert!(
-            lines[1].contains("32.0") && lines[1].contains("yes"),
-            "{text}"
-        );
-    } else {
-        assert!(
-            lines[1].contains("oom-probe-test-"),
-            "row of an unknown kill: {text}"
-        );
-    }
+    let header = stdout.recv_timeout(oom_probe_tests::EVENT_TIMEOUT).unwrap();
+    assert!(header.starts_with("TIME"), "{header}");
+    // Rows of kills made by other tests running at the same time are skipped.
+    let row = loop {
+        let line = stdout
+            .recv_timeout(oom_probe_tests::EVENT_TIMEOUT)
+            .expect("no row for our kill");
+        if line.contains(cgroup.relative_path()) {
+            break line;
+        }
+    };
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(
+        row.contains("hog-table") && row.contains(&pid.to_string()),
+        "{row}"
+    );
+    assert!(row.contains("32.0") && row.contains("yes"), "{row}");
 }
 
 /// The kprobe path (the VM kernels have kprobes; this host's kernel does
