@@ -31,7 +31,7 @@ use std::{
 };
 
 use anyhow::{anyhow, bail, Context, Result};
-use k8s_cri::v1::{
+use oom_probe_cri::v1::{
     image_service_client::ImageServiceClient, runtime_service_client::RuntimeServiceClient,
     ContainerConfig, ContainerFilter, ContainerMetadata, ContainerState, ContainerStatusRequest,
     CreateContainerRequest, ImageSpec, ImageStatusRequest, LinuxContainerConfig,

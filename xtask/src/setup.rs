@@ -34,10 +34,9 @@ pub fn cargo_command(toolchain: &EbpfToolchain) -> Command {
     command
 }
 
-/// Everything a build needs: protoc (the CRI client's generated code), the
-/// eBPF toolchain, its rust-src and bpf-linker.
+/// Everything a build needs: the eBPF toolchain, its rust-src and
+/// bpf-linker. (The CRI client's code is generated in the tree: no protoc.)
 pub fn build_toolchain() -> Result<EbpfToolchain> {
-    apt_install(&[("protoc", "protobuf-compiler")])?;
     ebpf_toolchain()
 }
 

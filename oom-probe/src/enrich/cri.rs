@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use k8s_cri::v1::{
+use oom_probe_cri::v1::{
     runtime_service_client::RuntimeServiceClient, Container, ContainerFilter,
     ListContainersRequest, PodSandboxStatusRequest, VersionRequest,
 };
@@ -300,10 +300,10 @@ impl CriClient {
 /// (what the kubelet gave the runtime), the kubelet's labels otherwise.
 fn describe(
     container: Container,
-    sandbox: Option<k8s_cri::v1::PodSandboxMetadata>,
+    sandbox: Option<oom_probe_cri::v1::PodSandboxMetadata>,
 ) -> CriContainer {
     let label = |key: &str| container.labels.get(key).filter(|v| !v.is_empty()).cloned();
-    let from_sandbox = |field: fn(&k8s_cri::v1::PodSandboxMetadata) -> &String| {
+    let from_sandbox = |field: fn(&oom_probe_cri::v1::PodSandboxMetadata) -> &String| {
         sandbox
             .as_ref()
             .map(field)
@@ -665,7 +665,7 @@ mod tests {
         let container = Container {
             id: "c1".into(),
             pod_sandbox_id: "s1".into(),
-            metadata: Some(k8s_cri::v1::ContainerMetadata {
+            metadata: Some(oom_probe_cri::v1::ContainerMetadata {
                 name: "app".into(),
                 attempt: 0,
             }),
@@ -675,7 +675,7 @@ mod tests {
                 .collect(),
             ..Default::default()
         };
-        let sandbox = k8s_cri::v1::PodSandboxMetadata {
+        let sandbox = oom_probe_cri::v1::PodSandboxMetadata {
             name: "web-0".into(),
             uid: "0b7c".into(),
             namespace: "shop".into(),
