@@ -15,6 +15,7 @@ pub mod http;
 pub mod k8s_events;
 pub mod kernel_offsets;
 pub mod metrics;
+pub mod node;
 pub mod output;
 pub mod probes;
 pub mod unobserved;
