@@ -3,12 +3,13 @@
 
 use std::{
     os::unix::process::CommandExt,
-    process::{Command, Output},
-    time::Duration,
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
 };
 
 use oom_probe_tests::{
     host_only, oom_probe_bin, root_or_skip, run_hog_with_child, MemoryCgroup, Watcher,
+    START_TIMEOUT,
 };
 use serde_json::Value;
 
@@ -182,11 +183,20 @@ fn in_a_uts_namespace_of_its_own_the_node_is_the_hosts_never_the_containers() {
     // No NODE_NAME, no host hostname file: it refuses, naming the fixes.
     let mut command = Command::new(oom_probe_bin());
     as_in_a_container(&mut command);
-    let refused = command
+    let mut child = command
         .args(["watch", "--output", "json"])
         .args(["--node-name-file", "/nonexistent/etc/hostname"])
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    // Bounded: a build that takes the container's hostname starts watching.
+    let deadline = Instant::now() + START_TIMEOUT;
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let refused = child.wait_with_output().unwrap();
     assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
     for needle in [
         CONTAINER_HOSTNAME,

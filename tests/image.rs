@@ -387,3 +387,38 @@ fn the_image_runs_as_the_daemonset_and_reports_a_kill_in_another_container() {
         "the kill is counted for its pod:\n{metrics}"
     );
 }
+
+#[test]
+fn the_stage_builder_refuses_what_it_cannot_build_as_docker_would() {
+    let dir = std::env::temp_dir().join(format!("oom-probe-dockerfile-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("bin"), b"\x7fELF").unwrap();
+    let executable = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    fs::set_permissions(dir.join("bin"), executable).unwrap();
+    let build = |text: &str, target: &str| {
+        fs::write(dir.join("Dockerfile"), text).unwrap();
+        build_stage(&dir.join("Dockerfile"), &dir, target, &[("FILE", "bin")])
+    };
+    let built = build(
+        "# comment\nFROM scratch AS base\nCMD [\"run\"]\nFROM base AS one\nARG FILE=missing\nCOPY ${FILE} \\\n  /x\n",
+        "one",
+    )
+    .unwrap();
+    assert_eq!(
+        built.files,
+        [(PathBuf::from("x"), b"\x7fELF".to_vec(), 0o755)]
+    );
+    assert_eq!(built.config["Cmd"], serde_json::json!(["run"]));
+    for (text, needle) in [
+        ("FROM scratch AS one\nRUN true\n", "RUN"),
+        ("FROM debian AS one\n", "registry"),
+        ("FROM scratch AS one\nCOPY --from=x /a /b\n", "flags"),
+        ("FROM scratch AS one\nCMD run\n", "JSON"),
+        ("FROM scratch AS one\nCOPY absent /b\n", "absent"),
+        ("FROM scratch AS two\n", "no stage one"),
+    ] {
+        let err = format!("{:#}", build(text, "one").unwrap_err());
+        assert!(err.contains(needle), "{needle:?} not in {err}");
+    }
+    let _ = fs::remove_dir_all(&dir);
+}
