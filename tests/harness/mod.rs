@@ -22,6 +22,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
 pub mod apiserver;
+pub mod deploy;
 pub mod containerd;
 pub mod rbac;
 
