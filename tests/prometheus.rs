@@ -14,7 +14,7 @@ use std::{
 };
 
 use oom_probe_tests::{
-    deploy::{deploy_dir, write_rule_file},
+    deploy::{base_objects, deploy_dir, write_rule_file},
     free_loopback_addr, host_only, http_get, root_or_skip, run_hog_with_child, MemoryCgroup,
     Watcher,
 };
@@ -41,14 +41,18 @@ impl Prometheus {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         write_rule_file(&dir.join("rules.yaml"));
+        let config = serde_json::json!({
+            "global": {
+                "scrape_interval": format!("{INTERVAL_S}s"),
+                "scrape_timeout": format!("{INTERVAL_S}s"),
+                "evaluation_interval": format!("{INTERVAL_S}s"),
+            },
+            "rule_files": ["rules.yaml"],
+            "scrape_configs": [pod_monitor_scrape_config(target)],
+        });
         fs::write(
             dir.join("prometheus.yml"),
-            format!(
-                "global:\n  scrape_interval: {INTERVAL_S}s\n  scrape_timeout: {INTERVAL_S}s\n  \
-                 evaluation_interval: {INTERVAL_S}s\nrule_files:\n  - rules.yaml\n\
-                 scrape_configs:\n  - job_name: oom-probe\n    static_configs:\n      \
-                 - targets: ['{target}']\n"
-            ),
+            serde_yaml_ng::to_string(&config).unwrap(),
         )
         .unwrap();
         let addr = free_loopback_addr();
@@ -140,6 +144,49 @@ impl Drop for Prometheus {
     }
 }
 
+/// The scrape job the Prometheus Operator makes of deploy/'s PodMonitor, for
+/// an agent pod at `target`: the target labels it gives a pod (namespace,
+/// pod, container, node name), then the PodMonitor's own relabelings.
+fn pod_monitor_scrape_config(target: &str) -> Value {
+    let (_, monitor) = base_objects()
+        .into_iter()
+        .find(|(_, o)| o["kind"] == "PodMonitor")
+        .expect("deploy/base has a PodMonitor");
+    let endpoint = &monitor["spec"]["podMetricsEndpoints"][0];
+    let relabel_configs: Vec<Value> = endpoint["relabelings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let mut config = serde_json::Map::new();
+            for (key, value) in r.as_object().unwrap() {
+                let key = match key.as_str() {
+                    "sourceLabels" => "source_labels",
+                    "targetLabel" => "target_label",
+                    "action" | "regex" | "separator" | "replacement" | "modulus" => key,
+                    other => panic!("PodMonitor relabeling field {other} is not mapped here"),
+                };
+                config.insert(key.to_string(), value.clone());
+            }
+            Value::Object(config)
+        })
+        .collect();
+    serde_json::json!({
+        "job_name": "oom-probe",
+        "metrics_path": endpoint["path"],
+        "static_configs": [{
+            "targets": [target],
+            "labels": {
+                "namespace": monitor["metadata"]["namespace"],
+                "pod": "oom-probe-test",
+                "container": "oom-probe",
+                "__meta_kubernetes_pod_node_name": "test-node",
+            },
+        }],
+        "relabel_configs": relabel_configs,
+    })
+}
+
 /// The (timestamp, value) samples of every series of a range selector.
 fn samples(series: &Value) -> Vec<(f64, f64)> {
     series["values"]
@@ -172,7 +219,10 @@ fn fires_within_two_evaluations(
     killed_after: f64,
 ) {
     let series = our_series(silent);
-    let seen_at = prometheus.wait_for(&format!("the scrape of the silent={silent} kill"), |p| {
+    let seen_at = prometheus.wait_for(&format!(
+            "the scrape of the silent={silent} kill, as {{{series}}} (a cgroup outside any pod: the \
+             agent pod's target labels must not stand in for namespace, pod, container)"
+        ), |p| {
         p.query(&format!(
             "oom_probe_last_kill_timestamp_seconds{{{series}}}[10m]"
         ))
@@ -192,10 +242,15 @@ fn fires_within_two_evaluations(
                     && a["state"] == "firing"
                     && a["labels"]["silent"].as_str() == Some(if silent { "true" } else { "false" })
                     && a["labels"]["constraint"] == "memcg"
-                    && a["labels"]["namespace"].is_null()
             })
             .cloned()
     });
+    // A kill outside any pod has no namespace, pod or container: the agent
+    // pod's own target labels must not stand in for them.
+    for label in ["namespace", "pod", "container", "exported_namespace"] {
+        assert!(firing["labels"][label].is_null(), "{label} in {firing}");
+    }
+    assert_eq!(firing["labels"]["node"], "test-node", "{firing}");
     assert!(
         firing["annotations"]["summary"]
             .as_str()

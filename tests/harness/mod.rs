@@ -22,8 +22,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
 pub mod apiserver;
-pub mod deploy;
 pub mod containerd;
+pub mod deploy;
 pub mod rbac;
 
 /// How long `oom-probe` may take to attach; generous for TCG virtual machines.
