@@ -54,8 +54,9 @@ pub fn kustomize(dir: &Path) -> Option<Vec<Value>> {
 }
 
 /// The base's objects: rendered by kubectl kustomize when it is installed,
-/// else (after a loud note) read from the files its kustomization lists, with
-/// the namespace the kustomization sets. Each comes with where it came from.
+/// else (after a loud note) read as they stand from the files its
+/// kustomization lists (no generated ConfigMap, no image rewrite). Each comes
+/// with where it came from.
 pub fn base_objects() -> Vec<(String, Value)> {
     let base = deploy_dir().join("base");
     if let Some(objects) = kustomize(&base) {
