@@ -291,13 +291,13 @@ fn prometheus_alerts_fire_for_real_kills_and_every_dashboard_panel_has_data() {
         return;
     }
     let addr = free_loopback_addr();
-    let state = std::env::temp_dir().join(format!(
+    let state = RemovedOnDrop(std::env::temp_dir().join(format!(
         "oom-probe-prometheus-state-{}.json",
         std::process::id()
-    ));
+    )));
     let _agent = Watcher::start_command(
         "run",
-        &["--listen", &addr, "--state-file", state.to_str().unwrap()],
+        &["--listen", &addr, "--state-file", state.0.to_str().unwrap()],
     )
     .unwrap();
     let prometheus = Prometheus::start(&addr);
@@ -401,5 +401,13 @@ fn prometheus_alerts_fire_for_real_kills_and_every_dashboard_panel_has_data() {
         }
     }
     drop(agent);
-    let _ = fs::remove_file(state);
+}
+
+/// A file removed when the test ends, passed or not.
+struct RemovedOnDrop(PathBuf);
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
 }
