@@ -2,7 +2,7 @@
 //! `prebuilt` target is built from the static binary `cargo xtask static`
 //! makes, imported into a private containerd and started through the CRI
 //! with the DaemonSet's args, environment, host mounts, memory limit and
-//! security context, all read from deploy/ (user 0, read-only root, no
+//! security context, all read from deploy/base (user 0, read-only root, no
 //! privilege escalation, every capability dropped but BPF, PERFMON and
 //! SYS_RESOURCE). In it, `check` must pass, and the agent must report a
 //! kill in another pod's container, named through the runtime's socket
@@ -19,6 +19,7 @@ use std::{
 use oom_probe_cri::v1::{Capability, Int64Value, LinuxContainerSecurityContext, Mount};
 use oom_probe_tests::{
     containerd::{ContainerSpec, Containerd, NAMESPACE},
+    deploy::base_objects,
     free_loopback_addr, host_only, http_get,
     image::build_stage,
     root_or_skip, skipped, EVENT_TIMEOUT, START_TIMEOUT,
@@ -37,36 +38,16 @@ fn repo() -> PathBuf {
         .to_path_buf()
 }
 
-/// The DaemonSet's oom-probe container and its pod spec: the one DaemonSet
-/// under deploy/ that is a whole object (has volumes), wherever the
-/// kustomize layout keeps it.
+/// The DaemonSet's pod spec and its oom-probe container, from deploy/'s
+/// base as a cluster gets it (rendered by kustomize where kubectl exists).
 fn daemonset() -> (Value, Value) {
-    let mut found = Vec::new();
-    let mut dirs = vec![repo().join("deploy")];
-    while let Some(dir) = dirs.pop() {
-        for entry in fs::read_dir(&dir).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                dirs.push(path);
-                continue;
-            }
-            if path.extension().is_none_or(|e| e != "yaml") {
-                continue;
-            }
-            let text = fs::read_to_string(&path).unwrap();
-            for doc in serde_yaml_ng::Deserializer::from_str(&text) {
-                let Ok(doc) = <Value as serde::Deserialize>::deserialize(doc) else {
-                    continue;
-                };
-                let pod = &doc["spec"]["template"]["spec"];
-                if doc["kind"] == "DaemonSet" && pod["volumes"].is_array() {
-                    found.push((path.clone(), pod.clone()));
-                }
-            }
-        }
-    }
-    assert_eq!(found.len(), 1, "one DaemonSet in deploy/: {found:#?}");
-    let (_, pod) = found.pop().unwrap();
+    let mut found: Vec<Value> = base_objects()
+        .into_iter()
+        .filter(|(_, o)| o["kind"] == "DaemonSet")
+        .map(|(_, o)| o["spec"]["template"]["spec"].clone())
+        .collect();
+    assert_eq!(found.len(), 1, "one DaemonSet in deploy/base: {found:#?}");
+    let pod = found.pop().unwrap();
     let container = pod["containers"]
         .as_array()
         .unwrap()
