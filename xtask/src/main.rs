@@ -134,8 +134,10 @@ fn test() -> Result<()> {
         ],
     )?;
     cargo(&toolchain, &["build", "--workspace", "--bins"])?;
-    // The image test builds the Dockerfile's `prebuilt` target from it.
-    let static_oom_probe = static_binary()?;
+    // The static oom-probe of the kernel matrix (built here, reused by it):
+    // the image test builds the Dockerfile's `prebuilt` target from it.
+    vm::artifacts::ensure_target()?;
+    let static_oom_probe = vm::artifacts::build_binaries(&toolchain)?.oom_probe;
     // The end-to-end tests fail rather than skip when they cannot run; never
     // let an inherited OOM_PROBE_ALLOW_SKIP turn that into a silent pass.
     let mut test = setup::cargo_command(&toolchain);
