@@ -3,12 +3,13 @@
 
 use std::{fs, path::Path};
 
+use oom_probe_cgroupfs::Hierarchies;
 use serde::Serialize;
 
-use crate::{
-    cgroups::Hierarchies,
+use crate::probes::{
+    self,
     kernel_offsets::{self, VMLINUX_BTF},
-    probes::{self, Hook},
+    Hook,
 };
 
 /// Everything `check` found out.

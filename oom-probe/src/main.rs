@@ -6,9 +6,9 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use oom_probe::{
     check,
-    enrich::kubernetes::SourceOptions,
-    output::OutputFormat,
+    kube::names::SourceOptions,
     probes::Hook,
+    sink::output::OutputFormat,
     watch::{self, Filter, WatchOptions},
 };
 

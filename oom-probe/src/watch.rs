@@ -14,20 +14,22 @@ use anyhow::Result;
 use aya::maps::{MapData, RingBuf};
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
+use oom_probe_cgroupfs::{CgroupResolver, Hierarchies};
+
 use crate::{
-    cgroups::{CgroupResolver, Hierarchies},
     decode,
-    enrich::{
-        kubernetes::{self, Namer, SourceOptions},
-        Enricher,
-    },
+    enrich::{unobserved::KillLedger, Enricher},
     event::Event,
-    http,
-    k8s_events::EventPoster,
-    metrics::Metrics,
-    output::{Output, OutputFormat},
+    kube::{
+        events::EventPoster,
+        names::{self as kubernetes, Namer, SourceOptions},
+    },
     probes::{Hook, LostCounter, Probes},
-    unobserved::KillLedger,
+    sink::{
+        http,
+        metrics::Metrics,
+        output::{Output, OutputFormat},
+    },
 };
 
 /// What `watch` was asked to do.
@@ -190,8 +192,8 @@ pub async fn watch(options: WatchOptions) -> Result<()> {
 
 /// The next eviction, or never when no API server is in use.
 async fn next_eviction(
-    evictions: &mut Option<tokio::sync::mpsc::Receiver<crate::enrich::pods::Eviction>>,
-) -> Option<crate::enrich::pods::Eviction> {
+    evictions: &mut Option<tokio::sync::mpsc::Receiver<crate::kube::store::Eviction>>,
+) -> Option<crate::kube::store::Eviction> {
     match evictions {
         Some(receiver) => receiver.recv().await,
         None => std::future::pending().await,

@@ -5,15 +5,14 @@
 pub mod cgroup_layout;
 pub mod cri;
 pub mod explain;
-pub mod kubernetes;
-pub mod pods;
+pub mod unobserved;
 
 use std::{collections::HashMap, fs};
 
+use oom_probe_cgroupfs::CgroupResolver;
 use oom_probe_common::{feature, MemcgLevel, OomContextRecord, VictimRecord, TASK_COMM_LEN};
 
 use crate::{
-    cgroups::CgroupResolver,
     clock,
     decode::Record,
     event::{Event, Kubernetes, Memcg, OomKillEvent, OomMemcg, Rss, Trigger, Victim},

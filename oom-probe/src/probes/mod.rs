@@ -15,7 +15,9 @@ use aya::{
 };
 use oom_probe_common::{EVENTS_MAP, KILLERS_MAP, LOST_MAP, OFFSETS_GLOBAL, TASK_COMM_LEN};
 
-use crate::kernel_offsets::{self, KernelLayout};
+pub mod kernel_offsets;
+
+use kernel_offsets::KernelLayout;
 
 /// The compiled eBPF object, built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/oom-probe-ebpf"));

@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Router};
 use tokio::net::TcpListener;
 
-use crate::metrics::Metrics;
+use crate::sink::metrics::Metrics;
 
 /// What the handlers read.
 #[derive(Clone)]

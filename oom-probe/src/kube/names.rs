@@ -10,12 +10,10 @@ use anyhow::Result;
 use tokio::sync::mpsc;
 
 use crate::{
-    enrich::{
-        cri::{CriClient, CriError},
-        pods::{self, Eviction, PodStore},
-    },
+    enrich::cri::{CriClient, CriError},
     event::{EvictedContainer, EvictionEvent, Kubernetes, OomKillEvent},
-    metrics::Metrics,
+    kube::store::{self as pods, Eviction, PodStore},
+    sink::metrics::Metrics,
 };
 
 /// Where to find the container runtime and the API server.

@@ -17,7 +17,7 @@ use kube::{
 };
 use tokio::sync::mpsc;
 
-use crate::{enrich::explain::size, event::OomKillEvent, metrics::Metrics};
+use crate::{enrich::explain::size, event::OomKillEvent, sink::metrics::Metrics};
 
 /// Kills waiting to be posted; past this, new ones are counted, not queued.
 const QUEUE: usize = 256;

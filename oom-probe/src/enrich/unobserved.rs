@@ -18,7 +18,9 @@ use std::{
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::{cgroups::CgroupResolver, event::UnobservedKills};
+use oom_probe_cgroupfs::CgroupResolver;
+
+use crate::event::UnobservedKills;
 
 /// Kernel kill counts already accounted for, per cgroup id.
 pub struct KillLedger {
