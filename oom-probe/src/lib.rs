@@ -5,6 +5,11 @@
 //! [`event`] builds the user-facing event (enriched by [`enrich`] and [`kube`]), and
 //! [`sink`] writes it.
 
+/// The log filter when `RUST_LOG` is unset: info and above, except the kube
+/// client's line per failed HTTP request (oom-probe logs an API outage once
+/// and counts the failures instead).
+pub const DEFAULT_LOG_FILTER: &str = "info,kube_client::client::builder=off";
+
 pub mod check;
 pub mod clock;
 pub mod decode;

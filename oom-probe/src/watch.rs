@@ -192,8 +192,8 @@ pub async fn watch(options: WatchOptions) -> Result<()> {
 
 /// The next eviction, or never when no API server is in use.
 async fn next_eviction(
-    evictions: &mut Option<tokio::sync::mpsc::Receiver<crate::kube::store::Eviction>>,
-) -> Option<crate::kube::store::Eviction> {
+    evictions: &mut Option<tokio::sync::mpsc::Receiver<crate::kube::pod::Eviction>>,
+) -> Option<crate::kube::pod::Eviction> {
     match evictions {
         Some(receiver) => receiver.recv().await,
         None => std::future::pending().await,

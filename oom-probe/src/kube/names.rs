@@ -12,7 +12,12 @@ use tokio::sync::mpsc;
 use crate::{
     enrich::cri::{CriClient, CriError},
     event::{EvictedContainer, EvictionEvent, Kubernetes, OomKillEvent},
-    kube::store::{self as pods, Eviction, PodStore},
+    kube::{
+        client,
+        pod::{Eviction, PodMatch},
+        quantity::quantity_bytes,
+        watch::PodStore,
+    },
     sink::metrics::Metrics,
 };
 
@@ -34,7 +39,7 @@ pub async fn api_client(options: &SourceOptions) -> Option<kube::Client> {
     if options.no_api {
         return None;
     }
-    match pods::client(options.kubeconfig.clone()).await {
+    match client::client(options.kubeconfig.clone()).await {
         Ok(client) => Some(client),
         Err(err) => {
             tracing::info!("no Kubernetes API ({err:#}); names come from the container runtime");
@@ -146,7 +151,7 @@ impl Namer {
     }
 }
 
-fn fill_from_pod(k8s: &mut Kubernetes, found: pods::PodMatch) {
+fn fill_from_pod(k8s: &mut Kubernetes, found: PodMatch) {
     k8s.namespace = Some(found.namespace);
     k8s.pod = Some(found.name);
     k8s.container = found.container_name.or(k8s.container.take());
@@ -193,8 +198,8 @@ fn evicted_containers(message: &str) -> Vec<EvictedContainer> {
             let request = rest.split([',', ' ']).next()?;
             Some(EvictedContainer {
                 name: name.to_string(),
-                usage_bytes: pods::quantity_bytes(usage),
-                request_bytes: pods::quantity_bytes(request),
+                usage_bytes: quantity_bytes(usage),
+                request_bytes: quantity_bytes(request),
             })
         })
         .collect()
