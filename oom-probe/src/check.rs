@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::probes::{
     self,
     kernel_offsets::{self, VMLINUX_BTF},
-    Hook,
+    VictimHook,
 };
 
 /// Everything `check` found out.
@@ -95,7 +95,7 @@ fn hook_statuses(blockers: &mut Vec<String>) -> Vec<HookStatus> {
                     error: result.err(),
                 })
                 .collect();
-            let victim_names: Vec<String> = Hook::VICTIM.iter().map(Hook::to_string).collect();
+            let victim_names: Vec<String> = VictimHook::ALL.iter().map(|h| h.to_string()).collect();
             if !statuses
                 .iter()
                 .any(|s| s.ok && victim_names.contains(&s.hook))

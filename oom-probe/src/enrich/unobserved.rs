@@ -103,7 +103,6 @@ impl KillLedger {
             let accounted = self.state.accounted.get(&id).copied().unwrap_or(0);
             if self.has_baseline && count > accounted {
                 unobserved.push(UnobservedKills {
-                    kind: "oom_kill_unobserved",
                     time: time.to_string(),
                     node: node.to_string(),
                     cgroup_id: id,

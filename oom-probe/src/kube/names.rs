@@ -172,7 +172,6 @@ pub fn eviction_event(eviction: Eviction, node: &str) -> EvictionEvent {
         .map(evicted_containers)
         .unwrap_or_default();
     EvictionEvent {
-        kind: "eviction",
         time: humantime::format_rfc3339_millis(eviction.time).to_string(),
         node: node.to_string(),
         kubernetes: Kubernetes {
