@@ -18,7 +18,10 @@ use std::{
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use oom_probe_cgroupfs::CgroupResolver;
+use oom_probe_cgroupfs::{
+    counters::{self, Scope},
+    CgroupResolver,
+};
 
 use crate::event::UnobservedKills;
 
@@ -170,13 +173,7 @@ fn boot_id() -> String {
 
 /// The kernel's count of OOM kills in this one cgroup (not its children).
 fn kernel_oom_kills(dir: &Path) -> Option<u64> {
-    ["memory.events.local", "memory.oom_control"]
-        .into_iter()
-        .find_map(|file| {
-            let text = fs::read_to_string(dir.join(file)).ok()?;
-            text.lines()
-                .find_map(|line| line.strip_prefix("oom_kill ")?.trim().parse().ok())
-        })
+    counters::oom_kills(dir, Scope::Local).ok()
 }
 
 #[cfg(test)]
