@@ -134,6 +134,11 @@ pub struct OomKillEvent {
     /// True when the victim is not the init process of its pid namespace:
     /// its container keeps running and Kubernetes reports nothing.
     pub silent: Option<bool>,
+    /// Size of the OOM domain in bytes (`oom_control.totalpages` times the
+    /// page size: the memcg's limit, plus swap where counted, or the node's
+    /// RAM plus swap for a global OOM), from the `oom_kill_process` hook;
+    /// null without it.
+    pub oom_domain_bytes: Option<u64>,
 }
 
 /// The killed process.
@@ -152,6 +157,16 @@ pub struct Victim {
     /// Path of that cgroup below its hierarchy's root; null when the cgroup
     /// vanished before oom-probe could read its name.
     pub cgroup_path: Option<String>,
+    /// Id of the victim's cgroup on the unified (v2) hierarchy (its cgroupfs
+    /// inode; the same as `cgroup_id` on a v2-only node), read in eBPF from
+    /// the task's default css_set; null when no v2 hierarchy is mounted or
+    /// the kernel's BTF lacks the fields.
+    pub cgroup_v2_id: Option<u64>,
+    /// The kernel's badness score of the victim (`oom_control.chosen_points`,
+    /// the value the OOM killer ranked tasks by), from the `oom_kill_process`
+    /// hook; null without that hook, and for victims of a group kill other
+    /// than the chosen task.
+    pub oom_points: Option<i64>,
 }
 
 /// Resident memory by kind: tells "the process was big" from "tmpfs filled
@@ -285,6 +300,8 @@ mod tests {
                 total_vm_bytes: Some(36_745_216),
                 cgroup_id: Some(226_283),
                 cgroup_path: Some("/oom-probe-readme".into()),
+                cgroup_v2_id: None,
+                oom_points: None,
             },
             trigger: Trigger {
                 pid: 16669,
@@ -312,6 +329,7 @@ mod tests {
             group_kill: false,
             kubernetes: None,
             silent: Some(true),
+            oom_domain_bytes: None,
         }))
     }
 
@@ -335,6 +353,8 @@ mod tests {
                 total_vm_bytes: Some(2 << 20),
                 cgroup_id: Some(77),
                 cgroup_path: Some(format!("/kubepods/burstable/pod{UID}/{CONTAINER}")),
+                cgroup_v2_id: Some(88),
+                oom_points: None,
             },
             trigger: Trigger {
                 pid: 600,
@@ -367,6 +387,7 @@ mod tests {
                 owner_name: Some("web-7d9f8".into()),
             }),
             silent: Some(true),
+            oom_domain_bytes: None,
         }))
     }
 

@@ -52,6 +52,10 @@ struct Decision {
 struct Decided {
     name: Option<Constraint>,
     source: Option<ConstraintSource>,
+    /// `oom_control.totalpages`: the OOM domain's size, in pages.
+    domain_pages: Option<u64>,
+    /// The task the kernel chose and its badness score.
+    chosen: Option<(u32, i64)>,
     oom_memcg: Option<MemcgLevel>,
 }
 
@@ -179,6 +183,13 @@ impl Enricher {
                 total_vm_bytes: has(feature::RSS).then(|| r.total_vm_pages * self.page_size),
                 cgroup_id,
                 cgroup_path,
+                cgroup_v2_id: has(feature::CGROUP_V2)
+                    .then_some(r.cgroup_v2_id)
+                    .filter(|&id| id != 0),
+                oom_points: constraint
+                    .chosen
+                    .filter(|&(tgid, _)| tgid == r.tgid)
+                    .map(|(_, points)| points),
             },
             trigger: Trigger {
                 pid: r.trigger_tgid,
@@ -201,6 +212,7 @@ impl Enricher {
             group_kill,
             kubernetes,
             silent: ns_pid.map(|pid| pid != 1),
+            oom_domain_bytes: constraint.domain_pages.map(|pages| pages * self.page_size),
         };
         event.explanation = Some(explain::explain(kind, &event));
         event
@@ -219,6 +231,8 @@ impl Enricher {
             return Decided {
                 name: self.constraint_names.get(&context.constraint).copied(),
                 source: Some(ConstraintSource::OomKillProcess),
+                domain_pages: Some(context.totalpages),
+                chosen: Some((context.chosen_tgid, context.chosen_points)),
                 oom_memcg: (context.memcg_id != 0).then_some(level),
             };
         }
@@ -237,6 +251,8 @@ impl Enricher {
                 Constraint::Global
             }),
             source: Some(ConstraintSource::PageCounters),
+            domain_pages: None,
+            chosen: None,
             oom_memcg: full,
         }
     }
@@ -326,6 +342,8 @@ impl Decided {
         Self {
             name: None,
             source: None,
+            domain_pages: None,
+            chosen: None,
             oom_memcg: None,
         }
     }
@@ -407,6 +425,7 @@ mod tests {
             rss_file_pages: -2,
             rss_shmem_pages: 3,
             total_vm_pages: 40,
+            cgroup_v2_id: 88,
             memcg_levels: levels,
             ..Default::default()
         }
@@ -433,6 +452,9 @@ mod tests {
             "PAGE_COUNTER_MAX is no limit"
         );
         assert_eq!(event.victim.cgroup_id, Some(77));
+        assert_eq!(event.victim.cgroup_v2_id, Some(88));
+        assert_eq!(event.victim.oom_points, None, "no decision hook");
+        assert_eq!(event.oom_domain_bytes, None);
         assert_eq!(event.silent, Some(false));
         let json = serde_json::to_value(Event::OomKill(Box::new(event))).unwrap();
         assert_eq!(json["type"], "oom_kill");
@@ -489,6 +511,9 @@ mod tests {
             memcg_id: 70,
             memcg_usage_pages: 8,
             memcg_limit_pages: 8,
+            totalpages: 8192,
+            chosen_tgid: 300,
+            chosen_points: 1234,
             ..Default::default()
         };
         assert_eq!(e.on_record(Record::OomContext(context)), None);
@@ -504,9 +529,13 @@ mod tests {
         assert_eq!(oom_memcg.cgroup_id, 70);
         assert_eq!(oom_memcg.limit_bytes, Some(8 * e.page_size));
         assert_eq!(first.silent, Some(true));
+        assert_eq!(first.oom_domain_bytes, Some(8192 * e.page_size));
+        assert_eq!(first.victim.oom_points, Some(1234), "the chosen task");
         r.tgid = 302;
         let second = kill(e.on_record(Record::Victim(r)));
         assert_eq!(second.oom_id, first.oom_id, "one decision, one oom_id");
+        assert_eq!(second.victim.oom_points, None, "not the chosen task");
+        assert_eq!(second.oom_domain_bytes, first.oom_domain_bytes);
 
         let mut other_thread = victim(ALL);
         other_thread.trigger_tid = 999;

@@ -190,6 +190,8 @@ mod tests {
                 total_vm_bytes: None,
                 cgroup_id: Some(1),
                 cgroup_path: None,
+                cgroup_v2_id: None,
+                oom_points: None,
             },
             trigger: Trigger {
                 pid: 42,
@@ -213,6 +215,7 @@ mod tests {
                 ..Kubernetes::default()
             }),
             silent,
+            oom_domain_bytes: None,
         }
     }
 

@@ -123,6 +123,8 @@ mod tests {
                 total_vm_bytes: Some(10 << 20),
                 cgroup_id: Some(9),
                 cgroup_path: Some("/kubepods/pod1/abc".into()),
+                cgroup_v2_id: None,
+                oom_points: None,
             },
             trigger: Trigger {
                 pid: 42,
@@ -141,6 +143,7 @@ mod tests {
             group_kill: false,
             kubernetes: None,
             silent: Some(true),
+            oom_domain_bytes: None,
         }))
     }
 
