@@ -12,6 +12,10 @@
 //!
 //! The tests fail, not skip, when containerd cannot start: `cargo xtask test`
 //! installs what it needs.
+//!
+//! Long (about 970 lines) because it is one resource with one lifecycle: the
+//! daemon, its image, pods and containers, and their cleanup, which must stay
+//! together to be right.
 
 use std::{
     collections::BTreeSet,

@@ -11,6 +11,9 @@
 //! 4. footprint: oom-probe's RSS and CPU time idle and during the bursts.
 //! 5. Kubernetes: latency with pod names from a warm store of 250 pods
 //!    served by a local API server, and the RSS with that store.
+//!
+//! About 600 lines: one phase per README figure, each short, sharing the
+//! process and sighting plumbing at the bottom.
 
 use std::{
     fs,

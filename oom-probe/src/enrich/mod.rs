@@ -1,6 +1,9 @@
 //! Builds user-facing events from kernel records: units in bytes, cgroup ids
 //! named, the memory cgroup that ran out found, victims of one OOM decision
 //! grouped, and what filled the memory explained.
+//!
+//! Over 500 lines for its tests; the code is about 370, one type (`Enricher`)
+//! whose parts share its state.
 
 pub mod cgroup_layout;
 pub mod cri;
