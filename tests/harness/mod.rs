@@ -20,6 +20,7 @@ use serde_json::Value;
 
 pub mod apiserver;
 pub mod containerd;
+pub mod deploy;
 pub mod rbac;
 
 pub use oom_probe_cgroupfs::testing::MemoryCgroup;
@@ -304,12 +305,18 @@ pub fn spawn_until_ready(
 
 /// A minimal HTTP/1.1 GET on loopback: status code and body.
 pub fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
+    http_get_accept(addr, path, None)
+}
+
+/// Like [`http_get`], with an `Accept` header when `accept` is given.
+pub fn http_get_accept(addr: &str, path: &str, accept: Option<&str>) -> Result<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let accept = accept.map_or(String::new(), |a| format!("Accept: {a}\r\n"));
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{accept}Connection: close\r\n\r\n"
     )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;

@@ -88,8 +88,13 @@ fn watch(args: &[String]) -> Result<()> {
 
 fn test() -> Result<()> {
     let toolchain = setup::build_toolchain()?;
-    // The end-to-end tests run real containers under a private containerd.
-    setup::apt_install(&[("containerd", "containerd"), ("runc", "runc")])?;
+    // The end-to-end tests run real containers under a private containerd,
+    // and a real Prometheus (and promtool) for the alerts and dashboard.
+    setup::apt_install(&[
+        ("containerd", "containerd"),
+        ("runc", "runc"),
+        ("promtool", "prometheus"),
+    ])?;
     setup::mount_tracefs();
     setup::cargo_deny()?;
     cargo(&toolchain, &["fmt", "--all", "--check"])?;
