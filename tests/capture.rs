@@ -231,7 +231,7 @@ fn table_output_names_the_victim() {
     while !stderr
         .recv_timeout(oom_probe_tests::START_TIMEOUT)
         .unwrap()
-        .contains("watching OOM kills")
+        .contains(oom_probe_tests::READY_LINE)
     {}
     let (pid, _) = run_hog_with_child(&cgroup, "--fork", "hog-table", 256).unwrap();
     let header = stdout.recv_timeout(oom_probe_tests::EVENT_TIMEOUT).unwrap();
