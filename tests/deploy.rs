@@ -176,7 +176,7 @@ fn alerts_and_dashboard_use_metrics_oom_probe_exports() {
         return;
     }
     // One kill through the real pipeline, so the kill family has a series.
-    let metrics = oom_probe::metrics::Metrics::new(std::time::Duration::from_secs(60));
+    let metrics = oom_probe::sink::metrics::Metrics::new(std::time::Duration::from_secs(60));
     let mut enricher = oom_probe::enrich::Enricher::new("n".into(), None, Default::default());
     let record = oom_probe_common::VictimRecord {
         kind: oom_probe_common::RECORD_VICTIM,

@@ -14,7 +14,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::event::Event;
+use crate::event::{Constraint, Event};
 
 /// Labels of `oom_probe_kills_total`: who was killed and how.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -101,13 +101,13 @@ impl Metrics {
     /// Counts one emitted event.
     pub fn record(&self, event: &Event) {
         match event {
-            Event::Kill(kill) => {
+            Event::OomKill(kill) | Event::UserspaceKill(kill) => {
                 let k8s = kill.kubernetes.as_ref();
                 let text = |value: Option<&String>| value.cloned().unwrap_or_default();
-                let constraint = if kill.kind == "userspace_kill" {
+                let constraint = if matches!(event, Event::UserspaceKill(_)) {
                     Some("userspace")
                 } else {
-                    kill.constraint
+                    kill.constraint.map(Constraint::as_str)
                 };
                 let labels = KillLabels {
                     namespace: text(k8s.and_then(|k| k.namespace.as_ref())),
@@ -126,7 +126,7 @@ impl Metrics {
                     .expect("metrics lock")
                     .insert(labels, Instant::now());
             }
-            Event::Unobserved(missed) => {
+            Event::OomKillUnobserved(missed) => {
                 self.unobserved.inc_by(missed.count);
             }
             Event::Eviction(_) => {}

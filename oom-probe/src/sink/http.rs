@@ -20,7 +20,7 @@ use axum::{
 };
 use tokio::net::TcpListener;
 
-use crate::metrics::Metrics;
+use crate::sink::metrics::Metrics;
 
 /// What the handlers read.
 #[derive(Clone)]
