@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use oom_probe_tests::{
-    free_loopback_addr, http_get, root_or_skip, run_hog_with_child, MemoryCgroup, Watcher,
+    free_loopback_addr, http_get, http_get_accept, root_or_skip, run_hog_with_child, MemoryCgroup,
+    Watcher,
 };
 
 const MIB: u64 = 1 << 20;
@@ -37,7 +38,13 @@ fn metrics_count_real_kills_and_sigterm_stops_cleanly() {
         .events_for(cgroup.relative_path(), 2, Duration::from_millis(500))
         .unwrap();
 
-    let (status, body) = http_get(&addr, "/metrics").unwrap();
+    // What Prometheus asks for.
+    let (status, body) = http_get_accept(
+        &addr,
+        "/metrics",
+        Some("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"),
+    )
+    .unwrap();
     assert_eq!(status, 200);
     let kills = body
         .lines()
@@ -51,7 +58,11 @@ fn metrics_count_real_kills_and_sigterm_stops_cleanly() {
     assert!(count >= 2.0, "{kills}");
     let last_kill = body
         .lines()
-        .find(|l| l.starts_with("oom_probe_last_kill_timestamp_seconds "))
+        .find(|l| {
+            l.starts_with("oom_probe_last_kill_timestamp_seconds{")
+                && l.contains("constraint=\"memcg\"")
+                && l.contains("silent=\"true\"")
+        })
         .unwrap_or_else(|| panic!("no last-kill gauge:\n{body}"));
     assert!(
         last_kill
@@ -68,12 +79,20 @@ fn metrics_count_real_kills_and_sigterm_stops_cleanly() {
         "oom_probe_unobserved_kills_total",
         "oom_probe_enrichment_failures_total",
         "oom_probe_build_info{version=",
+        "oom_probe_start_time_seconds ",
     ] {
         assert!(body.contains(name), "{name} missing:\n{body}");
     }
     assert!(
         body.ends_with("# EOF\n"),
         "OpenMetrics text ends with # EOF"
+    );
+    // What curl gets: the classic text format, counters named as samples.
+    let (status, plain) = http_get(&addr, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        plain.contains("# TYPE oom_probe_kills_total counter\n") && !plain.contains("# EOF"),
+        "{plain}"
     );
 
     let exit = agent.terminate().unwrap();

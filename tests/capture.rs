@@ -59,6 +59,37 @@ fn assert_kill(event: &Value, pid: u32, comm: &str, cgroup: &MemoryCgroup, limit
         "{event:#}"
     );
     assert_eq!(event["oom_memcg"]["limit_bytes"], limit, "{event:#}");
+    // The decision hook's figures: the victim's badness and the OOM
+    // domain (the cgroup's limit, no swap), else null.
+    if oom_probe_tests::expected_constraint_source() == "oom_kill_process" {
+        assert!(
+            victim["oom_points"].as_i64().is_some_and(|p| p > 0),
+            "{event:#}"
+        );
+        assert_eq!(event["oom_domain_bytes"], limit, "{event:#}");
+    } else {
+        assert!(victim["oom_points"].is_null(), "{event:#}");
+        assert!(event["oom_domain_bytes"].is_null(), "{event:#}");
+    }
+    // Its cgroup on the unified hierarchy: the memory cgroup itself on v2;
+    // on v1 memory, the v2 cgroup it inherited from this test.
+    assert_eq!(victim["cgroup_v2_id"], expected_v2_id(cgroup), "{event:#}");
+}
+
+/// The id a victim in `cgroup` has on the unified hierarchy (null without one).
+fn expected_v2_id(cgroup: &MemoryCgroup) -> Value {
+    use std::os::unix::fs::MetadataExt;
+    let Some(v2) = oom_probe_cgroupfs::Hierarchies::discover().unwrap().v2 else {
+        return Value::Null;
+    };
+    let dir = if cgroup.is_v2() {
+        cgroup.path().to_path_buf()
+    } else {
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let path = own.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+        v2.join(path.trim_start_matches('/'))
+    };
+    std::fs::metadata(dir).unwrap().ino().into()
 }
 
 fn child_killed_while_parent_lives(hook_args: &[&str], comm: &str) {
@@ -255,7 +286,7 @@ fn table_output_names_the_victim() {
     while !stderr
         .recv_timeout(oom_probe_tests::START_TIMEOUT)
         .unwrap()
-        .contains("watching OOM kills")
+        .contains(oom_probe_tests::READY_LINE)
     {}
     let (pid, _) = run_hog_with_child(&cgroup, "--fork", "hog-table", 256).unwrap();
     let header = stdout.recv_timeout(oom_probe_tests::EVENT_TIMEOUT).unwrap();

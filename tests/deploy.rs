@@ -1,40 +1,24 @@
-//! Every manifest in deploy/ parses into the Kubernetes API types without
-//! losing a field (a typo would vanish in the round trip), the DaemonSet has
-//! the least privilege promised, and the alerts use metrics that exist.
+//! deploy/ as kustomize renders it: the base and every overlay build with
+//! `kubectl kustomize`, every object parses into the Kubernetes API types
+//! without losing a field (a typo would vanish in the round trip), the
+//! DaemonSet has the least privilege promised, the alerts pass their
+//! `promtool test rules` unit tests, and alerts and dashboard use metrics that
+//! exist.
 
-use std::{collections::BTreeSet, fs, path::PathBuf};
+use std::{collections::BTreeSet, fs, path::Path, process::Command};
 
 use k8s_openapi::api::{
     apps::v1::DaemonSet,
-    core::v1::{Namespace, Service, ServiceAccount},
+    core::v1::{ConfigMap, Namespace, Service, ServiceAccount},
     rbac::v1::{ClusterRole, ClusterRoleBinding},
 };
+use oom_probe_tests::deploy::{base_objects, deploy_dir, kustomize, overlays, write_rule_file};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-fn deploy_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy")
-}
-
-/// Every YAML document of every manifest the kustomization lists.
+/// Every object the base renders to, with where it came from.
 fn documents() -> Vec<(String, Value)> {
-    let kustomization: Value =
-        yaml(&fs::read_to_string(deploy_dir().join("kustomization.yaml")).unwrap())[0].clone();
-    let mut docs = Vec::new();
-    for file in kustomization["resources"].as_array().unwrap() {
-        let file = file.as_str().unwrap();
-        for doc in yaml(&fs::read_to_string(deploy_dir().join(file)).unwrap()) {
-            docs.push((file.to_string(), doc));
-        }
-    }
-    docs
-}
-
-fn yaml(text: &str) -> Vec<Value> {
-    serde_yaml_ng::Deserializer::from_str(text)
-        .map(|doc| <Value as serde::Deserialize>::deserialize(doc).unwrap())
-        .filter(|doc| !doc.is_null())
-        .collect()
+    base_objects()
 }
 
 /// Parses into `T` and back; what comes back must be what went in.
@@ -80,6 +64,12 @@ fn every_manifest_parses_into_the_api_types_without_losing_a_field() {
             "ClusterRoleBinding" => drop(round_trip::<ClusterRoleBinding>(&file, &doc)),
             "DaemonSet" => drop(round_trip::<DaemonSet>(&file, &doc)),
             "Service" => drop(round_trip::<Service>(&file, &doc)),
+            "ConfigMap" => {
+                let map: ConfigMap = round_trip(&file, &doc);
+                let dashboard = &map.data.unwrap()["oom-probe.json"];
+                let parsed: Value = serde_json::from_str(dashboard).unwrap();
+                assert_eq!(parsed["uid"], "oom-probe", "{file}");
+            }
             "PodMonitor" | "PrometheusRule" => {
                 assert_eq!(doc["apiVersion"], "monitoring.coreos.com/v1", "{file}");
             }
@@ -89,6 +79,7 @@ fn every_manifest_parses_into_the_api_types_without_losing_a_field() {
     }
     let expected = [
         "ClusterRole",
+        "ConfigMap",
         "ClusterRoleBinding",
         "DaemonSet",
         "Namespace",
@@ -97,7 +88,17 @@ fn every_manifest_parses_into_the_api_types_without_losing_a_field() {
         "Service",
         "ServiceAccount",
     ];
-    assert_eq!(kinds, expected.iter().map(|k| k.to_string()).collect());
+    let mut expected: BTreeSet<String> = expected.iter().map(|k| k.to_string()).collect();
+    if kustomize(&deploy_dir().join("base")).is_none() {
+        // Only kustomize's configMapGenerator makes the dashboard's ConfigMap.
+        expected.remove("ConfigMap");
+    }
+    assert_eq!(kinds, expected);
+    for (file, doc) in documents() {
+        if doc["kind"] != "Namespace" && !doc["kind"].as_str().unwrap().starts_with("Cluster") {
+            assert_eq!(doc["metadata"]["namespace"], "oom-probe", "{file}: {doc}");
+        }
+    }
 }
 
 #[test]
@@ -175,7 +176,7 @@ fn alerts_and_dashboard_use_metrics_oom_probe_exports() {
         return;
     }
     // One kill through the real pipeline, so the kill family has a series.
-    let metrics = oom_probe::metrics::Metrics::new(std::time::Duration::from_secs(60));
+    let metrics = oom_probe::sink::metrics::Metrics::new(std::time::Duration::from_secs(60));
     let mut enricher = oom_probe::enrich::Enricher::new("n".into(), None, Default::default());
     let record = oom_probe_common::VictimRecord {
         kind: oom_probe_common::RECORD_VICTIM,
@@ -187,8 +188,8 @@ fn alerts_and_dashboard_use_metrics_oom_probe_exports() {
             .unwrap(),
     );
     let exported = metrics.encode();
-    let rule = fs::read_to_string(deploy_dir().join("prometheusrule.yaml")).unwrap();
-    let dashboard = fs::read_to_string(deploy_dir().join("grafana-dashboard.json")).unwrap();
+    let rule = fs::read_to_string(deploy_dir().join("base/prometheusrule.yaml")).unwrap();
+    let dashboard = fs::read_to_string(deploy_dir().join("base/grafana-dashboard.json")).unwrap();
     for text in [rule, dashboard] {
         for name in metric_names(&text) {
             let family = name.trim_end_matches("_total");
@@ -205,4 +206,109 @@ fn metric_names(text: &str) -> BTreeSet<String> {
         .filter(|word| word.starts_with("oom_probe_"))
         .map(String::from)
         .collect()
+}
+
+#[test]
+fn no_overlay_sits_inside_its_base() {
+    if !oom_probe_tests::host_only(
+        "no_overlay_sits_inside_its_base",
+        "reads deploy/ from the source tree",
+    ) {
+        return;
+    }
+    let overlays = overlays();
+    assert!(!overlays.is_empty(), "deploy/overlays has no overlay");
+    for overlay in overlays {
+        let text = fs::read_to_string(overlay.join("kustomization.yaml")).unwrap();
+        let kustomization = &oom_probe_tests::deploy::yaml_documents(&text)[0];
+        let own = overlay.canonicalize().unwrap();
+        for resource in kustomization["resources"].as_array().unwrap() {
+            let target = overlay
+                .join(resource.as_str().unwrap())
+                .canonicalize()
+                .unwrap();
+            // kustomize refuses a resource directory that contains the
+            // overlay ("cycle detected").
+            assert!(
+                !own.starts_with(&target),
+                "{}: {} contains the overlay itself",
+                overlay.display(),
+                target.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn the_base_and_every_overlay_render_with_kubectl_kustomize() {
+    if !oom_probe_tests::host_only(
+        "the_base_and_every_overlay_render_with_kubectl_kustomize",
+        "reads deploy/ from the source tree",
+    ) {
+        return;
+    }
+    let Some(base) = kustomize(&deploy_dir().join("base")) else {
+        oom_probe_tests::skipped(
+            "the_base_and_every_overlay_render_with_kubectl_kustomize",
+            "kubectl is not installed (Debian has no kubectl with kustomize v4+)",
+        );
+        return;
+    };
+    let names = |objects: &[Value]| -> BTreeSet<String> {
+        objects
+            .iter()
+            .map(|o| format!("{}/{}", o["kind"].as_str().unwrap(), o["metadata"]["name"]))
+            .collect()
+    };
+    for overlay in overlays() {
+        let rendered = kustomize(&overlay).unwrap();
+        assert_eq!(names(&rendered), names(&base), "{}", overlay.display());
+        let daemonset = rendered.iter().find(|o| o["kind"] == "DaemonSet").unwrap();
+        let ds: DaemonSet = round_trip(&overlay.display().to_string(), daemonset);
+        let security = ds.spec.unwrap().template.spec.unwrap().containers[0]
+            .security_context
+            .clone()
+            .unwrap();
+        if overlay.ends_with("privileged") {
+            assert_eq!(security.privileged, Some(true), "{}", overlay.display());
+        }
+    }
+}
+
+#[test]
+fn alerts_pass_their_promtool_unit_tests() {
+    if !oom_probe_tests::host_only(
+        "alerts_pass_their_promtool_unit_tests",
+        "needs promtool (Debian's prometheus package) and deploy/",
+    ) {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("oom-probe-promtool-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let rules = dir.join("oom-probe-rules.yaml");
+    write_rule_file(&rules);
+    let tests = dir.join("alerts.test.yaml");
+    fs::copy(deploy_dir().join("tests/alerts.test.yaml"), &tests).unwrap();
+    promtool(&["check", "rules"], &rules);
+    promtool(&["test", "rules"], &tests);
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Runs promtool (`cargo xtask test` installs it); panics unless it passes.
+fn promtool(args: &[&str], file: &Path) {
+    let output = Command::new("promtool")
+        .args(args)
+        .arg(file)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run promtool ({e}): install Debian's prometheus package (cargo xtask test does)")
+        });
+    assert!(
+        output.status.success(),
+        "promtool {} {} failed:\n{}{}",
+        args.join(" "),
+        file.display(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

@@ -202,7 +202,7 @@ fn the_api_server_names_the_pod_even_right_after_it_was_deleted() {
     assert_eq!(
         used,
         deployed_cluster_role(),
-        "deploy/rbac.yaml must grant exactly what the code uses"
+        "deploy/base/rbac.yaml must grant exactly what the code uses"
     );
 
     // Only this node's pods were ever asked for.
@@ -253,10 +253,10 @@ fn a_dead_api_server_does_not_hold_events_back() {
         .unwrap();
 }
 
-/// The (group, resource, verb) triples deploy/rbac.yaml's ClusterRole grants.
+/// The (group, resource, verb) triples deploy/base/rbac.yaml's ClusterRole grants.
 fn deployed_cluster_role() -> std::collections::BTreeSet<oom_probe_tests::rbac::Permission> {
     // Compiled in, so the check runs in the kernel-matrix VM too.
-    let text = include_str!("../deploy/rbac.yaml");
+    let text = include_str!("../deploy/base/rbac.yaml");
     let role = serde_yaml_ng::Deserializer::from_str(text)
         .map(|doc| <Value as serde::Deserialize>::deserialize(doc).unwrap())
         .find(|doc| doc["kind"] == "ClusterRole")

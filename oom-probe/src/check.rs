@@ -3,12 +3,13 @@
 
 use std::{fs, path::Path};
 
+use oom_probe_cgroupfs::Hierarchies;
 use serde::Serialize;
 
-use crate::{
-    cgroups::Hierarchies,
+use crate::probes::{
+    self,
     kernel_offsets::{self, VMLINUX_BTF},
-    probes::{self, Hook},
+    VictimHook,
 };
 
 /// Everything `check` found out.
@@ -108,7 +109,7 @@ fn hook_statuses(blockers: &mut Vec<String>) -> Vec<HookStatus> {
                     error: result.err(),
                 })
                 .collect();
-            let victim_names: Vec<String> = Hook::VICTIM.iter().map(Hook::to_string).collect();
+            let victim_names: Vec<String> = VictimHook::ALL.iter().map(|h| h.to_string()).collect();
             if !statuses
                 .iter()
                 .any(|s| s.ok && victim_names.contains(&s.hook))

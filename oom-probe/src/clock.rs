@@ -3,15 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-fn monotonic_now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec pointer; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+use oom_probe_cgroupfs::clock::monotonic_ns as monotonic_now_ns;
 
 /// How long ago the kernel stamped `kernel_time_ns`: the detection latency.
 pub fn age(kernel_time_ns: u64) -> Duration {

@@ -23,24 +23,15 @@ pub enum Record {
 
 /// Why bytes from the ring buffer could not be decoded; counted by the
 /// caller so a mismatch between loader and program shows up.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
+    /// Fewer bytes than the record's type needs (`kind` 0: not even a kind).
+    #[error("record of kind {kind} has {len} bytes, needs {need}")]
     Short { kind: u32, len: usize, need: usize },
+    /// A record kind this build does not know.
+    #[error("unknown record kind {0}")]
     UnknownKind(u32),
 }
-
-impl std::fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Short { kind, len, need } => {
-                write!(f, "record of kind {kind} has {len} bytes, needs {need}")
-            }
-            Self::UnknownKind(kind) => write!(f, "unknown record kind {kind}"),
-        }
-    }
-}
-
-impl std::error::Error for DecodeError {}
 
 /// Decodes one ring-buffer record.
 pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {

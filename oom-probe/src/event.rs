@@ -4,25 +4,104 @@
 
 use serde::Serialize;
 
-/// Everything oom-probe emits, in one stream.
+/// Everything oom-probe emits, in one stream; the variant is the JSON
+/// object's first field, `type` (`oom_kill`, `userspace_kill`,
+/// `oom_kill_unobserved`, `eviction`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(untagged)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
-    /// `oom_kill` or `userspace_kill`.
-    Kill(Box<OomKillEvent>),
-    /// `oom_kill_unobserved`.
-    Unobserved(UnobservedKills),
-    /// `eviction`.
+    /// A process the kernel OOM killer killed.
+    OomKill(Box<OomKillEvent>),
+    /// A process a userspace OOM killer (systemd-oomd, earlyoom...) SIGKILLed;
+    /// `trigger` is the killer.
+    UserspaceKill(Box<OomKillEvent>),
+    /// Kills the kernel counted that oom-probe did not see.
+    OomKillUnobserved(UnobservedKills),
+    /// A pod the kubelet evicted for node memory pressure.
     Eviction(Box<EvictionEvent>),
 }
 
+/// Who killed a process for memory: which of the two kill events it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KillKind {
+    /// The kernel OOM killer (`oom_kill`).
+    OomKill,
+    /// A userspace OOM killer's SIGKILL (`userspace_kill`).
+    UserspaceKill,
+}
+
+impl Event {
+    /// The event for a kill of this kind.
+    pub fn kill(kind: KillKind, kill: OomKillEvent) -> Self {
+        match kind {
+            KillKind::OomKill => Self::OomKill(Box::new(kill)),
+            KillKind::UserspaceKill => Self::UserspaceKill(Box::new(kill)),
+        }
+    }
+
+    /// The kill and its kind, for the two kill events.
+    pub fn as_kill(&self) -> Option<(KillKind, &OomKillEvent)> {
+        match self {
+            Self::OomKill(kill) => Some((KillKind::OomKill, kill)),
+            Self::UserspaceKill(kill) => Some((KillKind::UserspaceKill, kill)),
+            Self::OomKillUnobserved(_) | Self::Eviction(_) => None,
+        }
+    }
+
+    /// [`Event::as_kill`], mutable (the namer fills `kubernetes` in place).
+    pub fn as_kill_mut(&mut self) -> Option<(KillKind, &mut OomKillEvent)> {
+        match self {
+            Self::OomKill(kill) => Some((KillKind::OomKill, kill)),
+            Self::UserspaceKill(kill) => Some((KillKind::UserspaceKill, kill)),
+            Self::OomKillUnobserved(_) | Self::Eviction(_) => None,
+        }
+    }
+}
+
+/// Why the kernel ran out of memory: the `enum oom_constraint` of its OOM
+/// decision (`CONSTRAINT_NONE` is `global`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Constraint {
+    /// A memory cgroup reached its limit (`CONSTRAINT_MEMCG`).
+    Memcg,
+    /// The node ran out of memory (`CONSTRAINT_NONE`).
+    Global,
+    /// The allowed cpuset's memory nodes ran out (`CONSTRAINT_CPUSET`).
+    Cpuset,
+    /// A NUMA memory policy's nodes ran out (`CONSTRAINT_MEMORY_POLICY`).
+    Mempolicy,
+}
+
+impl Constraint {
+    /// The JSON value, also the `constraint` metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Memcg => "memcg",
+            Self::Global => "global",
+            Self::Cpuset => "cpuset",
+            Self::Mempolicy => "mempolicy",
+        }
+    }
+}
+
+/// How `constraint` was learnt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConstraintSource {
+    /// The kernel's own decision, from `oom_kill_process` (fentry or kprobe).
+    OomKillProcess,
+    /// Inferred in eBPF from the page counters of the victim's memcg and
+    /// its ancestors at the kill, on kernels without either hook.
+    PageCounters,
+}
+
 /// One process killed for memory: by the kernel OOM killer (`oom_kill`) or by
-/// a userspace OOM killer such as systemd-oomd (`userspace_kill`).
+/// a userspace OOM killer such as systemd-oomd (`userspace_kill`); which one
+/// is the [`Event`] variant.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct OomKillEvent {
-    /// `"oom_kill"` or `"userspace_kill"`.
-    #[serde(rename = "type")]
-    pub kind: &'static str,
     /// RFC 3339 wall-clock time of the kill.
     pub time: String,
     /// The kernel's CLOCK_MONOTONIC stamp of the kill, for latency figures.
@@ -35,11 +114,11 @@ pub struct OomKillEvent {
     /// The victim's own memory cgroup at the time of the kill.
     pub memcg: Memcg,
     /// Why the kernel ran out: `memcg`, `global`, `cpuset` or `mempolicy`.
-    pub constraint: Option<&'static str>,
+    pub constraint: Option<Constraint>,
     /// How `constraint` was learnt: `oom_kill_process` (the kernel's own
     /// decision, via fentry/kprobe) or `page_counters` (inferred from the
     /// memcg counters at kill time, on kernels without either).
-    pub constraint_source: Option<&'static str>,
+    pub constraint_source: Option<ConstraintSource>,
     /// The memory cgroup whose limit ran out (null for a global OOM).
     pub oom_memcg: Option<OomMemcg>,
     /// What filled the memory cgroup that ran out, read right after the kill.
@@ -55,6 +134,11 @@ pub struct OomKillEvent {
     /// True when the victim is not the init process of its pid namespace:
     /// its container keeps running and Kubernetes reports nothing.
     pub silent: Option<bool>,
+    /// Size of the OOM domain in bytes (`oom_control.totalpages` times the
+    /// page size: the memcg's limit, plus swap where counted, or the node's
+    /// RAM plus swap for a global OOM), from the `oom_kill_process` hook;
+    /// null without it.
+    pub oom_domain_bytes: Option<u64>,
 }
 
 /// The killed process.
@@ -73,6 +157,16 @@ pub struct Victim {
     /// Path of that cgroup below its hierarchy's root; null when the cgroup
     /// vanished before oom-probe could read its name.
     pub cgroup_path: Option<String>,
+    /// Id of the victim's cgroup on the unified (v2) hierarchy (its cgroupfs
+    /// inode; the same as `cgroup_id` on a v2-only node), read in eBPF from
+    /// the task's default css_set; null when no v2 hierarchy is mounted or
+    /// the kernel's BTF lacks the fields.
+    pub cgroup_v2_id: Option<u64>,
+    /// The kernel's badness score of the victim (`oom_control.chosen_points`,
+    /// the value the OOM killer ranked tasks by), from the `oom_kill_process`
+    /// hook; null without that hook, and for victims of a group kill other
+    /// than the chosen task.
+    pub oom_points: Option<i64>,
 }
 
 /// Resident memory by kind: tells "the process was big" from "tmpfs filled
@@ -126,9 +220,6 @@ pub struct MemcgStat {
 /// not running, or its ring buffer overflowed).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct UnobservedKills {
-    /// Always `"oom_kill_unobserved"`.
-    #[serde(rename = "type")]
-    pub kind: &'static str,
     pub time: String,
     pub node: String,
     pub cgroup_id: u64,
@@ -158,9 +249,6 @@ pub struct Kubernetes {
 /// makes before the kernel has to, in the same stream as the kernel's.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct EvictionEvent {
-    /// Always `"eviction"`.
-    #[serde(rename = "type")]
-    pub kind: &'static str,
     pub time: String,
     pub node: String,
     /// namespace, pod and pod_uid; the other fields are null.
@@ -177,4 +265,186 @@ pub struct EvictedContainer {
     pub name: String,
     pub usage_bytes: Option<u64>,
     pub request_bytes: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    //! The JSON schema, byte for byte: `testdata/events.golden.jsonl` holds
+    //! one line per event type; its first line is the README's sample, as
+    //! oom-probe printed it before events were typed. A field may be added
+    //! (then added here and there); none may change or move.
+
+    use super::*;
+
+    const GOLDEN: &str = include_str!("testdata/events.golden.jsonl");
+    const UID: &str = "7b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0";
+    const CONTAINER: &str = "5c3d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d";
+
+    fn readme_kill() -> Event {
+        Event::OomKill(Box::new(OomKillEvent {
+            time: "2026-11-23T12:09:21.845Z".into(),
+            kernel_time_ns: 8_743_859_654_490,
+            node: "vm".into(),
+            victim: Victim {
+                pid: 16669,
+                tid: 16669,
+                ns_pid: Some(16669),
+                comm: Some("celery-worker".into()),
+                uid: Some(0),
+                oom_score_adj: Some(0),
+                rss_bytes: Some(Rss {
+                    anon: 33_423_360,
+                    file: 524_288,
+                    shmem: 0,
+                }),
+                total_vm_bytes: Some(36_745_216),
+                cgroup_id: Some(226_283),
+                cgroup_path: Some("/oom-probe-readme".into()),
+                cgroup_v2_id: None,
+                oom_points: None,
+            },
+            trigger: Trigger {
+                pid: 16669,
+                comm: "celery-worker".into(),
+            },
+            memcg: Memcg {
+                usage_bytes: Some(33_554_432),
+                limit_bytes: Some(33_554_432),
+            },
+            constraint: Some(Constraint::Memcg),
+            constraint_source: Some(ConstraintSource::PageCounters),
+            oom_memcg: Some(OomMemcg {
+                cgroup_id: 226_283,
+                path: Some("/oom-probe-readme".into()),
+                usage_bytes: Some(33_554_432),
+                limit_bytes: Some(33_554_432),
+            }),
+            memcg_stat: Some(MemcgStat {
+                anon: 33_398_784,
+                kernel: 155_648,
+                ..MemcgStat::default()
+            }),
+            explanation: Some("victim celery-worker (16669) RSS 32 MiB of the 32 MiB limit".into()),
+            oom_id: 1,
+            group_kill: false,
+            kubernetes: None,
+            silent: Some(true),
+            oom_domain_bytes: None,
+        }))
+    }
+
+    fn userspace_kill() -> Event {
+        Event::UserspaceKill(Box::new(OomKillEvent {
+            time: "2026-11-23T12:10:00.000Z".into(),
+            kernel_time_ns: 8_780_000_000_000,
+            node: "vm".into(),
+            victim: Victim {
+                pid: 4242,
+                tid: 4243,
+                ns_pid: Some(12),
+                comm: Some("gunicorn".into()),
+                uid: Some(1000),
+                oom_score_adj: Some(-998),
+                rss_bytes: Some(Rss {
+                    anon: 1 << 20,
+                    file: 4096,
+                    shmem: 8192,
+                }),
+                total_vm_bytes: Some(2 << 20),
+                cgroup_id: Some(77),
+                cgroup_path: Some(format!("/kubepods/burstable/pod{UID}/{CONTAINER}")),
+                cgroup_v2_id: Some(88),
+                oom_points: None,
+            },
+            trigger: Trigger {
+                pid: 600,
+                comm: "systemd-oomd".into(),
+            },
+            memcg: Memcg {
+                usage_bytes: Some(1_056_768),
+                limit_bytes: None,
+            },
+            constraint: None,
+            constraint_source: None,
+            oom_memcg: None,
+            memcg_stat: None,
+            explanation: Some(
+                "SIGKILL from systemd-oomd, a userspace OOM killer; victim gunicorn (4242) RSS 1.0 MiB"
+                    .into(),
+            ),
+            oom_id: 7,
+            group_kill: false,
+            kubernetes: Some(Kubernetes {
+                namespace: Some("shop".into()),
+                pod: Some("web-7d9f8-x2x4q".into()),
+                pod_uid: Some(UID.into()),
+                container: Some("app".into()),
+                container_id: Some(CONTAINER.into()),
+                qos_class: Some("Burstable".into()),
+                memory_request_bytes: Some(128 << 20),
+                memory_limit_bytes: None,
+                owner_kind: Some("ReplicaSet".into()),
+                owner_name: Some("web-7d9f8".into()),
+            }),
+            silent: Some(true),
+            oom_domain_bytes: None,
+        }))
+    }
+
+    fn unobserved() -> Event {
+        Event::OomKillUnobserved(UnobservedKills {
+            time: "2026-11-23T12:11:00.000Z".into(),
+            node: "vm".into(),
+            cgroup_id: 226_283,
+            cgroup_path: Some("/oom-probe-readme".into()),
+            count: 2,
+        })
+    }
+
+    fn eviction() -> Event {
+        Event::Eviction(Box::new(EvictionEvent {
+            time: "2026-11-23T12:12:00.000Z".into(),
+            node: "vm".into(),
+            kubernetes: Kubernetes {
+                namespace: Some("shop".into()),
+                pod: Some("web-7d9f8-x2x4q".into()),
+                pod_uid: Some(UID.into()),
+                ..Kubernetes::default()
+            },
+            message: Some(
+                "The node was low on resource: memory. Container app was using 1Gi, \
+                 request is 512Mi, has larger consumption of memory."
+                    .into(),
+            ),
+            containers: vec![EvictedContainer {
+                name: "app".into(),
+                usage_bytes: Some(1 << 30),
+                request_bytes: Some(512 << 20),
+            }],
+        }))
+    }
+
+    #[test]
+    fn every_event_type_serializes_byte_for_byte_as_the_golden_file() {
+        let events = [readme_kill(), userspace_kill(), unobserved(), eviction()];
+        let golden: Vec<&str> = GOLDEN.lines().collect();
+        assert_eq!(golden.len(), events.len());
+        for (event, want) in events.iter().zip(golden) {
+            assert_eq!(serde_json::to_string(event).unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn the_kind_is_the_variant() {
+        let event = userspace_kill();
+        assert_eq!(
+            event.as_kill().map(|(kind, _)| kind),
+            Some(KillKind::UserspaceKill)
+        );
+        assert_eq!(
+            readme_kill().as_kill().map(|(kind, _)| kind),
+            Some(KillKind::OomKill)
+        );
+        assert!(unobserved().as_kill().is_none() && eviction().as_kill().is_none());
+    }
 }

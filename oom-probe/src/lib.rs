@@ -2,20 +2,20 @@
 //!
 //! The data flows one way: [`probes`] attach eBPF hooks that put kernel
 //! records in a ring buffer, [`decode`] turns the bytes into typed records,
-//! [`event`] builds the user-facing event (enriched by [`cgroups`]), and
-//! [`output`] writes it.
+//! [`event`] builds the user-facing event (enriched by [`enrich`] and [`kube`]), and
+//! [`sink`] writes it.
 
-pub mod cgroups;
+/// The log filter when `RUST_LOG` is unset: info and above, except the kube
+/// client's line per failed HTTP request (oom-probe logs an API outage once
+/// and counts the failures instead).
+pub const DEFAULT_LOG_FILTER: &str = "info,kube_client::client::builder=off";
+
 pub mod check;
 pub mod clock;
 pub mod decode;
 pub mod enrich;
 pub mod event;
-pub mod http;
-pub mod k8s_events;
-pub mod kernel_offsets;
-pub mod metrics;
-pub mod output;
+pub mod kube;
 pub mod probes;
-pub mod unobserved;
+pub mod sink;
 pub mod watch;

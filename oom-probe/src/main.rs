@@ -6,9 +6,9 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use oom_probe::{
     check,
-    enrich::kubernetes::SourceOptions,
-    output::OutputFormat,
-    probes::Hook,
+    kube::names::SourceOptions,
+    probes::{DecisionHook, VictimHook},
+    sink::output::OutputFormat,
     watch::{self, Filter, WatchOptions},
 };
 
@@ -55,11 +55,11 @@ struct EventArgs {
     /// Use this victim hook instead of the best available one
     /// (tp-btf, raw-tracepoint).
     #[arg(long, value_enum)]
-    hook: Option<Hook>,
+    hook: Option<VictimHook>,
     /// Use this OOM-decision hook instead of the best available one
     /// (fentry, kprobe).
     #[arg(long, value_enum)]
-    decision_hook: Option<Hook>,
+    decision_hook: Option<DecisionHook>,
     /// Ring buffer size in bytes (a power of two, multiple of the page size).
     #[arg(long, default_value_t = 256 * 1024)]
     ring_buffer_size: u32,
@@ -141,7 +141,7 @@ fn main() {
 
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(oom_probe::DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter);
@@ -163,11 +163,11 @@ fn watch_options(args: EventArgs, agent: bool) -> WatchOptions {
         hooks: args
             .hook
             .map(|h| vec![h])
-            .unwrap_or_else(|| Hook::VICTIM.to_vec()),
+            .unwrap_or_else(|| VictimHook::ALL.to_vec()),
         decision_hooks: args
             .decision_hook
             .map(|h| vec![h])
-            .unwrap_or_else(|| Hook::CONTEXT.to_vec()),
+            .unwrap_or_else(|| DecisionHook::ALL.to_vec()),
         node: args.node_name.unwrap_or_else(hostname),
         max_events: args.count,
         userspace_killers: args

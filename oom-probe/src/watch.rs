@@ -14,20 +14,22 @@ use anyhow::Result;
 use aya::maps::{MapData, RingBuf};
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
+use oom_probe_cgroupfs::{CgroupResolver, Hierarchies};
+
 use crate::{
-    cgroups::{CgroupResolver, Hierarchies},
     decode,
-    enrich::{
-        kubernetes::{self, Namer, SourceOptions},
-        Enricher,
+    enrich::{unobserved::KillLedger, Enricher},
+    event::{Event, KillKind},
+    kube::{
+        events::EventPoster,
+        names::{self as kubernetes, Namer, SourceOptions},
     },
-    event::Event,
-    http,
-    k8s_events::EventPoster,
-    metrics::Metrics,
-    output::{Output, OutputFormat},
-    probes::{Hook, LostCounter, Probes},
-    unobserved::KillLedger,
+    probes::{DecisionHook, LostCounter, Probes, VictimHook},
+    sink::{
+        http,
+        metrics::Metrics,
+        output::{Output, OutputFormat},
+    },
 };
 
 /// What `watch` was asked to do.
@@ -36,9 +38,9 @@ pub struct WatchOptions {
     pub output: OutputFormat,
     pub ring_buffer_bytes: u32,
     /// Victim hooks to try, in order.
-    pub hooks: Vec<Hook>,
+    pub hooks: Vec<VictimHook>,
     /// OOM-decision hooks to try, in order.
-    pub decision_hooks: Vec<Hook>,
+    pub decision_hooks: Vec<DecisionHook>,
     pub node: String,
     /// Stop after this many kills (scripts, tests); run forever if `None`.
     pub max_events: Option<u64>,
@@ -79,9 +81,9 @@ impl Filter {
             return true;
         }
         let k8s = match event {
-            Event::Kill(kill) => kill.kubernetes.as_ref(),
+            Event::OomKill(kill) | Event::UserspaceKill(kill) => kill.kubernetes.as_ref(),
             Event::Eviction(eviction) => Some(&eviction.kubernetes),
-            Event::Unobserved(_) => None,
+            Event::OomKillUnobserved(_) => None,
         };
         let Some(k8s) = k8s else { return false };
         let wanted = |filter: &Option<String>, value: &Option<String>| {
@@ -190,8 +192,8 @@ pub async fn watch(options: WatchOptions) -> Result<()> {
 
 /// The next eviction, or never when no API server is in use.
 async fn next_eviction(
-    evictions: &mut Option<tokio::sync::mpsc::Receiver<crate::enrich::pods::Eviction>>,
-) -> Option<crate::enrich::pods::Eviction> {
+    evictions: &mut Option<tokio::sync::mpsc::Receiver<crate::kube::pod::Eviction>>,
+) -> Option<crate::kube::pod::Eviction> {
     match evictions {
         Some(receiver) => receiver.recv().await,
         None => std::future::pending().await,
@@ -199,10 +201,12 @@ async fn next_eviction(
 }
 
 fn announce(probes: &Probes, memcg_paths: Option<&CgroupResolver>, node: &str, namer: &Namer) {
-    let describe = |hook: &Result<Hook, String>| match hook {
-        Ok(hook) => hook.to_string(),
-        Err(why) => format!("unavailable ({why})"),
-    };
+    fn describe<H: std::fmt::Display>(hook: &Result<H, String>) -> String {
+        match hook {
+            Ok(hook) => hook.to_string(),
+            Err(why) => format!("unavailable ({why})"),
+        }
+    }
     for missing in &probes.layout.missing {
         tracing::warn!("this kernel's BTF lacks {missing}; those fields will be null");
     }
@@ -262,10 +266,10 @@ impl<W: Write> Pump<W> {
     /// Names pods (bounded waits) and writes the events.
     async fn emit_all(&mut self, events: Vec<Event>) -> Result<()> {
         for mut event in events {
-            if let Event::Kill(kill) = &mut event {
+            if let Some((kind, kill)) = event.as_kill_mut() {
                 self.namer.name(kill).await;
                 if let Some(poster) = &self.poster {
-                    poster.post(kill);
+                    poster.post(kind, kill);
                 }
             }
             self.emit(&event)?;
@@ -275,8 +279,8 @@ impl<W: Write> Pump<W> {
     }
 
     fn emit(&mut self, event: &Event) -> Result<()> {
-        if let Event::Kill(kill) = event {
-            if kill.kind == "oom_kill" {
+        if let Some((kind, kill)) = event.as_kill() {
+            if kind == KillKind::OomKill {
                 if let Some(id) = kill.victim.cgroup_id {
                     self.ledger.observed(id);
                 }
@@ -299,7 +303,7 @@ impl<W: Write> Pump<W> {
             return Ok(());
         };
         for missed in self.ledger.reconcile(cgroups, &time, &node) {
-            self.emit(&Event::Unobserved(missed))?;
+            self.emit(&Event::OomKillUnobserved(missed))?;
         }
         Ok(())
     }

@@ -14,6 +14,9 @@
 //! (`resourceVersion`, `fieldSelector`, `allowWatchBookmarks`,
 //! `timeoutSeconds`), and `GET /api/v1/namespaces/{ns}/pods/{name}`. Another
 //! route is one more arm in [`route`].
+//!
+//! About 600 lines: an HTTP server, list/watch with resource versions, and
+//! the fault injection the store tests need, one state machine.
 
 use std::{
     collections::BTreeMap,

@@ -12,6 +12,10 @@
 //!
 //! The tests fail, not skip, when containerd cannot start: `cargo xtask test`
 //! installs what it needs.
+//!
+//! Long (about 970 lines) because it is one resource with one lifecycle: the
+//! daemon, its image, pods and containers, and their cleanup, which must stay
+//! together to be right.
 
 use std::{
     collections::BTreeSet,
@@ -31,6 +35,7 @@ use std::{
 };
 
 use anyhow::{anyhow, bail, Context, Result};
+use oom_probe_cgroupfs::{mountinfo, testing};
 use oom_probe_cri::v1::{
     image_service_client::ImageServiceClient, runtime_service_client::RuntimeServiceClient,
     ContainerConfig, ContainerFilter, ContainerMetadata, ContainerState, ContainerStatusRequest,
@@ -170,7 +175,7 @@ impl Containerd {
                 c.run_pod_sandbox(request).await
             })?
             .pod_sandbox_id;
-        let (memory_root, _) = super::memory_root()?;
+        let (memory_root, _) = testing::memory_root()?;
         let sandbox_cgroup = memory_root.join(pod.sandbox_cgroup_path().trim_start_matches('/'));
         if !sandbox_cgroup.is_dir() {
             bail!(
@@ -465,17 +470,7 @@ impl Containerd {
     /// (sandbox /dev/shm, container root filesystems), deepest first.
     /// True when nothing is left mounted there.
     fn unmount_leftovers(&self) -> bool {
-        let mounted = || -> Vec<PathBuf> {
-            let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-            let mut points: Vec<PathBuf> = mountinfo
-                .lines()
-                .filter_map(|l| l.split(' ').nth(4))
-                .map(PathBuf::from)
-                .filter(|p| p.starts_with(&self.dir))
-                .collect();
-            points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-            points
-        };
+        let mounted = || mountinfo::mount_points_under(&mountinfo::read_self(), &self.dir);
         for point in mounted() {
             let Ok(c_path) = std::ffi::CString::new(point.as_os_str().as_encoded_bytes()) else {
                 continue;
@@ -645,10 +640,10 @@ impl Drop for Pod<'_> {
                 .for_each(|s| self.containerd.remove_sandbox(&s.id)),
             Err(e) => eprintln!("warning: cannot list test pod {}: {e:#}", self.uid),
         }
-        for hierarchy in cgroup_hierarchies() {
+        for hierarchy in mountinfo::cgroup_mount_points(&mountinfo::read_self()) {
             let dir = hierarchy.join(self.cgroup_parent.trim_start_matches('/'));
             if dir.exists() {
-                remove_cgroup_tree(&dir);
+                testing::remove_tree(&dir);
             }
         }
         PodCgroups::release();
@@ -944,46 +939,6 @@ fn signal(pid: u32, signal: i32) {
     unsafe { libc::kill(pid as i32, signal) };
 }
 
-/// Mount points of every cgroup hierarchy (v1 controllers and v2): runc
-/// makes the pod's cgroup in each.
-fn cgroup_hierarchies() -> Vec<PathBuf> {
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    mountinfo
-        .lines()
-        .filter_map(|line| {
-            let (head, tail) = line.split_once(" - ")?;
-            let fields: Vec<&str> = head.split(' ').collect();
-            let fs_type = tail.split(' ').next()?;
-            let mount_point = fields.get(4)?;
-            (matches!(fs_type, "cgroup" | "cgroup2") && fields.get(3) == Some(&"/"))
-                .then(|| PathBuf::from(mount_point))
-        })
-        .collect()
-}
-
-/// Removes a cgroup and the ones below it, killing what still runs there.
-fn remove_cgroup_tree(dir: &Path) {
-    if let Ok(entries) = fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_cgroup_tree(&entry.path());
-            }
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-        if procs.trim().is_empty() && fs::remove_dir(dir).is_ok() {
-            return;
-        }
-        for pid in procs.lines().filter_map(|p| p.trim().parse::<u32>().ok()) {
-            signal(pid, libc::SIGKILL);
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    eprintln!("warning: could not remove test cgroup {}", dir.display());
-}
-
 /// `/kubepods` and `/kubepods/burstable` are shared by every pod of this
 /// process: the ones the first pod found missing go when the last pod does.
 struct PodCgroups {
@@ -1000,7 +955,7 @@ impl PodCgroups {
     fn acquire() {
         let mut state = POD_CGROUPS.lock().unwrap_or_else(|e| e.into_inner());
         if state.live_pods == 0 {
-            state.created = cgroup_hierarchies()
+            state.created = mountinfo::cgroup_mount_points(&mountinfo::read_self())
                 .iter()
                 .flat_map(|h| [h.join("kubepods/burstable"), h.join("kubepods")])
                 .filter(|dir| !dir.exists())

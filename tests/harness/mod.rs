@@ -1,19 +1,16 @@
-//! What the end-to-end tests share: memory cgroups of their own, the
-//! `oom-probe watch` process, and the memory hog that the kernel kills.
+//! What the end-to-end tests share: memory cgroups of their own (from the
+//! `oom-probe-cgroupfs` crate), the `oom-probe watch` process, and the memory
+//! hog that the kernel kills.
 //!
 //! The tests need root (they load eBPF and create cgroups). Without root they
 //! fail, unless `OOM_PROBE_ALLOW_SKIP=1` is set, in which case they print a
 //! loud SKIPPED line; CI and the README's test command never set it.
 
 use std::{
-    fs,
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::{
-        atomic::{AtomicU32, Ordering},
-        mpsc::{self, Receiver},
-    },
+    process::{Child, ChildStdout, Command, Stdio},
+    sync::mpsc::{self, Receiver},
     thread,
     time::{Duration, Instant},
 };
@@ -23,7 +20,13 @@ use serde_json::Value;
 
 pub mod apiserver;
 pub mod containerd;
+pub mod deploy;
 pub mod rbac;
+
+pub use oom_probe_cgroupfs::testing::MemoryCgroup;
+
+/// What oom-probe logs once its probes are attached: the sign it is ready.
+pub const READY_LINE: &str = "watching OOM kills";
 
 /// How long `oom-probe` may take to attach; generous for TCG virtual machines.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -132,193 +135,6 @@ fn built_binary(name: &str, env_var: &str, package: &str) -> PathBuf {
     bin
 }
 
-/// A memory cgroup that exists for one test: created with a limit, emptied
-/// and removed on drop. It never touches cgroups it did not create.
-pub struct MemoryCgroup {
-    path: PathBuf,
-    relative: String,
-    v2: bool,
-}
-
-static NEXT_CGROUP: AtomicU32 = AtomicU32::new(0);
-
-impl MemoryCgroup {
-    /// Creates `oom-probe-test-<pid>-<n>` under the memory controller's
-    /// hierarchy (v1 memory mount, or the v2 root with `memory` enabled).
-    pub fn create(limit_bytes: u64) -> Result<Self> {
-        let (root, v2) = memory_root()?;
-        Self::create_in(root, String::new(), v2, Some(limit_bytes))
-    }
-
-    /// Creates a child cgroup, with its own limit or none (the parent's
-    /// then applies). Drop the child before the parent.
-    pub fn create_child(&self, limit_bytes: Option<u64>) -> Result<Self> {
-        if self.v2 {
-            // A v2 child needs the controller enabled in its parent.
-            self.write("cgroup.subtree_control", "+memory")?;
-        }
-        Self::create_in(
-            self.path.clone(),
-            self.relative.clone(),
-            self.v2,
-            limit_bytes,
-        )
-    }
-
-    /// Creates a child with a given name, for layouts such as
-    /// `kubepods/burstable/pod<uid>/<container id>`.
-    pub fn create_child_named(&self, name: &str, limit_bytes: Option<u64>) -> Result<Self> {
-        if self.v2 {
-            self.write("cgroup.subtree_control", "+memory")?;
-        }
-        Self::create_named(
-            self.path.clone(),
-            self.relative.clone(),
-            self.v2,
-            name,
-            limit_bytes,
-        )
-    }
-
-    fn create_in(
-        parent: PathBuf,
-        parent_relative: String,
-        v2: bool,
-        limit: Option<u64>,
-    ) -> Result<Self> {
-        let name = format!(
-            "oom-probe-test-{}-{}",
-            std::process::id(),
-            NEXT_CGROUP.fetch_add(1, Ordering::Relaxed)
-        );
-        Self::create_named(parent, parent_relative, v2, &name, limit)
-    }
-
-    fn create_named(
-        parent: PathBuf,
-        parent_relative: String,
-        v2: bool,
-        name: &str,
-        limit: Option<u64>,
-    ) -> Result<Self> {
-        let path = parent.join(name);
-        fs::create_dir(&path).with_context(|| format!("mkdir {}", path.display()))?;
-        let cgroup = Self {
-            path,
-            relative: format!("{parent_relative}/{name}"),
-            v2,
-        };
-        if let Some(limit_bytes) = limit {
-            let (file, swap_file, swap_limit) = if v2 {
-                ("memory.max", "memory.swap.max", String::from("0"))
-            } else {
-                (
-                    "memory.limit_in_bytes",
-                    "memory.memsw.limit_in_bytes",
-                    limit_bytes.to_string(),
-                )
-            };
-            cgroup.write(file, &limit_bytes.to_string())?;
-            // No swap, so the limit is reached at once (the file exists only with swap accounting).
-            let _ = cgroup.write(swap_file, &swap_limit);
-        }
-        Ok(cgroup)
-    }
-
-    /// True on cgroup v2, where `memory.oom.group` exists.
-    pub fn is_v2(&self) -> bool {
-        self.v2
-    }
-
-    /// Absolute path in cgroupfs, for `oom-hog --cgroup`.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The path as oom-probe reports it (relative to the hierarchy root).
-    pub fn relative_path(&self) -> &str {
-        &self.relative
-    }
-
-    /// Writes a cgroup control file.
-    pub fn write(&self, file: &str, value: &str) -> Result<()> {
-        fs::write(self.path.join(file), value)
-            .with_context(|| format!("write {value} to {}/{file}", self.path.display()))
-    }
-
-    /// The kernel's own count of OOM kills in this cgroup.
-    pub fn kernel_oom_kills(&self) -> Result<u64> {
-        for (file, key) in [
-            ("memory.events", "oom_kill"),
-            ("memory.oom_control", "oom_kill"),
-        ] {
-            if let Ok(text) = fs::read_to_string(self.path.join(file)) {
-                return text
-                    .lines()
-                    .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
-                    .ok_or_else(|| anyhow!("no {key} in {file}"));
-            }
-        }
-        bail!(
-            "no memory.events or memory.oom_control in {}",
-            self.path.display()
-        )
-    }
-}
-
-impl Drop for MemoryCgroup {
-    fn drop(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            let procs = fs::read_to_string(self.path.join("cgroup.procs")).unwrap_or_default();
-            if procs.trim().is_empty() && fs::remove_dir(&self.path).is_ok() {
-                return;
-            }
-            for pid in procs.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
-                // SAFETY: kill has no memory-safety preconditions.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        eprintln!(
-            "warning: could not remove test cgroup {}",
-            self.path.display()
-        );
-    }
-}
-
-/// Where to create test cgroups, and whether it is cgroup v2.
-fn memory_root() -> Result<(PathBuf, bool)> {
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
-    let mut v2_root = None;
-    for line in mountinfo.lines() {
-        let Some((head, tail)) = line.split_once(" - ") else {
-            continue;
-        };
-        let fields: Vec<&str> = head.split(' ').collect();
-        let tail: Vec<&str> = tail.split(' ').collect();
-        if fields.len() < 5 || fields[3] != "/" || tail.len() < 3 {
-            continue;
-        }
-        match tail[0] {
-            "cgroup" if tail[2].split(',').any(|o| o == "memory") => {
-                return Ok((PathBuf::from(fields[4]), false));
-            }
-            "cgroup2" => v2_root = v2_root.or(Some(PathBuf::from(fields[4]))),
-            _ => {}
-        }
-    }
-    let root = v2_root.ok_or_else(|| anyhow!("no memory cgroup hierarchy is mounted"))?;
-    let controllers = fs::read_to_string(root.join("cgroup.subtree_control")).unwrap_or_default();
-    if !controllers.split_whitespace().any(|c| c == "memory") {
-        bail!(
-            "cgroup v2 at {} does not delegate the memory controller",
-            root.display()
-        );
-    }
-    Ok((root, true))
-}
-
 /// A running `oom-probe watch --output json`, with its output collected.
 pub struct Watcher {
     child: Child,
@@ -336,15 +152,12 @@ impl Watcher {
     /// Starts `oom-probe <subcommand> --output json <extra_args>` (`watch`
     /// or the agent, `run`) and waits until it has attached its probes.
     pub fn start_command(subcommand: &str, extra_args: &[&str]) -> Result<Self> {
-        let mut child = Command::new(oom_probe_bin())
+        let mut command = Command::new(oom_probe_bin());
+        command
             .args([subcommand, "--output", "json"])
-            .args(extra_args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("cannot start oom-probe")?;
-        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+            .args(extra_args);
+        let (child, stdout, stderr) = spawn_until_ready(&mut command, true)?;
+        let stdout = BufReader::new(stdout);
         let (event_tx, events) = mpsc::channel();
         thread::spawn(move || {
             for line in stdout.lines().map_while(Result::ok) {
@@ -356,23 +169,11 @@ impl Watcher {
                 }
             }
         });
-        let stderr_pipe = BufReader::new(child.stderr.take().expect("stderr"));
-        let (stderr_tx, stderr) = mpsc::channel();
-        thread::spawn(move || {
-            for line in stderr_pipe.lines().map_while(Result::ok) {
-                eprintln!("[oom-probe] {line}");
-                if stderr_tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut watcher = Self {
+        Ok(Self {
             child,
             events,
             stderr,
-        };
-        watcher.wait_for_stderr("watching OOM kills", START_TIMEOUT)?;
-        Ok(watcher)
+        })
     }
 
     /// Waits for a stderr line containing `needle`; returns it.
@@ -458,14 +259,64 @@ impl Watcher {
     }
 }
 
+/// Spawns `command` (an `oom-probe watch` or `run`) with stdin closed and
+/// stdout and stderr piped, forwards its stderr lines to the returned
+/// channel (and to this process's stderr, prefixed, when `echo`), and
+/// returns once it logged [`READY_LINE`], within [`START_TIMEOUT`]. Stdout is
+/// left to the caller. The child is killed if it never gets ready.
+pub fn spawn_until_ready(
+    command: &mut Command,
+    echo: bool,
+) -> Result<(Child, ChildStdout, Receiver<String>)> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot start oom-probe")?;
+    let stderr_pipe = BufReader::new(child.stderr.take().expect("stderr"));
+    let (stderr_tx, stderr) = mpsc::channel();
+    thread::spawn(move || {
+        for line in stderr_pipe.lines().map_while(Result::ok) {
+            if echo {
+                eprintln!("[oom-probe] {line}");
+            }
+            if stderr_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        match stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) if line.contains(READY_LINE) => break,
+            Ok(_) => {}
+            Err(_) => {
+                let status = child.try_wait()?;
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("oom-probe never said {READY_LINE:?} (exit status: {status:?})");
+            }
+        }
+    }
+    let stdout = child.stdout.take().expect("stdout");
+    Ok((child, stdout, stderr))
+}
+
 /// A minimal HTTP/1.1 GET on loopback: status code and body.
 pub fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
+    http_get_accept(addr, path, None)
+}
+
+/// Like [`http_get`], with an `Accept` header when `accept` is given.
+pub fn http_get_accept(addr: &str, path: &str, accept: Option<&str>) -> Result<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let accept = accept.map_or(String::new(), |a| format!("Accept: {a}\r\n"));
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{accept}Connection: close\r\n\r\n"
     )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;

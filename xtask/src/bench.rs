@@ -11,6 +11,9 @@
 //! 4. footprint: oom-probe's RSS and CPU time idle and during the bursts.
 //! 5. Kubernetes: latency with pod names from a warm store of 250 pods
 //!    served by a local API server, and the RSS with that store.
+//!
+//! About 600 lines: one phase per README figure, each short, sharing the
+//! process and sighting plumbing at the bottom.
 
 use std::{
     fs,
@@ -23,7 +26,8 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use oom_probe_tests::MemoryCgroup;
+use oom_probe_cgroupfs::{clock::monotonic_ns, testing::MemoryCgroup};
+use oom_probe_tests::spawn_until_ready;
 use serde_json::{json, Value};
 
 /// What `cargo xtask bench` was asked for.
@@ -104,14 +108,7 @@ fn measure_startup(runs: usize) -> Result<f64> {
     let mut times = Vec::new();
     for _ in 0..runs {
         let started = Instant::now();
-        let mut child = oom_probe()
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        wait_for_line(
-            &lines_of(child.stderr.take().expect("stderr")),
-            "watching OOM kills",
-        )?;
+        let (mut child, _, _) = spawn_until_ready(&mut oom_probe(), false)?;
         times.push(started.elapsed().as_secs_f64() * 1000.0);
         stop(&mut child);
     }
@@ -245,20 +242,17 @@ fn kubernetes_enrichment(kills: usize, pods: usize) -> Result<Value> {
 }
 
 fn start_oom_probe(tx: &Sender<Sighting>, ring: u32, extra_args: &[&str]) -> Result<Running> {
-    let mut child = oom_probe()
+    let mut command = oom_probe();
+    command
         .args([
             "--ring-buffer-size",
             &ring.to_string(),
             "--userspace-killers",
             "",
         ])
-        .args(extra_args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let stderr = lines_of(child.stderr.take().expect("stderr"));
-    wait_for_line(&stderr, "watching OOM kills")?;
-    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        .args(extra_args);
+    let (child, stdout, stderr) = spawn_until_ready(&mut command, false)?;
+    let stdout = BufReader::new(stdout);
     let tx = tx.clone();
     thread::spawn(move || {
         for line in stdout.lines().map_while(Result::ok) {
@@ -407,7 +401,7 @@ fn burst(n: usize, ring: u32) -> Result<Value> {
     let before = process_stats(tool.child.id());
     let cgroups: Vec<MemoryCgroup> = (0..n)
         .map(|_| MemoryCgroup::create(8 * MIB))
-        .collect::<Result<_>>()?;
+        .collect::<std::io::Result<_>>()?;
     let mut hogs: Vec<Child> = cgroups
         .iter()
         .map(|c| {
@@ -499,30 +493,6 @@ fn process_stats(pid: u32) -> ProcessStats {
     }
 }
 
-/// Forwards a pipe's lines to a channel, so the child never blocks on it.
-fn lines_of(pipe: impl std::io::Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-fn wait_for_line(lines: &Receiver<String>, needle: &str) -> Result<()> {
-    loop {
-        let line = lines
-            .recv_timeout(Duration::from_secs(60))
-            .context("oom-probe never got ready")?;
-        if line.contains(needle) {
-            return Ok(());
-        }
-    }
-}
-
 fn stop(child: &mut Child) {
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -535,16 +505,6 @@ fn percentiles(sorted: &[u64]) -> Value {
     }
     let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize] / 1000;
     json!({ "p50": at(0.5), "p99": at(0.99), "max": at(1.0) })
-}
-
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn machine() -> String {

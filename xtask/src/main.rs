@@ -27,7 +27,7 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, then run everything CI runs: fmt, clippy, unit and end-to-end tests.
+    /// Set up, then run everything CI runs: fmt, cargo-deny, clippy, unit and end-to-end tests, the kernel matrix.
     Test,
     /// Set up, build release binaries and measure latency, bursts and
     /// footprint next to bpftrace and a kmsg reader (root; prints a table and
@@ -88,10 +88,22 @@ fn watch(args: &[String]) -> Result<()> {
 
 fn test() -> Result<()> {
     let toolchain = setup::build_toolchain()?;
-    // The end-to-end tests run real containers under a private containerd.
-    setup::apt_install(&[("containerd", "containerd"), ("runc", "runc")])?;
+    // The end-to-end tests run real containers under a private containerd,
+    // and a real Prometheus (and promtool) for the alerts and dashboard.
+    setup::apt_install(&[
+        ("containerd", "containerd"),
+        ("runc", "runc"),
+        ("promtool", "prometheus"),
+    ])?;
     setup::mount_tracefs();
+    setup::cargo_deny()?;
     cargo(&toolchain, &["fmt", "--all", "--check"])?;
+    // Licenses, banned crates and sources of every dependency (deny.toml);
+    // offline and quick, so it runs on every test run.
+    cargo(
+        &toolchain,
+        &["deny", "--offline", "check", "licenses", "bans", "sources"],
+    )?;
     cargo(
         &toolchain,
         &[

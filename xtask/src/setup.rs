@@ -17,6 +17,9 @@ use anyhow::{bail, Context, Result};
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
 
+/// The cargo-deny release `cargo xtask test` checks dependencies with.
+const CARGO_DENY_VERSION: &str = "0.20.2";
+
 /// Which toolchain builds the eBPF object, and how.
 pub struct EbpfToolchain {
     name: String,
@@ -119,6 +122,36 @@ fn install_bpf_linker(toolchain: &str, sysroot: &Path) -> Result<()> {
         .status()?;
     if !status.success() {
         bail!("cargo install bpf-linker failed with {status}");
+    }
+    Ok(())
+}
+
+/// Installs cargo-deny from crates.io (`cargo install --locked`) unless
+/// this version is there; for `cargo deny check` in the test suite.
+pub fn cargo_deny() -> Result<()> {
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let installed = Command::new(&cargo)
+        .args(["deny", "--version"])
+        .output()
+        .is_ok_and(|out| {
+            out.status.success()
+                && String::from_utf8_lossy(&out.stdout).contains(CARGO_DENY_VERSION)
+        });
+    if installed {
+        return Ok(());
+    }
+    eprintln!("xtask: installing cargo-deny {CARGO_DENY_VERSION}");
+    let status = Command::new(&cargo)
+        .args([
+            "install",
+            "cargo-deny",
+            "--locked",
+            "--version",
+            CARGO_DENY_VERSION,
+        ])
+        .status()?;
+    if !status.success() {
+        bail!("cargo install cargo-deny failed with {status}");
     }
     Ok(())
 }

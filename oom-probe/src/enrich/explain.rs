@@ -6,7 +6,7 @@
 
 use std::{fs, path::Path};
 
-use crate::event::{MemcgStat, OomKillEvent};
+use crate::event::{Constraint, KillKind, MemcgStat, OomKillEvent};
 
 /// Reads `memory.stat` (v1 or v2) of the cgroup directory `dir`.
 pub fn read_memcg_stat(dir: &Path) -> Option<MemcgStat> {
@@ -55,25 +55,28 @@ pub fn parse_memcg_stat(text: &str, kmem_usage: Option<u64>) -> MemcgStat {
 
 /// One sentence naming what filled the memory, for the event and the
 /// Kubernetes Event note.
-pub fn explain(event: &OomKillEvent) -> String {
+pub fn explain(kind: KillKind, event: &OomKillEvent) -> String {
     let rss = event.victim.rss_bytes.map(|r| r.anon + r.file + r.shmem);
     let victim = match rss {
         Some(rss) => format!("victim {} RSS {}", name(event), size(rss)),
         None => format!("victim {}", name(event)),
     };
-    if event.kind == "userspace_kill" {
+    if kind == KillKind::UserspaceKill {
         return format!(
             "SIGKILL from {}, a userspace OOM killer; {victim}",
             event.trigger.comm
         );
     }
     match event.constraint {
-        Some("memcg") => explain_memcg(event, rss.unwrap_or(0), &victim),
-        Some("global") => format!(
+        Some(Constraint::Memcg) => explain_memcg(event, rss.unwrap_or(0), &victim),
+        Some(Constraint::Global) => format!(
             "node-wide OOM: the node ran out of memory with no cgroup at its limit; {victim}, oom_score_adj {}",
             event.victim.oom_score_adj.unwrap_or(0)
         ),
-        Some(other) => format!("allocation restricted by {other} ran out of memory; {victim}"),
+        Some(other) => format!(
+            "allocation restricted by {} ran out of memory; {victim}",
+            other.as_str()
+        ),
         None => victim,
     }
 }

@@ -1,18 +1,10 @@
-//! Finds the node's cgroup hierarchies and turns the cgroup ids the kernel
-//! reports into paths.
-//!
-//! A cgroup's id is the inode number of its directory in cgroupfs (the
-//! kernfs node id), on v1 and v2 alike, so a walk of the hierarchy maps ids
-//! to paths. Walks are cached and repeated only when an unknown id shows up.
+//! Where the cgroup hierarchies are mounted, read from
+//! `/proc/self/mountinfo` (or found under a cgroupfs mounted elsewhere).
 
 use std::{
-    collections::HashMap,
-    fmt, fs,
-    os::unix::fs::MetadataExt,
+    fmt, fs, io,
     path::{Path, PathBuf},
 };
-
-use anyhow::{Context, Result};
 
 /// The cgroup mounts oom-probe cares about, as this mount namespace sees them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -45,9 +37,14 @@ impl fmt::Display for CgroupMode {
 
 impl Hierarchies {
     /// Reads this process's mount table.
-    pub fn discover() -> Result<Self> {
-        let text = fs::read_to_string("/proc/self/mountinfo")
-            .context("cannot read /proc/self/mountinfo: is /proc mounted?")?;
+    /// Fails only when `/proc/self/mountinfo` cannot be read.
+    pub fn discover() -> io::Result<Self> {
+        let text = fs::read_to_string("/proc/self/mountinfo").map_err(|err| {
+            io::Error::new(
+                err.kind(),
+                format!("cannot read /proc/self/mountinfo ({err}): is /proc mounted?"),
+            )
+        })?;
         Ok(Self::from_mountinfo(&text))
     }
 
@@ -111,16 +108,22 @@ impl Hierarchies {
     }
 }
 
-struct MountLine<'a> {
-    root: &'a str,
-    mount_point: PathBuf,
-    fs_type: &'a str,
-    super_options: &'a str,
+/// One line of `/proc/<pid>/mountinfo`, the fields oom-probe reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountLine<'a> {
+    /// The mounted directory of the filesystem (`/` for a whole cgroup tree).
+    pub root: &'a str,
+    /// Where it is mounted, octal escapes undone.
+    pub mount_point: PathBuf,
+    /// `cgroup`, `cgroup2`, `tmpfs`...
+    pub fs_type: &'a str,
+    /// Filesystem options; for cgroup v1, its controllers (`rw,memory`).
+    pub super_options: &'a str,
 }
 
 impl<'a> MountLine<'a> {
     /// `id parent major:minor root mount_point options [optional...] - fstype source super_options`
-    fn parse(line: &'a str) -> Option<Self> {
+    pub fn parse(line: &'a str) -> Option<Self> {
         let (head, tail) = line.split_once(" - ")?;
         let mut head = head.split(' ');
         let root = head.nth(3)?;
@@ -136,9 +139,38 @@ impl<'a> MountLine<'a> {
         })
     }
 
-    fn has_option(&self, option: &str) -> bool {
+    /// True when `option` is one of the super options.
+    pub fn has_option(&self, option: &str) -> bool {
         self.super_options.split(',').any(|o| o == option)
     }
+}
+
+/// This process's mount table, or an empty one when /proc cannot be read.
+pub fn read_self() -> String {
+    fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
+}
+
+/// Every mount of a whole cgroup tree (`cgroup` and `cgroup2`, root `/`):
+/// one per v1 controller hierarchy, and the unified one.
+pub fn cgroup_mount_points(mountinfo: &str) -> Vec<PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(MountLine::parse)
+        .filter(|m| m.root == "/" && matches!(m.fs_type, "cgroup" | "cgroup2"))
+        .map(|m| m.mount_point)
+        .collect()
+}
+
+/// Mount points at or below `dir`, deepest first: the order to unmount them.
+pub fn mount_points_under(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
+    let mut points: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(MountLine::parse)
+        .map(|m| m.mount_point)
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    points
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
@@ -164,70 +196,6 @@ fn unescape_octal(field: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Maps cgroup ids of one hierarchy to paths relative to its root, in the
-/// form `/proc/<pid>/cgroup` uses (`/` for the root, `/a/b` below it).
-#[derive(Debug)]
-pub struct CgroupResolver {
-    root: PathBuf,
-    paths: HashMap<u64, String>,
-}
-
-impl CgroupResolver {
-    /// A resolver over the hierarchy mounted at `root`; nothing is read yet.
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self {
-            root: root.into(),
-            paths: HashMap::new(),
-        }
-    }
-
-    /// The mount point this resolver walks.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// The path of cgroup `id`, or `None` when it was removed before it was
-    /// ever seen. Kernel cgroup ids are never reused, so a cached path stays
-    /// right after its cgroup is gone, until the next walk forgets it.
-    pub fn path_of(&mut self, id: u64) -> Option<String> {
-        if !self.paths.contains_key(&id) {
-            self.refresh();
-        }
-        self.paths.get(&id).cloned()
-    }
-
-    /// Every cgroup id and path as of the last walk.
-    pub fn known(&self) -> impl Iterator<Item = (u64, &str)> {
-        self.paths.iter().map(|(id, path)| (*id, path.as_str()))
-    }
-
-    /// Walks the hierarchy again, forgetting cgroups that are gone.
-    pub fn refresh(&mut self) {
-        self.paths.clear();
-        let mut pending = vec![(self.root.clone(), String::from("/"))];
-        while let Some((dir, relative)) = pending.pop() {
-            let Ok(meta) = fs::symlink_metadata(&dir) else {
-                continue;
-            };
-            self.paths.insert(meta.ino(), relative.clone());
-            let Ok(entries) = fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                if !entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    continue;
-                }
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let child = match relative.as_str() {
-                    "/" => format!("/{name}"),
-                    parent => format!("{parent}/{name}"),
-                };
-                pending.push((entry.path(), child));
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -291,35 +259,31 @@ garbage line
     }
 
     #[test]
-    fn unescapes_mount_points() {
-        assert_eq!(unescape_octal(r"/mnt/a\040b\134c"), r"/mnt/a b\c");
-        assert_eq!(unescape_octal(r"/trailing\04"), r"/trailing\04");
+    fn lists_cgroup_trees_and_mounts_below_a_directory() {
+        assert_eq!(
+            cgroup_mount_points(HYBRID),
+            [
+                "/sys/fs/cgroup/unified",
+                "/sys/fs/cgroup/cpu,cpuacct",
+                "/sys/fs/cgroup/memory"
+            ]
+            .map(PathBuf::from)
+        );
+        assert_eq!(
+            mount_points_under(HYBRID, Path::new("/sys/fs")),
+            [
+                "/sys/fs/cgroup/unified",
+                "/sys/fs/cgroup/cpu,cpuacct",
+                "/sys/fs/cgroup/memory",
+                "/sys/fs/cgroup"
+            ]
+            .map(PathBuf::from)
+        );
     }
 
     #[test]
-    fn resolves_directory_inodes_to_paths_and_keeps_names_of_removed_ones() {
-        let root = std::env::temp_dir().join(format!("oom-probe-cgroups-{}", std::process::id()));
-        let leaf = root.join("kubepods/burstable/pod1");
-        fs::create_dir_all(&leaf).unwrap();
-        let ino = |p: &Path| fs::metadata(p).unwrap().ino();
-        let mut resolver = CgroupResolver::new(&root);
-        assert_eq!(resolver.path_of(ino(&root)).as_deref(), Some("/"));
-        let leaf_ino = ino(&leaf);
-        assert_eq!(
-            resolver.path_of(leaf_ino).as_deref(),
-            Some("/kubepods/burstable/pod1")
-        );
-        let later = root.join("late");
-        fs::create_dir(&later).unwrap();
-        assert_eq!(resolver.path_of(ino(&later)).as_deref(), Some("/late"));
-        fs::remove_dir_all(&leaf).unwrap();
-        // Seen before it vanished: still named (kernel cgroup ids are never reused).
-        assert_eq!(
-            resolver.path_of(leaf_ino).as_deref(),
-            Some("/kubepods/burstable/pod1")
-        );
-        // Never seen: no path, and no panic.
-        assert_eq!(CgroupResolver::new(&root).path_of(leaf_ino), None);
-        fs::remove_dir_all(&root).unwrap();
+    fn unescapes_mount_points() {
+        assert_eq!(unescape_octal(r"/mnt/a\040b\134c"), r"/mnt/a b\c");
+        assert_eq!(unescape_octal(r"/trailing\04"), r"/trailing\04");
     }
 }

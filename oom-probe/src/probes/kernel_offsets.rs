@@ -13,6 +13,8 @@ use btf_rs::{Btf, Type};
 use fallible_iterator::FallibleIterator;
 use oom_probe_common::{feature, KernelOffsets};
 
+use crate::event::Constraint;
+
 /// Where the kernel publishes its own BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -23,7 +25,7 @@ pub struct KernelLayout {
     pub offsets: KernelOffsets,
     pub missing: Vec<String>,
     /// `enum oom_constraint` values mapped to the names events use.
-    pub constraint_names: HashMap<u32, &'static str>,
+    pub constraint_names: HashMap<u32, Constraint>,
 }
 
 impl KernelLayout {
@@ -119,12 +121,12 @@ pub fn resolve(btf: &Btf) -> KernelLayout {
 
 /// Names for the kernel's `enum oom_constraint`, by value as this kernel
 /// numbers them.
-fn constraint_names(btf: &Layouts) -> HashMap<u32, &'static str> {
+fn constraint_names(btf: &Layouts) -> HashMap<u32, Constraint> {
     [
-        ("CONSTRAINT_NONE", "global"),
-        ("CONSTRAINT_CPUSET", "cpuset"),
-        ("CONSTRAINT_MEMORY_POLICY", "mempolicy"),
-        ("CONSTRAINT_MEMCG", "memcg"),
+        ("CONSTRAINT_NONE", Constraint::Global),
+        ("CONSTRAINT_CPUSET", Constraint::Cpuset),
+        ("CONSTRAINT_MEMORY_POLICY", Constraint::Mempolicy),
+        ("CONSTRAINT_MEMCG", Constraint::Memcg),
     ]
     .into_iter()
     .filter_map(|(enumerator, name)| Some((btf.enum_value(enumerator).ok()?, name)))
@@ -430,8 +432,8 @@ mod tests {
             o.oom_control_chosen_points,
         ];
         assert_eq!(oc, [16, 32, 40, 48]);
-        assert_eq!(layout.constraint_names.get(&0), Some(&"global"));
-        assert_eq!(layout.constraint_names.get(&3), Some(&"memcg"));
+        assert_eq!(layout.constraint_names.get(&0), Some(&Constraint::Global));
+        assert_eq!(layout.constraint_names.get(&3), Some(&Constraint::Memcg));
     }
 
     /// The offsets that differ between kernels, in one row per fixture.

@@ -15,7 +15,9 @@ use aya::{
 };
 use oom_probe_common::{EVENTS_MAP, KILLERS_MAP, LOST_MAP, OFFSETS_GLOBAL, TASK_COMM_LEN};
 
-use crate::kernel_offsets::{self, KernelLayout};
+pub mod kernel_offsets;
+
+use kernel_offsets::KernelLayout;
 
 /// The compiled eBPF object, built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/oom-probe-ebpf"));
@@ -27,40 +29,104 @@ const MARK_VICTIM: &str = "mark_victim";
 /// The tracepoint every signal passes through, for userspace OOM killers.
 const SIGNAL_GENERATE: &str = "signal_generate";
 
-/// One way of hooking the OOM path; users pick one with `--hook` and
-/// `check` reports which of them this kernel accepts.
+/// Where victims come from: the `mark_victim` tracepoint (`--hook`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Hook {
+pub enum VictimHook {
     /// `tp_btf/mark_victim`: typed, cheapest.
     TpBtf,
     /// `raw_tp/mark_victim`: for kernels that refuse tp_btf.
     RawTracepoint,
-    /// `fentry/oom_kill_process`: the OOM decision, cheapest.
-    Fentry,
-    /// `kprobe/oom_kill_process`: the OOM decision where fentry is refused.
-    Kprobe,
-    /// `tp_btf/signal_generate`: SIGKILLs from userspace OOM killers.
-    SignalBtf,
-    /// `raw_tp/signal_generate`: the same where tp_btf is refused.
-    SignalRaw,
 }
 
+/// Where the OOM decision comes from: `oom_kill_process` (`--decision-hook`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DecisionHook {
+    /// `fentry/oom_kill_process`: cheapest.
+    Fentry,
+    /// `kprobe/oom_kill_process`: where fentry is refused.
+    Kprobe,
+}
+
+/// Where userspace OOM killers' SIGKILLs come from: `signal_generate`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignalHook {
+    /// `tp_btf/signal_generate`.
+    TpBtf,
+    /// `raw_tp/signal_generate`: where tp_btf is refused.
+    RawTracepoint,
+}
+
+impl VictimHook {
+    /// Best first.
+    pub const ALL: [VictimHook; 2] = [Self::TpBtf, Self::RawTracepoint];
+}
+
+impl DecisionHook {
+    /// Best first.
+    pub const ALL: [DecisionHook; 2] = [Self::Fentry, Self::Kprobe];
+}
+
+impl SignalHook {
+    /// Best first.
+    pub const ALL: [SignalHook; 2] = [Self::TpBtf, Self::RawTracepoint];
+}
+
+/// Any one hook, whatever its role: what gets loaded and attached, and what
+/// `check` reports (its `Display` is the `check` name, e.g. `tp_btf mark_victim`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    Victim(VictimHook),
+    Decision(DecisionHook),
+    Signal(SignalHook),
+}
+
+impl From<VictimHook> for Hook {
+    fn from(hook: VictimHook) -> Self {
+        Self::Victim(hook)
+    }
+}
+
+impl From<DecisionHook> for Hook {
+    fn from(hook: DecisionHook) -> Self {
+        Self::Decision(hook)
+    }
+}
+
+impl From<SignalHook> for Hook {
+    fn from(hook: SignalHook) -> Self {
+        Self::Signal(hook)
+    }
+}
+
+macro_rules! display_as_hook {
+    ($($role:ty),*) => {$(
+        impl fmt::Display for $role {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                Hook::from(*self).fmt(f)
+            }
+        }
+    )*};
+}
+display_as_hook!(VictimHook, DecisionHook, SignalHook);
+
 impl Hook {
-    /// Hooks that report victims, best first.
-    pub const VICTIM: [Hook; 2] = [Hook::TpBtf, Hook::RawTracepoint];
-    /// Hooks that report the OOM decision, best first.
-    pub const CONTEXT: [Hook; 2] = [Hook::Fentry, Hook::Kprobe];
-    /// Hooks that report userspace OOM killers' SIGKILLs, best first.
-    pub const SIGNAL: [Hook; 2] = [Hook::SignalBtf, Hook::SignalRaw];
+    /// Every hook, victims first, each role best first.
+    pub fn all() -> impl Iterator<Item = Hook> {
+        VictimHook::ALL
+            .into_iter()
+            .map(Hook::from)
+            .chain(DecisionHook::ALL.into_iter().map(Hook::from))
+            .chain(SignalHook::ALL.into_iter().map(Hook::from))
+    }
 
     fn program(self) -> &'static str {
         match self {
-            Self::TpBtf => "mark_victim_btf",
-            Self::RawTracepoint => "mark_victim_raw",
-            Self::Fentry => "oom_kill_process_fentry",
-            Self::Kprobe => "oom_kill_process_kprobe",
-            Self::SignalBtf => "signal_generate_btf",
-            Self::SignalRaw => "signal_generate_raw",
+            Self::Victim(VictimHook::TpBtf) => "mark_victim_btf",
+            Self::Victim(VictimHook::RawTracepoint) => "mark_victim_raw",
+            Self::Decision(DecisionHook::Fentry) => "oom_kill_process_fentry",
+            Self::Decision(DecisionHook::Kprobe) => "oom_kill_process_kprobe",
+            Self::Signal(SignalHook::TpBtf) => "signal_generate_btf",
+            Self::Signal(SignalHook::RawTracepoint) => "signal_generate_raw",
         }
     }
 }
@@ -68,12 +134,12 @@ impl Hook {
 impl fmt::Display for Hook {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Self::TpBtf => "tp_btf mark_victim",
-            Self::RawTracepoint => "raw_tracepoint mark_victim",
-            Self::Fentry => "fentry oom_kill_process",
-            Self::Kprobe => "kprobe oom_kill_process",
-            Self::SignalBtf => "tp_btf signal_generate",
-            Self::SignalRaw => "raw_tracepoint signal_generate",
+            Self::Victim(VictimHook::TpBtf) => "tp_btf mark_victim",
+            Self::Victim(VictimHook::RawTracepoint) => "raw_tracepoint mark_victim",
+            Self::Decision(DecisionHook::Fentry) => "fentry oom_kill_process",
+            Self::Decision(DecisionHook::Kprobe) => "kprobe oom_kill_process",
+            Self::Signal(SignalHook::TpBtf) => "tp_btf signal_generate",
+            Self::Signal(SignalHook::RawTracepoint) => "raw_tracepoint signal_generate",
         })
     }
 }
@@ -83,11 +149,11 @@ pub struct Probes {
     ebpf: Ebpf,
     pub layout: KernelLayout,
     /// The hook that reports victims.
-    pub victim_hook: Hook,
+    pub victim_hook: VictimHook,
     /// The hook that reports the OOM decision, or why there is none.
-    pub context_hook: Result<Hook, String>,
+    pub context_hook: Result<DecisionHook, String>,
     /// The hook that reports userspace OOM killers, or why there is none.
-    pub signal_hook: Result<Hook, String>,
+    pub signal_hook: Result<SignalHook, String>,
 }
 
 impl Probes {
@@ -95,8 +161,8 @@ impl Probes {
     /// `victim_hooks` that works, then the best OOM-decision hook.
     pub fn attach(
         ring_buffer_bytes: u32,
-        victim_hooks: &[Hook],
-        decision_hooks: &[Hook],
+        victim_hooks: &[VictimHook],
+        decision_hooks: &[DecisionHook],
         userspace_killers: &[String],
     ) -> Result<Self> {
         let (mut ebpf, layout, btf) = load(ring_buffer_bytes)?;
@@ -110,7 +176,7 @@ impl Probes {
         } else {
             set_killers(&mut ebpf, userspace_killers)
                 .map_err(|e| format!("{e:#}"))
-                .and_then(|()| attach_first(&mut ebpf, &btf, &Hook::SIGNAL))
+                .and_then(|()| attach_first(&mut ebpf, &btf, &SignalHook::ALL))
         };
         Ok(Self {
             ebpf,
@@ -165,12 +231,16 @@ fn load(ring_buffer_bytes: u32) -> Result<(Ebpf, KernelLayout, Btf)> {
 }
 
 /// Attaches the first of `hooks` that works; the error lists why each failed.
-fn attach_first(ebpf: &mut Ebpf, btf: &Btf, hooks: &[Hook]) -> Result<Hook, String> {
+fn attach_first<H: Copy + Into<Hook>>(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    hooks: &[H],
+) -> Result<H, String> {
     let mut failures = Vec::new();
     for &hook in hooks {
-        match attach_hook(ebpf, btf, hook) {
+        match attach_hook(ebpf, btf, hook.into()) {
             Ok(()) => return Ok(hook),
-            Err(err) => failures.push(format!("{hook}: {err:#}")),
+            Err(err) => failures.push(format!("{}: {err:#}", hook.into())),
         }
     }
     Err(failures.join("; "))
@@ -199,32 +269,32 @@ fn attach_hook(ebpf: &mut Ebpf, btf: &Btf, hook: Hook) -> Result<()> {
         .program_mut(hook.program())
         .ok_or_else(|| anyhow!("program {} missing from the object", hook.program()))?;
     match hook {
-        Hook::TpBtf => {
+        Hook::Victim(VictimHook::TpBtf) => {
             let p: &mut BtfTracePoint = program.try_into()?;
             p.load(MARK_VICTIM, btf)?;
             p.attach()?;
         }
-        Hook::RawTracepoint => {
+        Hook::Victim(VictimHook::RawTracepoint) => {
             let p: &mut RawTracePoint = program.try_into()?;
             p.load()?;
             p.attach(MARK_VICTIM)?;
         }
-        Hook::Fentry => {
+        Hook::Decision(DecisionHook::Fentry) => {
             let p: &mut FEntry = program.try_into()?;
             p.load(OOM_KILL_PROCESS, btf)?;
             p.attach()?;
         }
-        Hook::Kprobe => {
+        Hook::Decision(DecisionHook::Kprobe) => {
             let p: &mut KProbe = program.try_into()?;
             p.load()?;
             p.attach(OOM_KILL_PROCESS, 0)?;
         }
-        Hook::SignalBtf => {
+        Hook::Signal(SignalHook::TpBtf) => {
             let p: &mut BtfTracePoint = program.try_into()?;
             p.load(SIGNAL_GENERATE, btf)?;
             p.attach()?;
         }
-        Hook::SignalRaw => {
+        Hook::Signal(SignalHook::RawTracepoint) => {
             let p: &mut RawTracePoint = program.try_into()?;
             p.load()?;
             p.attach(SIGNAL_GENERATE)?;
@@ -236,10 +306,7 @@ fn attach_hook(ebpf: &mut Ebpf, btf: &Btf, hook: Hook) -> Result<()> {
 /// Result of trying every hook, for `oom-probe check`.
 pub fn probe_all_hooks() -> Result<Vec<(Hook, Result<(), String>)>> {
     let (mut ebpf, _, btf) = load(4096)?;
-    Ok(Hook::VICTIM
-        .into_iter()
-        .chain(Hook::CONTEXT)
-        .chain(Hook::SIGNAL)
+    Ok(Hook::all()
         .map(|hook| {
             (
                 hook,

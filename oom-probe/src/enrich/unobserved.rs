@@ -18,7 +18,12 @@ use std::{
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::{cgroups::CgroupResolver, event::UnobservedKills};
+use oom_probe_cgroupfs::{
+    counters::{self, Scope},
+    CgroupResolver,
+};
+
+use crate::event::UnobservedKills;
 
 /// Kernel kill counts already accounted for, per cgroup id.
 pub struct KillLedger {
@@ -101,7 +106,6 @@ impl KillLedger {
             let accounted = self.state.accounted.get(&id).copied().unwrap_or(0);
             if self.has_baseline && count > accounted {
                 unobserved.push(UnobservedKills {
-                    kind: "oom_kill_unobserved",
                     time: time.to_string(),
                     node: node.to_string(),
                     cgroup_id: id,
@@ -169,13 +173,7 @@ fn boot_id() -> String {
 
 /// The kernel's count of OOM kills in this one cgroup (not its children).
 fn kernel_oom_kills(dir: &Path) -> Option<u64> {
-    ["memory.events.local", "memory.oom_control"]
-        .into_iter()
-        .find_map(|file| {
-            let text = fs::read_to_string(dir.join(file)).ok()?;
-            text.lines()
-                .find_map(|line| line.strip_prefix("oom_kill ")?.trim().parse().ok())
-        })
+    counters::oom_kills(dir, Scope::Local).ok()
 }
 
 #[cfg(test)]

@@ -10,12 +10,15 @@ use anyhow::Result;
 use tokio::sync::mpsc;
 
 use crate::{
-    enrich::{
-        cri::{CriClient, CriError},
-        pods::{self, Eviction, PodStore},
-    },
+    enrich::cri::{CriClient, CriError},
     event::{EvictedContainer, EvictionEvent, Kubernetes, OomKillEvent},
-    metrics::Metrics,
+    kube::{
+        client,
+        pod::{Eviction, PodMatch},
+        quantity::quantity_bytes,
+        watch::PodStore,
+    },
+    sink::metrics::Metrics,
 };
 
 /// Where to find the container runtime and the API server.
@@ -36,7 +39,7 @@ pub async fn api_client(options: &SourceOptions) -> Option<kube::Client> {
     if options.no_api {
         return None;
     }
-    match pods::client(options.kubeconfig.clone()).await {
+    match client::client(options.kubeconfig.clone()).await {
         Ok(client) => Some(client),
         Err(err) => {
             tracing::info!("no Kubernetes API ({err:#}); names come from the container runtime");
@@ -148,7 +151,7 @@ impl Namer {
     }
 }
 
-fn fill_from_pod(k8s: &mut Kubernetes, found: pods::PodMatch) {
+fn fill_from_pod(k8s: &mut Kubernetes, found: PodMatch) {
     k8s.namespace = Some(found.namespace);
     k8s.pod = Some(found.name);
     k8s.container = found.container_name.or(k8s.container.take());
@@ -169,7 +172,6 @@ pub fn eviction_event(eviction: Eviction, node: &str) -> EvictionEvent {
         .map(evicted_containers)
         .unwrap_or_default();
     EvictionEvent {
-        kind: "eviction",
         time: humantime::format_rfc3339_millis(eviction.time).to_string(),
         node: node.to_string(),
         kubernetes: Kubernetes {
@@ -195,8 +197,8 @@ fn evicted_containers(message: &str) -> Vec<EvictedContainer> {
             let request = rest.split([',', ' ']).next()?;
             Some(EvictedContainer {
                 name: name.to_string(),
-                usage_bytes: pods::quantity_bytes(usage),
-                request_bytes: pods::quantity_bytes(request),
+                usage_bytes: quantity_bytes(usage),
+                request_bytes: quantity_bytes(request),
             })
         })
         .collect()

@@ -46,8 +46,8 @@ impl<W: Write> Output<W> {
                     self.header_written = true;
                 }
                 let row = match event {
-                    Event::Kill(kill) => table_row(kill),
-                    Event::Unobserved(missed) => unobserved_row(missed),
+                    Event::OomKill(kill) | Event::UserspaceKill(kill) => table_row(kill),
+                    Event::OomKillUnobserved(missed) => unobserved_row(missed),
                     Event::Eviction(evicted) => format!(
                         "{:<24} pod {}/{} evicted by the kubelet: {}",
                         evicted.time,
@@ -104,8 +104,7 @@ mod tests {
     use crate::event::{Memcg, Rss, Trigger, Victim};
 
     fn event() -> Event {
-        Event::Kill(Box::new(OomKillEvent {
-            kind: "oom_kill",
+        Event::OomKill(Box::new(OomKillEvent {
             time: "2026-11-23T10:00:00.000Z".into(),
             kernel_time_ns: 1,
             node: "n1".into(),
@@ -124,6 +123,8 @@ mod tests {
                 total_vm_bytes: Some(10 << 20),
                 cgroup_id: Some(9),
                 cgroup_path: Some("/kubepods/pod1/abc".into()),
+                cgroup_v2_id: None,
+                oom_points: None,
             },
             trigger: Trigger {
                 pid: 42,
@@ -142,6 +143,7 @@ mod tests {
             group_kill: false,
             kubernetes: None,
             silent: Some(true),
+            oom_domain_bytes: None,
         }))
     }
 
@@ -175,8 +177,7 @@ mod tests {
     #[test]
     fn unobserved_kills_get_a_row_too() {
         let mut out = Output::new(OutputFormat::Table, Vec::new());
-        out.write(&Event::Unobserved(UnobservedKills {
-            kind: "oom_kill_unobserved",
+        out.write(&Event::OomKillUnobserved(UnobservedKills {
             time: "t".into(),
             node: "n".into(),
             cgroup_id: 5,

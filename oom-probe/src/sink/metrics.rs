@@ -14,7 +14,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::event::Event;
+use crate::event::{Constraint, Event};
 
 /// Labels of `oom_probe_kills_total`: who was killed and how.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -33,7 +33,10 @@ pub struct Metrics {
     unobserved: Counter,
     lost: Counter,
     enrichment_failures: Counter,
-    last_kill: Gauge<f64, AtomicU64>,
+    /// Unix time of each kill series' last kill: an alert on it fires for
+    /// a container's first kill too, which `increase()` over a counter
+    /// created at that kill cannot see.
+    last_kill: Family<KillLabels, Gauge<f64, AtomicU64>>,
     /// When each kill series last moved; idle ones are dropped so deleted
     /// pods do not grow the series set forever.
     last_moved: Mutex<HashMap<KillLabels, Instant>>,
@@ -68,11 +71,18 @@ impl Metrics {
             "Lookups of pod or container names that failed",
             enrichment_failures.clone(),
         );
-        let last_kill = Gauge::<f64, AtomicU64>::default();
+        let last_kill = Family::<KillLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "last_kill_timestamp_seconds",
-            "Unix time of the last kill seen",
+            "Unix time oom-probe saw the last kill of each oom_probe_kills_total series",
             last_kill.clone(),
+        );
+        let start_time = Gauge::<f64, AtomicU64>::default();
+        start_time.set(unix_now());
+        registry.register(
+            "start_time_seconds",
+            "Unix time this oom-probe started; its counters started at zero then",
+            start_time,
         );
         let build = Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]);
         registry.register("build", "oom-probe build", build);
@@ -91,13 +101,13 @@ impl Metrics {
     /// Counts one emitted event.
     pub fn record(&self, event: &Event) {
         match event {
-            Event::Kill(kill) => {
+            Event::OomKill(kill) | Event::UserspaceKill(kill) => {
                 let k8s = kill.kubernetes.as_ref();
                 let text = |value: Option<&String>| value.cloned().unwrap_or_default();
-                let constraint = if kill.kind == "userspace_kill" {
+                let constraint = if matches!(event, Event::UserspaceKill(_)) {
                     Some("userspace")
                 } else {
-                    kill.constraint
+                    kill.constraint.map(Constraint::as_str)
                 };
                 let labels = KillLabels {
                     namespace: text(k8s.and_then(|k| k.namespace.as_ref())),
@@ -110,16 +120,13 @@ impl Metrics {
                         .to_string(),
                 };
                 self.kills.get_or_create(&labels).inc();
+                self.last_kill.get_or_create(&labels).set(unix_now());
                 self.last_moved
                     .lock()
                     .expect("metrics lock")
                     .insert(labels, Instant::now());
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default();
-                self.last_kill.set(now.as_secs_f64());
             }
-            Event::Unobserved(missed) => {
+            Event::OomKillUnobserved(missed) => {
                 self.unobserved.inc_by(missed.count);
             }
             Event::Eviction(_) => {}
@@ -143,15 +150,89 @@ impl Metrics {
             let keep = moved.elapsed() < self.series_ttl;
             if !keep {
                 self.kills.remove(labels);
+                self.last_kill.remove(labels);
             }
             keep
         });
     }
 
-    /// The OpenMetrics text exposition.
+    /// The OpenMetrics text exposition (`application/openmetrics-text;
+    /// version=1.0.0`), what Prometheus asks for.
     pub fn encode(&self) -> String {
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text
+    }
+
+    /// The classic Prometheus text format (`text/plain; version=0.0.4`), for
+    /// scrapers that do not ask for OpenMetrics (curl, `promtool check
+    /// metrics`): the same samples, with counter families named after their
+    /// `_total` samples, info families as `_info` gauges, no `# EOF`.
+    pub fn encode_prometheus_text(&self) -> String {
+        openmetrics_to_prometheus_text(&self.encode())
+    }
+}
+
+/// Seconds since the Unix epoch, now (0 if the clock is before 1970).
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+/// Rewrites prometheus-client's OpenMetrics text as Prometheus text format
+/// 0.0.4. Only the metadata lines differ for the types oom-probe exports
+/// (counter, gauge, info); sample lines are the same in both.
+fn openmetrics_to_prometheus_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut help: Option<(&str, &str)> = None;
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            help = rest.split_once(' ');
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (family, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let (name, kind) = match kind {
+                "counter" => (format!("{family}_total"), "counter"),
+                "info" => (format!("{family}_info"), "gauge"),
+                "gauge" => (family.to_string(), "gauge"),
+                _ => (family.to_string(), "untyped"),
+            };
+            if let Some((_, text)) = help.take().filter(|(f, _)| *f == family) {
+                out.push_str(&format!("# HELP {name} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
+        } else if line.starts_with('#') {
+            // # UNIT and # EOF have no 0.0.4 form.
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_names_families_after_their_samples() {
+        let metrics = Metrics::new(Duration::from_secs(60));
+        metrics.add_lost(3);
+        let text = metrics.encode_prometheus_text();
+        for expected in [
+            "# HELP oom_probe_lost_events_total Records the kernel dropped because the ring buffer was full.\n",
+            "# TYPE oom_probe_lost_events_total counter\noom_probe_lost_events_total 3\n",
+            "# TYPE oom_probe_build_info gauge\noom_probe_build_info{version=",
+            "# TYPE oom_probe_start_time_seconds gauge\noom_probe_start_time_seconds ",
+        ] {
+            assert!(text.contains(expected), "{expected:?} missing:\n{text}");
+        }
+        assert!(!text.contains("# EOF"), "{text}");
+        assert!(
+            !text.contains("# TYPE oom_probe_lost_events counter"),
+            "{text}"
+        );
     }
 }

@@ -11,10 +11,16 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Router};
+use axum::{
+    extract::State,
+    http::{header, HeaderMap, StatusCode},
+    response::IntoResponse,
+    routing::get,
+    Router,
+};
 use tokio::net::TcpListener;
 
-use crate::metrics::Metrics;
+use crate::sink::metrics::Metrics;
 
 /// What the handlers read.
 #[derive(Clone)]
@@ -42,14 +48,31 @@ pub async fn serve(listener: TcpListener, shared: Shared) {
     }
 }
 
-async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {
-    (
-        [(
-            "content-type",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        shared.metrics.encode(),
-    )
+/// OpenMetrics for a scraper that accepts it (Prometheus does), else the
+/// classic text format, as Prometheus' own client libraries negotiate.
+async fn metrics(State(shared): State<Shared>, headers: HeaderMap) -> impl IntoResponse {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    if openmetrics {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            shared.metrics.encode(),
+        )
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            shared.metrics.encode_prometheus_text(),
+        )
+    }
 }
 
 async fn readyz(State(shared): State<Shared>) -> impl IntoResponse {

@@ -17,7 +17,11 @@ use kube::{
 };
 use tokio::sync::mpsc;
 
-use crate::{enrich::explain::size, event::OomKillEvent, metrics::Metrics};
+use crate::{
+    enrich::explain::size,
+    event::{Constraint, KillKind, OomKillEvent},
+    sink::metrics::Metrics,
+};
 
 /// Kills waiting to be posted; past this, new ones are counted, not queued.
 const QUEUE: usize = 256;
@@ -56,8 +60,8 @@ impl EventPoster {
 
     /// Queues the Events for one kill: on its Pod, and on the Node for a
     /// node-wide OOM.
-    pub fn post(&self, kill: &OomKillEvent) {
-        for event in events_for(kill) {
+    pub fn post(&self, kind: KillKind, kill: &OomKillEvent) {
+        for event in events_for(kind, kill) {
             if self.queue.try_send(event).is_err() {
                 self.metrics.add_enrichment_failure();
             }
@@ -66,12 +70,12 @@ impl EventPoster {
 }
 
 /// The Events a kill deserves.
-fn events_for(kill: &OomKillEvent) -> Vec<(Event, ObjectReference)> {
+fn events_for(kind: KillKind, kill: &OomKillEvent) -> Vec<(Event, ObjectReference)> {
     let mut events = Vec::new();
-    if let Some(pod) = pod_event(kill) {
+    if let Some(pod) = pod_event(kind, kill) {
         events.push(pod);
     }
-    if kill.constraint == Some("global") && kill.kind == "oom_kill" {
+    if kill.constraint == Some(Constraint::Global) && kind == KillKind::OomKill {
         let reference = ObjectReference {
             api_version: Some("v1".into()),
             kind: Some("Node".into()),
@@ -93,11 +97,11 @@ fn events_for(kill: &OomKillEvent) -> Vec<(Event, ObjectReference)> {
     events
 }
 
-fn pod_event(kill: &OomKillEvent) -> Option<(Event, ObjectReference)> {
+fn pod_event(kind: KillKind, kill: &OomKillEvent) -> Option<(Event, ObjectReference)> {
     let k8s = kill.kubernetes.as_ref()?;
     let (namespace, pod) = (k8s.namespace.clone()?, k8s.pod.clone()?);
-    let reason = match (kill.kind, kill.silent) {
-        ("userspace_kill", _) => "UserspaceOOMKilled",
+    let reason = match (kind, kill.silent) {
+        (KillKind::UserspaceKill, _) => "UserspaceOOMKilled",
         (_, Some(false)) => "OOMKilled",
         _ => "ProcessOOMKilled",
     };
@@ -170,9 +174,8 @@ mod tests {
     use super::*;
     use crate::event::{Kubernetes, Memcg, Trigger, Victim};
 
-    fn kill(silent: Option<bool>, constraint: &'static str) -> OomKillEvent {
+    fn kill(silent: Option<bool>, constraint: Constraint) -> OomKillEvent {
         OomKillEvent {
-            kind: "oom_kill",
             time: "t".into(),
             kernel_time_ns: 1,
             node: "node-a".into(),
@@ -187,6 +190,8 @@ mod tests {
                 total_vm_bytes: None,
                 cgroup_id: Some(1),
                 cgroup_path: None,
+                cgroup_v2_id: None,
+                oom_points: None,
             },
             trigger: Trigger {
                 pid: 42,
@@ -210,12 +215,13 @@ mod tests {
                 ..Kubernetes::default()
             }),
             silent,
+            oom_domain_bytes: None,
         }
     }
 
     #[test]
     fn an_init_kill_is_oomkilled_and_a_worker_kill_is_process_oomkilled() {
-        let events = events_for(&kill(Some(false), "memcg"));
+        let events = events_for(KillKind::OomKill, &kill(Some(false), Constraint::Memcg));
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].0.reason, "OOMKilled");
         assert_eq!(
@@ -223,7 +229,9 @@ mod tests {
             Some("spec.containers{app}")
         );
         assert_eq!(
-            events_for(&kill(Some(true), "memcg"))[0].0.reason,
+            events_for(KillKind::OomKill, &kill(Some(true), Constraint::Memcg))[0]
+                .0
+                .reason,
             "ProcessOOMKilled"
         );
         let note = events[0].0.note.clone().unwrap();
@@ -235,7 +243,7 @@ mod tests {
 
     #[test]
     fn a_node_wide_oom_also_lands_on_the_node() {
-        let events = events_for(&kill(Some(true), "global"));
+        let events = events_for(KillKind::OomKill, &kill(Some(true), Constraint::Global));
         assert_eq!(events.len(), 2);
         assert_eq!(events[1].1.kind.as_deref(), Some("Node"));
         assert_eq!(events[1].1.name.as_deref(), Some("node-a"));
@@ -244,9 +252,9 @@ mod tests {
 
     #[test]
     fn a_kill_outside_any_pod_gets_no_pod_event_and_notes_stay_under_1kb() {
-        let mut host = kill(Some(true), "memcg");
+        let mut host = kill(Some(true), Constraint::Memcg);
         host.kubernetes = None;
-        assert!(events_for(&host).is_empty());
+        assert!(events_for(KillKind::OomKill, &host).is_empty());
         assert_eq!(truncate("é".repeat(1000)).len(), 1023);
     }
 }
