@@ -176,6 +176,7 @@ fn victim_fields_come_from_its_task() {
         "{event:#}"
     );
     assert_eq!(victim["cgroup_path"], cgroup.relative_path(), "{event:#}");
+    assert_eq!(victim["cgroup_v2_id"], expected_v2_id(&cgroup), "{event:#}");
     // The child ran out of memory in its own allocation: it is the trigger.
     assert_eq!(event["trigger"]["pid"], pid, "{event:#}");
     assert_eq!(event["trigger"]["comm"], "hog-fields", "{event:#}");

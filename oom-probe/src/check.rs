@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::probes::{
     self,
     kernel_offsets::{self, VMLINUX_BTF},
-    VictimHook,
+    SignalHook, VictimHook,
 };
 
 /// Everything `check` found out.
@@ -65,7 +65,7 @@ pub fn run() -> CheckReport {
         Vec::new()
     };
     if layout.as_ref().is_some_and(|l| l.victim_task_from_signal()) {
-        let signal: Vec<String> = Hook::SIGNAL.iter().map(Hook::to_string).collect();
+        let signal: Vec<String> = SignalHook::ALL.iter().map(|h| h.to_string()).collect();
         if !hooks.iter().any(|h| h.ok && signal.contains(&h.hook)) {
             if let Some(source) = &mut victim_task {
                 source.push_str(

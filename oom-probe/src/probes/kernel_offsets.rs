@@ -558,7 +558,7 @@ mod tests {
             ],
             [16, 32, 40]
         );
-        assert_eq!(layout.constraint_names.get(&3), Some(&"memcg"));
+        assert_eq!(layout.constraint_names.get(&3), Some(&Constraint::Memcg));
     }
 
     // Debian 6.12: percpu_counter RSS, as on 6.18 but with other offsets.
