@@ -365,10 +365,23 @@ pub fn run_hog_with_child(
     comm: &str,
     megabytes: u32,
 ) -> Result<(u32, String)> {
+    run_hog_with_child_args(cgroup, mode, comm, megabytes, &[])
+}
+
+/// [`run_hog_with_child`] with more oom-hog arguments (`--uid`,
+/// `--oom-score-adj`), which apply to the child.
+pub fn run_hog_with_child_args(
+    cgroup: &MemoryCgroup,
+    mode: &str,
+    comm: &str,
+    megabytes: u32,
+    extra: &[&str],
+) -> Result<(u32, String)> {
     let output = hog()
         .arg("--cgroup")
         .arg(cgroup.path())
         .args([mode, "--comm", comm, "--mb", &megabytes.to_string()])
+        .args(extra)
         .output()
         .context("cannot run oom-hog")?;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
