@@ -26,6 +26,7 @@ use crate::{
     },
     probes::{DecisionHook, LostCounter, Probes, VictimHook},
     sink::{
+        history::{History, HistoryLimits},
         http,
         metrics::Metrics,
         output::{Output, OutputFormat},
@@ -63,6 +64,11 @@ pub struct WatchOptions {
     pub events: bool,
     /// Print only the kills of these pods.
     pub filter: Filter,
+    /// Where every emitted event is kept (the agent's history store); none
+    /// for a person's `watch` unless asked.
+    pub history: Option<PathBuf>,
+    /// How much the history store keeps.
+    pub history_limits: HistoryLimits,
 }
 
 /// `--namespace`, `--pod`, `--container`: which kills a person wants to see,
@@ -98,6 +104,14 @@ impl Filter {
 /// Runs until SIGINT/SIGTERM (or `max_events`), then drains what is left.
 pub async fn watch(options: WatchOptions) -> Result<()> {
     let metrics = Arc::new(Metrics::new(options.metrics_series_ttl));
+    let history = match &options.history {
+        Some(path) => {
+            let history = History::open(path, options.history_limits)?;
+            tracing::info!("keeping every event in {}", path.display());
+            Some(history)
+        }
+        None => None,
+    };
     let ready = Arc::new(AtomicBool::new(false));
     if let Some(addr) = options.listen {
         let listener = http::bind(addr).await?;
@@ -146,6 +160,7 @@ pub async fn watch(options: WatchOptions) -> Result<()> {
         poster,
         enricher,
         ledger: KillLedger::load(options.state_file.clone()),
+        history,
         kills: 0,
         undecodable: 0,
         lost_reported: 0,
@@ -232,6 +247,7 @@ struct Pump<W: Write> {
     poster: Option<EventPoster>,
     enricher: Enricher,
     ledger: KillLedger,
+    history: Option<History>,
     kills: u64,
     undecodable: u64,
     lost_reported: u64,
@@ -254,22 +270,48 @@ impl<W: Write> Pump<W> {
         events
     }
 
-    /// Names pods (bounded waits) and writes the events.
-    async fn emit_all(&mut self, events: Vec<Event>) -> Result<()> {
-        for mut event in events {
+    /// Names pods (bounded waits), stores the events in one commit and
+    /// writes them.
+    async fn emit_all(&mut self, mut events: Vec<Event>) -> Result<()> {
+        for event in &mut events {
             if let Some((kind, kill)) = event.as_kill_mut() {
                 self.namer.name(kill).await;
                 if let Some(poster) = &self.poster {
                     poster.post(kind, kill);
                 }
             }
-            self.emit(&event)?;
+        }
+        self.keep(&events);
+        for event in &events {
+            self.write(event)?;
         }
         self.ledger.save();
         Ok(())
     }
 
+    /// Stores and writes one event.
     fn emit(&mut self, event: &Event) -> Result<()> {
+        self.keep(std::slice::from_ref(event));
+        self.write(event)
+    }
+
+    /// Commits events to the history store before they are printed, so
+    /// that what the stream showed is in the store. A failed commit is
+    /// logged and the events are still printed: the stream comes first.
+    fn keep(&mut self, events: &[Event]) {
+        let Some(history) = &self.history else { return };
+        if events.is_empty() {
+            return;
+        }
+        if let Err(err) = history.append(events) {
+            tracing::error!(
+                "{} event(s) not kept in the history store: {err}",
+                events.len()
+            );
+        }
+    }
+
+    fn write(&mut self, event: &Event) -> Result<()> {
         if let Some((kind, kill)) = event.as_kill() {
             if kind == KillKind::OomKill {
                 if let Some(id) = kill.victim.cgroup_id {
