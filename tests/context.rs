@@ -44,6 +44,53 @@ fn a_full_parent_cgroup_is_named_as_the_one_that_ran_out() {
     drop(container);
 }
 
+/// The task whose allocation set the OOM killer off is not always the
+/// victim: here a small allocator in one child cgroup fills the parent's
+/// limit and the kernel kills a bigger idle process in a sibling. Both are
+/// named, each by its own cgroup.
+#[test]
+fn a_trigger_in_another_cgroup_is_named_apart_from_the_victim() {
+    if !root_or_skip("a_trigger_in_another_cgroup_is_named_apart_from_the_victim") {
+        return;
+    }
+    let pod = MemoryCgroup::create(64 * MIB).unwrap();
+    let idle = pod.create_child_named("idle", None).unwrap();
+    let busy = pod.create_child_named("busy", None).unwrap();
+    let mut watcher = Watcher::start(&[]).unwrap();
+    // 40 MiB allocated, then asleep: the biggest task under the limit.
+    let mut sleeper = hog()
+        .arg("--cgroup")
+        .arg(idle.path())
+        .args(["--comm", "big-sleeper", "--mb", "40"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(sleeper.stderr.take().unwrap()),
+        &mut said,
+    )
+    .unwrap();
+    assert!(said.contains("allocated 40 MiB"), "{said}");
+    let (allocator, _) = run_hog_with_child(&busy, "--fork", "allocator", 256).unwrap();
+    let event = &watcher.events_for(idle.relative_path(), 1, SETTLE).unwrap()[0];
+    let _ = sleeper.wait();
+    assert_eq!(event["victim"]["pid"], sleeper.id(), "{event:#}");
+    assert_eq!(event["victim"]["comm"], "big-sleeper", "{event:#}");
+    let trigger = &event["trigger"];
+    assert_eq!(trigger["pid"], allocator, "{event:#}");
+    assert_eq!(trigger["tid"], allocator, "{event:#}");
+    assert_eq!(trigger["comm"], "allocator", "{event:#}");
+    assert_eq!(trigger["cgroup_path"], busy.relative_path(), "{event:#}");
+    assert!(
+        trigger["cgroup_id"].as_u64().is_some()
+            && trigger["cgroup_id"] != event["victim"]["cgroup_id"],
+        "{event:#}"
+    );
+    assert_eq!(trigger["kubernetes"], Value::Null, "not a pod's cgroup");
+    assert_eq!(event["oom_memcg"]["path"], pod.relative_path(), "{event:#}");
+}
+
 #[test]
 fn a_memcg_full_of_tmpfs_is_explained_as_shmem() {
     if !root_or_skip("a_memcg_full_of_tmpfs_is_explained_as_shmem") {

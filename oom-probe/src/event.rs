@@ -178,11 +178,23 @@ pub struct Rss {
     pub shmem: u64,
 }
 
-/// The task whose allocation set off the OOM killer (often not the victim).
+/// The task whose allocation set off the OOM killer (often not the victim),
+/// named like the victim; for a `userspace_kill`, the killer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Trigger {
+    /// Process id (host pid namespace).
     pub pid: u32,
     pub comm: String,
+    /// Thread id (host pid namespace) of the allocating thread.
+    pub tid: u32,
+    /// Id of its memory cgroup (cgroupfs inode), read in eBPF from the
+    /// current task at the kill; null when the kernel's BTF lacks the fields.
+    pub cgroup_id: Option<u64>,
+    /// Path of that cgroup below its hierarchy's root; null when unknown.
+    pub cgroup_path: Option<String>,
+    /// Its pod and container, from the same sources as the victim's; null
+    /// when its cgroup is not a pod's.
+    pub kubernetes: Option<Kubernetes>,
 }
 
 /// Usage and limit of a memory cgroup at kill time.
@@ -306,6 +318,10 @@ mod tests {
             trigger: Trigger {
                 pid: 16669,
                 comm: "celery-worker".into(),
+                tid: 16669,
+                cgroup_id: Some(226_283),
+                cgroup_path: Some("/oom-probe-readme".into()),
+                kubernetes: None,
             },
             memcg: Memcg {
                 usage_bytes: Some(33_554_432),
@@ -359,6 +375,10 @@ mod tests {
             trigger: Trigger {
                 pid: 600,
                 comm: "systemd-oomd".into(),
+                tid: 600,
+                cgroup_id: Some(55),
+                cgroup_path: Some("/system.slice/systemd-oomd.service".into()),
+                kubernetes: None,
             },
             memcg: Memcg {
                 usage_bytes: Some(1_056_768),

@@ -167,6 +167,8 @@ impl Enricher {
             _ => false,
         };
         let kubernetes = cgroup_path.as_deref().and_then(kubernetes_from_path);
+        let trigger_cgroup_id = (memcg && r.trigger_cgroup_id != 0).then_some(r.trigger_cgroup_id);
+        let trigger_path = trigger_cgroup_id.and_then(|id| self.path_of(id));
         let mut event = OomKillEvent {
             time: humantime::format_rfc3339_millis(clock::wall_time(r.kernel_time_ns)).to_string(),
             kernel_time_ns: r.kernel_time_ns,
@@ -197,6 +199,10 @@ impl Enricher {
             trigger: Trigger {
                 pid: r.trigger_tgid,
                 comm: comm(&r.trigger_comm),
+                tid: r.trigger_tid,
+                cgroup_id: trigger_cgroup_id,
+                kubernetes: trigger_path.as_deref().and_then(kubernetes_from_path),
+                cgroup_path: trigger_path,
             },
             memcg: Memcg {
                 usage_bytes: memcg.then(|| own.usage_pages * self.page_size),
@@ -459,9 +465,28 @@ mod tests {
         assert_eq!(event.victim.oom_points, None, "no decision hook");
         assert_eq!(event.oom_domain_bytes, None);
         assert_eq!(event.silent, Some(false));
+        assert_eq!((event.trigger.pid, event.trigger.tid), (300, 301));
+        assert_eq!(event.trigger.cgroup_id, None, "0 is no cgroup");
         let json = serde_json::to_value(Event::OomKill(Box::new(event))).unwrap();
         assert_eq!(json["type"], "oom_kill");
         assert_eq!(json["victim"]["rss_bytes"]["anon"], 10 * page);
+    }
+
+    #[test]
+    fn the_trigger_is_named_by_its_own_cgroup() {
+        let mut r = victim(ALL);
+        r.trigger_cgroup_id = 99;
+        let event = kill(enricher().on_record(Record::Victim(r)));
+        assert_eq!(event.trigger.cgroup_id, Some(99));
+        // The enricher of these tests has no cgroupfs: ids only.
+        assert_eq!(event.trigger.cgroup_path, None);
+        let mut r = victim(ALL & !feature::MEMCG);
+        r.trigger_cgroup_id = 99;
+        let event = kill(enricher().on_record(Record::Victim(r)));
+        assert_eq!(
+            event.trigger.cgroup_id, None,
+            "not read without the memcg offsets"
+        );
     }
 
     #[test]

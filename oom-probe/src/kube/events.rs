@@ -196,6 +196,10 @@ mod tests {
             trigger: Trigger {
                 pid: 42,
                 comm: "java".into(),
+                tid: 42,
+                cgroup_id: None,
+                cgroup_path: None,
+                kubernetes: None,
             },
             memcg: Memcg {
                 usage_bytes: None,

@@ -129,6 +129,10 @@ mod tests {
             trigger: Trigger {
                 pid: 42,
                 comm: "gunicorn".into(),
+                tid: 42,
+                cgroup_id: None,
+                cgroup_path: None,
+                kubernetes: None,
             },
             memcg: Memcg {
                 usage_bytes: Some(4 << 20),
