@@ -313,6 +313,62 @@ fn a_node_wide_oom_is_global() {
     );
 }
 
+/// In a node-wide OOM the kernel kills the biggest process of the node,
+/// often not the one whose allocation set it off: a big idle process in one
+/// cgroup is killed for an allocator in another; both are named.
+#[test]
+fn a_node_wide_oom_names_the_trigger_apart_from_the_victim() {
+    let test = "a_node_wide_oom_names_the_trigger_apart_from_the_victim";
+    if !root_or_skip(test) {
+        return;
+    }
+    if !in_vm() {
+        skipped(
+            test,
+            "exhausting a node's memory is only safe in the VM matrix (cargo xtask vm-test)",
+        );
+        return;
+    }
+    let idle = MemoryCgroup::create(u64::MAX / 2).unwrap();
+    let busy = MemoryCgroup::create(u64::MAX / 2).unwrap();
+    let mut watcher = Watcher::start(&[]).unwrap();
+    let available_mib: u64 = fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("MemAvailable:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap()
+        / 1024;
+    // Most of the free memory, then asleep: the node's biggest process.
+    let big = available_mib * 6 / 10;
+    let mut sleeper = hog()
+        .arg("--cgroup")
+        .arg(idle.path())
+        .args(["--comm", "node-sleeper", "--mb", &big.to_string()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(sleeper.stderr.take().unwrap()),
+        &mut said,
+    )
+    .unwrap();
+    assert!(said.contains("allocated"), "{said}");
+    let (allocator, _) =
+        run_hog_with_child(&busy, "--fork", "node-alloc", (available_mib * 2) as u32).unwrap();
+    let event = &watcher.events_for(idle.relative_path(), 1, SETTLE).unwrap()[0];
+    let _ = sleeper.wait();
+    assert_eq!(event["constraint"], "global", "{event:#}");
+    assert_eq!(event["victim"]["pid"], sleeper.id(), "{event:#}");
+    assert_eq!(event["victim"]["comm"], "node-sleeper", "{event:#}");
+    let trigger = &event["trigger"];
+    assert_eq!(trigger["pid"], allocator, "{event:#}");
+    assert_eq!(trigger["comm"], "node-alloc", "{event:#}");
+    assert_eq!(trigger["cgroup_path"], busy.relative_path(), "{event:#}");
+    assert_eq!(event["victim"]["cgroup_path"], idle.relative_path());
+}
+
 /// A tmpfs mounted for one test and unmounted on drop.
 struct Tmpfs(std::path::PathBuf);
 
