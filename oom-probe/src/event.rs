@@ -139,6 +139,45 @@ pub struct OomKillEvent {
     /// RAM plus swap for a global OOM), from the `oom_kill_process` hook;
     /// null without it.
     pub oom_domain_bytes: Option<u64>,
+    /// The biggest processes (at most 10, by resident memory) of the memory
+    /// cgroup that ran out and the cgroups below it, or of the whole node for
+    /// a node-wide OOM (each then with its cgroup and pod); the victim is
+    /// always among them, with its figures at the kill. Null when they could
+    /// not be read.
+    pub tasks: Option<Vec<Task>>,
+    /// How many processes that cgroup (or the node) had in all.
+    pub tasks_total: Option<u64>,
+    /// How `tasks` were taken: `procfs` (from userspace right after the
+    /// event: `cgroup.procs` and `/proc/<pid>/status`).
+    pub tasks_source: Option<TasksSource>,
+}
+
+/// One process of the scene at the kill.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    /// Process id (host pid namespace).
+    pub pid: u32,
+    /// Its pid in its own pid namespace (`NSpid`'s last number).
+    pub ns_pid: Option<u32>,
+    pub comm: Option<String>,
+    /// Resident memory by kind (`RssAnon`, `RssFile`, `RssShmem`).
+    pub rss_bytes: Option<Rss>,
+    pub oom_score_adj: Option<i32>,
+    /// Its memory cgroup (path below the hierarchy root); set for a
+    /// node-wide OOM, null otherwise (all are in the cgroup that ran out).
+    pub cgroup_path: Option<String>,
+    /// Its pod, for a node-wide OOM; null otherwise or outside any pod.
+    pub kubernetes: Option<Kubernetes>,
+}
+
+/// How the `tasks` of an event were taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TasksSource {
+    /// From userspace right after the event (`cgroup.procs`, `/proc`):
+    /// processes that exited in between are missing, except the victim,
+    /// whose figures come from the kernel at the kill.
+    Procfs,
 }
 
 /// The killed process.
@@ -346,6 +385,9 @@ mod tests {
             kubernetes: None,
             silent: Some(true),
             oom_domain_bytes: None,
+            tasks: None,
+            tasks_total: None,
+            tasks_source: None,
         }))
     }
 
@@ -408,6 +450,9 @@ mod tests {
             }),
             silent: Some(true),
             oom_domain_bytes: None,
+            tasks: None,
+            tasks_total: None,
+            tasks_source: None,
         }))
     }
 

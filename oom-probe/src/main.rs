@@ -106,6 +106,10 @@ struct EventArgs {
     /// /host/sys/fs/cgroup); default: the cgroup mounts this process sees.
     #[arg(long)]
     cgroupfs: Option<PathBuf>,
+    /// The host's /proc when it is mounted elsewhere (a DaemonSet without
+    /// hostPID: /host/proc), for the tasks listed with each kill.
+    #[arg(long)]
+    procfs: Option<PathBuf>,
     /// The container runtime's CRI socket, for pod and container names
     /// without an API server (default: the first of the usual paths that exists).
     #[arg(long)]
@@ -261,6 +265,7 @@ fn watch_options(args: EventArgs, agent: bool) -> WatchOptions {
             .or_else(|| agent.then(|| AGENT_LISTEN.parse().expect("valid address"))),
         metrics_series_ttl: Duration::from_secs_f64(args.metrics_series_ttl.max(1.0)),
         cgroupfs: args.cgroupfs,
+        procfs: args.procfs,
         sources: SourceOptions {
             cri_socket: args.cri_socket,
             kubeconfig: args.kubeconfig,

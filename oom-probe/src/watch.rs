@@ -58,6 +58,8 @@ pub struct WatchOptions {
     pub metrics_series_ttl: Duration,
     /// A cgroupfs tree to use instead of this mount namespace's own.
     pub cgroupfs: Option<PathBuf>,
+    /// The host's `/proc` when it is mounted elsewhere (the tasks of a kill).
+    pub procfs: Option<PathBuf>,
     /// Where pod and container names come from.
     pub sources: SourceOptions,
     /// Post Kubernetes Events when an API server is configured.
@@ -141,11 +143,14 @@ pub async fn watch(options: WatchOptions) -> Result<()> {
     let namer = Namer::connect(&options.sources, api, &options.node, metrics.clone()).await?;
     let mut evictions = namer.take_evictions();
     announce(&probes, memcg_paths.as_ref(), &options.node, &namer);
-    let enricher = Enricher::new(
+    let mut enricher = Enricher::new(
         options.node.clone(),
         memcg_paths,
         probes.layout.constraint_names.clone(),
     );
+    if let Some(procfs) = &options.procfs {
+        enricher.set_procfs(procfs.clone());
+    }
     // SAFETY: the ring buffer owns its map fd and keeps it open and
     // unchanged for as long as it lives, which is as long as the AsyncFd.
     let mut ring = unsafe { AsyncFd::register(probes.take_ring_buffer()?) }

@@ -8,6 +8,7 @@
 pub mod cgroup_layout;
 pub mod cri;
 pub mod explain;
+pub mod tasks;
 pub mod unobserved;
 
 use std::{collections::HashMap, fs};
@@ -20,7 +21,7 @@ use crate::{
     decode::Record,
     event::{
         Constraint, ConstraintSource, Event, KillKind, Kubernetes, Memcg, OomKillEvent, OomMemcg,
-        Rss, Trigger, Victim,
+        Rss, Task, TasksSource, Trigger, Victim,
     },
 };
 
@@ -40,6 +41,8 @@ pub struct Enricher {
     /// The previous victim's decision, for kernels without a context hook.
     last_decision: Option<Decision>,
     next_oom_id: u64,
+    /// Where `/proc` is (the host's, for the tasks of a kill).
+    procfs: std::path::PathBuf,
 }
 
 /// What identifies one OOM decision when the kernel does not say.
@@ -80,6 +83,7 @@ impl Enricher {
             page_size,
             memcg_paths,
             constraint_names,
+            procfs: "/proc".into(),
             pending_contexts: HashMap::new(),
             last_decision: None,
             next_oom_id: 1,
@@ -94,6 +98,12 @@ impl Enricher {
     /// The memory cgroup hierarchy, for reconciling kill counters.
     pub fn cgroups(&mut self) -> Option<&mut CgroupResolver> {
         self.memcg_paths.as_mut()
+    }
+
+    /// Reads the tasks of a kill from this `/proc` (the host's, mounted
+    /// elsewhere in a DaemonSet) instead of `/proc`.
+    pub fn set_procfs(&mut self, procfs: std::path::PathBuf) {
+        self.procfs = procfs;
     }
 
     fn path_of(&mut self, id: u64) -> Option<String> {
@@ -222,9 +232,54 @@ impl Enricher {
             kubernetes,
             silent: ns_pid.map(|pid| pid != 1),
             oom_domain_bytes: constraint.domain_pages.map(|pages| pages * self.page_size),
+            tasks: None,
+            tasks_total: None,
+            tasks_source: None,
         };
+        if let Some(scene) = self.scene(&event) {
+            event.tasks = Some(scene.top);
+            event.tasks_total = Some(scene.total);
+            event.tasks_source = Some(TasksSource::Procfs);
+        }
         event.explanation = Some(explain::explain(kind, &event));
         event
+    }
+
+    /// The processes of the memory cgroup that ran out (the victim's own
+    /// when none is known), or of the node for a node-wide OOM, with the
+    /// victim among them.
+    fn scene(&self, event: &OomKillEvent) -> Option<tasks::Scene> {
+        let victim = Task {
+            pid: event.victim.pid,
+            ns_pid: event.victim.ns_pid,
+            comm: event.victim.comm.clone(),
+            rss_bytes: event.victim.rss_bytes,
+            oom_score_adj: event.victim.oom_score_adj,
+            cgroup_path: None,
+            kubernetes: None,
+        };
+        let node_wide = event.constraint == Some(Constraint::Global);
+        let mut scene = if node_wide {
+            tasks::of_node(&self.procfs, victim)?
+        } else {
+            let path = event
+                .oom_memcg
+                .as_ref()
+                .and_then(|m| m.path.clone())
+                .or_else(|| event.victim.cgroup_path.clone())?;
+            tasks::of_cgroup(&self.absolute(&path)?, &self.procfs, victim)?
+        };
+        if node_wide {
+            for task in &mut scene.top {
+                task.cgroup_path = if task.pid == event.victim.pid {
+                    event.victim.cgroup_path.clone()
+                } else {
+                    tasks::memory_cgroup_of(&self.procfs, task.pid)
+                };
+                task.kubernetes = task.cgroup_path.as_deref().and_then(kubernetes_from_path);
+            }
+        }
+        Some(scene)
     }
 
     /// The kernel's own decision where a context hook gave it; otherwise the

@@ -220,6 +220,9 @@ mod tests {
             }),
             silent,
             oom_domain_bytes: None,
+            tasks: None,
+            tasks_total: None,
+            tasks_source: None,
         }
     }
 

@@ -118,6 +118,12 @@ impl Namer {
                 self.name_pod(k8s).await;
             }
         }
+        // A node-wide OOM's tasks, each with its pod.
+        for task in kill.tasks.iter_mut().flatten() {
+            if let Some(k8s) = task.kubernetes.as_mut() {
+                self.name_pod(k8s).await;
+            }
+        }
     }
 
     /// Fills names (and from the API server requests, limits, owner) into

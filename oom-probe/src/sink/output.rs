@@ -148,6 +148,9 @@ mod tests {
             kubernetes: None,
             silent: Some(true),
             oom_domain_bytes: None,
+            tasks: None,
+            tasks_total: None,
+            tasks_source: None,
         }))
     }
 
