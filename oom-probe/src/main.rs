@@ -13,6 +13,7 @@ use oom_probe::{
     check,
     event::Event,
     kube::names::SourceOptions,
+    node,
     probes::{DecisionHook, VictimHook},
     sink::{
         history::{HistoryLimits, HistoryReader},
@@ -75,9 +76,14 @@ struct EventArgs {
     /// Ring buffer size in bytes (a power of two, multiple of the page size).
     #[arg(long, default_value_t = 256 * 1024)]
     ring_buffer_size: u32,
-    /// Node name put in every event.
+    /// Node name put in every event and used to select this node's pods
+    /// (default: the hostname when oom-probe shares the host's UTS namespace,
+    /// else the first name in --node-name-file).
     #[arg(long, env = "NODE_NAME")]
     node_name: Option<String>,
+    /// In a container without NODE_NAME: the host's /etc/hostname, mounted in.
+    #[arg(long, default_value = node::HOST_HOSTNAME_FILE)]
+    node_name_file: PathBuf,
     /// Exit after this many kills.
     #[arg(long)]
     count: Option<u64>,
@@ -209,8 +215,8 @@ fn main() {
     let cli = Cli::parse();
     init_logs(cli.log_format);
     let result = match cli.command {
-        Command::Watch(args) => run_watch(watch_options(args, false)),
-        Command::Run(args) => run_watch(watch_options(args, true)),
+        Command::Watch(args) => watch_options(args, false).and_then(run_watch),
+        Command::Run(args) => watch_options(args, true).and_then(run_watch),
         Command::History(args) => run_history(args),
         Command::Check { json } => run_check(json),
     };
@@ -232,9 +238,11 @@ fn init_logs(format: LogFormat) {
     }
 }
 
-fn watch_options(args: EventArgs, agent: bool) -> WatchOptions {
+fn watch_options(args: EventArgs, agent: bool) -> Result<WatchOptions> {
     let terminal = std::io::stdout().is_terminal() && !agent;
-    WatchOptions {
+    let node = node::resolve(args.node_name.as_deref(), &args.node_name_file)?;
+    tracing::info!("node name {:?} from {}", node.name, node.source);
+    Ok(WatchOptions {
         output: args.output.unwrap_or(if terminal {
             OutputFormat::Table
         } else {
@@ -249,7 +257,7 @@ fn watch_options(args: EventArgs, agent: bool) -> WatchOptions {
             .decision_hook
             .map(|h| vec![h])
             .unwrap_or_else(|| DecisionHook::ALL.to_vec()),
-        node: args.node_name.unwrap_or_else(hostname),
+        node: node.name,
         max_events: args.count,
         userspace_killers: args
             .userspace_killers
@@ -288,7 +296,7 @@ fn watch_options(args: EventArgs, agent: bool) -> WatchOptions {
             max_events: args.history_max_events.max(1),
             max_age: args.history_max_age,
         },
-    }
+    })
 }
 
 fn run_history(args: HistoryArgs) -> Result<()> {
@@ -348,10 +356,4 @@ fn run_check(json: bool) -> Result<()> {
         std::process::exit(2);
     }
     Ok(())
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
 }
