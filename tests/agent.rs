@@ -1,12 +1,14 @@
 //! The agent (`oom-probe run`): Prometheus metrics scraped over real HTTP
-//! after real kills, health endpoints, and a graceful SIGTERM.
+//! after real kills, health endpoints, a graceful SIGTERM, and the history
+//! store across a SIGKILL.
 
 use std::time::Duration;
 
 use oom_probe_tests::{
-    free_loopback_addr, http_get, http_get_accept, root_or_skip, run_hog_with_child, MemoryCgroup,
-    Watcher,
+    free_loopback_addr, history, http_get, http_get_accept, root_or_skip, run_hog_with_child,
+    MemoryCgroup, Watcher,
 };
+use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
 
@@ -20,7 +22,13 @@ fn metrics_count_real_kills_and_sigterm_stops_cleanly() {
         std::env::temp_dir().join(format!("oom-probe-agent-state-{}.json", std::process::id()));
     let mut agent = Watcher::start_command(
         "run",
-        &["--listen", &addr, "--state-file", state.to_str().unwrap()],
+        &[
+            "--listen",
+            &addr,
+            "--state-file",
+            state.to_str().unwrap(),
+            "--no-history",
+        ],
     )
     .unwrap();
     assert_eq!(http_get(&addr, "/healthz").unwrap().0, 200);
@@ -101,4 +109,128 @@ fn metrics_count_real_kills_and_sigterm_stops_cleanly() {
         "SIGTERM must stop the agent cleanly: {exit}"
     );
     let _ = std::fs::remove_file(state);
+}
+
+/// The history store: every kill the agent printed is in it, readable by
+/// `oom-probe history` while the agent runs; after a SIGKILL and a restart on
+/// the same store, each kill is there once, in order, with its names.
+#[test]
+fn history_keeps_each_kill_once_across_a_sigkill() {
+    if !root_or_skip("history_keeps_each_kill_once_across_a_sigkill") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("oom-probe-history-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = dir.join("history.redb");
+    let store_arg = store.to_str().unwrap().to_string();
+    let state = dir.join("state.json");
+    let start = || {
+        Watcher::start_command(
+            "run",
+            &[
+                "--listen",
+                &free_loopback_addr(),
+                "--state-file",
+                state.to_str().unwrap(),
+                "--history-file",
+                &store_arg,
+            ],
+        )
+        .unwrap()
+    };
+    let cgroup = MemoryCgroup::create(32 * MIB).unwrap();
+    let path = cgroup.relative_path().to_string();
+    let stored_kills = || -> Vec<Value> {
+        history(&["--history-file", &store_arg, "--output", "json"])
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap())
+            .filter(|e| e["type"] == "oom_kill" && e["victim"]["cgroup_path"] == path.as_str())
+            .collect()
+    };
+
+    let mut agent = start();
+    let mut printed = Vec::new();
+    for i in 0..2 {
+        run_hog_with_child(&cgroup, "--fork", &format!("hist-{i}"), 128).unwrap();
+    }
+    printed.extend(
+        agent
+            .events_for(&path, 2, Duration::from_millis(500))
+            .unwrap(),
+    );
+    // Read while the agent runs and holds the store open for writing.
+    assert_eq!(stored_kills(), printed, "the store holds what was printed");
+    agent.kill().unwrap();
+
+    let mut agent = start();
+    run_hog_with_child(&cgroup, "--fork", "hist-2", 128).unwrap();
+    printed.extend(
+        agent
+            .events_for(&path, 1, Duration::from_millis(500))
+            .unwrap(),
+    );
+    let stored = stored_kills();
+    assert_eq!(
+        stored, printed,
+        "each kill once, in order, across the SIGKILL"
+    );
+    let comms: Vec<_> = stored.iter().map(|e| e["victim"]["comm"].clone()).collect();
+    assert_eq!(comms, ["hist-0", "hist-1", "hist-2"]);
+    let pids: std::collections::HashSet<_> =
+        stored.iter().map(|e| e["victim"]["pid"].clone()).collect();
+    assert_eq!(pids.len(), 3, "three different victims");
+
+    // Filters and the table, as a person in a node shell uses them.
+    let recent = history(&[
+        "--history-file",
+        &store_arg,
+        "--since",
+        "1h",
+        "--type",
+        "oom_kill",
+        "--output",
+        "json",
+    ])
+    .unwrap();
+    assert!(
+        recent
+            .lines()
+            .filter(|l| l.contains(&format!("\"cgroup_path\":\"{path}\"")))
+            .count()
+            == 3,
+        "{recent}"
+    );
+    let unobserved = history(&[
+        "--history-file",
+        &store_arg,
+        "--type",
+        "oom_kill_unobserved",
+        "--output",
+        "json",
+    ])
+    .unwrap();
+    assert!(
+        !unobserved.contains("\"type\":\"oom_kill\""),
+        "{unobserved}"
+    );
+    let in_pods = history(&[
+        "--history-file",
+        &store_arg,
+        "--namespace",
+        "no-such-namespace",
+    ])
+    .unwrap();
+    assert!(in_pods.trim().is_empty(), "{in_pods}");
+    let table = history(&["--history-file", &store_arg, "--output", "table"]).unwrap();
+    assert!(table.starts_with("TIME"), "{table}");
+    for comm in ["hist-0", "hist-1", "hist-2"] {
+        assert!(
+            table.lines().any(|l| l.contains(comm) && l.contains(&path)),
+            "{comm}: {table}"
+        );
+    }
+
+    assert!(agent.terminate().unwrap().success());
+    let _ = std::fs::remove_dir_all(&dir);
 }

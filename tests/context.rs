@@ -44,6 +44,143 @@ fn a_full_parent_cgroup_is_named_as_the_one_that_ran_out() {
     drop(container);
 }
 
+/// A worker pool in one memory cgroup: the event lists its processes, the
+/// biggest first, with the victim among them, as the kernel's OOM report
+/// does.
+#[test]
+fn a_worker_pool_is_listed_in_tasks_with_the_victim() {
+    if !root_or_skip("a_worker_pool_is_listed_in_tasks_with_the_victim") {
+        return;
+    }
+    let cgroup = MemoryCgroup::create(64 * MIB).unwrap();
+    let mut watcher = Watcher::start(&[]).unwrap();
+    let mut workers = Vec::new();
+    for i in 0..3 {
+        let mut worker = hog()
+            .arg("--cgroup")
+            .arg(cgroup.path())
+            .args(["--comm", &format!("pool-idle-{i}"), "--mb", "8"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut said = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(worker.stderr.take().unwrap()),
+            &mut said,
+        )
+        .unwrap();
+        assert!(said.contains("allocated 8 MiB"), "{said}");
+        workers.push(worker);
+    }
+    // The pool's parent stays (`--pause`), as a worker pool's master does.
+    let mut parent = hog()
+        .arg("--cgroup")
+        .arg(cgroup.path())
+        .args(["--fork", "--pause", "--comm", "pool-hog", "--mb", "256"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    // Kept open until the end: the parent reports its child's death on it.
+    let mut parent_out = std::io::BufReader::new(parent.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut parent_out, &mut said).unwrap();
+    let victim: u32 = said
+        .strip_prefix("child ")
+        .and_then(|pid| pid.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no child pid: {said}"));
+    let event = &watcher
+        .events_for(cgroup.relative_path(), 1, SETTLE)
+        .unwrap()[0];
+    workers.push(parent);
+    for worker in workers.iter_mut() {
+        let _ = worker.kill();
+        let _ = worker.wait();
+    }
+    drop(parent_out);
+    assert_eq!(event["victim"]["pid"], victim, "{event:#}");
+    assert_eq!(event["tasks_source"], "procfs", "{event:#}");
+    // Three idle workers, the hog's parent and the victim.
+    assert_eq!(event["tasks_total"], 5, "{event:#}");
+    let tasks = event["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 5, "{event:#}");
+    let rss = |t: &Value| {
+        ["anon", "file", "shmem"]
+            .iter()
+            .map(|k| t["rss_bytes"][k].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert!(
+        tasks.windows(2).all(|w| rss(&w[0]) >= rss(&w[1])),
+        "{event:#}"
+    );
+    assert_eq!(
+        tasks[0]["pid"], victim,
+        "the victim is the biggest: {event:#}"
+    );
+    assert_eq!(tasks[0]["comm"], "pool-hog");
+    assert!(rss(&tasks[0]) > 32 * MIB, "{event:#}");
+    for worker in &workers[..3] {
+        let task = tasks
+            .iter()
+            .find(|t| t["pid"] == worker.id())
+            .unwrap_or_else(|| panic!("worker {} missing: {event:#}", worker.id()));
+        assert!(task["comm"].as_str().unwrap().starts_with("pool-idle-"));
+        assert!(
+            task["rss_bytes"]["anon"].as_u64().unwrap() >= 8 * MIB,
+            "{task:#}"
+        );
+        assert_eq!(task["oom_score_adj"], 0);
+        assert_eq!(task["ns_pid"], worker.id());
+    }
+}
+
+/// The task whose allocation set the OOM killer off is not always the
+/// victim: here a small allocator in one child cgroup fills the parent's
+/// limit and the kernel kills a bigger idle process in a sibling. Both are
+/// named, each by its own cgroup.
+#[test]
+fn a_trigger_in_another_cgroup_is_named_apart_from_the_victim() {
+    if !root_or_skip("a_trigger_in_another_cgroup_is_named_apart_from_the_victim") {
+        return;
+    }
+    let pod = MemoryCgroup::create(64 * MIB).unwrap();
+    let idle = pod.create_child_named("idle", None).unwrap();
+    let busy = pod.create_child_named("busy", None).unwrap();
+    let mut watcher = Watcher::start(&[]).unwrap();
+    // 40 MiB allocated, then asleep: the biggest task under the limit.
+    let mut sleeper = hog()
+        .arg("--cgroup")
+        .arg(idle.path())
+        .args(["--comm", "big-sleeper", "--mb", "40"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(sleeper.stderr.take().unwrap()),
+        &mut said,
+    )
+    .unwrap();
+    assert!(said.contains("allocated 40 MiB"), "{said}");
+    let (allocator, _) = run_hog_with_child(&busy, "--fork", "allocator", 256).unwrap();
+    let event = &watcher.events_for(idle.relative_path(), 1, SETTLE).unwrap()[0];
+    let _ = sleeper.wait();
+    assert_eq!(event["victim"]["pid"], sleeper.id(), "{event:#}");
+    assert_eq!(event["victim"]["comm"], "big-sleeper", "{event:#}");
+    let trigger = &event["trigger"];
+    assert_eq!(trigger["pid"], allocator, "{event:#}");
+    assert_eq!(trigger["tid"], allocator, "{event:#}");
+    assert_eq!(trigger["comm"], "allocator", "{event:#}");
+    assert_eq!(trigger["cgroup_path"], busy.relative_path(), "{event:#}");
+    assert!(
+        trigger["cgroup_id"].as_u64().is_some()
+            && trigger["cgroup_id"] != event["victim"]["cgroup_id"],
+        "{event:#}"
+    );
+    assert_eq!(trigger["kubernetes"], Value::Null, "not a pod's cgroup");
+    assert_eq!(event["oom_memcg"]["path"], pod.relative_path(), "{event:#}");
+}
+
 #[test]
 fn a_memcg_full_of_tmpfs_is_explained_as_shmem() {
     if !root_or_skip("a_memcg_full_of_tmpfs_is_explained_as_shmem") {
@@ -264,6 +401,73 @@ fn a_node_wide_oom_is_global() {
             .starts_with("node-wide OOM"),
         "{event:#}"
     );
+}
+
+/// In a node-wide OOM the kernel kills the biggest process of the node,
+/// often not the one whose allocation set it off: a big idle process in one
+/// cgroup is killed for an allocator in another; both are named.
+#[test]
+fn a_node_wide_oom_names_the_trigger_apart_from_the_victim() {
+    let test = "a_node_wide_oom_names_the_trigger_apart_from_the_victim";
+    if !root_or_skip(test) {
+        return;
+    }
+    if !in_vm() {
+        skipped(
+            test,
+            "exhausting a node's memory is only safe in the VM matrix (cargo xtask vm-test)",
+        );
+        return;
+    }
+    let idle = MemoryCgroup::create(u64::MAX / 2).unwrap();
+    let busy = MemoryCgroup::create(u64::MAX / 2).unwrap();
+    let mut watcher = Watcher::start(&[]).unwrap();
+    let available_mib: u64 = fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("MemAvailable:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap()
+        / 1024;
+    // Most of the free memory, then asleep: the node's biggest process.
+    let big = available_mib * 6 / 10;
+    let mut sleeper = hog()
+        .arg("--cgroup")
+        .arg(idle.path())
+        .args(["--comm", "node-sleeper", "--mb", &big.to_string()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(sleeper.stderr.take().unwrap()),
+        &mut said,
+    )
+    .unwrap();
+    assert!(said.contains("allocated"), "{said}");
+    let (allocator, _) =
+        run_hog_with_child(&busy, "--fork", "node-alloc", (available_mib * 2) as u32).unwrap();
+    let event = &watcher.events_for(idle.relative_path(), 1, SETTLE).unwrap()[0];
+    let _ = sleeper.wait();
+    assert_eq!(event["constraint"], "global", "{event:#}");
+    assert_eq!(event["victim"]["pid"], sleeper.id(), "{event:#}");
+    assert_eq!(event["victim"]["comm"], "node-sleeper", "{event:#}");
+    let trigger = &event["trigger"];
+    assert_eq!(trigger["pid"], allocator, "{event:#}");
+    assert_eq!(trigger["comm"], "node-alloc", "{event:#}");
+    assert_eq!(trigger["cgroup_path"], busy.relative_path(), "{event:#}");
+    assert_eq!(event["victim"]["cgroup_path"], idle.relative_path());
+    // The node's biggest processes, each with its cgroup: the victim first.
+    assert_eq!(event["tasks_source"], "procfs", "{event:#}");
+    let tasks = event["tasks"].as_array().unwrap();
+    assert_eq!(tasks[0]["pid"], sleeper.id(), "{event:#}");
+    assert_eq!(tasks[0]["cgroup_path"], idle.relative_path(), "{event:#}");
+    let alloc = tasks
+        .iter()
+        .find(|t| t["pid"] == allocator)
+        .unwrap_or_else(|| panic!("the allocator is among the biggest: {event:#}"));
+    assert_eq!(alloc["cgroup_path"], busy.relative_path(), "{event:#}");
+    assert!(event["tasks_total"].as_u64().unwrap() >= tasks.len() as u64);
 }
 
 /// A tmpfs mounted for one test and unmounted on drop.

@@ -297,7 +297,13 @@ fn prometheus_alerts_fire_for_real_kills_and_every_dashboard_panel_has_data() {
     )));
     let _agent = Watcher::start_command(
         "run",
-        &["--listen", &addr, "--state-file", state.0.to_str().unwrap()],
+        &[
+            "--listen",
+            &addr,
+            "--state-file",
+            state.0.to_str().unwrap(),
+            "--no-history",
+        ],
     )
     .unwrap();
     let prometheus = Prometheus::start(&addr);

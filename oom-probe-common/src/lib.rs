@@ -149,6 +149,10 @@ pub struct VictimRecord {
     /// The victim's memory cgroup (`[0]`) and its ancestors at the moment of
     /// the kill; userspace finds the one that ran out. Unused levels are 0.
     pub memcg_levels: [MemcgLevel; MEMCG_LEVELS],
+    /// kernfs id of the memory cgroup of the task that set off the kill
+    /// (the current task: the allocator, or a userspace killer); 0 when
+    /// unknown.
+    pub trigger_cgroup_id: u64,
 }
 
 /// One memory cgroup's page counter at kill time.

@@ -58,6 +58,7 @@ pub fn send_victim_record(kind: u32, task: *const u8, pid: u32) {
     };
     fill_mm(record, task);
     fill_cgroups(record, task);
+    record.trigger_cgroup_id = trigger_cgroup_id();
     // Kills are rare: wake the reader for every one rather than batching.
     entry.submit(BPF_RB_FORCE_WAKEUP);
 }
@@ -107,6 +108,22 @@ fn fill_cgroups(record: &mut VictimRecord, task: *const u8) {
         record.memcg_levels[level] = memcg_level(memcg);
         memcg = parent_memcg(memcg);
     }
+}
+
+/// The memory cgroup id of the current task: the one whose allocation (or
+/// SIGKILL) set off this kill.
+#[inline(always)]
+fn trigger_cgroup_id() -> u64 {
+    if !has(feature::MEMCG) {
+        return 0;
+    }
+    let current = unsafe { aya_ebpf::helpers::bpf_get_current_task() } as *const u8;
+    let cgroups = read_ptr(current, offset!(task_cgroups));
+    let css = read_ptr(cgroups, offset!(css_set_memory_css));
+    if css.is_null() {
+        return 0;
+    }
+    cgroup_id(read_ptr(css, offset!(css_cgroup)))
 }
 
 #[inline(always)]

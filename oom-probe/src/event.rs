@@ -2,12 +2,12 @@
 //! pipelines, alerts and the tests rely on. Field names never change; a
 //! value the kernel could not give is `null`, never a made-up zero.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Everything oom-probe emits, in one stream; the variant is the JSON
 /// object's first field, `type` (`oom_kill`, `userspace_kill`,
 /// `oom_kill_unobserved`, `eviction`).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     /// A process the kernel OOM killer killed.
@@ -22,7 +22,7 @@ pub enum Event {
 }
 
 /// Who killed a process for memory: which of the two kill events it is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KillKind {
     /// The kernel OOM killer (`oom_kill`).
@@ -61,7 +61,7 @@ impl Event {
 
 /// Why the kernel ran out of memory: the `enum oom_constraint` of its OOM
 /// decision (`CONSTRAINT_NONE` is `global`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Constraint {
     /// A memory cgroup reached its limit (`CONSTRAINT_MEMCG`).
@@ -87,7 +87,7 @@ impl Constraint {
 }
 
 /// How `constraint` was learnt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConstraintSource {
     /// The kernel's own decision, from `oom_kill_process` (fentry or kprobe).
@@ -100,7 +100,7 @@ pub enum ConstraintSource {
 /// One process killed for memory: by the kernel OOM killer (`oom_kill`) or by
 /// a userspace OOM killer such as systemd-oomd (`userspace_kill`); which one
 /// is the [`Event`] variant.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OomKillEvent {
     /// RFC 3339 wall-clock time of the kill.
     pub time: String,
@@ -139,10 +139,49 @@ pub struct OomKillEvent {
     /// RAM plus swap for a global OOM), from the `oom_kill_process` hook;
     /// null without it.
     pub oom_domain_bytes: Option<u64>,
+    /// The biggest processes (at most 10, by resident memory) of the memory
+    /// cgroup that ran out and the cgroups below it, or of the whole node for
+    /// a node-wide OOM (each then with its cgroup and pod); the victim is
+    /// always among them, with its figures at the kill. Null when they could
+    /// not be read.
+    pub tasks: Option<Vec<Task>>,
+    /// How many processes that cgroup (or the node) had in all.
+    pub tasks_total: Option<u64>,
+    /// How `tasks` were taken: `procfs` (from userspace right after the
+    /// event: `cgroup.procs` and `/proc/<pid>/status`).
+    pub tasks_source: Option<TasksSource>,
+}
+
+/// One process of the scene at the kill.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    /// Process id (host pid namespace).
+    pub pid: u32,
+    /// Its pid in its own pid namespace (`NSpid`'s last number).
+    pub ns_pid: Option<u32>,
+    pub comm: Option<String>,
+    /// Resident memory by kind (`RssAnon`, `RssFile`, `RssShmem`).
+    pub rss_bytes: Option<Rss>,
+    pub oom_score_adj: Option<i32>,
+    /// Its memory cgroup (path below the hierarchy root); set for a
+    /// node-wide OOM, null otherwise (all are in the cgroup that ran out).
+    pub cgroup_path: Option<String>,
+    /// Its pod, for a node-wide OOM; null otherwise or outside any pod.
+    pub kubernetes: Option<Kubernetes>,
+}
+
+/// How the `tasks` of an event were taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TasksSource {
+    /// From userspace right after the event (`cgroup.procs`, `/proc`):
+    /// processes that exited in between are missing, except the victim,
+    /// whose figures come from the kernel at the kill.
+    Procfs,
 }
 
 /// The killed process.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Victim {
     pub pid: u32,
     pub tid: u32,
@@ -171,22 +210,34 @@ pub struct Victim {
 
 /// Resident memory by kind: tells "the process was big" from "tmpfs filled
 /// the memcg".
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rss {
     pub anon: u64,
     pub file: u64,
     pub shmem: u64,
 }
 
-/// The task whose allocation set off the OOM killer (often not the victim).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// The task whose allocation set off the OOM killer (often not the victim),
+/// named like the victim; for a `userspace_kill`, the killer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Trigger {
+    /// Process id (host pid namespace).
     pub pid: u32,
     pub comm: String,
+    /// Thread id (host pid namespace) of the allocating thread.
+    pub tid: u32,
+    /// Id of its memory cgroup (cgroupfs inode), read in eBPF from the
+    /// current task at the kill; null when the kernel's BTF lacks the fields.
+    pub cgroup_id: Option<u64>,
+    /// Path of that cgroup below its hierarchy's root; null when unknown.
+    pub cgroup_path: Option<String>,
+    /// Its pod and container, from the same sources as the victim's; null
+    /// when its cgroup is not a pod's.
+    pub kubernetes: Option<Kubernetes>,
 }
 
 /// Usage and limit of a memory cgroup at kill time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Memcg {
     pub usage_bytes: Option<u64>,
     /// Null when the cgroup has no limit.
@@ -194,7 +245,7 @@ pub struct Memcg {
 }
 
 /// The memory cgroup that ran out, from the kernel's OOM decision.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OomMemcg {
     pub cgroup_id: u64,
     pub path: Option<String>,
@@ -204,7 +255,7 @@ pub struct OomMemcg {
 
 /// Memory of the cgroup that ran out, by kind, in bytes; cgroup v1 and v2
 /// names mapped to one set.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemcgStat {
     pub anon: u64,
     pub file: u64,
@@ -218,7 +269,7 @@ pub struct MemcgStat {
 
 /// Kills the kernel counted in a cgroup that oom-probe did not see (it was
 /// not running, or its ring buffer overflowed).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnobservedKills {
     pub time: String,
     pub node: String,
@@ -231,7 +282,7 @@ pub struct UnobservedKills {
 /// Where the victim ran in Kubernetes: from the cgroup path (ids), the
 /// container runtime (names, without an API server) and the API server
 /// (requests, limits, owner). Each field is null when no source knew it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Kubernetes {
     pub namespace: Option<String>,
     pub pod: Option<String>,
@@ -247,7 +298,7 @@ pub struct Kubernetes {
 
 /// A pod the kubelet evicted for node memory pressure: the kill Kubernetes
 /// makes before the kernel has to, in the same stream as the kernel's.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EvictionEvent {
     pub time: String,
     pub node: String,
@@ -260,7 +311,7 @@ pub struct EvictionEvent {
 }
 
 /// One container named in an eviction message.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EvictedContainer {
     pub name: String,
     pub usage_bytes: Option<u64>,
@@ -306,6 +357,10 @@ mod tests {
             trigger: Trigger {
                 pid: 16669,
                 comm: "celery-worker".into(),
+                tid: 16669,
+                cgroup_id: Some(226_283),
+                cgroup_path: Some("/oom-probe-readme".into()),
+                kubernetes: None,
             },
             memcg: Memcg {
                 usage_bytes: Some(33_554_432),
@@ -330,6 +385,9 @@ mod tests {
             kubernetes: None,
             silent: Some(true),
             oom_domain_bytes: None,
+            tasks: None,
+            tasks_total: None,
+            tasks_source: None,
         }))
     }
 
@@ -359,6 +417,10 @@ mod tests {
             trigger: Trigger {
                 pid: 600,
                 comm: "systemd-oomd".into(),
+                tid: 600,
+                cgroup_id: Some(55),
+                cgroup_path: Some("/system.slice/systemd-oomd.service".into()),
+                kubernetes: None,
             },
             memcg: Memcg {
                 usage_bytes: Some(1_056_768),
@@ -388,6 +450,9 @@ mod tests {
             }),
             silent: Some(true),
             oom_domain_bytes: None,
+            tasks: None,
+            tasks_total: None,
+            tasks_source: None,
         }))
     }
 
@@ -431,6 +496,15 @@ mod tests {
         assert_eq!(golden.len(), events.len());
         for (event, want) in events.iter().zip(golden) {
             assert_eq!(serde_json::to_string(event).unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn every_golden_line_reads_back_as_the_same_event() {
+        // `oom-probe history --output table` reads stored lines back.
+        let events = [readme_kill(), userspace_kill(), unobserved(), eviction()];
+        for (event, line) in events.iter().zip(GOLDEN.lines()) {
+            assert_eq!(&serde_json::from_str::<Event>(line).unwrap(), event);
         }
     }
 

@@ -1,15 +1,24 @@
 //! The `oom-probe` command line.
 
-use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    io::{IsTerminal, Write},
+    net::SocketAddr,
+    path::PathBuf,
+    time::Duration,
+};
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use oom_probe::{
     check,
+    event::Event,
     kube::names::SourceOptions,
     node,
     probes::{DecisionHook, VictimHook},
-    sink::output::OutputFormat,
+    sink::{
+        history::{HistoryLimits, HistoryReader},
+        output::{Output, OutputFormat},
+    },
     watch::{self, Filter, WatchOptions},
 };
 
@@ -39,6 +48,9 @@ enum Command {
     /// The long-running agent (DaemonSet): JSON lines on stdout, /metrics,
     /// /healthz and /readyz on --listen, state kept in --state-file.
     Run(EventArgs),
+    /// Print the events the agent kept in its history store, oldest first
+    /// (also while it runs): the same JSON lines as the stream, or a table.
+    History(HistoryArgs),
     /// Tell what this node offers and whether oom-probe can work here.
     Check {
         /// Print JSON instead of text.
@@ -100,6 +112,10 @@ struct EventArgs {
     /// /host/sys/fs/cgroup); default: the cgroup mounts this process sees.
     #[arg(long)]
     cgroupfs: Option<PathBuf>,
+    /// The host's /proc when it is mounted elsewhere (a DaemonSet without
+    /// hostPID: /host/proc), for the tasks listed with each kill.
+    #[arg(long)]
+    procfs: Option<PathBuf>,
     /// The container runtime's CRI socket, for pod and container names
     /// without an API server (default: the first of the usual paths that exists).
     #[arg(long)]
@@ -126,10 +142,74 @@ struct EventArgs {
     /// Seconds a deleted pod stays nameable (a pod that died with its kill).
     #[arg(long, default_value_t = 600.0)]
     retain_deleted_pods: f64,
+    /// Keep every emitted event in this history store (`run`:
+    /// /var/lib/oom-probe/history.redb; read it with `oom-probe history`).
+    #[arg(long)]
+    history_file: Option<PathBuf>,
+    /// Keep no history (`run`).
+    #[arg(long, conflicts_with = "history_file")]
+    no_history: bool,
+    /// The history store keeps at most this many events (the newest).
+    #[arg(long, default_value_t = HistoryLimits::default().max_events)]
+    history_max_events: u64,
+    /// The history store drops events older than this (e.g. 12h, 30d).
+    #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+    history_max_age: Duration,
+}
+
+/// `oom-probe history`'s flags.
+#[derive(Args)]
+struct HistoryArgs {
+    /// The agent's history store.
+    #[arg(long, default_value = AGENT_HISTORY_FILE)]
+    history_file: PathBuf,
+    /// Only events stored within this long before now (e.g. 90m, 24h, 7d).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    since: Option<Duration>,
+    /// Only events of these types (comma-separated).
+    #[arg(long = "type", value_enum, value_delimiter = ',')]
+    types: Vec<EventType>,
+    /// Only kills in this namespace.
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Only kills in this pod.
+    #[arg(long)]
+    pod: Option<String>,
+    /// Only kills in this container.
+    #[arg(long)]
+    container: Option<String>,
+    /// Output format (default: table on a terminal, json otherwise).
+    #[arg(long, short)]
+    output: Option<OutputFormat>,
+}
+
+/// The `type` of an event, as in its JSON.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum EventType {
+    #[value(name = "oom_kill")]
+    OomKill,
+    #[value(name = "userspace_kill")]
+    UserspaceKill,
+    #[value(name = "oom_kill_unobserved")]
+    OomKillUnobserved,
+    #[value(name = "eviction")]
+    Eviction,
+}
+
+impl EventType {
+    fn of(event: &Event) -> Self {
+        match event {
+            Event::OomKill(_) => Self::OomKill,
+            Event::UserspaceKill(_) => Self::UserspaceKill,
+            Event::OomKillUnobserved(_) => Self::OomKillUnobserved,
+            Event::Eviction(_) => Self::Eviction,
+        }
+    }
 }
 
 const AGENT_LISTEN: &str = "0.0.0.0:9464";
 const AGENT_STATE_FILE: &str = "/var/lib/oom-probe/state.json";
+const AGENT_HISTORY_FILE: &str = "/var/lib/oom-probe/history.redb";
 
 fn main() {
     let cli = Cli::parse();
@@ -137,6 +217,7 @@ fn main() {
     let result = match cli.command {
         Command::Watch(args) => watch_options(args, false).and_then(run_watch),
         Command::Run(args) => watch_options(args, true).and_then(run_watch),
+        Command::History(args) => run_history(args),
         Command::Check { json } => run_check(json),
     };
     if let Err(err) = result {
@@ -192,6 +273,7 @@ fn watch_options(args: EventArgs, agent: bool) -> Result<WatchOptions> {
             .or_else(|| agent.then(|| AGENT_LISTEN.parse().expect("valid address"))),
         metrics_series_ttl: Duration::from_secs_f64(args.metrics_series_ttl.max(1.0)),
         cgroupfs: args.cgroupfs,
+        procfs: args.procfs,
         sources: SourceOptions {
             cri_socket: args.cri_socket,
             kubeconfig: args.kubeconfig,
@@ -204,7 +286,56 @@ fn watch_options(args: EventArgs, agent: bool) -> Result<WatchOptions> {
             pod: args.pod,
             container: args.container,
         },
+        history: if args.no_history {
+            None
+        } else {
+            args.history_file
+                .or_else(|| agent.then(|| AGENT_HISTORY_FILE.into()))
+        },
+        history_limits: HistoryLimits {
+            max_events: args.history_max_events.max(1),
+            max_age: args.history_max_age,
+        },
     })
+}
+
+fn run_history(args: HistoryArgs) -> Result<()> {
+    let reader = HistoryReader::open(&args.history_file)?;
+    let since = args.since.map(|ago| std::time::SystemTime::now() - ago);
+    let filter = Filter {
+        namespace: args.namespace,
+        pod: args.pod,
+        container: args.container,
+    };
+    let format = args.output.unwrap_or(if std::io::stdout().is_terminal() {
+        OutputFormat::Table
+    } else {
+        OutputFormat::Json
+    });
+    let stdout = std::io::stdout().lock();
+    let mut json = std::io::BufWriter::new(stdout);
+    let mut table = Output::new(OutputFormat::Table, std::io::stdout());
+    for stored in reader.read(since)? {
+        let event: Event = serde_json::from_str(&stored.json).map_err(|e| {
+            anyhow::anyhow!(
+                "event {} in {} is not readable: {e}",
+                stored.seq,
+                args.history_file.display()
+            )
+        })?;
+        if !(args.types.is_empty() || args.types.contains(&EventType::of(&event)))
+            || !filter.matches(&event)
+        {
+            continue;
+        }
+        match format {
+            // The line as the stream printed it, byte for byte.
+            OutputFormat::Json => writeln!(json, "{}", stored.json)?,
+            OutputFormat::Table => table.write(&event)?,
+        }
+    }
+    json.flush()?;
+    Ok(())
 }
 
 fn run_watch(options: WatchOptions) -> Result<()> {

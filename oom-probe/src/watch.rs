@@ -26,6 +26,7 @@ use crate::{
     },
     probes::{DecisionHook, LostCounter, Probes, VictimHook},
     sink::{
+        history::{History, HistoryLimits},
         http,
         metrics::Metrics,
         output::{Output, OutputFormat},
@@ -57,12 +58,19 @@ pub struct WatchOptions {
     pub metrics_series_ttl: Duration,
     /// A cgroupfs tree to use instead of this mount namespace's own.
     pub cgroupfs: Option<PathBuf>,
+    /// The host's `/proc` when it is mounted elsewhere (the tasks of a kill).
+    pub procfs: Option<PathBuf>,
     /// Where pod and container names come from.
     pub sources: SourceOptions,
     /// Post Kubernetes Events when an API server is configured.
     pub events: bool,
     /// Print only the kills of these pods.
     pub filter: Filter,
+    /// Where every emitted event is kept (the agent's history store); none
+    /// for a person's `watch` unless asked.
+    pub history: Option<PathBuf>,
+    /// How much the history store keeps.
+    pub history_limits: HistoryLimits,
 }
 
 /// `--namespace`, `--pod`, `--container`: which kills a person wants to see,
@@ -98,6 +106,14 @@ impl Filter {
 /// Runs until SIGINT/SIGTERM (or `max_events`), then drains what is left.
 pub async fn watch(options: WatchOptions) -> Result<()> {
     let metrics = Arc::new(Metrics::new(options.metrics_series_ttl));
+    let history = match &options.history {
+        Some(path) => {
+            let history = History::open(path, options.history_limits)?;
+            tracing::info!("keeping every event in {}", path.display());
+            Some(history)
+        }
+        None => None,
+    };
     let ready = Arc::new(AtomicBool::new(false));
     if let Some(addr) = options.listen {
         let listener = http::bind(addr).await?;
@@ -127,11 +143,14 @@ pub async fn watch(options: WatchOptions) -> Result<()> {
     let namer = Namer::connect(&options.sources, api, &options.node, metrics.clone()).await?;
     let mut evictions = namer.take_evictions();
     announce(&probes, memcg_paths.as_ref(), &options.node, &namer);
-    let enricher = Enricher::new(
+    let mut enricher = Enricher::new(
         options.node.clone(),
         memcg_paths,
         probes.layout.constraint_names.clone(),
     );
+    if let Some(procfs) = &options.procfs {
+        enricher.set_procfs(procfs.clone());
+    }
     // SAFETY: the ring buffer owns its map fd and keeps it open and
     // unchanged for as long as it lives, which is as long as the AsyncFd.
     let mut ring = unsafe { AsyncFd::register(probes.take_ring_buffer()?) }
@@ -146,6 +165,7 @@ pub async fn watch(options: WatchOptions) -> Result<()> {
         poster,
         enricher,
         ledger: KillLedger::load(options.state_file.clone()),
+        history,
         kills: 0,
         undecodable: 0,
         lost_reported: 0,
@@ -241,6 +261,7 @@ struct Pump<W: Write> {
     poster: Option<EventPoster>,
     enricher: Enricher,
     ledger: KillLedger,
+    history: Option<History>,
     kills: u64,
     undecodable: u64,
     lost_reported: u64,
@@ -263,22 +284,48 @@ impl<W: Write> Pump<W> {
         events
     }
 
-    /// Names pods (bounded waits) and writes the events.
-    async fn emit_all(&mut self, events: Vec<Event>) -> Result<()> {
-        for mut event in events {
+    /// Names pods (bounded waits), stores the events in one commit and
+    /// writes them.
+    async fn emit_all(&mut self, mut events: Vec<Event>) -> Result<()> {
+        for event in &mut events {
             if let Some((kind, kill)) = event.as_kill_mut() {
                 self.namer.name(kill).await;
                 if let Some(poster) = &self.poster {
                     poster.post(kind, kill);
                 }
             }
-            self.emit(&event)?;
+        }
+        self.keep(&events);
+        for event in &events {
+            self.write(event)?;
         }
         self.ledger.save();
         Ok(())
     }
 
+    /// Stores and writes one event.
     fn emit(&mut self, event: &Event) -> Result<()> {
+        self.keep(std::slice::from_ref(event));
+        self.write(event)
+    }
+
+    /// Commits events to the history store before they are printed, so
+    /// that what the stream showed is in the store. A failed commit is
+    /// logged and the events are still printed: the stream comes first.
+    fn keep(&mut self, events: &[Event]) {
+        let Some(history) = &self.history else { return };
+        if events.is_empty() {
+            return;
+        }
+        if let Err(err) = history.append(events) {
+            tracing::error!(
+                "{} event(s) not kept in the history store: {err}",
+                events.len()
+            );
+        }
+    }
+
+    fn write(&mut self, event: &Event) -> Result<()> {
         if let Some((kind, kill)) = event.as_kill() {
             if kind == KillKind::OomKill {
                 if let Some(id) = kill.victim.cgroup_id {

@@ -263,6 +263,12 @@ impl Watcher {
 }
 
 impl Watcher {
+    /// SIGKILLs it (a crash, the OOM killer, `kill -9`) and reaps it.
+    pub fn kill(mut self) -> Result<std::process::ExitStatus> {
+        self.child.kill()?;
+        Ok(self.child.wait()?)
+    }
+
     /// Sends SIGTERM and waits for a clean exit, as Kubernetes stops a pod.
     pub fn terminate(mut self) -> Result<std::process::ExitStatus> {
         // SAFETY: kill has no memory-safety preconditions.
@@ -313,6 +319,23 @@ pub fn spawn_until_ready(
     }
     let stdout = child.stdout.take().expect("stdout");
     Ok((child, stdout, stderr))
+}
+
+/// Runs `oom-probe history <args>` to the end; its stdout, or why it failed.
+pub fn history(args: &[&str]) -> Result<String> {
+    let output = Command::new(oom_probe_bin())
+        .arg("history")
+        .args(args)
+        .output()
+        .context("cannot run oom-probe history")?;
+    if !output.status.success() {
+        bail!(
+            "oom-probe history {args:?} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8(output.stdout)?)
 }
 
 /// A minimal HTTP/1.1 GET on loopback: status code and body.

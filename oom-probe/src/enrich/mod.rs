@@ -8,6 +8,7 @@
 pub mod cgroup_layout;
 pub mod cri;
 pub mod explain;
+pub mod tasks;
 pub mod unobserved;
 
 use std::{collections::HashMap, fs};
@@ -20,7 +21,7 @@ use crate::{
     decode::Record,
     event::{
         Constraint, ConstraintSource, Event, KillKind, Kubernetes, Memcg, OomKillEvent, OomMemcg,
-        Rss, Trigger, Victim,
+        Rss, Task, TasksSource, Trigger, Victim,
     },
 };
 
@@ -40,6 +41,8 @@ pub struct Enricher {
     /// The previous victim's decision, for kernels without a context hook.
     last_decision: Option<Decision>,
     next_oom_id: u64,
+    /// Where `/proc` is (the host's, for the tasks of a kill).
+    procfs: std::path::PathBuf,
 }
 
 /// What identifies one OOM decision when the kernel does not say.
@@ -80,6 +83,7 @@ impl Enricher {
             page_size,
             memcg_paths,
             constraint_names,
+            procfs: "/proc".into(),
             pending_contexts: HashMap::new(),
             last_decision: None,
             next_oom_id: 1,
@@ -94,6 +98,12 @@ impl Enricher {
     /// The memory cgroup hierarchy, for reconciling kill counters.
     pub fn cgroups(&mut self) -> Option<&mut CgroupResolver> {
         self.memcg_paths.as_mut()
+    }
+
+    /// Reads the tasks of a kill from this `/proc` (the host's, mounted
+    /// elsewhere in a DaemonSet) instead of `/proc`.
+    pub fn set_procfs(&mut self, procfs: std::path::PathBuf) {
+        self.procfs = procfs;
     }
 
     fn path_of(&mut self, id: u64) -> Option<String> {
@@ -168,6 +178,8 @@ impl Enricher {
             _ => false,
         };
         let kubernetes = cgroup_path.as_deref().and_then(kubernetes_from_path);
+        let trigger_cgroup_id = (memcg && r.trigger_cgroup_id != 0).then_some(r.trigger_cgroup_id);
+        let trigger_path = trigger_cgroup_id.and_then(|id| self.path_of(id));
         let mut event = OomKillEvent {
             time: humantime::format_rfc3339_millis(clock::wall_time(r.kernel_time_ns)).to_string(),
             kernel_time_ns: r.kernel_time_ns,
@@ -198,6 +210,10 @@ impl Enricher {
             trigger: Trigger {
                 pid: r.trigger_tgid,
                 comm: comm(&r.trigger_comm),
+                tid: r.trigger_tid,
+                cgroup_id: trigger_cgroup_id,
+                kubernetes: trigger_path.as_deref().and_then(kubernetes_from_path),
+                cgroup_path: trigger_path,
             },
             memcg: Memcg {
                 usage_bytes: memcg.then(|| own.usage_pages * self.page_size),
@@ -217,9 +233,54 @@ impl Enricher {
             kubernetes,
             silent: ns_pid.map(|pid| pid != 1),
             oom_domain_bytes: constraint.domain_pages.map(|pages| pages * self.page_size),
+            tasks: None,
+            tasks_total: None,
+            tasks_source: None,
         };
+        if let Some(scene) = self.scene(&event) {
+            event.tasks = Some(scene.top);
+            event.tasks_total = Some(scene.total);
+            event.tasks_source = Some(TasksSource::Procfs);
+        }
         event.explanation = Some(explain::explain(kind, &event));
         event
+    }
+
+    /// The processes of the memory cgroup that ran out (the victim's own
+    /// when none is known), or of the node for a node-wide OOM, with the
+    /// victim among them.
+    fn scene(&self, event: &OomKillEvent) -> Option<tasks::Scene> {
+        let victim = Task {
+            pid: event.victim.pid,
+            ns_pid: event.victim.ns_pid,
+            comm: event.victim.comm.clone(),
+            rss_bytes: event.victim.rss_bytes,
+            oom_score_adj: event.victim.oom_score_adj,
+            cgroup_path: None,
+            kubernetes: None,
+        };
+        let node_wide = event.constraint == Some(Constraint::Global);
+        let mut scene = if node_wide {
+            tasks::of_node(&self.procfs, victim)?
+        } else {
+            let path = event
+                .oom_memcg
+                .as_ref()
+                .and_then(|m| m.path.clone())
+                .or_else(|| event.victim.cgroup_path.clone())?;
+            tasks::of_cgroup(&self.absolute(&path)?, &self.procfs, victim)?
+        };
+        if node_wide {
+            for task in &mut scene.top {
+                task.cgroup_path = if task.pid == event.victim.pid {
+                    event.victim.cgroup_path.clone()
+                } else {
+                    tasks::memory_cgroup_of(&self.procfs, task.pid)
+                };
+                task.kubernetes = task.cgroup_path.as_deref().and_then(kubernetes_from_path);
+            }
+        }
+        Some(scene)
     }
 
     /// The kernel's own decision where a context hook gave it; otherwise the
@@ -461,9 +522,28 @@ mod tests {
         assert_eq!(event.victim.oom_points, None, "no decision hook");
         assert_eq!(event.oom_domain_bytes, None);
         assert_eq!(event.silent, Some(false));
+        assert_eq!((event.trigger.pid, event.trigger.tid), (300, 301));
+        assert_eq!(event.trigger.cgroup_id, None, "0 is no cgroup");
         let json = serde_json::to_value(Event::OomKill(Box::new(event))).unwrap();
         assert_eq!(json["type"], "oom_kill");
         assert_eq!(json["victim"]["rss_bytes"]["anon"], 10 * page);
+    }
+
+    #[test]
+    fn the_trigger_is_named_by_its_own_cgroup() {
+        let mut r = victim(ALL);
+        r.trigger_cgroup_id = 99;
+        let event = kill(enricher().on_record(Record::Victim(r)));
+        assert_eq!(event.trigger.cgroup_id, Some(99));
+        // The enricher of these tests has no cgroupfs: ids only.
+        assert_eq!(event.trigger.cgroup_path, None);
+        let mut r = victim(ALL & !feature::MEMCG);
+        r.trigger_cgroup_id = 99;
+        let event = kill(enricher().on_record(Record::Victim(r)));
+        assert_eq!(
+            event.trigger.cgroup_id, None,
+            "not read without the memcg offsets"
+        );
     }
 
     #[test]

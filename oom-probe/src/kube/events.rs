@@ -196,6 +196,10 @@ mod tests {
             trigger: Trigger {
                 pid: 42,
                 comm: "java".into(),
+                tid: 42,
+                cgroup_id: None,
+                cgroup_path: None,
+                kubernetes: None,
             },
             memcg: Memcg {
                 usage_bytes: None,
@@ -216,6 +220,9 @@ mod tests {
             }),
             silent,
             oom_domain_bytes: None,
+            tasks: None,
+            tasks_total: None,
+            tasks_source: None,
         }
     }
 

@@ -104,11 +104,31 @@ impl Namer {
         self.pods.as_ref()?.take_evictions()
     }
 
-    /// Fills `kill.kubernetes` from the runtime and the pod store.
+    /// Fills `kill.kubernetes` and `kill.trigger.kubernetes` from the
+    /// runtime and the pod store.
     pub async fn name(&mut self, kill: &mut OomKillEvent) {
-        let Some(k8s) = kill.kubernetes.as_mut() else {
-            return;
-        };
+        if let Some(k8s) = kill.kubernetes.as_mut() {
+            self.name_pod(k8s).await;
+        }
+        if let Some(k8s) = kill.trigger.kubernetes.as_mut() {
+            if kill.trigger.cgroup_id == kill.victim.cgroup_id && kill.kubernetes.is_some() {
+                // The same container: no second lookup.
+                *k8s = kill.kubernetes.clone().unwrap_or_default();
+            } else {
+                self.name_pod(k8s).await;
+            }
+        }
+        // A node-wide OOM's tasks, each with its pod.
+        for task in kill.tasks.iter_mut().flatten() {
+            if let Some(k8s) = task.kubernetes.as_mut() {
+                self.name_pod(k8s).await;
+            }
+        }
+    }
+
+    /// Fills names (and from the API server requests, limits, owner) into
+    /// ids read from a cgroup path.
+    async fn name_pod(&mut self, k8s: &mut Kubernetes) {
         if let (Some(cri), Some(id)) = (&self.cri, k8s.container_id.clone()) {
             match cri.container(&id).await {
                 Ok(found) => {

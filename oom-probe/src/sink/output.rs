@@ -129,6 +129,10 @@ mod tests {
             trigger: Trigger {
                 pid: 42,
                 comm: "gunicorn".into(),
+                tid: 42,
+                cgroup_id: None,
+                cgroup_path: None,
+                kubernetes: None,
             },
             memcg: Memcg {
                 usage_bytes: Some(4 << 20),
@@ -144,6 +148,9 @@ mod tests {
             kubernetes: None,
             silent: Some(true),
             oom_domain_bytes: None,
+            tasks: None,
+            tasks_total: None,
+            tasks_source: None,
         }))
     }
 

@@ -1,0 +1,208 @@
+//! The scene at the kill: the biggest processes of the memory cgroup that ran
+//! out (or of the node, for a node-wide OOM), as the kernel's own OOM report
+//! lists them. Read from userspace right after the event: the pids from
+//! `cgroup.procs` of the cgroup and every cgroup below it, the figures from
+//! `/proc/<pid>/status` and `/proc/<pid>/oom_score_adj`.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use crate::event::{Rss, Task};
+
+/// How many tasks an event lists, the biggest by RSS first.
+pub const TOP_TASKS: usize = 10;
+
+/// Processes and their figures, as read now.
+#[derive(Debug, Default, PartialEq)]
+pub struct Scene {
+    /// The [`TOP_TASKS`] biggest by resident memory (anon + file + shmem).
+    pub top: Vec<Task>,
+    /// How many processes there were in all.
+    pub total: u64,
+}
+
+/// Reads the processes of the memory cgroup at `cgroup_dir` (absolute, on
+/// the cgroupfs) and its descendants, with `/proc` at `procfs`.
+/// `victim` is added, with its figures at the kill, when it is gone already.
+pub fn of_cgroup(cgroup_dir: &Path, procfs: &Path, victim: Task) -> Option<Scene> {
+    let mut pids = Vec::new();
+    collect_pids(cgroup_dir, &mut pids, 0).ok()?;
+    pids.sort_unstable();
+    pids.dedup();
+    Some(scene(pids.into_iter(), procfs, victim))
+}
+
+/// Reads every user process of the node (kernel threads, which have no
+/// memory of their own, are left out).
+pub fn of_node(procfs: &Path, victim: Task) -> Option<Scene> {
+    let pids = fs::read_dir(procfs)
+        .ok()?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok());
+    Some(scene(pids, procfs, victim))
+}
+
+fn collect_pids(dir: &Path, pids: &mut Vec<u32>, depth: usize) -> std::io::Result<()> {
+    let procs = fs::read_to_string(dir.join("cgroup.procs"))?;
+    pids.extend(procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+    if depth > 32 {
+        return Ok(());
+    }
+    for entry in fs::read_dir(dir)?.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            // A child that vanished meanwhile is skipped.
+            let _ = collect_pids(&entry.path(), pids, depth + 1);
+        }
+    }
+    Ok(())
+}
+
+fn scene(pids: impl Iterator<Item = u32>, procfs: &Path, victim: Task) -> Scene {
+    let mut tasks: Vec<Task> = pids.filter_map(|pid| read_task(procfs, pid)).collect();
+    match tasks.iter_mut().find(|t| t.pid == victim.pid) {
+        // Still there, but its memory may be half reaped: the kernel's
+        // figures at the kill are the ones that count.
+        Some(task) if victim.rss_bytes.is_some() => task.rss_bytes = victim.rss_bytes,
+        Some(_) => {}
+        None => tasks.push(victim),
+    }
+    let total = tasks.len() as u64;
+    tasks.sort_by_key(|t| std::cmp::Reverse(rss_total(t)));
+    tasks.truncate(TOP_TASKS);
+    Scene { top: tasks, total }
+}
+
+/// Total resident bytes of a task, for ranking.
+pub fn rss_total(task: &Task) -> u64 {
+    task.rss_bytes.map_or(0, |r| r.anon + r.file + r.shmem)
+}
+
+/// One process from `/proc/<pid>/status`; `None` for a process gone
+/// meanwhile or a kernel thread (no `RssAnon`).
+pub fn read_task(procfs: &Path, pid: u32) -> Option<Task> {
+    let dir: PathBuf = procfs.join(pid.to_string());
+    let status = fs::read_to_string(dir.join("status")).ok()?;
+    let mut task = parse_status(pid, &status)?;
+    task.oom_score_adj = fs::read_to_string(dir.join("oom_score_adj"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    Some(task)
+}
+
+/// The fields of `/proc/<pid>/status` a task needs (`Name`, `NSpid`,
+/// `RssAnon`, `RssFile`, `RssShmem`, in kB).
+pub fn parse_status(pid: u32, status: &str) -> Option<Task> {
+    let mut comm = None;
+    let mut ns_pid = None;
+    let (mut anon, mut file, mut shmem) = (None, None, None);
+    for line in status.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        let kib = || {
+            value
+                .strip_suffix("kB")
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|v| v * 1024)
+        };
+        match key {
+            "Name" => comm = Some(value.to_string()),
+            "NSpid" => ns_pid = value.split_whitespace().last().and_then(|v| v.parse().ok()),
+            "RssAnon" => anon = kib(),
+            "RssFile" => file = kib(),
+            "RssShmem" => shmem = kib(),
+            _ => {}
+        }
+    }
+    Some(Task {
+        pid,
+        ns_pid,
+        comm,
+        rss_bytes: Some(Rss {
+            anon: anon?,
+            file: file.unwrap_or(0),
+            shmem: shmem.unwrap_or(0),
+        }),
+        oom_score_adj: None,
+        cgroup_path: None,
+        kubernetes: None,
+    })
+}
+
+/// The path of a process' cgroup on the memory controller's hierarchy, from
+/// `/proc/<pid>/cgroup` (the `memory` line on v1, the `0::` line on v2).
+pub fn memory_cgroup_of(procfs: &Path, pid: u32) -> Option<String> {
+    let text = fs::read_to_string(procfs.join(pid.to_string()).join("cgroup")).ok()?;
+    let mut unified = None;
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        if controllers.split(',').any(|c| c == "memory") {
+            return Some(path.to_string());
+        }
+        if controllers.is_empty() {
+            unified = Some(path.to_string());
+        }
+    }
+    unified
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STATUS: &str = "Name:\tgunicorn\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t4242\n\
+        NSpid:\t4242\t12\nVmRSS:\t  3000 kB\nRssAnon:\t    2048 kB\nRssFile:\t     512 kB\n\
+        RssShmem:\t       8 kB\n";
+
+    #[test]
+    fn status_gives_name_ns_pid_and_rss_in_bytes() {
+        let task = parse_status(4242, STATUS).unwrap();
+        assert_eq!(task.comm.as_deref(), Some("gunicorn"));
+        assert_eq!(task.ns_pid, Some(12), "the innermost namespace's pid");
+        assert_eq!(
+            task.rss_bytes,
+            Some(Rss {
+                anon: 2048 * 1024,
+                file: 512 * 1024,
+                shmem: 8 * 1024
+            })
+        );
+    }
+
+    #[test]
+    fn a_kernel_thread_has_no_rss_and_is_left_out() {
+        assert_eq!(parse_status(2, "Name:\tkthreadd\nNSpid:\t2\n"), None);
+    }
+
+    #[test]
+    fn this_process_is_found_in_its_own_cgroup() {
+        let me = std::process::id();
+        let task = read_task(Path::new("/proc"), me).unwrap();
+        assert!(rss_total(&task) > 0);
+        assert!(memory_cgroup_of(Path::new("/proc"), me).is_some_and(|p| p.starts_with('/')));
+        let gone = Task {
+            pid: u32::MAX,
+            ns_pid: None,
+            comm: Some("victim".into()),
+            rss_bytes: Some(Rss {
+                anon: u64::MAX / 2,
+                file: 0,
+                shmem: 0,
+            }),
+            oom_score_adj: Some(1000),
+            cgroup_path: None,
+            kubernetes: None,
+        };
+        let node = of_node(Path::new("/proc"), gone.clone()).unwrap();
+        assert_eq!(
+            node.top[0], gone,
+            "a victim already gone is listed, first here"
+        );
+        assert!(node.total >= 1 && node.top.len() <= TOP_TASKS);
+        let sizes: Vec<_> = node.top.iter().map(rss_total).collect();
+        assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "{sizes:?}");
+    }
+}

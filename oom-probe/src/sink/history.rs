@@ -1,0 +1,358 @@
+//! The node's memory of kills: every event the agent emits, kept in an
+//! embedded [redb](https://www.redb.org) database in its state directory and
+//! read back by `oom-probe history`, also while the agent runs.
+//!
+//! One table maps a sequence number (the order of emission) to the time the
+//! event was stored (Unix milliseconds) and its JSON line, byte for byte as
+//! the stream printed it. Each batch is one write transaction, committed
+//! (fsync'd) before the events are printed, so an event on stdout is in the
+//! store; a crash mid-commit leaves the previous commit intact (redb's
+//! checksummed two-phase commit). The agent opens the file in redb's
+//! `SingleWriter` mode: it alone writes, and any number of other processes
+//! open it read-only and see every commit made before their read.
+//! The oldest events go first when the store holds more than
+//! [`HistoryLimits::max_events`] or they are older than
+//! [`HistoryLimits::max_age`].
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use redb::{
+    Builder, ConcurrencyMode, Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, TableDefinition,
+};
+
+use crate::event::Event;
+
+/// Sequence number -> (Unix milliseconds when stored, the event's JSON line
+/// without its newline).
+const EVENTS: TableDefinition<u64, (u64, &str)> = TableDefinition::new("events");
+
+/// Errors of the history store.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// The database file could not be opened or created (missing, not a
+    /// redb file, another writer holds it, no permission).
+    #[error("cannot open the history store {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: redb::DatabaseError,
+    },
+    /// A transaction, table or storage operation failed.
+    #[error("history store {path}: {source}")]
+    Storage {
+        path: PathBuf,
+        #[source]
+        source: redb::Error,
+    },
+    /// An event could not be turned into JSON (never expected).
+    #[error("cannot serialize an event: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// How much history is kept: whichever bound is reached first removes the
+/// oldest events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistoryLimits {
+    /// At most this many events (the newest).
+    pub max_events: u64,
+    /// Events stored longer ago than this are removed at the next write.
+    pub max_age: Duration,
+}
+
+impl Default for HistoryLimits {
+    /// 10 000 events and 30 days (`--history-max-events`, `--history-max-age`).
+    fn default() -> Self {
+        Self {
+            max_events: 10_000,
+            max_age: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+/// The agent's writable handle on the store.
+pub struct History {
+    db: Database,
+    path: PathBuf,
+    limits: HistoryLimits,
+}
+
+impl History {
+    /// Opens the store at `path`, creating the file and its directory if
+    /// they do not exist. Fails when another process has it open for
+    /// writing.
+    pub fn open(path: &Path, limits: HistoryLimits) -> Result<Self, HistoryError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| HistoryError::Open {
+                path: path.into(),
+                source: e.into(),
+            })?;
+        }
+        let db = Builder::new()
+            .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+            .create(path)
+            .map_err(|source| HistoryError::Open {
+                path: path.into(),
+                source,
+            })?;
+        let history = Self {
+            db,
+            path: path.into(),
+            limits,
+        };
+        // Create the table now, so that a reader finds it before the first kill.
+        history.append_at(&[], SystemTime::now())?;
+        Ok(history)
+    }
+
+    /// Where the store is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stores `events` in one durable transaction, in order, then removes
+    /// what the limits no longer allow.
+    pub fn append(&self, events: &[Event]) -> Result<(), HistoryError> {
+        self.append_at(events, SystemTime::now())
+    }
+
+    /// [`History::append`] with the clock given (tests).
+    pub fn append_at(&self, events: &[Event], now: SystemTime) -> Result<(), HistoryError> {
+        let lines = events
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()?;
+        let now_ms = unix_ms(now);
+        let cutoff = unix_ms(now.checked_sub(self.limits.max_age).unwrap_or(UNIX_EPOCH));
+        let storage = |source: redb::Error| HistoryError::Storage {
+            path: self.path.clone(),
+            source,
+        };
+        let txn = self.db.begin_write().map_err(|e| storage(e.into()))?;
+        {
+            let mut table = txn.open_table(EVENTS).map_err(|e| storage(e.into()))?;
+            let first = match table.last().map_err(|e| storage(e.into()))? {
+                Some((seq, _)) => seq.value() + 1,
+                None => 1,
+            };
+            for (seq, line) in (first..).zip(&lines) {
+                table
+                    .insert(seq, (now_ms, line.as_str()))
+                    .map_err(|e| storage(e.into()))?;
+            }
+            loop {
+                let too_old = match table.first().map_err(|e| storage(e.into()))? {
+                    Some((_, value)) => value.value().0 < cutoff,
+                    None => false,
+                };
+                let too_many = table.len().map_err(|e| storage(e.into()))? > self.limits.max_events;
+                if !(too_old || too_many) {
+                    break;
+                }
+                table.pop_first().map_err(|e| storage(e.into()))?;
+            }
+        }
+        txn.commit().map_err(|e| storage(e.into()))?;
+        Ok(())
+    }
+}
+
+/// One stored event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Order of emission, from 1, never reused.
+    pub seq: u64,
+    /// When the agent stored it, Unix milliseconds (within milliseconds of
+    /// its emission).
+    pub stored_unix_ms: u64,
+    /// The JSON line as the stream printed it, without the newline.
+    pub json: String,
+}
+
+/// A read-only handle, for `oom-probe history`; the agent may be writing.
+pub struct HistoryReader {
+    db: ReadOnlyDatabase,
+    path: PathBuf,
+}
+
+impl HistoryReader {
+    /// Opens an existing store read-only; fails when the file is missing
+    /// or not a history store.
+    pub fn open(path: &Path) -> Result<Self, HistoryError> {
+        let db = Builder::new()
+            .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+            .open_read_only(path)
+            .map_err(|source| HistoryError::Open {
+                path: path.into(),
+                source,
+            })?;
+        Ok(Self {
+            db,
+            path: path.into(),
+        })
+    }
+
+    /// Every event stored at or after `since` (all with `None`), oldest
+    /// first, as of the last commit.
+    pub fn read(&self, since: Option<SystemTime>) -> Result<Vec<StoredEvent>, HistoryError> {
+        let storage = |source: redb::Error| HistoryError::Storage {
+            path: self.path.clone(),
+            source,
+        };
+        let since_ms = since.map_or(0, unix_ms);
+        let txn = self.db.begin_read().map_err(|e| storage(e.into()))?;
+        let table = match txn.open_table(EVENTS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(storage(e.into())),
+        };
+        let mut events = Vec::new();
+        for entry in table.iter().map_err(|e| storage(e.into()))? {
+            let (seq, value) = entry.map_err(|e| storage(e.into()))?;
+            let (stored_unix_ms, json) = value.value();
+            if stored_unix_ms >= since_ms {
+                events.push(StoredEvent {
+                    seq: seq.value(),
+                    stored_unix_ms,
+                    json: json.to_string(),
+                });
+            }
+        }
+        Ok(events)
+    }
+}
+
+fn unix_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::UnobservedKills;
+
+    fn event(count: u64) -> Event {
+        Event::OomKillUnobserved(UnobservedKills {
+            time: "2026-11-23T12:11:00.000Z".into(),
+            node: "n".into(),
+            cgroup_id: 7,
+            cgroup_path: Some("/x".into()),
+            count,
+        })
+    }
+
+    fn counts(reader: &HistoryReader, since: Option<SystemTime>) -> Vec<u64> {
+        reader
+            .read(since)
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let v: serde_json::Value = serde_json::from_str(&e.json).unwrap();
+                v["count"].as_u64().unwrap()
+            })
+            .collect()
+    }
+
+    struct TempFile(PathBuf);
+    impl TempFile {
+        fn new(name: &str) -> Self {
+            let path = std::env::temp_dir().join(format!(
+                "oom-probe-history-{name}-{}.redb",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_file(&path);
+            Self(path)
+        }
+    }
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn lines_are_kept_byte_for_byte_in_order_and_readable_while_open() {
+        let file = TempFile::new("order");
+        let history = History::open(&file.0, HistoryLimits::default()).unwrap();
+        let reader = HistoryReader::open(&file.0).unwrap();
+        assert!(reader.read(None).unwrap().is_empty());
+        history.append(&[event(1), event(2)]).unwrap();
+        history.append(&[event(3)]).unwrap();
+        let stored = HistoryReader::open(&file.0).unwrap().read(None).unwrap();
+        assert_eq!(
+            stored.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert_eq!(stored[0].json, serde_json::to_string(&event(1)).unwrap());
+        // The reader opened before the writes sees them too.
+        assert_eq!(counts(&reader, None), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn the_oldest_go_beyond_the_count() {
+        let file = TempFile::new("count");
+        let limits = HistoryLimits {
+            max_events: 3,
+            ..HistoryLimits::default()
+        };
+        let history = History::open(&file.0, limits).unwrap();
+        for i in 1..=5 {
+            history.append(&[event(i)]).unwrap();
+        }
+        let reader = HistoryReader::open(&file.0).unwrap();
+        assert_eq!(counts(&reader, None), vec![3, 4, 5]);
+        assert_eq!(
+            reader.read(None).unwrap()[0].seq,
+            3,
+            "numbers are not reused"
+        );
+    }
+
+    #[test]
+    fn events_older_than_the_age_go_and_since_selects_by_time() {
+        let file = TempFile::new("age");
+        let limits = HistoryLimits {
+            max_age: Duration::from_secs(3600),
+            ..HistoryLimits::default()
+        };
+        let history = History::open(&file.0, limits).unwrap();
+        let t0 = SystemTime::now() - Duration::from_secs(5000);
+        history.append_at(&[event(1)], t0).unwrap();
+        history
+            .append_at(&[event(2)], t0 + Duration::from_secs(1800))
+            .unwrap();
+        let reader = HistoryReader::open(&file.0).unwrap();
+        assert_eq!(counts(&reader, None), vec![1, 2]);
+        assert_eq!(counts(&reader, Some(t0 + Duration::from_secs(60))), vec![2]);
+        // Now event 1 is 83 minutes old, event 2 53: 1 goes at the next write.
+        history.append(&[event(3)]).unwrap();
+        assert_eq!(counts(&reader, None), vec![2, 3]);
+    }
+
+    #[test]
+    fn a_second_writer_is_refused_and_the_store_survives_reopening() {
+        let file = TempFile::new("reopen");
+        let history = History::open(&file.0, HistoryLimits::default()).unwrap();
+        history.append(&[event(1)]).unwrap();
+        let second = History::open(&file.0, HistoryLimits::default());
+        assert!(second.is_err(), "two writers on one store");
+        drop(history);
+        let history = History::open(&file.0, HistoryLimits::default()).unwrap();
+        history.append(&[event(2)]).unwrap();
+        let stored = HistoryReader::open(&file.0).unwrap().read(None).unwrap();
+        assert_eq!(stored.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
+    }
+
+    #[test]
+    fn a_missing_store_is_an_error_for_the_reader() {
+        let file = TempFile::new("missing");
+        assert!(matches!(
+            HistoryReader::open(&file.0),
+            Err(HistoryError::Open { .. })
+        ));
+    }
+}
