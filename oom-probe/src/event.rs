@@ -139,6 +139,22 @@ pub struct OomKillEvent {
     /// RAM plus swap for a global OOM), from the `oom_kill_process` hook;
     /// null without it.
     pub oom_domain_bytes: Option<u64>,
+    /// The container the victim ran in, read from its cgroup path alone, in
+    /// Kubernetes or not (Docker, Podman, containerd, CRI-O); null when the
+    /// path names no container (a host service, a pod-level cgroup, conmon).
+    pub container: Option<Container>,
+}
+
+/// A container as its cgroup path names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Container {
+    /// The runtime's full container id (64 lowercase hex), as `docker`,
+    /// `podman` and `crictl` take it.
+    pub id: String,
+    /// `containerd`, `cri-o`, `docker` or `podman`, where the cgroup's name
+    /// or its parent says which; null for a bare id under a pod (kubelet's
+    /// cgroupfs layout does not name the runtime).
+    pub runtime: Option<String>,
 }
 
 /// The killed process.
@@ -147,6 +163,9 @@ pub struct Victim {
     pub pid: u32,
     pub tid: u32,
     pub ns_pid: Option<u32>,
+    /// The task's name (`task_struct.comm`, at most 15 bytes) in printable
+    /// form: valid UTF-8 as is, other bytes and control characters as
+    /// `\xNN` like the kernel log (see `comm_hex`).
     pub comm: Option<String>,
     pub uid: Option<u32>,
     pub oom_score_adj: Option<i32>,
@@ -167,6 +186,10 @@ pub struct Victim {
     /// hook; null without that hook, and for victims of a group kill other
     /// than the chosen task.
     pub oom_points: Option<i64>,
+    /// The exact bytes of `comm` as lowercase hex (`"7801ff79"`) when its
+    /// printable form had to escape any; null when `comm` is the bytes
+    /// verbatim (or is null).
+    pub comm_hex: Option<String>,
 }
 
 /// Resident memory by kind: tells "the process was big" from "tmpfs filled
@@ -182,7 +205,11 @@ pub struct Rss {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Trigger {
     pub pid: u32,
+    /// Printable form of the task's name, as `victim.comm`.
     pub comm: String,
+    /// The exact bytes of `comm` in hex when it escaped any, as
+    /// `victim.comm_hex`.
+    pub comm_hex: Option<String>,
 }
 
 /// Usage and limit of a memory cgroup at kill time.
@@ -302,10 +329,12 @@ mod tests {
                 cgroup_path: Some("/oom-probe-readme".into()),
                 cgroup_v2_id: None,
                 oom_points: None,
+                comm_hex: None,
             },
             trigger: Trigger {
                 pid: 16669,
                 comm: "celery-worker".into(),
+                comm_hex: None,
             },
             memcg: Memcg {
                 usage_bytes: Some(33_554_432),
@@ -330,6 +359,7 @@ mod tests {
             kubernetes: None,
             silent: Some(true),
             oom_domain_bytes: None,
+            container: None,
         }))
     }
 
@@ -355,10 +385,12 @@ mod tests {
                 cgroup_path: Some(format!("/kubepods/burstable/pod{UID}/{CONTAINER}")),
                 cgroup_v2_id: Some(88),
                 oom_points: None,
+                comm_hex: None,
             },
             trigger: Trigger {
                 pid: 600,
                 comm: "systemd-oomd".into(),
+                comm_hex: None,
             },
             memcg: Memcg {
                 usage_bytes: Some(1_056_768),
@@ -388,6 +420,10 @@ mod tests {
             }),
             silent: Some(true),
             oom_domain_bytes: None,
+            container: Some(Container {
+                id: CONTAINER.into(),
+                runtime: None,
+            }),
         }))
     }
 

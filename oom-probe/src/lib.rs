@@ -19,3 +19,6 @@ pub mod kube;
 pub mod probes;
 pub mod sink;
 pub mod watch;
+
+/// The printable form of names that are bytes (comm, cgroup names).
+pub use oom_probe_cgroupfs::text;

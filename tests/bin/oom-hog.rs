@@ -20,12 +20,18 @@
 //! `--kill` plays a userspace OOM killer: it takes the name NAME and
 //! SIGKILLs PID.
 
-use std::{ffi::CString, io::Write, process::exit};
+use std::{
+    ffi::{CString, OsString},
+    io::Write,
+    os::unix::ffi::OsStrExt,
+    process::exit,
+};
 
 struct Args {
     cgroup: Option<String>,
     megabytes: usize,
-    comm: Option<String>,
+    /// Any bytes but NUL (the tests give names that are not UTF-8).
+    comm: Option<OsString>,
     fork: bool,
     pidns: bool,
     in_container: bool,
@@ -44,28 +50,22 @@ fn parse_args() -> Args {
         pause: false,
         kill: None,
     };
-    let mut it = std::env::args().skip(1);
+    let mut it = std::env::args_os().skip(1);
+    let next_text = |it: &mut std::iter::Skip<std::env::ArgsOs>| {
+        it.next()
+            .and_then(|v| v.into_string().ok())
+            .unwrap_or_else(|| usage())
+    };
     while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--cgroup" => args.cgroup = Some(it.next().unwrap_or_else(|| usage())),
-            "--mb" => {
-                args.megabytes = it
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or_else(|| usage())
-            }
+        match arg.to_str().unwrap_or("") {
+            "--cgroup" => args.cgroup = Some(next_text(&mut it)),
+            "--mb" => args.megabytes = next_text(&mut it).parse().unwrap_or_else(|_| usage()),
             "--comm" => args.comm = Some(it.next().unwrap_or_else(|| usage())),
             "--fork" => args.fork = true,
             "--pidns" => args.pidns = true,
             "--in-container" => args.in_container = true,
             "--pause" => args.pause = true,
-            "--kill" => {
-                args.kill = Some(
-                    it.next()
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or_else(|| usage()),
-                )
-            }
+            "--kill" => args.kill = Some(next_text(&mut it).parse().unwrap_or_else(|_| usage())),
             _ => usage(),
         }
     }
@@ -88,7 +88,7 @@ fn usage() -> ! {
 fn main() {
     let args = parse_args();
     if let Some(pid) = args.kill {
-        set_comm(args.comm.as_deref());
+        set_comm(args.comm.as_ref());
         // SAFETY: kill has no memory-safety preconditions.
         if unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {
             fail(&format!("kill {pid}: {}", std::io::Error::last_os_error()));
@@ -112,7 +112,7 @@ fn main() {
     if args.fork || args.pidns {
         run_child_and_wait(&args);
     } else if !args.pause {
-        set_comm(args.comm.as_deref());
+        set_comm(args.comm.as_ref());
         allocate(args.megabytes);
     }
     if args.pause {
@@ -128,7 +128,7 @@ fn run_child_and_wait(args: &Args) {
         fail("fork failed");
     }
     if pid == 0 {
-        set_comm(args.comm.as_deref());
+        set_comm(args.comm.as_ref());
         allocate(args.megabytes);
     }
     println!("child {pid}");
@@ -166,9 +166,9 @@ fn pause_forever() -> ! {
     }
 }
 
-fn set_comm(comm: Option<&str>) {
+fn set_comm(comm: Option<&OsString>) {
     if let Some(comm) = comm {
-        let name = CString::new(comm).unwrap_or_else(|_| fail("comm has a NUL byte"));
+        let name = CString::new(comm.as_bytes()).unwrap_or_else(|_| fail("comm has a NUL byte"));
         // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
         unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
     }

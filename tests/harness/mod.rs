@@ -350,13 +350,15 @@ impl Drop for Watcher {
 pub fn run_hog_with_child(
     cgroup: &MemoryCgroup,
     mode: &str,
-    comm: &str,
+    comm: impl AsRef<std::ffi::OsStr>,
     megabytes: u32,
 ) -> Result<(u32, String)> {
     let output = hog()
         .arg("--cgroup")
         .arg(cgroup.path())
-        .args([mode, "--comm", comm, "--mb", &megabytes.to_string()])
+        .args([mode, "--comm"])
+        .arg(comm)
+        .args(["--mb", &megabytes.to_string()])
         .output()
         .context("cannot run oom-hog")?;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();

@@ -89,11 +89,13 @@ fn watch(args: &[String]) -> Result<()> {
 fn test() -> Result<()> {
     let toolchain = setup::build_toolchain()?;
     // The end-to-end tests run real containers under a private containerd,
-    // and a real Prometheus (and promtool) for the alerts and dashboard.
+    // and a real Prometheus (and promtool) for the alerts and dashboard;
+    // the table is checked in a real terminal, tmux's.
     setup::apt_install(&[
         ("containerd", "containerd"),
         ("runc", "runc"),
         ("promtool", "prometheus"),
+        ("tmux", "tmux"),
     ])?;
     setup::mount_tracefs();
     setup::cargo_deny()?;

@@ -13,15 +13,16 @@ pub mod unobserved;
 use std::{collections::HashMap, fs};
 
 use oom_probe_cgroupfs::CgroupResolver;
-use oom_probe_common::{feature, MemcgLevel, OomContextRecord, VictimRecord, TASK_COMM_LEN};
+use oom_probe_common::{feature, MemcgLevel, OomContextRecord, VictimRecord};
 
 use crate::{
     clock,
     decode::Record,
     event::{
-        Constraint, ConstraintSource, Event, KillKind, Kubernetes, Memcg, OomKillEvent, OomMemcg,
-        Rss, Trigger, Victim,
+        Constraint, ConstraintSource, Container, Event, KillKind, Kubernetes, Memcg, OomKillEvent,
+        OomMemcg, Rss, Trigger, Victim,
     },
+    text,
 };
 
 /// How long an `oom_kill_process` record waits for the victims it chose,
@@ -166,7 +167,20 @@ impl Enricher {
             }
             _ => false,
         };
-        let kubernetes = cgroup_path.as_deref().and_then(kubernetes_from_path);
+        let identity = cgroup_path
+            .as_deref()
+            .map(cgroup_layout::parse)
+            .unwrap_or_default();
+        let container = container_from(&identity);
+        let kubernetes = kubernetes_from(identity);
+        let (victim_comm, victim_comm_hex) = match task {
+            true => {
+                let (text, hex) = text::comm(&r.comm);
+                (Some(text), hex)
+            }
+            false => (None, None),
+        };
+        let (trigger_comm, trigger_comm_hex) = text::comm(&r.trigger_comm);
         let mut event = OomKillEvent {
             time: humantime::format_rfc3339_millis(clock::wall_time(r.kernel_time_ns)).to_string(),
             kernel_time_ns: r.kernel_time_ns,
@@ -175,7 +189,7 @@ impl Enricher {
                 pid: r.tgid,
                 tid: r.tid,
                 ns_pid,
-                comm: task.then(|| comm(&r.comm)),
+                comm: victim_comm,
                 uid: task.then_some(r.uid),
                 oom_score_adj: task.then_some(r.oom_score_adj),
                 rss_bytes: has(feature::RSS).then(|| Rss {
@@ -193,10 +207,12 @@ impl Enricher {
                     .chosen
                     .filter(|&(tgid, _)| tgid == r.tgid)
                     .map(|(_, points)| points),
+                comm_hex: victim_comm_hex,
             },
             trigger: Trigger {
                 pid: r.trigger_tgid,
-                comm: comm(&r.trigger_comm),
+                comm: trigger_comm,
+                comm_hex: trigger_comm_hex,
             },
             memcg: Memcg {
                 usage_bytes: memcg.then(|| own.usage_pages * self.page_size),
@@ -216,6 +232,7 @@ impl Enricher {
             kubernetes,
             silent: ns_pid.map(|pid| pid != 1),
             oom_domain_bytes: constraint.domain_pages.map(|pages| pages * self.page_size),
+            container,
         };
         event.explanation = Some(explain::explain(kind, &event));
         event
@@ -352,11 +369,18 @@ impl Decided {
     }
 }
 
+/// The container a cgroup path names, in a pod or not.
+fn container_from(identity: &cgroup_layout::CgroupIdentity) -> Option<Container> {
+    Some(Container {
+        id: identity.container_id.clone()?,
+        runtime: identity.runtime.map(str::to_owned),
+    })
+}
+
 /// The ids a pod's cgroup path carries (pod uid, container id, QoS class);
 /// names come later from the runtime or the API server. `None` for cgroups
 /// that are not a pod's.
-fn kubernetes_from_path(path: &str) -> Option<Kubernetes> {
-    let identity = cgroup_layout::parse(path);
+fn kubernetes_from(identity: cgroup_layout::CgroupIdentity) -> Option<Kubernetes> {
     identity.pod_uid.as_ref()?;
     Some(Kubernetes {
         pod_uid: identity.pod_uid,
@@ -364,11 +388,6 @@ fn kubernetes_from_path(path: &str) -> Option<Kubernetes> {
         qos_class: identity.qos_class.map(|q| q.as_str().to_string()),
         ..Kubernetes::default()
     })
-}
-
-fn comm(raw: &[u8; TASK_COMM_LEN]) -> String {
-    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    String::from_utf8_lossy(&raw[..end]).into_owned()
 }
 
 #[cfg(test)]
@@ -563,6 +582,35 @@ mod tests {
         r.kernel_time_ns += 2 * SAME_DECISION_NS;
         let c = kill(e.on_record(Record::Victim(r)));
         assert_ne!(c.oom_id, a.oom_id, "a later kill is a new decision");
+    }
+
+    fn kubernetes_from_path(path: &str) -> Option<Kubernetes> {
+        kubernetes_from(cgroup_layout::parse(path))
+    }
+
+    #[test]
+    fn containers_outside_kubernetes_keep_their_id_and_runtime() {
+        let id = "b".repeat(64);
+        for (path, runtime) in [
+            (format!("/system.slice/docker-{id}.scope"), Some("docker")),
+            (
+                format!("/machine.slice/libpod-{id}.scope/container"),
+                Some("podman"),
+            ),
+            (format!("/kubepods/pod{}/{id}", "1".repeat(32)), None),
+        ] {
+            let identity = cgroup_layout::parse(&path);
+            assert_eq!(
+                container_from(&identity),
+                Some(Container {
+                    id: id.clone(),
+                    runtime: runtime.map(str::to_owned)
+                }),
+                "{path}"
+            );
+        }
+        let host = cgroup_layout::parse("/system.slice/kubelet.service");
+        assert_eq!(container_from(&host), None);
     }
 
     #[test]

@@ -192,10 +192,12 @@ mod tests {
                 cgroup_path: None,
                 cgroup_v2_id: None,
                 oom_points: None,
+                comm_hex: None,
             },
             trigger: Trigger {
                 pid: 42,
                 comm: "java".into(),
+                comm_hex: None,
             },
             memcg: Memcg {
                 usage_bytes: None,
@@ -216,6 +218,7 @@ mod tests {
             }),
             silent,
             oom_domain_bytes: None,
+            container: None,
         }
     }
 
