@@ -414,3 +414,67 @@ fn table_in_a_120_column_terminal_is_safe_from_hostile_names() {
         );
     }
 }
+
+/// Two OOM decisions a few milliseconds apart in one memcg, made by the
+/// same allocating task: without `memory.oom.group` each kill is its own
+/// decision, so the two victims get two `oom_id`s.
+#[test]
+fn back_to_back_decisions_in_one_memcg_get_two_oom_ids() {
+    use std::io::{BufRead, BufReader};
+    if !root_or_skip("back_to_back_decisions_in_one_memcg_get_two_oom_ids") {
+        return;
+    }
+    let cgroup = MemoryCgroup::create(64 * MIB).unwrap();
+    let mut watcher = Watcher::start(&[]).unwrap();
+    // Two idle holders, first in line for the OOM killer...
+    let mut holders = Vec::new();
+    for (mb, comm) in [(30, "holder-big"), (20, "holder-small")] {
+        let mut child = hog()
+            .arg("--cgroup")
+            .arg(cgroup.path())
+            .args(["--mb", &mb.to_string(), "--comm", comm])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stderr.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains("allocated"), "{comm}: {line}");
+        std::fs::write(format!("/proc/{}/oom_score_adj", child.id()), "1000").unwrap();
+        holders.push(child);
+    }
+    // ...then a third task needs 50 MiB: the kernel kills the bigger holder,
+    // the charge still fails, and a second decision kills the other.
+    let mut trigger = hog()
+        .arg("--cgroup")
+        .arg(cgroup.path())
+        .args(["--mb", "50", "--comm", "oom-trigger"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let events = watcher
+        .events_for(cgroup.relative_path(), 2, SETTLE)
+        .unwrap();
+    let _ = trigger.kill();
+    let _ = trigger.wait();
+    for mut holder in holders {
+        let _ = holder.kill();
+        let _ = holder.wait();
+    }
+    assert_eq!(events.len(), 2, "{events:#?}");
+    let comms: Vec<&str> = events
+        .iter()
+        .map(|e| e["victim"]["comm"].as_str().unwrap())
+        .collect();
+    assert_eq!(comms, ["holder-big", "holder-small"], "{events:#?}");
+    for event in &events {
+        assert_eq!(event["trigger"]["comm"], "oom-trigger", "{event:#}");
+        assert_eq!(event["group_kill"], false, "{event:#}");
+    }
+    assert_ne!(
+        events[0]["oom_id"], events[1]["oom_id"],
+        "two decisions, two ids: {events:#?}"
+    );
+    assert_eq!(cgroup.kernel_oom_kills().unwrap(), 2);
+}

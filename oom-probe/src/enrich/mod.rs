@@ -145,11 +145,6 @@ impl Enricher {
         } else {
             Decided::none()
         };
-        let oom_id = if kernel_kill {
-            self.oom_id(r, &constraint)
-        } else {
-            self.new_oom_id()
-        };
         let oom_memcg = constraint.oom_memcg.map(|level| OomMemcg {
             cgroup_id: level.cgroup_id,
             path: self.path_of(level.cgroup_id),
@@ -166,6 +161,11 @@ impl Enricher {
                 self.oom_group_set(victim, oom.path.as_deref().unwrap_or("/"))
             }
             _ => false,
+        };
+        let oom_id = if kernel_kill {
+            self.oom_id(r, &constraint, group_kill)
+        } else {
+            self.new_oom_id()
         };
         let identity = cgroup_path
             .as_deref()
@@ -286,15 +286,20 @@ impl Enricher {
             && level.usage_pages + slack >= level.limit_pages
     }
 
-    /// The kernel's oom_id for this victim: the context's, else the previous
-    /// victim's when the same task chose both in the same cgroup at once.
-    fn oom_id(&mut self, r: &VictimRecord, constraint: &Decided) -> u64 {
+    /// The OOM decision's id for this victim: the context's where the
+    /// decision hook gave one (exact). Without it, a decision kills one task
+    /// unless `memory.oom.group` is set (cgroup v2), so a victim shares the
+    /// previous victim's id only when a group kill was possible (`group`)
+    /// and the same task chose both in the same cgroup at once (inferred);
+    /// every other kill is its own decision.
+    fn oom_id(&mut self, r: &VictimRecord, constraint: &Decided, group: bool) -> u64 {
         if let Some((_, oom_id)) = self.context_for(r) {
             return oom_id;
         }
         let oom_memcg_id = constraint.oom_memcg.map_or(0, |m| m.cgroup_id);
         let same = self.last_decision.filter(|d| {
-            d.trigger_tid == r.trigger_tid
+            group
+                && d.trigger_tid == r.trigger_tid
                 && d.oom_memcg_id == oom_memcg_id
                 && r.kernel_time_ns.saturating_sub(d.kernel_time_ns) < SAME_DECISION_NS
         });
@@ -570,18 +575,34 @@ mod tests {
     }
 
     #[test]
-    fn victims_chosen_together_share_an_oom_id_without_a_context_hook() {
+    fn without_a_context_hook_only_a_group_kill_shares_an_oom_id() {
+        let mut e = enricher();
+        let mut r = victim(ALL);
+        r.memcg_levels[0] = level(77, 8_192, 8_192);
+        let decided = e.constraint(&r);
+        let a = e.oom_id(&r, &decided, true);
+        r.tgid = 400;
+        r.kernel_time_ns += 50_000;
+        let b = e.oom_id(&r, &decided, true);
+        assert_eq!(a, b, "memory.oom.group: one decision killed both");
+        r.kernel_time_ns += 2 * SAME_DECISION_NS;
+        let c = e.oom_id(&r, &decided, true);
+        assert_ne!(c, a, "a later kill is a new decision");
+    }
+
+    #[test]
+    fn without_oom_group_back_to_back_kills_are_separate_decisions() {
+        // Two kills 15 ms apart in one v1 memcg, by the same trigger: the
+        // kernel made two decisions (v1 has no memory.oom.group).
         let mut e = enricher();
         let mut r = victim(ALL);
         r.memcg_levels[0] = level(77, 8_192, 8_192);
         let a = kill(e.on_record(Record::Victim(r)));
         r.tgid = 400;
-        r.kernel_time_ns += 50_000;
+        r.kernel_time_ns += 15_000_000;
         let b = kill(e.on_record(Record::Victim(r)));
-        assert_eq!(a.oom_id, b.oom_id);
-        r.kernel_time_ns += 2 * SAME_DECISION_NS;
-        let c = kill(e.on_record(Record::Victim(r)));
-        assert_ne!(c.oom_id, a.oom_id, "a later kill is a new decision");
+        assert!(!a.group_kill && !b.group_kill);
+        assert_ne!(a.oom_id, b.oom_id);
     }
 
     fn kubernetes_from_path(path: &str) -> Option<Kubernetes> {
