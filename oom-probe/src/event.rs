@@ -121,7 +121,9 @@ pub struct OomKillEvent {
     pub constraint_source: Option<ConstraintSource>,
     /// The memory cgroup whose limit ran out (null for a global OOM).
     pub oom_memcg: Option<OomMemcg>,
-    /// What filled the memory cgroup that ran out, read right after the kill.
+    /// What filled the memory cgroup that ran out, read from its
+    /// `memory.stat` right after the kill (not at it: see
+    /// `memcg_stat_source`).
     pub memcg_stat: Option<MemcgStat>,
     /// One sentence a person can act on.
     pub explanation: Option<String>,
@@ -143,6 +145,25 @@ pub struct OomKillEvent {
     /// Kubernetes or not (Docker, Podman, containerd, CRI-O); null when the
     /// path names no container (a host service, a pod-level cgroup, conmon).
     pub container: Option<Container>,
+    /// How `memcg_stat` was taken, and whether it can stand for the kill:
+    /// `after_kill` (read after the kill; its total agrees with the memcg's
+    /// usage at the kill) or `after_kill_inconsistent` (its total is under
+    /// three quarters of that usage: the OOM reaper, the exiting victim or
+    /// the runtime removing the cgroup got there first; the explanation
+    /// then does not use it). Null when `memcg_stat` is null.
+    pub memcg_stat_source: Option<MemcgStatSource>,
+}
+
+/// How `memcg_stat` was taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemcgStatSource {
+    /// Read after the kill; its total (anon + file + kernel + sock) is at
+    /// least three quarters of the memcg's usage at the kill.
+    AfterKill,
+    /// Read after the kill and under three quarters of the usage at the
+    /// kill: memory was already freed; not a picture of the kill.
+    AfterKillInconsistent,
 }
 
 /// A container as its cgroup path names it.
@@ -360,6 +381,7 @@ mod tests {
             silent: Some(true),
             oom_domain_bytes: None,
             container: None,
+            memcg_stat_source: Some(MemcgStatSource::AfterKill),
         }))
     }
 
@@ -424,6 +446,7 @@ mod tests {
                 id: CONTAINER.into(),
                 runtime: None,
             }),
+            memcg_stat_source: None,
         }))
     }
 

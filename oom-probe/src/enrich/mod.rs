@@ -151,11 +151,23 @@ impl Enricher {
             usage_bytes: Some(level.usage_pages * self.page_size),
             limit_bytes: self.limit_bytes(level.limit_pages),
         });
+        // memory.stat of the memcg that ran out (else the victim's own),
+        // and that memcg's usage at the kill to check the late read against.
+        let own_usage = memcg.then(|| own.usage_pages * self.page_size);
         let stat_dir = oom_memcg
             .as_ref()
-            .and_then(|m| m.path.clone())
-            .or_else(|| cgroup_path.clone());
-        let memcg_stat = stat_dir.and_then(|path| explain::read_memcg_stat(&self.absolute(&path)?));
+            .and_then(|m| Some((m.path.clone()?, m.usage_bytes)))
+            .or_else(|| Some((cgroup_path.clone()?, own_usage)));
+        let (memcg_stat, memcg_stat_source) = match stat_dir {
+            Some((path, usage_at_kill)) => {
+                let stat = self
+                    .absolute(&path)
+                    .and_then(|dir| explain::read_memcg_stat(&dir));
+                let source = stat.map(|stat| explain::stat_source(&stat, usage_at_kill));
+                (stat, source)
+            }
+            None => (None, None),
+        };
         let group_kill = match (&cgroup_path, &oom_memcg) {
             (Some(victim), Some(oom)) => {
                 self.oom_group_set(victim, oom.path.as_deref().unwrap_or("/"))
@@ -233,6 +245,7 @@ impl Enricher {
             silent: ns_pid.map(|pid| pid != 1),
             oom_domain_bytes: constraint.domain_pages.map(|pages| pages * self.page_size),
             container,
+            memcg_stat_source,
         };
         event.explanation = Some(explain::explain(kind, &event));
         event

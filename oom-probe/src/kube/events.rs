@@ -219,6 +219,7 @@ mod tests {
             silent,
             oom_domain_bytes: None,
             container: None,
+            memcg_stat_source: None,
         }
     }
 

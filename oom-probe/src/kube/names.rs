@@ -42,7 +42,9 @@ pub async fn api_client(options: &SourceOptions) -> Option<kube::Client> {
     match client::client(options.kubeconfig.clone()).await {
         Ok(client) => Some(client),
         Err(err) => {
-            tracing::info!("no Kubernetes API ({err:#}); names come from the container runtime");
+            tracing::info!(
+                "no Kubernetes API ({err:#}); pods will be named by the container runtime, if one is found"
+            );
             None
         }
     }
@@ -87,16 +89,20 @@ impl Namer {
 
     /// The sources in use, for the start-up line.
     pub fn describe(&self) -> String {
-        let cri = self.cri.as_ref().map_or_else(
-            || String::from("no container runtime"),
-            |c| format!("{} at {}", c.runtime(), c.socket().display()),
-        );
-        let api = if self.pods.is_some() {
-            "the Kubernetes API"
-        } else {
-            "no Kubernetes API"
-        };
-        format!("{cri}, {api}")
+        let cri = self
+            .cri
+            .as_ref()
+            .map(|c| format!("{} at {}", c.runtime(), c.socket().display()));
+        match (cri, self.pods.is_some()) {
+            (Some(cri), true) => format!("pods are named by the Kubernetes API and {cri}"),
+            (Some(cri), false) => format!("pods are named by {cri} (no Kubernetes API)"),
+            (None, true) => {
+                "pods are named by the Kubernetes API (no container runtime found)".into()
+            }
+            (None, false) => "pods are not named (no Kubernetes API, no container runtime found): \
+                 their ids come from cgroup paths"
+                .into(),
+        }
     }
 
     /// Pods the kubelet evicts, once per pod (when an API server is in use).

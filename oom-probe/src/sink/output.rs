@@ -253,6 +253,7 @@ mod tests {
             silent: Some(true),
             oom_domain_bytes: None,
             container: None,
+            memcg_stat_source: None,
         }))
     }
 
