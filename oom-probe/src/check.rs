@@ -220,7 +220,7 @@ pub fn field_qualities(facts: &NodeFacts) -> Vec<FieldQuality> {
             Unavailable
         },
         why: if has(feature::NS_PID) {
-            "the victim is not its pid namespace's init (in a pod sharing its pid namespace, init is the pause process)".into()
+            "against the container's init pid from the CRI runtime when it answers, else the pid namespace's pid 1 (wrong in pods sharing one pid namespace)".into()
         } else {
             "this kernel's BTF lacks the pid-namespace offsets".into()
         },

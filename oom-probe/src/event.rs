@@ -133,8 +133,11 @@ pub struct OomKillEvent {
     pub group_kill: bool,
     /// Pod and container of the victim; null when its cgroup is not a pod's.
     pub kubernetes: Option<Kubernetes>,
-    /// True when the victim is not the init process of its pid namespace:
-    /// its container keeps running and Kubernetes reports nothing.
+    /// True when the victim's container survives the kill (Kubernetes
+    /// reports nothing): decided against the container's own init pid as
+    /// the CRI runtime reports it (false also when the container had
+    /// exited), else against pid 1 of the victim's pid namespace; null
+    /// when neither is known.
     pub silent: Option<bool>,
     /// Size of the OOM domain in bytes (`oom_control.totalpages` times the
     /// page size: the memcg's limit, plus swap where counted, or the node's

@@ -118,6 +118,14 @@ impl Namer {
         if let (Some(cri), Some(id)) = (&self.cri, k8s.container_id.clone()) {
             match cri.container(&id).await {
                 Ok(found) => {
+                    // Silent means the container survives: decided against
+                    // its own init, not its pid namespace's (pid 1 is the
+                    // pause process where the pod shares one).
+                    if found.exited {
+                        kill.silent = Some(false);
+                    } else if let Some(init) = found.init_pid {
+                        kill.silent = Some(kill.victim.pid != init);
+                    }
                     k8s.namespace = found.namespace.or(k8s.namespace.take());
                     k8s.pod = found.pod_name.or(k8s.pod.take());
                     k8s.pod_uid = k8s.pod_uid.take().or(found.pod_uid);
