@@ -1,15 +1,26 @@
-# Multi-stage: build a static oom-probe (eBPF object embedded), ship only it.
-# docker build -t oom-probe .
+# The oom-probe image: one static binary (the eBPF object embedded), nothing else.
+#
+#   docker build -t oom-probe .
+#       the full build: the build stage runs `cargo xtask static`, the same
+#       set-up and build as `cargo xtask test` (toolchains, bpf-linker, musl).
+#   docker build --target prebuilt -t oom-probe .
+#       the same image from a static binary built already (`cargo xtask
+#       static`, or the kernel matrix's); `--build-arg BINARY=path` inside
+#       the context names another one. The test suite builds this target.
+
+# What every variant of the image is: the binary's entrypoint and the agent.
+FROM scratch AS runtime
+ENTRYPOINT ["/oom-probe"]
+CMD ["run"]
+
+FROM runtime AS prebuilt
+ARG BINARY=target/x86_64-unknown-linux-musl/release/oom-probe
+COPY ${BINARY} /oom-probe
+
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN apt-get update && apt-get install -y --no-install-recommends protobuf-compiler \
- && rustup toolchain install nightly --profile minimal --component rust-src \
- && rustup target add x86_64-unknown-linux-musl \
- && cargo xtask setup \
- && cargo build --release --locked --package oom-probe --target x86_64-unknown-linux-musl
+RUN cargo xtask static --out /oom-probe
 
-FROM scratch
-COPY --from=build /src/target/x86_64-unknown-linux-musl/release/oom-probe /oom-probe
-ENTRYPOINT ["/oom-probe"]
-CMD ["run"]
+FROM runtime
+COPY --from=build /oom-probe /oom-probe

@@ -1,9 +1,16 @@
 //! Bad input gets a clear message: not root, no BTF, no tracefs; and
 //! `oom-probe check` tells what the node offers, as text and JSON.
 
-use std::process::{Command, Output};
+use std::{
+    os::unix::process::CommandExt,
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
 
-use oom_probe_tests::{host_only, oom_probe_bin, root_or_skip};
+use oom_probe_tests::{
+    host_only, oom_probe_bin, root_or_skip, run_hog_with_child, MemoryCgroup, Watcher,
+    START_TIMEOUT,
+};
 use serde_json::Value;
 
 fn text(output: &Output) -> String {
@@ -200,4 +207,80 @@ fn check_says_which_fields_are_exact_inferred_or_unavailable() {
             "{out}"
         );
     }
+}
+
+/// What a container's hostname looks like (Docker: the short container id).
+const CONTAINER_HOSTNAME: &str = "c0ffee123456";
+
+/// Makes the command run in a UTS namespace of its own with
+/// [`CONTAINER_HOSTNAME`], as in a container, and without `NODE_NAME`.
+fn as_in_a_container(command: &mut Command) {
+    command.env_remove("NODE_NAME");
+    // SAFETY: unshare and sethostname are async-signal-safe syscalls on
+    // memory this closure owns.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::unshare(libc::CLONE_NEWUTS) != 0
+                || libc::sethostname(CONTAINER_HOSTNAME.as_ptr().cast(), CONTAINER_HOSTNAME.len())
+                    != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+}
+
+#[test]
+fn in_a_uts_namespace_of_its_own_the_node_is_the_hosts_never_the_containers() {
+    if !root_or_skip("in_a_uts_namespace_of_its_own_the_node_is_the_hosts_never_the_containers") {
+        return;
+    }
+    // No NODE_NAME, no host hostname file: it refuses, naming the fixes.
+    let mut command = Command::new(oom_probe_bin());
+    as_in_a_container(&mut command);
+    let mut child = command
+        .args(["watch", "--output", "json"])
+        .args(["--node-name-file", "/nonexistent/etc/hostname"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Bounded: a build that takes the container's hostname starts watching.
+    let deadline = Instant::now() + START_TIMEOUT;
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let refused = child.wait_with_output().unwrap();
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    for needle in [
+        CONTAINER_HOSTNAME,
+        "NODE_NAME",
+        "--uts=host",
+        "/host/etc/hostname",
+    ] {
+        assert!(
+            text(&refused).contains(needle),
+            "{needle:?}: {}",
+            text(&refused)
+        );
+    }
+
+    // The host's /etc/hostname mounted in: every event carries that name.
+    let file = std::env::temp_dir().join(format!("oom-probe-hostname-{}", std::process::id()));
+    std::fs::write(&file, "node-from-host-file\n").unwrap();
+    let mut watcher = Watcher::start_with(
+        "watch",
+        &["--node-name-file", file.to_str().unwrap()],
+        as_in_a_container,
+    )
+    .unwrap();
+    let cgroup = MemoryCgroup::create(32 << 20).unwrap();
+    run_hog_with_child(&cgroup, "--fork", "uts-victim", 128).unwrap();
+    let events = watcher
+        .events_for(cgroup.relative_path(), 1, Duration::from_millis(500))
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(events[0]["node"], "node-from-host-file", "{:#}", events[0]);
 }

@@ -16,6 +16,7 @@ pub mod decode;
 pub mod enrich;
 pub mod event;
 pub mod kube;
+pub mod node;
 pub mod probes;
 pub mod sink;
 pub mod watch;

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use oom_probe::{
     check,
     kube::names::SourceOptions,
+    node,
     probes::{DecisionHook, VictimHook},
     sink::output::OutputFormat,
     watch::{self, Filter, WatchOptions},
@@ -63,9 +64,14 @@ struct EventArgs {
     /// Ring buffer size in bytes (a power of two, multiple of the page size).
     #[arg(long, default_value_t = 256 * 1024)]
     ring_buffer_size: u32,
-    /// Node name put in every event.
+    /// Node name put in every event and used to select this node's pods
+    /// (default: the hostname when oom-probe shares the host's UTS namespace,
+    /// else the first name in --node-name-file).
     #[arg(long, env = "NODE_NAME")]
     node_name: Option<String>,
+    /// In a container without NODE_NAME: the host's /etc/hostname, mounted in.
+    #[arg(long, default_value = node::HOST_HOSTNAME_FILE)]
+    node_name_file: PathBuf,
     /// Exit after this many kills.
     #[arg(long)]
     count: Option<u64>,
@@ -129,8 +135,8 @@ fn main() {
     let cli = Cli::parse();
     init_logs(cli.log_format);
     let result = match cli.command {
-        Command::Watch(args) => run_watch(watch_options(args, false)),
-        Command::Run(args) => run_watch(watch_options(args, true)),
+        Command::Watch(args) => watch_options(args, false).and_then(run_watch),
+        Command::Run(args) => watch_options(args, true).and_then(run_watch),
         Command::Check { json } => run_check(json),
     };
     if let Err(err) = result {
@@ -151,9 +157,11 @@ fn init_logs(format: LogFormat) {
     }
 }
 
-fn watch_options(args: EventArgs, agent: bool) -> WatchOptions {
+fn watch_options(args: EventArgs, agent: bool) -> Result<WatchOptions> {
     let terminal = std::io::stdout().is_terminal() && !agent;
-    WatchOptions {
+    let node = node::resolve(args.node_name.as_deref(), &args.node_name_file)?;
+    tracing::info!("node name {:?} from {}", node.name, node.source);
+    Ok(WatchOptions {
         output: args.output.unwrap_or(if terminal {
             OutputFormat::Table
         } else {
@@ -168,7 +176,7 @@ fn watch_options(args: EventArgs, agent: bool) -> WatchOptions {
             .decision_hook
             .map(|h| vec![h])
             .unwrap_or_else(|| DecisionHook::ALL.to_vec()),
-        node: args.node_name.unwrap_or_else(hostname),
+        node: node.name,
         max_events: args.count,
         userspace_killers: args
             .userspace_killers
@@ -196,7 +204,7 @@ fn watch_options(args: EventArgs, agent: bool) -> WatchOptions {
             pod: args.pod,
             container: args.container,
         },
-    }
+    })
 }
 
 fn run_watch(options: WatchOptions) -> Result<()> {
@@ -217,10 +225,4 @@ fn run_check(json: bool) -> Result<()> {
         std::process::exit(2);
     }
     Ok(())
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
 }

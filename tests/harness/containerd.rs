@@ -39,10 +39,10 @@ use oom_probe_cgroupfs::{mountinfo, testing};
 use oom_probe_cri::v1::{
     image_service_client::ImageServiceClient, runtime_service_client::RuntimeServiceClient,
     ContainerConfig, ContainerFilter, ContainerMetadata, ContainerState, ContainerStatusRequest,
-    CreateContainerRequest, ImageSpec, ImageStatusRequest, LinuxContainerConfig,
+    CreateContainerRequest, ImageSpec, ImageStatusRequest, KeyValue, LinuxContainerConfig,
     LinuxContainerResources, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
-    LinuxSandboxSecurityContext, ListContainersRequest, ListPodSandboxRequest, NamespaceMode,
-    NamespaceOption, PodSandboxConfig, PodSandboxFilter, PodSandboxMetadata,
+    LinuxSandboxSecurityContext, ListContainersRequest, ListPodSandboxRequest, Mount,
+    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxFilter, PodSandboxMetadata,
     RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
     StopContainerRequest, StopPodSandboxRequest, VersionRequest,
 };
@@ -293,6 +293,17 @@ impl Containerd {
             &archive,
             &super::built_binary("oom-hog", "OOM_HOG_BIN", "oom-probe-tests"),
         )?;
+        self.import_archive(&archive, IMAGE)
+    }
+
+    /// The daemon's own directory, for files a test mounts into containers.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Imports an OCI image layout archive (as [`write_oci_archive`] makes)
+    /// named `image` and waits until the CRI's image store lists it.
+    pub fn import_archive(&self, archive: &Path, image: &str) -> Result<()> {
         let output = self.ctr(&["images", "import", &archive.display().to_string()])?;
         if !output.status.success() {
             bail!(
@@ -302,12 +313,13 @@ impl Containerd {
         }
         let deadline = Instant::now() + super::START_TIMEOUT;
         loop {
+            let spec = ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            };
             let status = self.images(|mut c| async move {
                 let request = ImageStatusRequest {
-                    image: Some(ImageSpec {
-                        image: IMAGE.into(),
-                        ..Default::default()
-                    }),
+                    image: Some(spec),
                     verbose: false,
                 };
                 c.image_status(request).await
@@ -316,7 +328,7 @@ impl Containerd {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("the CRI never listed the imported image {IMAGE}");
+                bail!("the CRI never listed the imported image {image}");
             }
             thread::sleep(Duration::from_millis(100));
         }
@@ -583,39 +595,59 @@ impl<'a> Pod<'a> {
         memory_limit_bytes: u64,
         args: &[&str],
     ) -> Result<PodContainer<'_>> {
+        self.start(ContainerSpec {
+            name: name.into(),
+            image: IMAGE.into(),
+            command: vec!["/oom-hog".into()],
+            args: args.iter().map(|a| a.to_string()).collect(),
+            memory_limit_bytes,
+            ..Default::default()
+        })
+    }
+
+    /// Creates and starts a container as the kubelet would for `spec`.
+    pub fn start(&self, spec: ContainerSpec) -> Result<PodContainer<'_>> {
+        let name = spec.name.as_str();
         let mut labels = self.config.labels.clone();
         labels.insert("io.kubernetes.container.name".into(), name.into());
         let log_path = format!("{name}_0.log");
+        let mut security = spec.security.unwrap_or_default();
+        // The pod's own choice: a pid namespace per container, or the pod's.
+        security.namespace_options = self
+            .config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|c| c.namespace_options.clone())
+            .or_else(|| Some(kubelet_namespaces()));
         let config = ContainerConfig {
             metadata: Some(ContainerMetadata {
                 name: name.into(),
                 attempt: 0,
             }),
             image: Some(ImageSpec {
-                image: IMAGE.into(),
+                image: spec.image.clone(),
                 ..Default::default()
             }),
-            command: vec!["/oom-hog".into()],
-            args: args.iter().map(|a| a.to_string()).collect(),
+            command: spec.command.clone(),
+            args: spec.args.clone(),
+            envs: spec
+                .env
+                .iter()
+                .map(|(key, value)| KeyValue {
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+            mounts: spec.mounts.clone(),
             labels,
             log_path: log_path.clone(),
             linux: Some(LinuxContainerConfig {
                 resources: Some(LinuxContainerResources {
-                    memory_limit_in_bytes: i64::try_from(memory_limit_bytes)?,
+                    memory_limit_in_bytes: i64::try_from(spec.memory_limit_bytes)?,
                     ..Default::default()
                 }),
-                security_context: Some(LinuxContainerSecurityContext {
-                    // The pod's own choice (a pid namespace per container,
-                    // or the pod's).
-                    namespace_options: self
-                        .config
-                        .linux
-                        .as_ref()
-                        .and_then(|l| l.security_context.as_ref())
-                        .and_then(|c| c.namespace_options.clone())
-                        .or_else(|| Some(kubelet_namespaces())),
-                    ..Default::default()
-                }),
+                security_context: Some(security),
             }),
             ..Default::default()
         };
@@ -673,6 +705,30 @@ impl Drop for Pod<'_> {
         }
         PodCgroups::release();
     }
+}
+
+/// What a container runs and how, as the kubelet hands it to the CRI
+/// ([`Pod::start`]). The namespaces are always the kubelet's for a
+/// host-network pod.
+#[derive(Clone, Debug, Default)]
+pub struct ContainerSpec {
+    /// The container's name in the pod.
+    pub name: String,
+    /// An image the runtime has ([`IMAGE`], or one from
+    /// [`Containerd::import_archive`]).
+    pub image: String,
+    /// The entrypoint; empty for the image's own.
+    pub command: Vec<String>,
+    /// The arguments; empty for the image's own.
+    pub args: Vec<String>,
+    /// Environment variables.
+    pub env: Vec<(String, String)>,
+    /// Host paths mounted in.
+    pub mounts: Vec<Mount>,
+    /// The memory limit in bytes (0: none).
+    pub memory_limit_bytes: u64,
+    /// User, capabilities, read-only root... (`None`: the runtime's defaults).
+    pub security: Option<LinuxContainerSecurityContext>,
 }
 
 /// A started container of a [`Pod`] (removed with the pod).
@@ -820,36 +876,51 @@ disabled_plugins = [{disabled}]
 /// links, at the paths the dynamic loader looks for them. Entrypoint
 /// `/oom-hog --pause`: the sandbox's pause process.
 fn write_image_archive(archive: &Path, hog: &Path) -> Result<()> {
+    let mut files = vec![(PathBuf::from("oom-hog"), fs::read(hog)?, 0o755)];
+    for library in shared_libraries(hog)? {
+        let inside = library.strip_prefix("/").unwrap_or(&library).to_path_buf();
+        let bytes = fs::read(&library).with_context(|| format!("read {}", library.display()))?;
+        files.push((inside, bytes, 0o755));
+    }
+    let config = json!({"Entrypoint": ["/oom-hog"], "Cmd": ["--pause"]});
+    write_oci_archive(archive, IMAGE, &files, config)
+}
+
+/// Writes an OCI image layout archive (what `ctr images import` and
+/// `docker load` read) named `name`, of one layer holding `files` (path
+/// inside the image without the leading `/`, bytes, mode; parent
+/// directories are added) and the image config's `config` object
+/// (`Entrypoint`, `Cmd`...).
+pub fn write_oci_archive(
+    archive: &Path,
+    name: &str,
+    files: &[(PathBuf, Vec<u8>, u32)],
+    config: serde_json::Value,
+) -> Result<()> {
     let arch = match env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
         other => bail!("no OCI name for architecture {other}"),
     };
-    let mut files = vec![(PathBuf::from("oom-hog"), hog.to_path_buf())];
-    for library in shared_libraries(hog)? {
-        let inside = library.strip_prefix("/").unwrap_or(&library).to_path_buf();
-        files.push((inside, library));
-    }
     let mut layer = tar::Builder::new(Vec::new());
     let dirs: BTreeSet<&Path> = files
         .iter()
-        .flat_map(|(inside, _)| inside.ancestors().skip(1))
+        .flat_map(|(inside, _, _)| inside.ancestors().skip(1))
         .filter(|d| !d.as_os_str().is_empty())
         .collect();
     for dir in dirs {
         let mut header = tar_header(tar::EntryType::Directory, 0o755, 0);
         layer.append_data(&mut header, dir, std::io::empty())?;
     }
-    for (inside, source) in &files {
-        let bytes = fs::read(source).with_context(|| format!("read {}", source.display()))?;
-        let mut header = tar_header(tar::EntryType::Regular, 0o755, bytes.len() as u64);
+    for (inside, bytes, mode) in files {
+        let mut header = tar_header(tar::EntryType::Regular, *mode, bytes.len() as u64);
         layer.append_data(&mut header, inside, bytes.as_slice())?;
     }
     let layer = layer.into_inner()?;
     let config = serde_json::to_vec(&json!({
         "architecture": arch,
         "os": "linux",
-        "config": {"Entrypoint": ["/oom-hog"], "Cmd": ["--pause"]},
+        "config": config,
         "rootfs": {"type": "layers", "diff_ids": [digest(&layer)]},
     }))?;
     let manifest = serde_json::to_vec(&json!({
@@ -861,7 +932,7 @@ fn write_image_archive(archive: &Path, hog: &Path) -> Result<()> {
     let mut manifest_descriptor =
         descriptor("application/vnd.oci.image.manifest.v1+json", &manifest);
     manifest_descriptor["platform"] = json!({"architecture": arch, "os": "linux"});
-    manifest_descriptor["annotations"] = json!({"io.containerd.image.name": IMAGE});
+    manifest_descriptor["annotations"] = json!({"io.containerd.image.name": name});
     let index = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",

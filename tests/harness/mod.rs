@@ -21,6 +21,7 @@ use serde_json::Value;
 pub mod apiserver;
 pub mod containerd;
 pub mod deploy;
+pub mod image;
 pub mod rbac;
 
 pub use oom_probe_cgroupfs::testing::MemoryCgroup;
@@ -152,7 +153,18 @@ impl Watcher {
     /// Starts `oom-probe <subcommand> --output json <extra_args>` (`watch`
     /// or the agent, `run`) and waits until it has attached its probes.
     pub fn start_command(subcommand: &str, extra_args: &[&str]) -> Result<Self> {
+        Self::start_with(subcommand, extra_args, |_| {})
+    }
+
+    /// Like [`Watcher::start_command`], with `configure` applied to the
+    /// command first (environment, a `pre_exec` that enters namespaces).
+    pub fn start_with(
+        subcommand: &str,
+        extra_args: &[&str],
+        configure: impl FnOnce(&mut Command),
+    ) -> Result<Self> {
         let mut command = Command::new(oom_probe_bin());
+        configure(&mut command);
         command
             .args([subcommand, "--output", "json"])
             .args(extra_args);

@@ -33,6 +33,13 @@ enum Task {
     /// footprint next to bpftrace and a kmsg reader (root; prints a table and
     /// writes JSON).
     Bench(bench::BenchArgs),
+    /// Set up and build the static (musl) oom-probe the image holds; print
+    /// its path, and copy it to --out if given (the Dockerfile's build stage).
+    Static {
+        /// Where to copy the binary.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// Boot each kernel of the matrix (6.1, 6.12) under QEMU and run the
     /// end-to-end tests in it.
     VmTest(vm::VmTestArgs),
@@ -64,8 +71,26 @@ fn main() -> Result<()> {
             bench::run(&args)
         }
         Task::KmsgReader => bench::kmsg_reader(),
+        Task::Static { out } => {
+            let binary = static_binary()?;
+            if let Some(out) = out {
+                std::fs::copy(&binary, &out).with_context(|| {
+                    format!("cannot copy {} to {}", binary.display(), out.display())
+                })?;
+            }
+            println!("{}", binary.display());
+            Ok(())
+        }
         Task::VmTest(args) => vm::run(args).map(drop),
     }
+}
+
+/// Sets up (eBPF toolchain, musl target and C compiler) and builds the
+/// static oom-probe; returns its path.
+fn static_binary() -> Result<std::path::PathBuf> {
+    let toolchain = setup::build_toolchain()?;
+    vm::artifacts::ensure_target()?;
+    vm::artifacts::build_oom_probe(&toolchain)
 }
 
 fn watch(args: &[String]) -> Result<()> {
@@ -118,10 +143,15 @@ fn test() -> Result<()> {
         ],
     )?;
     cargo(&toolchain, &["build", "--workspace", "--bins"])?;
+    // The static oom-probe of the kernel matrix (built here, reused by it):
+    // the image test builds the Dockerfile's `prebuilt` target from it.
+    vm::artifacts::ensure_target()?;
+    let static_oom_probe = vm::artifacts::build_binaries(&toolchain)?.oom_probe;
     // The end-to-end tests fail rather than skip when they cannot run; never
     // let an inherited OOM_PROBE_ALLOW_SKIP turn that into a silent pass.
     let mut test = setup::cargo_command(&toolchain);
     test.args(["test", "--workspace"])
+        .env("OOM_PROBE_STATIC_BIN", &static_oom_probe)
         .env_remove("OOM_PROBE_ALLOW_SKIP");
     let counts = run_counting_tests(&mut test)?;
     println!("xtask: fmt, clippy, unit and end-to-end tests passed on the host");

@@ -6,7 +6,7 @@
 //! verdict line that decides pass or fail.
 
 mod apt;
-mod artifacts;
+pub mod artifacts;
 mod console;
 mod cpio;
 mod initramfs;

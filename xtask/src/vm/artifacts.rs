@@ -62,6 +62,17 @@ pub fn build_binaries(toolchain: &EbpfToolchain) -> Result<Binaries> {
     })
 }
 
+/// Builds the static `oom-probe` alone for [`TARGET`] (what the image
+/// holds) and returns its path.
+pub fn build_oom_probe(toolchain: &EbpfToolchain) -> Result<PathBuf> {
+    let built = cargo_executables(toolchain, &["build", "-p", "oom-probe", "--bins"], "bin")?;
+    built
+        .into_iter()
+        .find(|(name, _)| name == "oom-probe")
+        .map(|(_, path)| path)
+        .context("cargo built no oom-probe executable")
+}
+
 /// Builds the end-to-end tests of `oom-probe-tests` for [`TARGET`] (only
 /// the test targets in `only`, unless it is empty) and returns each test
 /// executable with its test name (`capture`, …).
