@@ -330,7 +330,8 @@ fn names_that_are_not_text_are_escaped_and_kept_exactly() {
 #[test]
 fn table_in_a_120_column_terminal_is_safe_from_hostile_names() {
     use std::os::unix::ffi::OsStrExt;
-    if !root_or_skip("table_in_a_120_column_terminal_is_safe_from_hostile_names") {
+    let test = "table_in_a_120_column_terminal_is_safe_from_hostile_names";
+    if !root_or_skip(test) || !oom_probe_tests::host_only(test, "needs tmux") {
         return;
     }
     let cgroup = MemoryCgroup::create(32 * MIB).unwrap();
