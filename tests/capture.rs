@@ -3,7 +3,9 @@
 
 use std::{process::Command, time::Duration};
 
-use oom_probe_tests::{hog, root_or_skip, run_hog_with_child, MemoryCgroup, Watcher};
+use oom_probe_tests::{
+    hog, root_or_skip, run_hog_with_child, run_hog_with_child_args, MemoryCgroup, Watcher,
+};
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
@@ -126,6 +128,60 @@ fn raw_tracepoint_hook_reports_the_same_kill() {
     if root_or_skip("raw_tracepoint_hook_reports_the_same_kill") {
         child_killed_while_parent_lives(&["--hook", "raw-tracepoint"], "hog-rawtp");
     }
+}
+
+/// Every field read from the victim's task, with values that cannot be
+/// defaults (uid 65534, oom_score_adj 321): on kernels whose `mark_victim`
+/// passes only the pid (5.10 in the VM matrix) they come through the task
+/// the OOM killer's SIGKILL named, and must be exactly what the 6.9+
+/// tracepoint gives.
+#[test]
+fn victim_fields_come_from_its_task() {
+    if !root_or_skip("victim_fields_come_from_its_task") {
+        return;
+    }
+    let limit = 48 * MIB;
+    let cgroup = MemoryCgroup::create(limit).unwrap();
+    let mut watcher = Watcher::start(&[]).unwrap();
+    let extra = ["--uid", "65534", "--oom-score-adj", "321"];
+    let (pid, report) =
+        run_hog_with_child_args(&cgroup, "--fork", "hog-fields", 512, &extra).unwrap();
+    assert!(
+        report.contains("killed by signal 9"),
+        "child not OOM-killed: {report}"
+    );
+    let events = watcher
+        .events_for(cgroup.relative_path(), 1, SETTLE)
+        .unwrap();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let event = &events[0];
+    let victim = &event["victim"];
+    assert_eq!(victim["pid"], pid, "{event:#}");
+    assert_eq!(victim["tid"], pid, "{event:#}");
+    assert_eq!(victim["comm"], "hog-fields", "{event:#}");
+    assert_eq!(victim["uid"], 65534, "{event:#}");
+    assert_eq!(victim["oom_score_adj"], 321, "{event:#}");
+    assert_eq!(victim["ns_pid"], pid, "{event:#}");
+    assert_eq!(event["silent"], true, "{event:#}");
+    let rss = &victim["rss_bytes"];
+    let anon = rss["anon"].as_u64().expect("rss_bytes.anon");
+    assert!(anon > limit / 2 && anon <= limit, "anon {anon}: {event:#}");
+    // Its binary's mapped pages are file RSS, or shmem RSS where the root
+    // filesystem is tmpfs (the VM's initramfs).
+    let file = rss["file"].as_u64().expect("rss_bytes.file");
+    let shmem = rss["shmem"].as_u64().expect("rss_bytes.shmem");
+    assert!(file + shmem > 0, "{event:#}");
+    assert!(
+        victim["total_vm_bytes"].as_u64().is_some_and(|v| v >= anon),
+        "{event:#}"
+    );
+    assert_eq!(victim["cgroup_path"], cgroup.relative_path(), "{event:#}");
+    assert_eq!(victim["cgroup_v2_id"], expected_v2_id(&cgroup), "{event:#}");
+    // The child ran out of memory in its own allocation: it is the trigger.
+    assert_eq!(event["trigger"]["pid"], pid, "{event:#}");
+    assert_eq!(event["trigger"]["comm"], "hog-fields", "{event:#}");
+    assert_eq!(event["constraint"], "memcg", "{event:#}");
+    assert_eq!(event["memcg"]["limit_bytes"], limit, "{event:#}");
 }
 
 #[test]

@@ -37,7 +37,9 @@ pub const KILLERS_MAP: &str = "KILLERS";
 /// group is missing, so one object file serves kernels with different layouts.
 pub mod feature {
     /// The `mark_victim` tracepoint passes `struct task_struct *` as its first
-    /// argument (kernels 6.9+ and backports); otherwise only the pid.
+    /// argument (kernels 6.9+ and backports); otherwise only the pid, and
+    /// the programs find the task from the SIGKILL the OOM killer sends it
+    /// just before (`signal_generate`, needs [`SIGNAL_TASK_ARG`]).
     pub const VICTIM_TASK_ARG: u32 = 1 << 0;
     /// `task->group_leader->thread_pid->numbers[level].nr` resolves.
     pub const NS_PID: u32 = 1 << 1;
@@ -51,6 +53,13 @@ pub mod feature {
     pub const OOM_CONTROL: u32 = 1 << 5;
     /// The `signal_generate` tracepoint passes the target task third.
     pub const SIGNAL_TASK_ARG: u32 = 1 << 6;
+    /// `task_struct` pid, tgid, comm, `real_cred->uid` and
+    /// `signal->oom_score_adj` resolve. In a [`super::VictimRecord`]: the
+    /// victim's task was found and these fields were read from it.
+    pub const TASK: u32 = 1 << 7;
+    /// The groups read through the victim's task; a record whose task could
+    /// not be found has all of them cleared.
+    pub const TASK_BASED: u32 = TASK | NS_PID | RSS | CGROUP_V2 | MEMCG;
 }
 
 /// Byte offsets of the kernel struct fields the programs read, resolved from
@@ -113,7 +122,9 @@ pub struct VictimRecord {
     /// Always [`RECORD_VICTIM`].
     pub kind: u32,
     /// Copy of [`KernelOffsets::features`] at the time of the event, so
-    /// userspace knows which fields were read and which are zero by absence.
+    /// userspace knows which fields were read and which are zero by absence;
+    /// without [`feature::TASK`] the victim's task was not found (only
+    /// `tid`, set to the pid `mark_victim` passed, and the trigger are real).
     pub features: u32,
     /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC.
     pub kernel_time_ns: u64,

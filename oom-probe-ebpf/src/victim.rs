@@ -11,9 +11,13 @@ use crate::kernel::{
 };
 
 /// Sends one record of `kind` about `task`; with a null `task` (kernels
-/// whose hook gives only a pid) only `pid` and the trigger are filled.
+/// whose hook gives only a pid, and the task was not found) only `pid` and
+/// the trigger are filled, and the record's features say so.
 #[inline(always)]
 pub fn send_victim_record(kind: u32, task: *const u8, pid: u32) {
+    // A flag, not a nulled pointer: a select on a typed (tp_btf) pointer
+    // compiles to `&=` on it, which the verifier rejects.
+    let task_ok = !task.is_null() && has(feature::TASK);
     let Some(mut entry) = EVENTS.reserve::<VictimRecord>(0) else {
         count_lost();
         return;
@@ -21,31 +25,32 @@ pub fn send_victim_record(kind: u32, task: *const u8, pid: u32) {
     let record = unsafe { &mut *entry.as_mut_ptr() };
     let (trigger_tgid, trigger_tid) = current_tgid_tid();
     record.kind = kind;
-    record.features = offset!(features);
+    record.features = if task_ok {
+        offset!(features)
+    } else {
+        offset!(features) & !feature::TASK_BASED
+    };
     record.kernel_time_ns = unsafe { bpf_ktime_get_ns() };
     record.trigger_tgid = trigger_tgid;
     record.trigger_tid = trigger_tid;
     record.trigger_comm = bpf_get_current_comm().unwrap_or([0; TASK_COMM_LEN]);
     record._pad = 0;
-    record.tgid = if task.is_null() {
-        pid
-    } else {
-        read::<u32>(task, offset!(task_tgid))
-    };
-    record.tid = if task.is_null() {
-        pid
-    } else {
-        read::<u32>(task, offset!(task_pid))
-    };
     record.comm = [0; TASK_COMM_LEN];
-    if !task.is_null() {
+    if task_ok {
+        record.tgid = read::<u32>(task, offset!(task_tgid));
+        record.tid = read::<u32>(task, offset!(task_pid));
         let comm = task.wrapping_add(offset!(task_comm) as usize);
         let _ = unsafe { bpf_probe_read_kernel_buf(comm, &mut record.comm) };
+        let cred = read_ptr(task, offset!(task_real_cred));
+        record.uid = read::<u32>(cred, offset!(cred_uid));
+        let signal = read_ptr(task, offset!(task_signal));
+        record.oom_score_adj = read::<i16>(signal, offset!(signal_oom_score_adj)) as i32;
+    } else {
+        record.tgid = pid;
+        record.tid = pid;
+        record.uid = 0;
+        record.oom_score_adj = 0;
     }
-    let cred = read_ptr(task, offset!(task_real_cred));
-    record.uid = read::<u32>(cred, offset!(cred_uid));
-    let signal = read_ptr(task, offset!(task_signal));
-    record.oom_score_adj = read::<i16>(signal, offset!(signal_oom_score_adj)) as i32;
     record.ns_pid = if has(feature::NS_PID) {
         ns_pid(task)
     } else {

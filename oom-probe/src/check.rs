@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::probes::{
     self,
     kernel_offsets::{self, VMLINUX_BTF},
-    VictimHook,
+    SignalHook, VictimHook,
 };
 
 /// Everything `check` found out.
@@ -21,6 +21,9 @@ pub struct CheckReport {
     pub btf_error: Option<String>,
     /// Offset groups this kernel's BTF lacks (their event fields are null).
     pub missing_offsets: Vec<String>,
+    /// Where victim records get the victim's task (and so comm, uid, RSS,
+    /// oom_score_adj, ns_pid, silent) from on this kernel; null without BTF.
+    pub victim_task: Option<String>,
     pub hooks: Vec<HookStatus>,
     pub tracefs: Option<String>,
     pub cgroup_mode: String,
@@ -262,13 +265,10 @@ pub fn run() -> CheckReport {
     let root = unsafe { libc::geteuid() } == 0;
     let mut blockers = Vec::new();
     let btf = kernel_offsets::load_vmlinux_btf();
-    let (missing_offsets, features) = match &btf {
-        Ok(btf) => {
-            let layout = kernel_offsets::resolve(btf);
-            (layout.missing, layout.offsets.features)
-        }
-        Err(_) => (Vec::new(), 0),
-    };
+    let layout = btf.as_ref().ok().map(kernel_offsets::resolve);
+    let missing_offsets = layout.as_ref().map_or_else(Vec::new, |l| l.missing.clone());
+    let features = layout.as_ref().map_or(0, |l| l.offsets.features);
+    let mut victim_task = layout.as_ref().map(|l| l.victim_task_source().to_string());
     let btf_error = btf.err().map(|e| format!("{e:#}"));
     if let Some(e) = &btf_error {
         blockers.push(e.clone());
@@ -281,6 +281,17 @@ pub fn run() -> CheckReport {
     } else {
         Vec::new()
     };
+    if layout.as_ref().is_some_and(|l| l.victim_task_from_signal()) {
+        let signal: Vec<String> = SignalHook::ALL.iter().map(|h| h.to_string()).collect();
+        if !hooks.iter().any(|h| h.ok && signal.contains(&h.hook)) {
+            if let Some(source) = &mut victim_task {
+                source.push_str(
+                    "; but no signal_generate hook attaches here, so victims' comm, uid, \
+                     RSS, oom_score_adj, ns_pid, cgroup and silent are null",
+                );
+            }
+        }
+    }
     let hierarchies = Hierarchies::discover().unwrap_or_default();
     let memory_controller = hierarchies.memory_root().map(|p| {
         let version = if Some(p) == hierarchies.memory_v1.as_deref() {
@@ -310,6 +321,7 @@ pub fn run() -> CheckReport {
         root,
         btf_error,
         missing_offsets,
+        victim_task,
         fields: field_qualities(&facts),
         hooks,
         tracefs: tracefs_mount(),
@@ -375,6 +387,9 @@ impl CheckReport {
                 format!("missing {}", self.missing_offsets.join("; "))
             },
         );
+        if let Some(source) = &self.victim_task {
+            line("victim task:", source.clone());
+        }
         for status in &self.hooks {
             let state = match &status.error {
                 None => "ok".to_string(),

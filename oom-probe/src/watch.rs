@@ -204,6 +204,15 @@ fn announce(probes: &Probes, memcg_paths: Option<&CgroupResolver>, node: &str, n
     for missing in &probes.layout.missing {
         tracing::warn!("this kernel's BTF lacks {missing}; those fields will be null");
     }
+    if probes.layout.victim_task_from_signal() {
+        match &probes.signal_hook {
+            Ok(_) => tracing::info!("victim task: {}", probes.layout.victim_task_source()),
+            Err(why) => tracing::warn!(
+                "mark_victim passes only the pid and signal_generate cannot be hooked ({why}); \
+                 victims' comm, uid, RSS, oom_score_adj, ns_pid, cgroup and silent will be null"
+            ),
+        }
+    }
     if memcg_paths.is_none() {
         tracing::warn!("no memory cgroup hierarchy mounted; cgroup paths will be null");
     }

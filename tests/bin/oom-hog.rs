@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! oom-hog (--cgroup DIR | --in-container) [--mb N] [--comm NAME] [--fork | --pidns] [--pause]
+//!         [--uid UID] [--oom-score-adj ADJ]
 //! oom-hog --pause
 //! oom-hog --comm NAME --kill PID
 //! ```
@@ -13,6 +14,8 @@
 //! of a new pid namespace that does (`--pidns`: the container's PID 1 dies).
 //! With a child, the parent prints `child <pid>` and, when the child is
 //! gone, `child <pid> killed by signal <n>`, and exits 0.
+//! `--uid` and `--oom-score-adj` give the allocating process that uid and
+//! `oom_score_adj` (set by the still-root process before it allocates).
 //!
 //! `--pause` makes it sleep until killed instead of exiting once the child is
 //! gone, as a surviving worker parent does; alone, it only sleeps: the
@@ -37,6 +40,8 @@ struct Args {
     in_container: bool,
     pause: bool,
     kill: Option<i32>,
+    uid: Option<u32>,
+    oom_score_adj: Option<i32>,
 }
 
 fn parse_args() -> Args {
@@ -49,6 +54,8 @@ fn parse_args() -> Args {
         in_container: false,
         pause: false,
         kill: None,
+        uid: None,
+        oom_score_adj: None,
     };
     let mut it = std::env::args_os().skip(1);
     let next_text = |it: &mut std::iter::Skip<std::env::ArgsOs>| {
@@ -65,6 +72,10 @@ fn parse_args() -> Args {
             "--pidns" => args.pidns = true,
             "--in-container" => args.in_container = true,
             "--pause" => args.pause = true,
+            "--uid" => args.uid = Some(next_text(&mut it).parse().unwrap_or_else(|_| usage())),
+            "--oom-score-adj" => {
+                args.oom_score_adj = Some(next_text(&mut it).parse().unwrap_or_else(|_| usage()))
+            }
             "--kill" => args.kill = Some(next_text(&mut it).parse().unwrap_or_else(|_| usage())),
             _ => usage(),
         }
@@ -78,7 +89,7 @@ fn parse_args() -> Args {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: oom-hog (--cgroup DIR | --in-container) [--mb N] [--comm NAME] [--fork | --pidns] [--pause]"
+        "usage: oom-hog (--cgroup DIR | --in-container) [--mb N] [--comm NAME] [--fork | --pidns] [--pause] [--uid UID] [--oom-score-adj ADJ]"
     );
     eprintln!("       oom-hog --pause");
     eprintln!("       oom-hog --comm NAME --kill PID");
@@ -112,7 +123,7 @@ fn main() {
     if args.fork || args.pidns {
         run_child_and_wait(&args);
     } else if !args.pause {
-        set_comm(args.comm.as_ref());
+        become_victim(&args);
         allocate(args.megabytes);
     }
     if args.pause {
@@ -128,7 +139,7 @@ fn run_child_and_wait(args: &Args) {
         fail("fork failed");
     }
     if pid == 0 {
-        set_comm(args.comm.as_ref());
+        become_victim(args);
         allocate(args.megabytes);
     }
     println!("child {pid}");
@@ -163,6 +174,25 @@ fn pause_forever() -> ! {
     loop {
         // SAFETY: pause has no preconditions.
         unsafe { libc::pause() };
+    }
+}
+
+/// Takes the name, `oom_score_adj` and uid the victim should have; the
+/// uid last, since only root may set the rest.
+fn become_victim(args: &Args) {
+    set_comm(args.comm.as_ref());
+    if let Some(adj) = args.oom_score_adj {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .unwrap_or_else(|e| fail(&format!("cannot set oom_score_adj {adj}: {e}")));
+    }
+    if let Some(uid) = args.uid {
+        // SAFETY: setresuid has no memory-safety preconditions.
+        if unsafe { libc::setresuid(uid, uid, uid) } != 0 {
+            fail(&format!(
+                "setresuid({uid}): {}",
+                std::io::Error::last_os_error()
+            ));
+        }
     }
 }
 

@@ -365,12 +365,25 @@ pub fn run_hog_with_child(
     comm: impl AsRef<std::ffi::OsStr>,
     megabytes: u32,
 ) -> Result<(u32, String)> {
+    run_hog_with_child_args(cgroup, mode, comm, megabytes, &[])
+}
+
+/// [`run_hog_with_child`] with more oom-hog arguments (`--uid`,
+/// `--oom-score-adj`), which apply to the child.
+pub fn run_hog_with_child_args(
+    cgroup: &MemoryCgroup,
+    mode: &str,
+    comm: impl AsRef<std::ffi::OsStr>,
+    megabytes: u32,
+    extra: &[&str],
+) -> Result<(u32, String)> {
     let output = hog()
         .arg("--cgroup")
         .arg(cgroup.path())
         .args([mode, "--comm"])
         .arg(comm)
         .args(["--mb", &megabytes.to_string()])
+        .args(extra)
         .output()
         .context("cannot run oom-hog")?;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();

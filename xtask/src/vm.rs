@@ -1,5 +1,5 @@
 //! `cargo xtask vm-test`: runs the end-to-end tests on every kernel of the
-//! matrix (Debian 12's 6.1 and 6.12 cloud kernels), each in a throwaway QEMU
+//! matrix (Debian 11's 5.10 and Debian 12's 6.1 and 6.12 cloud kernels), each in a throwaway QEMU
 //! VM, because oom-probe's hooks and BTF offsets depend on the kernel and
 //! the host runs only one. The VM boots straight into `vm-init` (crate
 //! `xtask/vm-init`), which runs `oom-probe check` and the tests and prints a
@@ -27,7 +27,7 @@ use kernels::Kernel;
 /// Options of `cargo xtask vm-test`.
 #[derive(clap::Args, Debug)]
 pub struct VmTestArgs {
-    /// Boot only the kernels of this series (6.1, 6.12), or else those whose
+    /// Boot only the kernels of this series (5.10, 6.1, 6.12), or else those whose
     /// release contains this text.
     #[arg(long)]
     kernel: Option<String>,
@@ -86,7 +86,7 @@ pub fn run(mut args: VmTestArgs) -> Result<(u64, u64)> {
     crate::setup::apt_install(&[("qemu-system-x86_64", "qemu-system-x86")])?;
     let mut apt = Apt::default();
     let cache = cache_dir()?;
-    let kernels = kernels::select(kernels::newest(&mut apt)?, args.kernel.as_deref())?;
+    let kernels = kernels::select(kernels::newest(&mut apt, &cache)?, args.kernel.as_deref())?;
     let vmlinuzes = kernels
         .iter()
         .map(|kernel| kernel.vmlinuz(&mut apt, &cache))
@@ -271,11 +271,15 @@ fn hook_lines(release: &str, check: &console::Check) -> String {
         [] => "none".to_string(),
         hooks => hooks.join(", "),
     };
-    format!(
+    let mut lines = format!(
         "{release}: hooks available: {}; unavailable: {}\n",
         list(&check.available),
         list(&check.unavailable)
-    )
+    );
+    if let Some(source) = &check.victim_task {
+        lines.push_str(&format!("{release}: victim task from {source}\n"));
+    }
+    lines
 }
 
 /// Prints the test total over all kernels; Ok only when every selected

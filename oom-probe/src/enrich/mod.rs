@@ -133,7 +133,8 @@ impl Enricher {
 
     fn kill_event(&mut self, r: &VictimRecord, kind: KillKind) -> OomKillEvent {
         let has = |bit: u32| r.features & bit != 0;
-        let task = has(feature::VICTIM_TASK_ARG);
+        // Set per record: on pid-only kernels the task may not be found.
+        let task = has(feature::TASK);
         let memcg = has(feature::MEMCG);
         let own = r.memcg_levels[0];
         let cgroup_id = memcg.then_some(own.cgroup_id);
@@ -414,6 +415,7 @@ mod tests {
     use oom_probe_common::{RECORD_OOM_CONTEXT, RECORD_USERSPACE_KILL, RECORD_VICTIM};
 
     const ALL: u32 = feature::VICTIM_TASK_ARG
+        | feature::TASK
         | feature::NS_PID
         | feature::RSS
         | feature::CGROUP_V2
@@ -528,9 +530,12 @@ mod tests {
         assert_eq!(event.memcg.limit_bytes, Some(1_000_000 * e.page_size));
     }
 
+    /// A record whose task was not found (pid-only `mark_victim`, no
+    /// SIGKILL seen before it) has every task-based feature cleared.
     #[test]
-    fn pid_only_kernels_give_nulls_not_zeros() {
-        let event = kill(enricher().on_record(Record::Victim(victim(0))));
+    fn a_victim_without_its_task_gives_nulls_not_zeros() {
+        let features = ALL & !feature::TASK_BASED & !feature::VICTIM_TASK_ARG;
+        let event = kill(enricher().on_record(Record::Victim(victim(features))));
         assert_eq!(event.victim.pid, 300);
         assert_eq!(event.victim.comm, None);
         assert_eq!(event.victim.rss_bytes, None);
@@ -538,6 +543,21 @@ mod tests {
         assert_eq!(event.silent, None);
         assert_eq!(event.memcg.usage_bytes, None);
         assert_eq!(event.constraint, None);
+    }
+
+    /// On pid-only kernels a record whose task was found is as full as on
+    /// 6.9+: the fields come from the task, not from the tracepoint.
+    #[test]
+    fn pid_only_kernels_report_every_field_when_the_task_was_found() {
+        let event =
+            kill(enricher().on_record(Record::Victim(victim(ALL & !feature::VICTIM_TASK_ARG))));
+        assert_eq!(event.victim.comm.as_deref(), Some("celery"));
+        assert_eq!(event.victim.uid, Some(1000));
+        assert_eq!(event.victim.oom_score_adj, Some(999));
+        assert_eq!(event.victim.ns_pid, Some(1));
+        assert_eq!(event.silent, Some(false));
+        assert!(event.victim.rss_bytes.is_some());
+        assert_eq!(event.victim.cgroup_id, Some(77));
     }
 
     #[test]

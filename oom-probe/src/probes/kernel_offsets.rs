@@ -28,6 +28,31 @@ pub struct KernelLayout {
     pub constraint_names: HashMap<u32, Constraint>,
 }
 
+impl KernelLayout {
+    /// True when `mark_victim` passes only a pid (kernels before 6.9 without
+    /// the backport) and the victim's task has to come from the
+    /// `signal_generate` hook, which must then be attached.
+    pub fn victim_task_from_signal(&self) -> bool {
+        let f = self.offsets.features;
+        f & feature::VICTIM_TASK_ARG == 0 && f & feature::TASK != 0
+    }
+
+    /// Where victim records get the victim's task from, in words, for
+    /// `check` and the start-up log.
+    pub fn victim_task_source(&self) -> &'static str {
+        let f = self.offsets.features;
+        if f & feature::TASK == 0 {
+            "none: task_struct does not resolve"
+        } else if f & feature::VICTIM_TASK_ARG != 0 {
+            "mark_victim's task argument"
+        } else {
+            "mark_victim passes only the pid (the pre-6.9 format): the task is the target \
+             of the SIGKILL the OOM killer sends just before (signal_generate), else the \
+             current task"
+        }
+    }
+}
+
 /// Reads the running kernel's BTF; the error says what to do when it is absent.
 pub fn load_vmlinux_btf() -> Result<Btf> {
     if !std::path::Path::new(VMLINUX_BTF).exists() {
@@ -44,13 +69,12 @@ pub fn resolve(btf: &Btf) -> KernelLayout {
     let btf = Layouts { btf };
     let mut offsets = KernelOffsets::default();
     let mut missing = Vec::new();
-    let groups: [(u32, &str, GroupFn); 8] = [
+    let groups: [(u32, &str, GroupFn); 7] = [
         (
-            feature::VICTIM_TASK_ARG,
+            feature::TASK,
             "victim task (pid, comm, uid, oom_score_adj)",
             task_basics,
         ),
-        (0, "mark_victim passes the task", mark_victim_takes_task),
         (feature::NS_PID, "pid namespace pid", ns_pid),
         (feature::RSS, "RSS and total_vm", rss),
         (feature::CGROUP_V2, "cgroup v2 id", cgroup_v2),
@@ -62,30 +86,30 @@ pub fn resolve(btf: &Btf) -> KernelLayout {
         ),
         (
             feature::SIGNAL_TASK_ARG,
-            "signal_generate target task (userspace OOM killers)",
+            "signal_generate target task (userspace OOM killers, and the victim's \
+             task where mark_victim passes only its pid)",
             signal_task,
         ),
     ];
     for (bit, name, group) in groups {
         match group(&btf, &mut offsets) {
             Ok(()) => offsets.features |= bit,
-            Err(err) => {
-                missing.push(format!("{name}: {err:#}"));
-                if bit == 0 {
-                    // Without the task argument nothing task-based can be read.
-                    offsets.features &= !feature::VICTIM_TASK_ARG;
-                }
-            }
+            Err(err) => missing.push(format!("{name}: {err:#}")),
         }
     }
-    if offsets.features & feature::VICTIM_TASK_ARG == 0 {
-        // Userspace-killer records read the task with the same offsets.
-        let task_based = feature::NS_PID
-            | feature::RSS
-            | feature::CGROUP_V2
-            | feature::MEMCG
-            | feature::SIGNAL_TASK_ARG;
-        offsets.features &= !task_based;
+    if mark_victim_takes_task(&btf).is_ok() {
+        offsets.features |= feature::VICTIM_TASK_ARG;
+    } else if offsets.features & feature::SIGNAL_TASK_ARG == 0 {
+        // Neither hook hands over the victim's task.
+        missing.push(
+            "victim task: mark_victim passes only the pid, and signal_generate not the task".into(),
+        );
+        offsets.features &= !feature::TASK_BASED;
+    }
+    if offsets.features & feature::TASK == 0 {
+        // Every task-based group, and userspace-killer records, read the
+        // task with these offsets.
+        offsets.features &= !(feature::TASK_BASED | feature::SIGNAL_TASK_ARG);
     }
     let constraint_names = constraint_names(&btf);
     KernelLayout {
@@ -129,7 +153,7 @@ fn task_basics(btf: &Layouts, o: &mut KernelOffsets) -> Result<()> {
 
 /// 6.9+ (and distribution backports) pass `struct task_struct *`; older
 /// kernels pass only `int pid`.
-fn mark_victim_takes_task(btf: &Layouts, _: &mut KernelOffsets) -> Result<()> {
+fn mark_victim_takes_task(btf: &Layouts) -> Result<()> {
     btf.expect_task_pointer(btf.tracepoint_arg_type("mark_victim", 0)?)
         .context("this kernel's mark_victim passes only the pid")
 }
@@ -384,6 +408,7 @@ mod tests {
         let layout = resolve(&fixture("btf-6.18-host"));
         let o = layout.offsets;
         let all = feature::VICTIM_TASK_ARG
+            | feature::TASK
             | feature::NS_PID
             | feature::RSS
             | feature::CGROUP_V2
@@ -486,6 +511,54 @@ mod tests {
                 page_counter: [152, 160],
             },
         );
+    }
+
+    // Debian 11's 5.10.223 (bullseye's last point release): the pre-6.9
+    // mark_victim(int pid), so everything but the task argument resolves
+    // and the victim's task comes through signal_generate. Values: pahole.
+    #[test]
+    fn resolves_debian_5_10_with_the_pid_only_mark_victim() {
+        check(
+            "btf-5.10-debian",
+            Expected {
+                task: [2232, 2236, 2736, 2712, 2832, 2296, 2336, 2056, 3328],
+                signal_oom_score_adj: 1010,
+                pid_numbers: 96,
+                mm: [192, 712, 8],
+                css_set_dfl_cgrp: 120,
+                cgroup_kn: 248,
+                kernfs_node_id: 104,
+                page_counter: [32, 40],
+            },
+        );
+        let layout = resolve(&fixture("btf-5.10-debian"));
+        let o = layout.offsets;
+        assert_eq!(o.features & feature::VICTIM_TASK_ARG, 0);
+        let rest = feature::TASK_BASED | feature::OOM_CONTROL | feature::SIGNAL_TASK_ARG;
+        assert_eq!(o.features, rest);
+        assert!(layout.victim_task_from_signal());
+        assert_eq!(
+            [
+                o.cred_uid,
+                o.upid_size,
+                o.memcg_memory,
+                o.page_counter_usage
+            ],
+            [8, 16, 208, 0]
+        );
+        assert_eq!(
+            [o.rss_file_index, o.rss_anon_index, o.rss_shmem_index],
+            [0, 1, 3]
+        );
+        assert_eq!(
+            [
+                o.oom_control_memcg,
+                o.oom_control_totalpages,
+                o.oom_control_chosen
+            ],
+            [16, 32, 40]
+        );
+        assert_eq!(layout.constraint_names.get(&3), Some(&Constraint::Memcg));
     }
 
     // Debian 6.12: percpu_counter RSS, as on 6.18 but with other offsets.

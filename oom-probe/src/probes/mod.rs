@@ -169,7 +169,9 @@ impl Probes {
         let victim_hook = attach_first(&mut ebpf, &btf, victim_hooks)
             .map_err(|why| anyhow!("no OOM victim hook could be attached: {why}"))?;
         let context_hook = attach_first(&mut ebpf, &btf, decision_hooks);
-        let signal_hook = if userspace_killers.is_empty() {
+        // On pid-only mark_victim kernels the signal hook also finds the
+        // victims' tasks, so it is attached even with no killers named.
+        let signal_hook = if userspace_killers.is_empty() && !layout.victim_task_from_signal() {
             Err(String::from("no userspace killers named"))
         } else {
             set_killers(&mut ebpf, userspace_killers)

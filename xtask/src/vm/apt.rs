@@ -2,6 +2,11 @@
 //! kernels and a static busybox, found with `apt-cache`, fetched with
 //! `apt-get download` and unpacked into the cache, so a fresh machine needs
 //! nothing but `cargo xtask vm-test`.
+//!
+//! Kernels from another Debian release (bullseye's 5.10) come through an
+//! [`Apt`] with its own sources list, package lists and archive cache under
+//! the VM cache: the machine's apt configuration is neither read nor changed
+//! for them, so a clean Debian root with only its own sources can fetch them.
 
 use std::{
     fs,
@@ -16,18 +21,66 @@ use anyhow::{bail, Context, Result};
 #[derive(Default)]
 pub struct Apt {
     updated: bool,
+    /// `-o` options of a private configuration; empty for the machine's.
+    options: Vec<String>,
+}
+
+/// A Debian suite outside the machine's apt sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Suite {
+    /// Short name for the cache directory, e.g. `bullseye`.
+    pub name: &'static str,
+    /// `deb` lines of its sources list (one-line format).
+    pub sources: &'static str,
 }
 
 impl Apt {
+    /// An apt that sees only `suite`: its sources list, package lists and
+    /// downloads live in `cache/apt-<name>`, and the machine's
+    /// `/etc/apt/sources.list*` are ignored. Signatures are checked against
+    /// the keyring the sources name (Debian's archive keyring, which every
+    /// Debian system has and which holds the keys of older releases too).
+    pub fn private(suite: Suite, cache: &Path) -> Result<Self> {
+        let root = cache.join(format!("apt-{}", suite.name));
+        for dir in ["lists/partial", "archives/partial"] {
+            fs::create_dir_all(root.join(dir))
+                .with_context(|| format!("mkdir {}", root.join(dir).display()))?;
+        }
+        let sources = root.join("sources.list");
+        fs::write(&sources, suite.sources)
+            .with_context(|| format!("write {}", sources.display()))?;
+        let path = |p: PathBuf| p.to_string_lossy().into_owned();
+        let options = [
+            format!("Dir::Etc::SourceList={}", path(sources)),
+            // No drop-in directory: only the list above.
+            format!("Dir::Etc::SourceParts={}", path(root.join("no-parts"))),
+            format!("Dir::State::Lists={}", path(root.join("lists"))),
+            format!("Dir::Cache={}", path(root.clone())),
+            format!("Dir::Cache::Archives={}", path(root.join("archives"))),
+            // Only the package lists: no translations, contents or AppStream data.
+            "Acquire::Languages=none".to_string(),
+            "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false".to_string(),
+            "Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled=false".to_string(),
+            "Acquire::IndexTargets::deb::Contents-deb::DefaultEnabled=false".to_string(),
+        ]
+        .into_iter()
+        .flat_map(|option| ["-o".to_string(), option])
+        .collect();
+        Ok(Self {
+            updated: false,
+            options,
+        })
+    }
+
     /// The output of `apt-cache search --names-only <regex>`; refreshes the
     /// package lists first when nothing matches.
     pub fn search(&mut self, regex: &str) -> Result<String> {
-        let found = search(regex)?;
+        let found = search(&self.options, regex)?;
         if !found.trim().is_empty() || self.updated {
             return Ok(found);
         }
         self.update()?;
-        search(regex)
+        search(&self.options, regex)
     }
 
     /// `member` (a path inside `package`, e.g. `boot/vmlinuz-…`) copied to
@@ -55,9 +108,11 @@ impl Apt {
     /// refreshes stale package lists once when the download fails.
     fn unpack(&mut self, package: &str, work: &Path) -> Result<()> {
         eprintln!("xtask: downloading {package}");
+        let options = self.options.clone();
         let download = || {
             crate::run(
                 Command::new("apt-get")
+                    .args(&options)
                     // The cache is root's: apt's own _apt user cannot write there.
                     .args(["-o", "APT::Sandbox::User=root", "download", package])
                     .current_dir(work),
@@ -84,14 +139,25 @@ impl Apt {
     }
 
     fn update(&mut self) -> Result<()> {
-        crate::setup::apt_update_once()?;
+        if self.options.is_empty() {
+            crate::setup::apt_update_once()?;
+        } else {
+            eprintln!("xtask: apt-get update (private sources list)");
+            crate::run(Command::new("apt-get").args(&self.options).args([
+                "-o",
+                "APT::Sandbox::User=root",
+                "update",
+                "-qq",
+            ]))?;
+        }
         self.updated = true;
         Ok(())
     }
 }
 
-fn search(regex: &str) -> Result<String> {
+fn search(options: &[String], regex: &str) -> Result<String> {
     let output = Command::new("apt-cache")
+        .args(options)
         .args(["search", "--names-only", regex])
         .output()
         .context("cannot run apt-cache")?;

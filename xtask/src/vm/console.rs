@@ -32,6 +32,8 @@ pub struct Check {
     pub available: Vec<String>,
     /// The hooks that did not.
     pub unavailable: Vec<String>,
+    /// Where victim records get the victim's task from (`victim_task`).
+    pub victim_task: Option<String>,
 }
 
 /// Reads a whole console log.
@@ -142,6 +144,7 @@ fn parse_check(json: &str) -> Option<Check> {
         cgroup_mode: report["cgroup_mode"].as_str()?.to_string(),
         available,
         unavailable,
+        victim_task: report["victim_task"].as_str().map(String::from),
     })
 }
 
@@ -174,7 +177,8 @@ OOM-PROBE-VM-CHECK-BEGIN\r
     {\"hook\": \"kprobe\", \"ok\": false, \"error\": \"no\"},\r
     {\"hook\": \"raw_tracepoint\", \"ok\": true, \"error\": null}\r
   ],\r
-  \"cgroup_mode\": \"v2\"\r
+  \"cgroup_mode\": \"v2\",\r
+  \"victim_task\": \"mark_victim's task argument\"\r
 }\r
 OOM-PROBE-VM-CHECK-END\r
 OOM-PROBE-VM-TEST: capture\r
@@ -194,6 +198,7 @@ OOM-PROBE-VM-RESULT: FAIL context exited with exit status: 101\r
                     cgroup_mode: "v2".into(),
                     available: vec!["tp_btf".into(), "raw_tracepoint".into()],
                     unavailable: vec!["kprobe".into()],
+                    victim_task: Some("mark_victim's task argument".into()),
                 }),
                 verdict: Some(Err("context exited with exit status: 101".into())),
                 passed: 11,

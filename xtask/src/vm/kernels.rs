@@ -5,11 +5,25 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
-use super::apt::Apt;
+use super::apt::{Apt, Suite};
 
-/// The series the matrix boots: Debian 12's own kernel and the newer one
-/// it ships for bookworm; oom-probe's hooks and offsets differ between them.
-pub const SERIES: [&str; 2] = ["6.1", "6.12"];
+/// Debian 11's own archive, without its security suite: its last point
+/// release (11.11) ships 5.10.223 (`5.10.0-32`), whose `mark_victim` still
+/// passes only the victim's pid. The newer 5.10 kernels of
+/// bullseye-security have the 6.9 format backported, so taking them would
+/// test nothing the 6.x kernels do not already.
+pub const BULLSEYE: Suite = Suite {
+    name: "bullseye",
+    sources: "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] \
+              http://deb.debian.org/debian bullseye main\n",
+};
+
+/// The series the matrix boots, and where each comes from (`None`: the
+/// machine's own apt sources): Debian 11's 5.10 (the `mark_victim(pid)`
+/// format), Debian 12's own kernel and the newer one it ships for bookworm;
+/// oom-probe's hooks and offsets differ between them.
+pub const SERIES: [(&str, Option<Suite>); 3] =
+    [("5.10", Some(BULLSEYE)), ("6.1", None), ("6.12", None)];
 
 /// One kernel of the matrix.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,12 +32,22 @@ pub struct Kernel {
     pub series: &'static str,
     /// Its release, as in `uname -r`: `6.1.0-56-cloud-amd64`.
     pub release: String,
+    /// The suite it comes from when not the machine's own sources.
+    pub suite: Option<Suite>,
 }
 
 impl Kernel {
     /// The cached vmlinuz, downloaded and unpacked on first use only.
     pub fn vmlinuz(&self, apt: &mut Apt, cache: &Path) -> Result<PathBuf> {
         let release = &self.release;
+        let mut private;
+        let apt = match self.suite {
+            Some(suite) => {
+                private = Apt::private(suite, cache)?;
+                &mut private
+            }
+            None => apt,
+        };
         apt.cached_file(
             &format!("linux-image-{release}"),
             &format!("boot/vmlinuz-{release}"),
@@ -32,17 +56,30 @@ impl Kernel {
     }
 }
 
-/// The newest kernel of every series in the configured apt suites.
-pub fn newest(apt: &mut Apt) -> Result<Vec<Kernel>> {
+/// The newest kernel of every series in its apt suites; `apt` is the
+/// machine's, `cache` holds the private configuration of other suites.
+pub fn newest(apt: &mut Apt, cache: &Path) -> Result<Vec<Kernel>> {
     SERIES
         .iter()
-        .map(|&series| {
+        .map(|&(series, suite)| {
             let regex = format!(
                 "^linux-image-{}\\.[0-9].*-cloud-amd64$",
                 series.replace('.', "\\.")
             );
-            match newest_release(&apt.search(&regex)?, series) {
-                Some(release) => Ok(Kernel { series, release }),
+            let found = match suite {
+                Some(suite) => Apt::private(suite, cache)?.search(&regex)?,
+                None => apt.search(&regex)?,
+            };
+            match newest_release(&found, series) {
+                Some(release) => Ok(Kernel {
+                    series,
+                    release,
+                    suite,
+                }),
+                None if suite.is_some() => bail!(
+                    "no linux-image-{series}.*-cloud-amd64 package in {}",
+                    suite.map_or("", |s| s.sources).trim()
+                ),
                 None => bail!(
                     "no linux-image-{series}.*-cloud-amd64 package in the configured apt suites. \
                      Debian ships 6.1 in bookworm (and bookworm-updates, bookworm-security), and \
@@ -124,6 +161,7 @@ linux-image-6.1.0-56-cloud-amd64-dbg - Debug symbols for linux-image-6.1.0-56-cl
         Kernel {
             series,
             release: release.into(),
+            suite: None,
         }
     }
 
@@ -145,6 +183,21 @@ linux-image-6.1.0-56-cloud-amd64-dbg - Debug symbols for linux-image-6.1.0-56-cl
         assert_eq!(
             newest_release(search, "6.12").as_deref(),
             Some("6.12.38+bpo-cloud-amd64")
+        );
+    }
+
+    /// Real `apt-cache search` output from bullseye main: 5.10 releases
+    /// numbered 30 and 32 must order by number, not text.
+    #[test]
+    fn picks_the_newest_bullseye_kernel() {
+        let search = "\
+linux-image-5.10.0-32-cloud-amd64 - Linux 5.10 for x86-64 cloud (signed)
+linux-image-5.10.0-30-cloud-amd64 - Linux 5.10 for x86-64 cloud (signed)
+linux-image-5.10.0-32-cloud-amd64-dbg - Debug symbols for linux-image-5.10.0-32-cloud-amd64
+";
+        assert_eq!(
+            newest_release(search, "5.10").as_deref(),
+            Some("5.10.0-32-cloud-amd64")
         );
     }
 
