@@ -40,7 +40,7 @@ fn metrics_count_real_kills_and_sigterm_stops_cleanly() {
 
     let cgroup = MemoryCgroup::create(32 * MIB).unwrap();
     for i in 0..2 {
-        run_hog_with_child(&cgroup, "--fork", &format!("metric-{i}"), 128).unwrap();
+        run_hog_with_child(&cgroup, "--fork", format!("metric-{i}"), 128).unwrap();
     }
     agent
         .events_for(cgroup.relative_path(), 2, Duration::from_millis(500))
@@ -152,7 +152,7 @@ fn history_keeps_each_kill_once_across_a_sigkill() {
     let mut agent = start();
     let mut printed = Vec::new();
     for i in 0..2 {
-        run_hog_with_child(&cgroup, "--fork", &format!("hist-{i}"), 128).unwrap();
+        run_hog_with_child(&cgroup, "--fork", format!("hist-{i}"), 128).unwrap();
     }
     printed.extend(
         agent

@@ -297,7 +297,7 @@ fn table_output_names_the_victim() {
         let line = stdout
             .recv_timeout(oom_probe_tests::EVENT_TIMEOUT)
             .expect("no row for our kill");
-        if line.contains(cgroup.relative_path()) {
+        if line.split_whitespace().nth(1) == Some(pid.to_string().as_str()) {
             break line;
         }
     };
@@ -344,4 +344,194 @@ fn kprobe_decision_hook_names_the_memcg_that_ran_out() {
         "{event:#}"
     );
     assert_eq!(event["oom_memcg"]["limit_bytes"], limit, "{event:#}");
+}
+
+/// A process can name itself with any bytes but NUL, and a cgroup can be
+/// named with control characters: JSON carries the printable form (as the
+/// kernel log writes it) and the exact bytes in hex.
+#[test]
+fn names_that_are_not_text_are_escaped_and_kept_exactly() {
+    use std::os::unix::ffi::OsStrExt;
+    if !root_or_skip("names_that_are_not_text_are_escaped_and_kept_exactly") {
+        return;
+    }
+    let parent = MemoryCgroup::create(64 * MIB).unwrap();
+    let cgroup = parent.create_child_named("esc\u{1b}[2Jcg", None).unwrap();
+    let mut watcher = Watcher::start(&[]).unwrap();
+    let comm = std::ffi::OsStr::from_bytes(b"x\x01\xffy");
+    let (pid, report) = run_hog_with_child(&cgroup, "--fork", comm, 512).unwrap();
+    assert!(report.contains("killed by signal 9"), "{report}");
+    let path = format!("{}/esc\\x1b[2Jcg", parent.relative_path());
+    let events = watcher.events_for(&path, 1, SETTLE).unwrap();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let event = &events[0];
+    assert_eq!(event["victim"]["pid"], pid, "{event:#}");
+    assert_eq!(event["victim"]["comm"], "x\\x01\\xffy", "{event:#}");
+    assert_eq!(event["victim"]["comm_hex"], "7801ff79", "{event:#}");
+    assert_eq!(
+        event["oom_memcg"]["path"],
+        parent.relative_path(),
+        "{event:#}"
+    );
+    let explanation = event["explanation"].as_str().unwrap();
+    assert!(
+        explanation.contains(&format!("x\\x01\\xffy ({pid})")),
+        "{explanation}"
+    );
+}
+
+/// The table in a real 120-column terminal (tmux): a victim named
+/// `ESC[2J ESC[H fake` neither clears the screen nor draws a row of its
+/// own, and no line is wider than the terminal.
+#[test]
+fn table_in_a_120_column_terminal_is_safe_from_hostile_names() {
+    use std::os::unix::ffi::OsStrExt;
+    let test = "table_in_a_120_column_terminal_is_safe_from_hostile_names";
+    if !root_or_skip(test) || !oom_probe_tests::host_only(test, "needs tmux") {
+        return;
+    }
+    let cgroup = MemoryCgroup::create(32 * MIB).unwrap();
+    // A private tmux server: nobody else's sessions are touched.
+    let socket = format!("oom-probe-test-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        let out = Command::new("tmux")
+            .args(["-L", &socket])
+            .args(args)
+            .output()
+            .expect("tmux is missing (cargo xtask setup installs it)");
+        assert!(out.status.success(), "tmux {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    struct Server<'a>(&'a str);
+    impl Drop for Server<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("tmux")
+                .args(["-L", self.0, "kill-server"])
+                .status();
+        }
+    }
+    let log = std::env::temp_dir().join(format!("{socket}.log"));
+    let command = format!(
+        "exec {} watch --output table 2>{}",
+        oom_probe_tests::oom_probe_bin().display(),
+        log.display()
+    );
+    tmux(&["new-session", "-d", "-x", "120", "-y", "40", &command]);
+    let _server = Server(&socket);
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains(oom_probe_tests::READY_LINE)
+    {
+        assert!(
+            started.elapsed() < oom_probe_tests::START_TIMEOUT,
+            "oom-probe never got ready"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let hostile = std::ffi::OsStr::from_bytes(b"\x1b[2J\x1b[H fake");
+    let (pid, _) = run_hog_with_child(&cgroup, "--fork", hostile, 256).unwrap();
+    let started = std::time::Instant::now();
+    let screen = loop {
+        // -J joins lines the terminal wrapped: a line wider than 120 shows.
+        let screen = tmux(&["capture-pane", "-p", "-J"]);
+        if screen
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(&pid.to_string()))
+        {
+            break screen;
+        }
+        assert!(
+            started.elapsed() < oom_probe_tests::EVENT_TIMEOUT,
+            "no row:\n{screen}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = std::fs::remove_file(&log);
+    let lines: Vec<&str> = screen.lines().collect();
+    assert!(
+        lines[0].starts_with("TIME"),
+        "the screen was cleared:\n{screen}"
+    );
+    let row = lines
+        .iter()
+        .find(|l| l.split_whitespace().nth(1) == Some(&pid.to_string()))
+        .unwrap();
+    assert!(row.contains("\\x1b[2J\\x1b[H"), "{row}");
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.starts_with(" fake") || l.starts_with("fake")),
+        "{screen}"
+    );
+    for line in &lines {
+        assert!(
+            line.chars().count() <= 120,
+            "wider than the terminal: {line}"
+        );
+    }
+}
+
+/// Two OOM decisions a few milliseconds apart in one memcg, made by the
+/// same allocating task: without `memory.oom.group` each kill is its own
+/// decision, so the two victims get two `oom_id`s.
+#[test]
+fn back_to_back_decisions_in_one_memcg_get_two_oom_ids() {
+    use std::io::{BufRead, BufReader};
+    if !root_or_skip("back_to_back_decisions_in_one_memcg_get_two_oom_ids") {
+        return;
+    }
+    let cgroup = MemoryCgroup::create(64 * MIB).unwrap();
+    let mut watcher = Watcher::start(&[]).unwrap();
+    // Two idle holders, first in line for the OOM killer...
+    let mut holders = Vec::new();
+    for (mb, comm) in [(30, "holder-big"), (20, "holder-small")] {
+        let mut child = hog()
+            .arg("--cgroup")
+            .arg(cgroup.path())
+            .args(["--mb", &mb.to_string(), "--comm", comm])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stderr.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains("allocated"), "{comm}: {line}");
+        std::fs::write(format!("/proc/{}/oom_score_adj", child.id()), "1000").unwrap();
+        holders.push(child);
+    }
+    // ...then a third task needs 50 MiB: the kernel kills the bigger holder,
+    // the charge still fails, and a second decision kills the other.
+    let mut trigger = hog()
+        .arg("--cgroup")
+        .arg(cgroup.path())
+        .args(["--mb", "50", "--comm", "oom-trigger"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let events = watcher
+        .events_for(cgroup.relative_path(), 2, SETTLE)
+        .unwrap();
+    let _ = trigger.kill();
+    let _ = trigger.wait();
+    for mut holder in holders {
+        let _ = holder.kill();
+        let _ = holder.wait();
+    }
+    assert_eq!(events.len(), 2, "{events:#?}");
+    let comms: Vec<&str> = events
+        .iter()
+        .map(|e| e["victim"]["comm"].as_str().unwrap())
+        .collect();
+    assert_eq!(comms, ["holder-big", "holder-small"], "{events:#?}");
+    for event in &events {
+        assert_eq!(event["trigger"]["comm"], "oom-trigger", "{event:#}");
+        assert_eq!(event["group_kill"], false, "{event:#}");
+    }
+    assert_ne!(
+        events[0]["oom_id"], events[1]["oom_id"],
+        "two decisions, two ids: {events:#?}"
+    );
+    assert_eq!(cgroup.kernel_oom_kills().unwrap(), 2);
 }

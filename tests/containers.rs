@@ -117,3 +117,53 @@ fn init_killed_in_a_container_is_not_silent_and_named() {
     assert_eq!(event["silent"], false, "the container died: {event:#}");
     assert_eq!(event["memcg"]["limit_bytes"], 48 * MIB, "{event:#}");
 }
+
+/// `shareProcessNamespace: true`: pid 1 of every container is the pause
+/// process, so the pid namespace cannot tell a container's own main process
+/// from a worker. `silent` is decided against the container's init (the
+/// runtime's pid for it): the worker's death is silent, the main process's
+/// (the container dies, Kubernetes shows OOMKilled) is not.
+#[test]
+fn in_a_pod_sharing_its_pid_namespace_silent_follows_the_containers_own_init() {
+    let test = "in_a_pod_sharing_its_pid_namespace_silent_follows_the_containers_own_init";
+    if !root_or_skip(test) || !host_only(test, "needs containerd and runc") {
+        return;
+    }
+    let containerd = Containerd::start().unwrap();
+    let pod = containerd.run_pod_sharing_pids("shared-pids").unwrap();
+    let mut watcher = watcher_for(&containerd);
+
+    let args = [
+        "--in-container",
+        "--fork",
+        "--pause",
+        "--comm",
+        "shared-worker",
+        "--mb",
+        "512",
+    ];
+    let workers = pod.start_container("sidecar", 64 * MIB, &args).unwrap();
+    workers
+        .wait_for_log("killed by signal 9", EVENT_TIMEOUT)
+        .unwrap();
+    let event = the_kill(&mut watcher, "shared-worker");
+    assert_named(&event, &pod, &workers, "sidecar");
+    assert_ne!(event["victim"]["ns_pid"], 1, "{event:#}");
+    assert_eq!(event["silent"], true, "its container lives on: {event:#}");
+
+    let args = ["--in-container", "--comm", "shared-main", "--mb", "512"];
+    let main = pod.start_container("app", 48 * MIB, &args).unwrap();
+    let exit = main.wait_for_exit(EVENT_TIMEOUT).unwrap();
+    assert_eq!(
+        (exit.exit_code, exit.reason.as_str()),
+        (137, "OOMKilled"),
+        "{exit:?}"
+    );
+    let event = the_kill(&mut watcher, "shared-main");
+    assert_named(&event, &pod, &main, "app");
+    assert_ne!(
+        event["victim"]["ns_pid"], 1,
+        "pid 1 is the pause process here: {event:#}"
+    );
+    assert_eq!(event["silent"], false, "the container died: {event:#}");
+}

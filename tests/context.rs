@@ -492,3 +492,77 @@ impl Drop for Tmpfs {
         let _ = fs::remove_dir(&self.0);
     }
 }
+
+/// 100 kills, each in a cgroup removed the moment its only process is dead
+/// (as a runtime removes a container's scope): `memory.stat` is read after
+/// the kill and may already show the memory freed. No snapshot that
+/// disagrees with the kill-time usage may pass as a picture of the kill.
+#[test]
+fn stat_snapshots_that_lost_the_race_are_marked() {
+    if !root_or_skip("stat_snapshots_that_lost_the_race_are_marked") {
+        return;
+    }
+    const KILLS: usize = 100;
+    let limit = 32 * MIB;
+    let mut watcher = Watcher::start(&[]).unwrap();
+    let mut pids = Vec::new();
+    for i in 0..KILLS {
+        let cgroup = MemoryCgroup::create(limit).unwrap();
+        let status = hog()
+            .arg("--cgroup")
+            .arg(cgroup.path())
+            .args(["--mb", "256", "--comm", &format!("scope-{i}")])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map(|mut child| {
+                pids.push(child.id());
+                child.wait().unwrap()
+            })
+            .unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9)
+        );
+        drop(cgroup); // removed at once
+    }
+    let events = watcher
+        .events_matching(KILLS, SETTLE, |e| {
+            e["victim"]["pid"]
+                .as_u64()
+                .is_some_and(|pid| pids.contains(&(pid as u32)))
+        })
+        .unwrap();
+    assert_eq!(events.len(), KILLS);
+    let (mut consistent, mut marked, mut absent) = (0, 0, 0);
+    for event in &events {
+        let Some(stat) = event["memcg_stat"].as_object() else {
+            assert!(event["memcg_stat_source"].is_null(), "{event:#}");
+            absent += 1;
+            continue;
+        };
+        let total: u64 = ["anon", "file", "kernel", "sock"]
+            .iter()
+            .map(|k| stat[*k].as_u64().unwrap())
+            .sum();
+        let usage = event["oom_memcg"]["usage_bytes"].as_u64().unwrap();
+        let explanation = event["explanation"].as_str().unwrap();
+        if total * 4 >= usage * 3 {
+            assert_eq!(event["memcg_stat_source"], "after_kill", "{event:#}");
+            consistent += 1;
+        } else {
+            assert_eq!(
+                event["memcg_stat_source"], "after_kill_inconsistent",
+                "{event:#}"
+            );
+            assert!(
+                explanation.starts_with("the memory cgroup was at"),
+                "a late snapshot explained the kill: {event:#}"
+            );
+            marked += 1;
+        }
+    }
+    eprintln!(
+        "{KILLS} kills in removed cgroups: {consistent} snapshots consistent, \
+         {marked} marked inconsistent, {absent} not read"
+    );
+}

@@ -153,6 +153,62 @@ fn check_reports_hooks_and_cgroups_as_json() {
     assert_eq!(report["blockers"], serde_json::json!([]));
 }
 
+/// `check` lists every event field as exact, inferred or unavailable here,
+/// in text and JSON, and the decision fields follow the hooks it found.
+#[test]
+fn check_says_which_fields_are_exact_inferred_or_unavailable() {
+    if !root_or_skip("check_says_which_fields_are_exact_inferred_or_unavailable") {
+        return;
+    }
+    let json = Command::new(oom_probe_bin())
+        .args(["check", "--json"])
+        .output()
+        .unwrap();
+    assert!(json.status.success(), "{}", text(&json));
+    let report: Value = serde_json::from_slice(&json.stdout).unwrap();
+    let fields = report["fields"].as_array().unwrap();
+    let quality = |prefix: &str| {
+        fields
+            .iter()
+            .find(|f| f["field"].as_str().unwrap().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no field {prefix}: {report:#}"))["quality"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let decision_hook = report["hooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|h| h["ok"] == true && h["hook"].as_str().unwrap().ends_with("oom_kill_process"));
+    let (decided, scored) = if decision_hook {
+        ("exact", "exact")
+    } else {
+        ("inferred", "unavailable")
+    };
+    assert_eq!(quality("oom_id"), decided, "{report:#}");
+    assert_eq!(quality("oom_memcg"), decided, "{report:#}");
+    assert_eq!(quality("victim.oom_points"), scored, "{report:#}");
+    assert_eq!(quality("memcg_stat"), "inferred", "{report:#}");
+    for f in fields {
+        assert!(
+            ["exact", "inferred", "unavailable"].contains(&f["quality"].as_str().unwrap())
+                && !f["why"].as_str().unwrap().is_empty(),
+            "{f:#}"
+        );
+    }
+    let check = Command::new(oom_probe_bin()).arg("check").output().unwrap();
+    let out = text(&check);
+    assert!(out.contains("event fields on this node:"), "{out}");
+    assert!(out.contains(&format!("{decided:<12} oom_id")), "{out}");
+    if !decision_hook {
+        assert!(
+            out.contains("inferred or unavailable, listed above"),
+            "{out}"
+        );
+    }
+}
+
 /// What a container's hostname looks like (Docker: the short container id).
 const CONTAINER_HOSTNAME: &str = "c0ffee123456";
 

@@ -7,12 +7,14 @@
 use std::{
     collections::HashMap,
     fs,
-    os::unix::fs::MetadataExt,
+    os::unix::{ffi::OsStrExt, fs::MetadataExt},
     path::{Path, PathBuf},
 };
 
 /// Maps cgroup ids of one hierarchy to paths relative to its root, in the
-/// form `/proc/<pid>/cgroup` uses (`/` for the root, `/a/b` below it).
+/// form `/proc/<pid>/cgroup` uses (`/` for the root, `/a/b` below it),
+/// each name in its printable form ([`crate::text::escape`]: control
+/// characters and bytes that are not UTF-8 as `\xNN`).
 #[derive(Debug)]
 pub struct CgroupResolver {
     root: PathBuf,
@@ -64,7 +66,8 @@ impl CgroupResolver {
                 if !entry.file_type().is_ok_and(|t| t.is_dir()) {
                     continue;
                 }
-                let name = entry.file_name().to_string_lossy().into_owned();
+                // Names are bytes; the path holds their printable form.
+                let name = crate::text::escape(entry.file_name().as_bytes()).0;
                 let child = match relative.as_str() {
                     "/" => format!("/{name}"),
                     parent => format!("{parent}/{name}"),

@@ -30,6 +30,222 @@ pub struct CheckReport {
     pub memory_controller: Option<String>,
     /// Why oom-probe cannot work here; empty when it can.
     pub blockers: Vec<String>,
+    /// Per event field, how good it is on this node and why.
+    pub fields: Vec<FieldQuality>,
+}
+
+/// How good one event field (or group of fields) is on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldQuality {
+    /// The JSON field(s), as the README's field table names them.
+    pub field: &'static str,
+    pub quality: Quality,
+    /// Where the value comes from here, or why it is missing.
+    pub why: String,
+}
+
+/// `exact`: what the kernel had at the kill; `inferred`: worked out from
+/// other facts (may be wrong in the cases `why` names); `unavailable`:
+/// always null (or never emitted) on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Quality {
+    Exact,
+    Inferred,
+    Unavailable,
+}
+
+impl Quality {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Exact => "exact",
+            Self::Inferred => "inferred",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// What the field qualities depend on.
+#[derive(Debug, Clone, Default)]
+pub struct NodeFacts {
+    /// `feature::*` bits the kernel's BTF allows (0 without BTF).
+    pub features: u32,
+    /// A decision hook (fentry or kprobe on oom_kill_process) attaches.
+    pub decision_hook: Option<String>,
+    /// A signal_generate hook attaches (userspace OOM killers).
+    pub signal_hook: Option<String>,
+    /// The memory controller is on cgroup v2 (`memory.oom.group` exists).
+    pub memory_v2: Option<bool>,
+    /// A v2 hierarchy is mounted (for `cgroup_v2_id`).
+    pub v2_mounted: bool,
+}
+
+/// Field by field, what this node gives.
+pub fn field_qualities(facts: &NodeFacts) -> Vec<FieldQuality> {
+    use oom_probe_common::feature;
+    use Quality::*;
+    let has = |bit: u32| facts.features & bit != 0;
+    let by_btf = |bit: u32, field: &'static str, what: &str| FieldQuality {
+        field,
+        quality: if has(bit) { Exact } else { Unavailable },
+        why: if has(bit) {
+            format!("{what}, read in eBPF at the kill")
+        } else {
+            format!("this kernel's BTF lacks the offsets for {what}")
+        },
+    };
+    let mut fields = vec![
+        FieldQuality {
+            field: "victim.pid, trigger.pid, trigger.comm",
+            quality: Exact,
+            why: "the mark_victim tracepoint".into(),
+        },
+        by_btf(
+            feature::VICTIM_TASK_ARG,
+            "victim.{tid,comm,uid,oom_score_adj}",
+            "the victim task",
+        ),
+        by_btf(feature::NS_PID, "victim.ns_pid", "the pid-namespace pid"),
+        by_btf(
+            feature::RSS,
+            "victim.{rss_bytes,total_vm_bytes}",
+            "RSS and total_vm",
+        ),
+        by_btf(
+            feature::MEMCG,
+            "victim.cgroup_id, memcg.{usage_bytes,limit_bytes}",
+            "the memory cgroup's page counters",
+        ),
+    ];
+    fields.push(match (has(feature::CGROUP_V2), facts.v2_mounted) {
+        (true, true) => FieldQuality {
+            field: "victim.cgroup_v2_id",
+            quality: Exact,
+            why: "the task's default css_set, read in eBPF".into(),
+        },
+        (_, false) => FieldQuality {
+            field: "victim.cgroup_v2_id",
+            quality: Unavailable,
+            why: "no cgroup v2 hierarchy is mounted".into(),
+        },
+        (false, true) => FieldQuality {
+            field: "victim.cgroup_v2_id",
+            quality: Unavailable,
+            why: "this kernel's BTF lacks the css_set offsets".into(),
+        },
+    });
+    match &facts.decision_hook {
+        Some(hook) => {
+            for field in [
+                "constraint (cpuset and mempolicy told apart)",
+                "oom_memcg",
+                "oom_id",
+                "victim.oom_points, oom_domain_bytes",
+            ] {
+                fields.push(FieldQuality {
+                    field,
+                    quality: Exact,
+                    why: format!("the kernel's OOM decision, via {hook}"),
+                });
+            }
+        }
+        None => {
+            let why = "no decision hook (fentry and kprobe on oom_kill_process unavailable)";
+            fields.extend([
+                FieldQuality {
+                    field: "constraint, constraint_source=page_counters",
+                    quality: Inferred,
+                    why: format!(
+                        "{why}: memcg when a memcg's page counter stood at its limit, else global"
+                    ),
+                },
+                FieldQuality {
+                    field: "constraint cpuset/mempolicy",
+                    quality: Unavailable,
+                    why: format!("{why}: such OOMs are reported as global"),
+                },
+                FieldQuality {
+                    field: "oom_memcg",
+                    quality: Inferred,
+                    why: format!("{why}: the lowest memcg at its limit"),
+                },
+                FieldQuality {
+                    field: "oom_id",
+                    quality: Inferred,
+                    why: format!(
+                        "{why}: one per kill, shared only where memory.oom.group made a group kill possible"
+                    ),
+                },
+                FieldQuality {
+                    field: "victim.oom_points, oom_domain_bytes",
+                    quality: Unavailable,
+                    why: format!("{why}: the badness score and domain size are its arguments"),
+                },
+            ]);
+        }
+    }
+    fields.push(match facts.memory_v2 {
+        Some(true) => FieldQuality {
+            field: "group_kill",
+            quality: Inferred,
+            why: "memory.oom.group of the victim's cgroup and its ancestors, read after the kill"
+                .into(),
+        },
+        Some(false) => FieldQuality {
+            field: "group_kill",
+            quality: Exact,
+            why: "cgroup v1 has no memory.oom.group: always false".into(),
+        },
+        None => FieldQuality {
+            field: "group_kill",
+            quality: Unavailable,
+            why: "no memory cgroup hierarchy is mounted".into(),
+        },
+    });
+    fields.push(FieldQuality {
+        field: "memcg_stat",
+        quality: if facts.memory_v2.is_some() {
+            Inferred
+        } else {
+            Unavailable
+        },
+        why: if facts.memory_v2.is_some() {
+            "memory.stat read after the kill; memcg_stat_source says whether it agrees with the usage at the kill".into()
+        } else {
+            "no memory cgroup hierarchy is mounted".into()
+        },
+    });
+    fields.push(FieldQuality {
+        field: "silent",
+        quality: if has(feature::NS_PID) {
+            Inferred
+        } else {
+            Unavailable
+        },
+        why: if has(feature::NS_PID) {
+            "against the container's init pid from the CRI runtime when it answers, else the pid namespace's pid 1 (wrong in pods sharing one pid namespace)".into()
+        } else {
+            "this kernel's BTF lacks the pid-namespace offsets".into()
+        },
+    });
+    fields.push(FieldQuality {
+        field: "container, kubernetes.{pod_uid,container_id,qos_class}",
+        quality: Exact,
+        why: "the victim's cgroup path (null where it names no container)".into(),
+    });
+    fields.push(match &facts.signal_hook {
+        Some(hook) if has(feature::SIGNAL_TASK_ARG) => FieldQuality {
+            field: "userspace_kill events",
+            quality: Exact,
+            why: format!("SIGKILLs from userspace OOM killers, via {hook}"),
+        },
+        _ => FieldQuality {
+            field: "userspace_kill events",
+            quality: Unavailable,
+            why: "no signal_generate hook attaches, or the BTF lacks its task offsets".into(),
+        },
+    });
+    fields
 }
 
 /// Whether one hook loaded and attached, and if not, why.
@@ -51,6 +267,7 @@ pub fn run() -> CheckReport {
     let btf = kernel_offsets::load_vmlinux_btf();
     let layout = btf.as_ref().ok().map(kernel_offsets::resolve);
     let missing_offsets = layout.as_ref().map_or_else(Vec::new, |l| l.missing.clone());
+    let features = layout.as_ref().map_or(0, |l| l.offsets.features);
     let mut victim_task = layout.as_ref().map(|l| l.victim_task_source().to_string());
     let btf_error = btf.err().map(|e| format!("{e:#}"));
     if let Some(e) = &btf_error {
@@ -84,12 +301,28 @@ pub fn run() -> CheckReport {
         };
         format!("{version} at {}", p.display())
     });
+    let attached = |names: [&str; 2]| {
+        hooks
+            .iter()
+            .find(|h| h.ok && names.contains(&h.hook.as_str()))
+            .map(|h| h.hook.clone())
+    };
+    let facts = NodeFacts {
+        features,
+        decision_hook: attached(["fentry oom_kill_process", "kprobe oom_kill_process"]),
+        signal_hook: attached(["tp_btf signal_generate", "raw_tracepoint signal_generate"]),
+        memory_v2: hierarchies
+            .memory_root()
+            .map(|p| Some(p) != hierarchies.memory_v1.as_deref()),
+        v2_mounted: hierarchies.v2.is_some(),
+    };
     CheckReport {
         kernel,
         root,
         btf_error,
         missing_offsets,
         victim_task,
+        fields: field_qualities(&facts),
         hooks,
         tracefs: tracefs_mount(),
         cgroup_mode: hierarchies.mode().to_string(),
@@ -179,6 +412,15 @@ impl CheckReport {
                 .clone()
                 .unwrap_or_else(|| "not mounted".into()),
         );
+        out.push_str("event fields on this node:\n");
+        for f in &self.fields {
+            out.push_str(&format!(
+                "  {:<12} {}: {}\n",
+                f.quality.as_str(),
+                f.field,
+                f.why
+            ));
+        }
         if self.blockers.is_empty() {
             let victim = self
                 .hooks
@@ -186,8 +428,14 @@ impl CheckReport {
                 .find(|h| h.ok)
                 .map(|h| h.hook.as_str())
                 .unwrap_or("?");
+            let degraded = self
+                .fields
+                .iter()
+                .filter(|f| f.quality != Quality::Exact)
+                .count();
             out.push_str(&format!(
-                "verdict:           oom-probe works here (victims via {victim})\n"
+                "verdict:           oom-probe works here (victims via {victim}); \
+                 {degraded} field(s) inferred or unavailable, listed above\n"
             ));
         } else {
             out.push_str("verdict:           oom-probe cannot work here:\n");
@@ -204,5 +452,57 @@ fn yes_no(b: bool) -> &'static str {
         "yes"
     } else {
         "no"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oom_probe_common::feature;
+
+    fn quality(fields: &[FieldQuality], prefix: &str) -> Quality {
+        fields
+            .iter()
+            .find(|f| f.field.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix}"))
+            .quality
+    }
+
+    #[test]
+    fn without_a_decision_hook_the_decision_fields_are_inferred_or_unavailable() {
+        let facts = NodeFacts {
+            features: !0,
+            decision_hook: None,
+            signal_hook: Some("tp_btf signal_generate".into()),
+            memory_v2: Some(false),
+            v2_mounted: true,
+        };
+        let fields = field_qualities(&facts);
+        assert_eq!(quality(&fields, "constraint,"), Quality::Inferred);
+        assert_eq!(quality(&fields, "constraint cpuset"), Quality::Unavailable);
+        assert_eq!(quality(&fields, "oom_id"), Quality::Inferred);
+        assert_eq!(quality(&fields, "victim.oom_points"), Quality::Unavailable);
+        assert_eq!(quality(&fields, "group_kill"), Quality::Exact, "v1");
+        assert_eq!(quality(&fields, "memcg_stat"), Quality::Inferred);
+        assert_eq!(quality(&fields, "userspace_kill"), Quality::Exact);
+        assert_eq!(quality(&fields, "victim.{rss"), Quality::Exact);
+    }
+
+    #[test]
+    fn a_decision_hook_makes_them_exact_and_missing_btf_unavailable() {
+        let facts = NodeFacts {
+            features: !feature::RSS,
+            decision_hook: Some("kprobe oom_kill_process".into()),
+            signal_hook: None,
+            memory_v2: Some(true),
+            v2_mounted: true,
+        };
+        let fields = field_qualities(&facts);
+        assert_eq!(quality(&fields, "constraint"), Quality::Exact);
+        assert_eq!(quality(&fields, "oom_id"), Quality::Exact);
+        assert_eq!(quality(&fields, "victim.oom_points"), Quality::Exact);
+        assert_eq!(quality(&fields, "group_kill"), Quality::Inferred, "v2");
+        assert_eq!(quality(&fields, "victim.{rss"), Quality::Unavailable);
+        assert_eq!(quality(&fields, "userspace_kill"), Quality::Unavailable);
     }
 }

@@ -121,7 +121,9 @@ pub struct OomKillEvent {
     pub constraint_source: Option<ConstraintSource>,
     /// The memory cgroup whose limit ran out (null for a global OOM).
     pub oom_memcg: Option<OomMemcg>,
-    /// What filled the memory cgroup that ran out, read right after the kill.
+    /// What filled the memory cgroup that ran out, read from its
+    /// `memory.stat` right after the kill (not at it: see
+    /// `memcg_stat_source`).
     pub memcg_stat: Option<MemcgStat>,
     /// One sentence a person can act on.
     pub explanation: Option<String>,
@@ -131,14 +133,28 @@ pub struct OomKillEvent {
     pub group_kill: bool,
     /// Pod and container of the victim; null when its cgroup is not a pod's.
     pub kubernetes: Option<Kubernetes>,
-    /// True when the victim is not the init process of its pid namespace:
-    /// its container keeps running and Kubernetes reports nothing.
+    /// True when the victim's container survives the kill (Kubernetes
+    /// reports nothing): decided against the container's own init pid as
+    /// the CRI runtime reports it (false also when the container had
+    /// exited), else against pid 1 of the victim's pid namespace; null
+    /// when neither is known.
     pub silent: Option<bool>,
     /// Size of the OOM domain in bytes (`oom_control.totalpages` times the
     /// page size: the memcg's limit, plus swap where counted, or the node's
     /// RAM plus swap for a global OOM), from the `oom_kill_process` hook;
     /// null without it.
     pub oom_domain_bytes: Option<u64>,
+    /// The container the victim ran in, read from its cgroup path alone, in
+    /// Kubernetes or not (Docker, Podman, containerd, CRI-O); null when the
+    /// path names no container (a host service, a pod-level cgroup, conmon).
+    pub container: Option<Container>,
+    /// How `memcg_stat` was taken, and whether it can stand for the kill:
+    /// `after_kill` (read after the kill; its total agrees with the memcg's
+    /// usage at the kill) or `after_kill_inconsistent` (its total is under
+    /// three quarters of that usage: the OOM reaper, the exiting victim or
+    /// the runtime removing the cgroup got there first; the explanation
+    /// then does not use it). Null when `memcg_stat` is null.
+    pub memcg_stat_source: Option<MemcgStatSource>,
     /// The biggest processes (at most 10, by resident memory) of the memory
     /// cgroup that ran out and the cgroups below it, or of the whole node for
     /// a node-wide OOM (each then with its cgroup and pod); the victim is
@@ -180,12 +196,39 @@ pub enum TasksSource {
     Procfs,
 }
 
+/// How `memcg_stat` was taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemcgStatSource {
+    /// Read after the kill; its total (anon + file + kernel + sock) is at
+    /// least three quarters of the memcg's usage at the kill.
+    AfterKill,
+    /// Read after the kill and under three quarters of the usage at the
+    /// kill: memory was already freed; not a picture of the kill.
+    AfterKillInconsistent,
+}
+
+/// A container as its cgroup path names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Container {
+    /// The runtime's full container id (64 lowercase hex), as `docker`,
+    /// `podman` and `crictl` take it.
+    pub id: String,
+    /// `containerd`, `cri-o`, `docker` or `podman`, where the cgroup's name
+    /// or its parent says which; null for a bare id under a pod (kubelet's
+    /// cgroupfs layout does not name the runtime).
+    pub runtime: Option<String>,
+}
+
 /// The killed process.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Victim {
     pub pid: u32,
     pub tid: u32,
     pub ns_pid: Option<u32>,
+    /// The task's name (`task_struct.comm`, at most 15 bytes) in printable
+    /// form: valid UTF-8 as is, other bytes and control characters as
+    /// `\xNN` like the kernel log (see `comm_hex`).
     pub comm: Option<String>,
     pub uid: Option<u32>,
     pub oom_score_adj: Option<i32>,
@@ -206,6 +249,10 @@ pub struct Victim {
     /// hook; null without that hook, and for victims of a group kill other
     /// than the chosen task.
     pub oom_points: Option<i64>,
+    /// The exact bytes of `comm` as lowercase hex (`"7801ff79"`) when its
+    /// printable form had to escape any; null when `comm` is the bytes
+    /// verbatim (or is null).
+    pub comm_hex: Option<String>,
 }
 
 /// Resident memory by kind: tells "the process was big" from "tmpfs filled
@@ -223,7 +270,11 @@ pub struct Rss {
 pub struct Trigger {
     /// Process id (host pid namespace).
     pub pid: u32,
+    /// Printable form of the task's name, as `victim.comm`.
     pub comm: String,
+    /// The exact bytes of `comm` in hex when it escaped any, as
+    /// `victim.comm_hex`.
+    pub comm_hex: Option<String>,
     /// Thread id (host pid namespace) of the allocating thread.
     pub tid: u32,
     /// Id of its memory cgroup (cgroupfs inode), read in eBPF from the
@@ -353,10 +404,12 @@ mod tests {
                 cgroup_path: Some("/oom-probe-readme".into()),
                 cgroup_v2_id: None,
                 oom_points: None,
+                comm_hex: None,
             },
             trigger: Trigger {
                 pid: 16669,
                 comm: "celery-worker".into(),
+                comm_hex: None,
                 tid: 16669,
                 cgroup_id: Some(226_283),
                 cgroup_path: Some("/oom-probe-readme".into()),
@@ -385,6 +438,8 @@ mod tests {
             kubernetes: None,
             silent: Some(true),
             oom_domain_bytes: None,
+            container: None,
+            memcg_stat_source: Some(MemcgStatSource::AfterKill),
             tasks: None,
             tasks_total: None,
             tasks_source: None,
@@ -413,10 +468,12 @@ mod tests {
                 cgroup_path: Some(format!("/kubepods/burstable/pod{UID}/{CONTAINER}")),
                 cgroup_v2_id: Some(88),
                 oom_points: None,
+                comm_hex: None,
             },
             trigger: Trigger {
                 pid: 600,
                 comm: "systemd-oomd".into(),
+                comm_hex: None,
                 tid: 600,
                 cgroup_id: Some(55),
                 cgroup_path: Some("/system.slice/systemd-oomd.service".into()),
@@ -450,6 +507,11 @@ mod tests {
             }),
             silent: Some(true),
             oom_domain_bytes: None,
+            container: Some(Container {
+                id: CONTAINER.into(),
+                runtime: None,
+            }),
+            memcg_stat_source: None,
             tasks: None,
             tasks_total: None,
             tasks_source: None,
@@ -492,6 +554,19 @@ mod tests {
     #[test]
     fn every_event_type_serializes_byte_for_byte_as_the_golden_file() {
         let events = [readme_kill(), userspace_kill(), unobserved(), eviction()];
+        if std::env::var_os("GOLDEN_REGENERATE").is_some_and(|v| v == "1") {
+            // After a deliberate schema change: rewrite, then review the diff.
+            let lines: Vec<String> = events
+                .iter()
+                .map(|e| serde_json::to_string(e).unwrap() + "\n")
+                .collect();
+            let path = concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/src/testdata/events.golden.jsonl"
+            );
+            std::fs::write(path, lines.concat()).unwrap();
+            return;
+        }
         let golden: Vec<&str> = GOLDEN.lines().collect();
         assert_eq!(golden.len(), events.len());
         for (event, want) in events.iter().zip(golden) {

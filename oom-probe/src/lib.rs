@@ -20,3 +20,6 @@ pub mod node;
 pub mod probes;
 pub mod sink;
 pub mod watch;
+
+/// The printable form of names that are bytes (comm, cgroup names).
+pub use oom_probe_cgroupfs::text;

@@ -221,12 +221,6 @@ async fn next_eviction(
 }
 
 fn announce(probes: &Probes, memcg_paths: Option<&CgroupResolver>, node: &str, namer: &Namer) {
-    fn describe<H: std::fmt::Display>(hook: &Result<H, String>) -> String {
-        match hook {
-            Ok(hook) => hook.to_string(),
-            Err(why) => format!("unavailable ({why})"),
-        }
-    }
     for missing in &probes.layout.missing {
         tracing::warn!("this kernel's BTF lacks {missing}; those fields will be null");
     }
@@ -242,11 +236,20 @@ fn announce(probes: &Probes, memcg_paths: Option<&CgroupResolver>, node: &str, n
     if memcg_paths.is_none() {
         tracing::warn!("no memory cgroup hierarchy mounted; cgroup paths will be null");
     }
+    let decision = match &probes.context_hook {
+        Ok(hook) => format!("the OOM decision comes from {hook}"),
+        Err(why) => format!(
+            "no OOM decision hook ({why}), so constraint and oom_memcg are inferred from page \
+             counters and oom_id from memory.oom.group"
+        ),
+    };
+    let userspace = match &probes.signal_hook {
+        Ok(hook) => format!("userspace OOM killers are seen via {hook}"),
+        Err(why) => format!("userspace OOM killers are not seen ({why})"),
+    };
     tracing::info!(
-        "watching OOM kills on {node} via {}; OOM decision via {}; userspace killers via {}; pods named by {}",
+        "watching OOM kills on {node} via {}; {decision}; {userspace}; {}",
         probes.victim_hook,
-        describe(&probes.context_hook),
-        describe(&probes.signal_hook),
         namer.describe(),
     );
 }

@@ -23,12 +23,18 @@
 //! `--kill` plays a userspace OOM killer: it takes the name NAME and
 //! SIGKILLs PID.
 
-use std::{ffi::CString, io::Write, process::exit};
+use std::{
+    ffi::{CString, OsString},
+    io::Write,
+    os::unix::ffi::OsStrExt,
+    process::exit,
+};
 
 struct Args {
     cgroup: Option<String>,
     megabytes: usize,
-    comm: Option<String>,
+    /// Any bytes but NUL (the tests give names that are not UTF-8).
+    comm: Option<OsString>,
     fork: bool,
     pidns: bool,
     in_container: bool,
@@ -51,42 +57,26 @@ fn parse_args() -> Args {
         uid: None,
         oom_score_adj: None,
     };
-    let mut it = std::env::args().skip(1);
+    let mut it = std::env::args_os().skip(1);
+    let next_text = |it: &mut std::iter::Skip<std::env::ArgsOs>| {
+        it.next()
+            .and_then(|v| v.into_string().ok())
+            .unwrap_or_else(|| usage())
+    };
     while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--cgroup" => args.cgroup = Some(it.next().unwrap_or_else(|| usage())),
-            "--mb" => {
-                args.megabytes = it
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or_else(|| usage())
-            }
+        match arg.to_str().unwrap_or("") {
+            "--cgroup" => args.cgroup = Some(next_text(&mut it)),
+            "--mb" => args.megabytes = next_text(&mut it).parse().unwrap_or_else(|_| usage()),
             "--comm" => args.comm = Some(it.next().unwrap_or_else(|| usage())),
             "--fork" => args.fork = true,
             "--pidns" => args.pidns = true,
             "--in-container" => args.in_container = true,
             "--pause" => args.pause = true,
-            "--uid" => {
-                args.uid = Some(
-                    it.next()
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or_else(|| usage()),
-                )
-            }
+            "--uid" => args.uid = Some(next_text(&mut it).parse().unwrap_or_else(|_| usage())),
             "--oom-score-adj" => {
-                args.oom_score_adj = Some(
-                    it.next()
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or_else(|| usage()),
-                )
+                args.oom_score_adj = Some(next_text(&mut it).parse().unwrap_or_else(|_| usage()))
             }
-            "--kill" => {
-                args.kill = Some(
-                    it.next()
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or_else(|| usage()),
-                )
-            }
+            "--kill" => args.kill = Some(next_text(&mut it).parse().unwrap_or_else(|_| usage())),
             _ => usage(),
         }
     }
@@ -109,7 +99,7 @@ fn usage() -> ! {
 fn main() {
     let args = parse_args();
     if let Some(pid) = args.kill {
-        set_comm(args.comm.as_deref());
+        set_comm(args.comm.as_ref());
         // SAFETY: kill has no memory-safety preconditions.
         if unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {
             fail(&format!("kill {pid}: {}", std::io::Error::last_os_error()));
@@ -190,7 +180,7 @@ fn pause_forever() -> ! {
 /// Takes the name, `oom_score_adj` and uid the victim should have; the
 /// uid last, since only root may set the rest.
 fn become_victim(args: &Args) {
-    set_comm(args.comm.as_deref());
+    set_comm(args.comm.as_ref());
     if let Some(adj) = args.oom_score_adj {
         std::fs::write("/proc/self/oom_score_adj", adj.to_string())
             .unwrap_or_else(|e| fail(&format!("cannot set oom_score_adj {adj}: {e}")));
@@ -206,9 +196,9 @@ fn become_victim(args: &Args) {
     }
 }
 
-fn set_comm(comm: Option<&str>) {
+fn set_comm(comm: Option<&OsString>) {
     if let Some(comm) = comm {
-        let name = CString::new(comm).unwrap_or_else(|_| fail("comm has a NUL byte"));
+        let name = CString::new(comm.as_bytes()).unwrap_or_else(|_| fail("comm has a NUL byte"));
         // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
         unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
     }

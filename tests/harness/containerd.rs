@@ -127,6 +127,23 @@ impl Containerd {
     /// burstable pod: cgroup parent `/kubepods/burstable/pod<uid>`, the
     /// kubelet's labels, host network, a pid namespace per container.
     pub fn run_pod(&self, name: &str) -> Result<Pod<'_>> {
+        self.run_pod_with(name, kubelet_namespaces())
+    }
+
+    /// [`Containerd::run_pod`] for a pod with `shareProcessNamespace: true`:
+    /// one pid namespace for the pod, whose pid 1 is the sandbox's pause
+    /// process, as the kubelet asks for it.
+    pub fn run_pod_sharing_pids(&self, name: &str) -> Result<Pod<'_>> {
+        self.run_pod_with(
+            name,
+            NamespaceOption {
+                pid: NamespaceMode::Pod as i32,
+                ..kubelet_namespaces()
+            },
+        )
+    }
+
+    fn run_pod_with(&self, name: &str, namespaces: NamespaceOption) -> Result<Pod<'_>> {
         let uid = random_uid()?;
         let log_dir = self.dir.join(format!("pods/{NAMESPACE}_{name}_{uid}"));
         fs::create_dir_all(&log_dir)?;
@@ -150,7 +167,7 @@ impl Containerd {
             linux: Some(LinuxPodSandboxConfig {
                 cgroup_parent: cgroup_parent.clone(),
                 security_context: Some(LinuxSandboxSecurityContext {
-                    namespace_options: Some(kubelet_namespaces()),
+                    namespace_options: Some(namespaces),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -595,7 +612,14 @@ impl<'a> Pod<'a> {
         labels.insert("io.kubernetes.container.name".into(), name.into());
         let log_path = format!("{name}_0.log");
         let mut security = spec.security.unwrap_or_default();
-        security.namespace_options = Some(kubelet_namespaces());
+        // The pod's own choice: a pid namespace per container, or the pod's.
+        security.namespace_options = self
+            .config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|c| c.namespace_options.clone())
+            .or_else(|| Some(kubelet_namespaces()));
         let config = ContainerConfig {
             metadata: Some(ContainerMetadata {
                 name: name.into(),

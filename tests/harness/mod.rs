@@ -385,7 +385,7 @@ impl Drop for Watcher {
 pub fn run_hog_with_child(
     cgroup: &MemoryCgroup,
     mode: &str,
-    comm: &str,
+    comm: impl AsRef<std::ffi::OsStr>,
     megabytes: u32,
 ) -> Result<(u32, String)> {
     run_hog_with_child_args(cgroup, mode, comm, megabytes, &[])
@@ -396,14 +396,16 @@ pub fn run_hog_with_child(
 pub fn run_hog_with_child_args(
     cgroup: &MemoryCgroup,
     mode: &str,
-    comm: &str,
+    comm: impl AsRef<std::ffi::OsStr>,
     megabytes: u32,
     extra: &[&str],
 ) -> Result<(u32, String)> {
     let output = hog()
         .arg("--cgroup")
         .arg(cgroup.path())
-        .args([mode, "--comm", comm, "--mb", &megabytes.to_string()])
+        .args([mode, "--comm"])
+        .arg(comm)
+        .args(["--mb", &megabytes.to_string()])
         .args(extra)
         .output()
         .context("cannot run oom-hog")?;

@@ -114,17 +114,21 @@ fn watch(args: &[String]) -> Result<()> {
 fn test() -> Result<()> {
     let toolchain = setup::build_toolchain()?;
     // The end-to-end tests run real containers under a private containerd,
-    // and a real Prometheus (and promtool) for the alerts and dashboard.
+    // and a real Prometheus (and promtool) for the alerts and dashboard;
+    // the table is checked in a real terminal, tmux's.
     setup::apt_install(&[
         ("containerd", "containerd"),
         ("runc", "runc"),
         ("promtool", "prometheus"),
+        ("tmux", "tmux"),
     ])?;
     setup::mount_tracefs();
     setup::cargo_deny()?;
     cargo(&toolchain, &["fmt", "--all", "--check"])?;
     // Licenses, banned crates and sources of every dependency (deny.toml);
-    // offline and quick, so it runs on every test run.
+    // offline and quick, so it runs on every test run. On a fresh machine
+    // nothing is downloaded yet: fetch the locked crates first.
+    cargo(&toolchain, &["fetch", "--locked"])?;
     cargo(
         &toolchain,
         &["deny", "--offline", "check", "licenses", "bans", "sources"],

@@ -46,6 +46,11 @@ pub struct CgroupIdentity {
     /// The pod's QoS class, read from the kubelet cgroup it sits in; tells
     /// whether the kill hit a pod that was promised its memory.
     pub qos_class: Option<QosClass>,
+    /// The runtime that made the container's cgroup, where its name or its
+    /// parent says so: `containerd`, `cri-o`, `docker` or `podman`. `None`
+    /// for a bare id under a pod (kubelet's cgroupfs layout does not say
+    /// which CRI made it) and wherever no container is named.
+    pub runtime: Option<&'static str>,
 }
 
 /// How kubelet ranks a pod's memory claim; decides who the kernel and the
@@ -92,19 +97,20 @@ pub fn parse(path: &str) -> CgroupIdentity {
 struct Container {
     /// `None` for conmon's cgroup, which belongs to the container but is not it.
     id: Option<String>,
+    runtime: Option<&'static str>,
 }
 
 /// Runtimes that name a container's cgroup `<prefix><id>`, plus `.scope`
 /// under systemd. conmon (CRI-O's and Podman's per-container monitor) gets
 /// its own cgroup; when it is killed the container lives on, so it gives
 /// the runtime but no container id (`false`).
-const PREFIXES: [(&str, bool); 6] = [
-    ("cri-containerd-", true),
-    ("crio-conmon-", false),
-    ("crio-", true),
-    ("docker-", true),
-    ("libpod-conmon-", false),
-    ("libpod-", true),
+const PREFIXES: [(&str, bool, &str); 6] = [
+    ("cri-containerd-", true, "containerd"),
+    ("crio-conmon-", false, "cri-o"),
+    ("crio-", true, "cri-o"),
+    ("docker-", true, "docker"),
+    ("libpod-conmon-", false, "podman"),
+    ("libpod-", true, "podman"),
 ];
 
 /// Unit types whose cgroups hold processes; slices only group other units.
@@ -125,13 +131,16 @@ fn in_pod(elements: &[&str]) -> Option<CgroupIdentity> {
         container_from_element(e).or_else(|| {
             is_container_id(e).then(|| Container {
                 id: Some(e.to_owned()),
+                runtime: None,
             })
         })
     });
+    let (container_id, runtime) = container.map_or((None, None), |c| (c.id, c.runtime));
     Some(CgroupIdentity {
         pod_uid: Some(uid),
-        container_id: container.and_then(|c| c.id),
+        container_id,
         qos_class: qos,
+        runtime,
     })
 }
 
@@ -145,6 +154,7 @@ fn outside_pod(elements: &[&str]) -> Option<CgroupIdentity> {
     })?;
     Some(CgroupIdentity {
         container_id: container.id,
+        runtime: container.runtime,
         ..CgroupIdentity::default()
     })
 }
@@ -191,12 +201,15 @@ fn container_from_element(element: &str) -> Option<Container> {
         Some((_, prefix, id)) => format!("{prefix}-{id}"),
         None => element.strip_suffix(".scope").unwrap_or(element).to_owned(),
     };
-    PREFIXES.iter().find_map(|&(prefix, is_container)| {
-        let id = name.strip_prefix(prefix)?;
-        is_container_id(id).then(|| Container {
-            id: is_container.then(|| id.to_owned()),
+    PREFIXES
+        .iter()
+        .find_map(|&(prefix, is_container, runtime)| {
+            let id = name.strip_prefix(prefix)?;
+            is_container_id(id).then(|| Container {
+                id: is_container.then(|| id.to_owned()),
+                runtime: Some(runtime),
+            })
         })
-    })
 }
 
 /// A bare id names a container only where its parent says who made it:
@@ -210,9 +223,16 @@ fn bare_container(element: &str, parent: &str, parent_is_top: bool) -> Option<Co
     if !is_container_id(element) {
         return None;
     }
-    let made_by_a_runtime = parent == "docker" || parent_is_top && is_containerd_namespace(parent);
-    made_by_a_runtime.then(|| Container {
+    let runtime = if parent == "docker" {
+        "docker"
+    } else if parent_is_top && is_containerd_namespace(parent) {
+        "containerd"
+    } else {
+        return None;
+    };
+    Some(Container {
         id: Some(element.to_owned()),
+        runtime: Some(runtime),
     })
 }
 
@@ -307,6 +327,7 @@ mod tests {
             pod_uid: Some(uid.to_owned()),
             container_id: id.map(str::to_owned),
             qos_class: qos,
+            runtime: None,
         }
     }
 
@@ -321,9 +342,42 @@ mod tests {
         CgroupIdentity::default()
     }
 
+    /// Pod, QoS and container id per path (the runtime has its own table).
     fn check(rows: &[(String, CgroupIdentity)]) {
         for (path, want) in rows {
-            assert_eq!(&parse(path), want, "path {path:?}");
+            let got = CgroupIdentity {
+                runtime: None,
+                ..parse(path)
+            };
+            assert_eq!(&got, want, "path {path:?}");
+        }
+    }
+
+    #[test]
+    fn the_runtime_of_every_layout() {
+        let burstable =
+            format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice");
+        let rows = [
+            (format!("/kubepods/burstable/pod{UID}/{ID}"), None),
+            (format!("/kubepods/burstable/pod{UID}/crio-{ID}"), Some("cri-o")),
+            (format!("/kubepods/burstable/pod{UID}/crio-conmon-{ID}"), Some("cri-o")),
+            (format!("{burstable}/cri-containerd-{ID}.scope"), Some("containerd")),
+            (format!("{burstable}/crio-{ID}.scope"), Some("cri-o")),
+            (format!("{burstable}/docker-{ID}.scope"), Some("docker")),
+            (format!("/system.slice/containerd.service/kubepods-burstable-pod{UID_}.slice:cri-containerd:{ID}"), Some("containerd")),
+            (format!("/k8s.io/{ID}"), Some("containerd")),
+            (format!("/default/{ID}"), Some("containerd")),
+            (format!("/docker/{ID}"), Some("docker")),
+            (format!("/docker/{ID2}/docker/{ID}"), Some("docker")),
+            (format!("/system.slice/docker-{ID}.scope"), Some("docker")),
+            (format!("/machine.slice/libpod-{ID}.scope"), Some("podman")),
+            (format!("/machine.slice/libpod-{ID}.scope/container"), Some("podman")),
+            (format!("/machine.slice/libpod-conmon-{ID}.scope"), Some("podman")),
+            ("/system.slice/kubelet.service".to_owned(), None),
+            (format!("/system.slice/{ID}"), None),
+        ];
+        for (path, runtime) in rows {
+            assert_eq!(parse(&path).runtime, runtime, "path {path:?}");
         }
     }
 
@@ -422,6 +476,12 @@ mod tests {
             ),
             (
                 format!("/machine.slice/libpod-{ID}.scope"),
+                container(Some(ID)),
+            ),
+            // Podman under systemd with cgroups v2 (`--cgroups=split` and the
+            // systemd init mode) puts the processes one level down.
+            (
+                format!("/machine.slice/libpod-{ID}.scope/container"),
                 container(Some(ID)),
             ),
             (

@@ -22,8 +22,8 @@ use std::{
 };
 
 use oom_probe_cri::v1::{
-    runtime_service_client::RuntimeServiceClient, Container, ContainerFilter,
-    ListContainersRequest, PodSandboxStatusRequest, VersionRequest,
+    runtime_service_client::RuntimeServiceClient, Container, ContainerFilter, ContainerState,
+    ContainerStatusRequest, ListContainersRequest, PodSandboxStatusRequest, VersionRequest,
 };
 use tonic::{
     transport::{Channel, Endpoint},
@@ -75,6 +75,13 @@ pub struct CriContainer {
     pub pod_uid: Option<String>,
     /// The runtime's id of the pod sandbox the container runs in.
     pub sandbox_id: String,
+    /// Host pid of the container's own first process (its init, which is
+    /// not pid 1 when the pod shares one pid namespace), from the verbose
+    /// ContainerStatus `info` (`pid`, containerd and CRI-O); `None` when
+    /// the runtime does not say or the container no longer runs.
+    pub init_pid: Option<u32>,
+    /// The container had exited when the runtime was asked.
+    pub exited: bool,
 }
 
 /// Why the runtime could not name a container, worded to say what to do.
@@ -268,7 +275,26 @@ impl CriClient {
             Err(status) if status.code() == Code::NotFound => None,
             Err(status) => return Err(rpc_error(&self.socket, "PodSandboxStatus", status)),
         };
-        Ok(Some(describe(container, sandbox)))
+        let request = ContainerStatusRequest {
+            container_id: container.id.clone(),
+            verbose: true,
+        };
+        let (init_pid, exited) = match client.container_status(request).await {
+            Ok(response) => {
+                let response = response.into_inner();
+                let exited = response
+                    .status
+                    .is_some_and(|s| s.state == ContainerState::ContainerExited as i32);
+                (init_pid_from_info(&response.info), exited)
+            }
+            Err(status) if status.code() == Code::NotFound => (None, false),
+            Err(status) => return Err(rpc_error(&self.socket, "ContainerStatus", status)),
+        };
+        Ok(Some(CriContainer {
+            init_pid,
+            exited,
+            ..describe(container, sandbox)
+        }))
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
@@ -279,6 +305,16 @@ impl CriClient {
 
 /// Puts the runtime's answers together: the pod sandbox's metadata first
 /// (what the kubelet gave the runtime), the kubelet's labels otherwise.
+/// The `pid` in a verbose ContainerStatus's `info["info"]` JSON (containerd
+/// and CRI-O both write it; 0 once the container has stopped).
+fn init_pid_from_info(info: &std::collections::HashMap<String, String>) -> Option<u32> {
+    let info: serde_json::Value = serde_json::from_str(info.get("info")?).ok()?;
+    info.get("pid")?
+        .as_u64()
+        .and_then(|pid| u32::try_from(pid).ok())
+        .filter(|&pid| pid > 0)
+}
+
 fn describe(
     container: Container,
     sandbox: Option<oom_probe_cri::v1::PodSandboxMetadata>,
@@ -305,6 +341,8 @@ fn describe(
         pod_uid: from_sandbox(|m| &m.uid).or_else(|| label(LABEL_POD_UID)),
         sandbox_id: container.pod_sandbox_id,
         container_id: container.id,
+        init_pid: None,
+        exited: container.state == ContainerState::ContainerExited as i32,
     }
 }
 
@@ -476,7 +514,13 @@ mod tests {
                 namespace: Some(NAMESPACE.into()),
                 pod_uid: Some(pod.uid().into()),
                 sandbox_id: pod.sandbox_id().into(),
+                init_pid: found.init_pid,
+                exited: false,
             }
+        );
+        assert!(
+            found.init_pid.is_some(),
+            "containerd's verbose info has a pid"
         );
 
         let unknown = "0".repeat(64);
@@ -583,6 +627,8 @@ mod tests {
             namespace: Some("shop".into()),
             pod_uid: Some("0b7c".into()),
             sandbox_id: "sandbox".into(),
+            init_pid: None,
+            exited: false,
         })
     }
 
@@ -596,6 +642,18 @@ mod tests {
         send_sync::<CriError>();
         let lookup = |client: &'static CriClient| client.container("id");
         let _ = |client: &'static CriClient| send(&lookup(client));
+    }
+
+    #[test]
+    fn the_init_pid_comes_from_the_verbose_info() {
+        let info = |json: &str| std::collections::HashMap::from([("info".into(), json.into())]);
+        assert_eq!(
+            init_pid_from_info(&info(r#"{"sandboxID":"s","pid":4242,"removing":false}"#)),
+            Some(4242)
+        );
+        assert_eq!(init_pid_from_info(&info(r#"{"pid":0}"#)), None, "stopped");
+        assert_eq!(init_pid_from_info(&info("not json")), None);
+        assert_eq!(init_pid_from_info(&Default::default()), None);
     }
 
     #[test]
@@ -667,6 +725,8 @@ mod tests {
             named("c1")
                 .map(|c| CriContainer {
                     sandbox_id: "s1".into(),
+                    init_pid: None,
+                    exited: false,
                     ..c
                 })
                 .unwrap()

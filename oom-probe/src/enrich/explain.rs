@@ -6,7 +6,7 @@
 
 use std::{fs, path::Path};
 
-use crate::event::{Constraint, KillKind, MemcgStat, OomKillEvent};
+use crate::event::{Constraint, KillKind, MemcgStat, MemcgStatSource, OomKillEvent};
 
 /// Reads `memory.stat` (v1 or v2) of the cgroup directory `dir`.
 pub fn read_memcg_stat(dir: &Path) -> Option<MemcgStat> {
@@ -53,6 +53,23 @@ pub fn parse_memcg_stat(text: &str, kmem_usage: Option<u64>) -> MemcgStat {
     }
 }
 
+/// Whether a `memory.stat` read after the kill can stand for the kill: its
+/// total (anon + file + kernel + sock, bytes) must be at least three
+/// quarters of `usage_at_kill` (the memcg's page counter at the kill, in
+/// bytes). The OOM reaper frees the victim's anonymous memory within
+/// milliseconds, and a runtime may remove the cgroup; a read that lost
+/// that race shows far less than was charged. Without a kill-time usage
+/// there is nothing to check against: inconsistent, to be safe.
+pub fn stat_source(stat: &MemcgStat, usage_at_kill: Option<u64>) -> MemcgStatSource {
+    let total = stat.anon + stat.file + stat.kernel + stat.sock;
+    match usage_at_kill {
+        Some(usage) if total.saturating_mul(4) >= usage.saturating_mul(3) => {
+            MemcgStatSource::AfterKill
+        }
+        _ => MemcgStatSource::AfterKillInconsistent,
+    }
+}
+
 /// One sentence naming what filled the memory, for the event and the
 /// Kubernetes Event note.
 pub fn explain(kind: KillKind, event: &OomKillEvent) -> String {
@@ -68,7 +85,7 @@ pub fn explain(kind: KillKind, event: &OomKillEvent) -> String {
         );
     }
     match event.constraint {
-        Some(Constraint::Memcg) => explain_memcg(event, rss.unwrap_or(0), &victim),
+        Some(Constraint::Memcg) => explain_memcg(event, &victim),
         Some(Constraint::Global) => format!(
             "node-wide OOM: the node ran out of memory with no cgroup at its limit; {victim}, oom_score_adj {}",
             event.victim.oom_score_adj.unwrap_or(0)
@@ -81,24 +98,32 @@ pub fn explain(kind: KillKind, event: &OomKillEvent) -> String {
     }
 }
 
-fn explain_memcg(event: &OomKillEvent, rss: u64, victim: &str) -> String {
+fn explain_memcg(event: &OomKillEvent, victim: &str) -> String {
     let oom = event.oom_memcg.as_ref();
     let Some(limit) = oom.and_then(|m| m.limit_bytes).filter(|&l| l > 0) else {
         return format!("memory cgroup limit reached; {victim}");
     };
     let limit_text = format!("the {} limit", size(limit));
-    let Some(stat) = event.memcg_stat else {
-        return format!("{victim} of {limit_text}");
+    // Only figures of the memcg's own charge are set against its limit;
+    // the victim's RSS can count file pages charged to another cgroup.
+    let full = match oom.and_then(|m| m.usage_bytes) {
+        Some(usage) => format!("the memory cgroup was at {} of {limit_text}", size(usage)),
+        None => format!("the memory cgroup reached {limit_text}"),
+    };
+    let stat = event
+        .memcg_stat
+        .filter(|_| event.memcg_stat_source == Some(MemcgStatSource::AfterKill));
+    let Some(stat) = stat else {
+        return format!("{full}; {victim}");
     };
     let percent = |bytes: u64| bytes * 100 / limit;
     let dirty = stat.file_dirty + stat.file_writeback;
     let cache = stat.file.saturating_sub(stat.shmem);
-    let anon = stat.anon.max(event.victim.rss_bytes.map_or(0, |r| r.anon));
     let largest = [
         ("shmem", stat.shmem),
         ("cache", cache),
         ("kernel", stat.kernel + stat.sock),
-        ("anon", anon),
+        ("anon", stat.anon),
     ]
     .into_iter()
     .max_by_key(|&(_, bytes)| bytes)
@@ -111,13 +136,15 @@ fn explain_memcg(event: &OomKillEvent, rss: u64, victim: &str) -> String {
             percent(shmem)
         ),
         ("cache", cache) if dirty * 2 >= cache => format!(
-            "page cache is {}% of {limit_text} (dirty {}): writes outpace the disk; \
+            "page cache is {} ({}%) of {limit_text} (dirty {}): writes outpace the disk; \
              consider O_DIRECT, more frequent fsync or a larger limit; {victim}",
+            size(cache),
             percent(cache),
             size(dirty)
         ),
         ("cache", cache) => format!(
-            "page cache is {}% of {limit_text} and could not be reclaimed fast enough; {victim}",
+            "page cache is {} ({}%) of {limit_text} and could not be reclaimed fast enough; {victim}",
+            size(cache),
             percent(cache)
         ),
         ("kernel", kernel) => format!(
@@ -125,11 +152,19 @@ fn explain_memcg(event: &OomKillEvent, rss: u64, victim: &str) -> String {
             size(kernel),
             percent(kernel)
         ),
-        _ if rss * 2 >= limit => format!("{victim} of {limit_text}"),
-        _ => format!(
-            "anonymous memory of the cgroup is {} of {limit_text}, spread over several processes; {victim}",
-            size(anon)
-        ),
+        (_, anon) => {
+            let victim_anon = event.victim.rss_bytes.map_or(0, |r| r.anon);
+            let whose = if victim_anon * 2 >= anon {
+                "most of it the victim's"
+            } else {
+                "spread over several processes"
+            };
+            format!(
+                "anonymous memory is {} ({}%) of {limit_text}, {whose}; {victim}",
+                size(anon),
+                percent(anon)
+            )
+        }
     }
 }
 
@@ -187,6 +222,118 @@ mod tests {
         );
         let old_v2 = "anon 1\nslab 2\nkernel_stack 3\npagetables 4\npercpu 5\n";
         assert_eq!(parse_memcg_stat(old_v2, None).kernel, 14);
+    }
+
+    fn memcg_kill(stat: MemcgStat, usage: u64, rss_anon: u64) -> OomKillEvent {
+        use crate::event::*;
+        let stat_source = stat_source(&stat, Some(usage));
+        OomKillEvent {
+            time: "t".into(),
+            kernel_time_ns: 1,
+            node: "n".into(),
+            victim: Victim {
+                pid: 7,
+                tid: 7,
+                ns_pid: None,
+                comm: Some("app".into()),
+                uid: None,
+                oom_score_adj: None,
+                rss_bytes: Some(Rss {
+                    anon: rss_anon,
+                    file: 5 << 20,
+                    shmem: 0,
+                }),
+                total_vm_bytes: None,
+                cgroup_id: None,
+                cgroup_path: None,
+                cgroup_v2_id: None,
+                oom_points: None,
+                comm_hex: None,
+            },
+            trigger: Trigger {
+                pid: 7,
+                comm: "app".into(),
+                comm_hex: None,
+                tid: 7,
+                cgroup_id: None,
+                cgroup_path: None,
+                kubernetes: None,
+            },
+            memcg: Memcg {
+                usage_bytes: Some(usage),
+                limit_bytes: Some(32 << 20),
+            },
+            constraint: Some(Constraint::Memcg),
+            constraint_source: None,
+            oom_memcg: Some(OomMemcg {
+                cgroup_id: 1,
+                path: None,
+                usage_bytes: Some(usage),
+                limit_bytes: Some(32 << 20),
+            }),
+            memcg_stat: Some(stat),
+            explanation: None,
+            oom_id: 1,
+            group_kill: false,
+            kubernetes: None,
+            silent: None,
+            oom_domain_bytes: None,
+            container: None,
+            memcg_stat_source: Some(stat_source),
+            tasks: None,
+            tasks_total: None,
+            tasks_source: None,
+        }
+    }
+
+    #[test]
+    fn figures_set_against_the_limit_are_the_memcgs_own() {
+        // RSS 37 MiB (file pages charged elsewhere) in a 32 MiB memcg.
+        let stat = MemcgStat {
+            anon: 31 << 20,
+            kernel: 1 << 20,
+            ..MemcgStat::default()
+        };
+        let event = memcg_kill(stat, 32 << 20, 32 << 20);
+        assert_eq!(event.memcg_stat_source, Some(MemcgStatSource::AfterKill));
+        assert_eq!(
+            explain(KillKind::OomKill, &event),
+            "anonymous memory is 31 MiB (96%) of the 32 MiB limit, most of it the victim's; \
+             victim app (7) RSS 37 MiB"
+        );
+    }
+
+    #[test]
+    fn a_stat_read_after_the_reaper_is_marked_and_not_explained_from() {
+        // The issue's case: 3.7 MiB of anon read after a kill at 32 MiB.
+        let stat = MemcgStat {
+            anon: 3_879_731,
+            ..MemcgStat::default()
+        };
+        let event = memcg_kill(stat, 32 << 20, 30 << 20);
+        assert_eq!(
+            event.memcg_stat_source,
+            Some(MemcgStatSource::AfterKillInconsistent)
+        );
+        assert_eq!(
+            explain(KillKind::OomKill, &event),
+            "the memory cgroup was at 32 MiB of the 32 MiB limit; victim app (7) RSS 35 MiB"
+        );
+        assert_eq!(
+            stat_source(&stat, None),
+            MemcgStatSource::AfterKillInconsistent
+        );
+        assert_eq!(
+            stat_source(
+                &MemcgStat {
+                    anon: 24 << 20,
+                    ..stat
+                },
+                Some(32 << 20)
+            ),
+            MemcgStatSource::AfterKill,
+            "three quarters is enough"
+        );
     }
 
     #[test]

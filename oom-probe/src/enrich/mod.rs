@@ -14,15 +14,16 @@ pub mod unobserved;
 use std::{collections::HashMap, fs};
 
 use oom_probe_cgroupfs::CgroupResolver;
-use oom_probe_common::{feature, MemcgLevel, OomContextRecord, VictimRecord, TASK_COMM_LEN};
+use oom_probe_common::{feature, MemcgLevel, OomContextRecord, VictimRecord};
 
 use crate::{
     clock,
     decode::Record,
     event::{
-        Constraint, ConstraintSource, Event, KillKind, Kubernetes, Memcg, OomKillEvent, OomMemcg,
-        Rss, Task, TasksSource, Trigger, Victim,
+        Constraint, ConstraintSource, Container, Event, KillKind, Kubernetes, Memcg, OomKillEvent,
+        OomMemcg, Rss, Task, TasksSource, Trigger, Victim,
     },
+    text,
 };
 
 /// How long an `oom_kill_process` record waits for the victims it chose,
@@ -155,29 +156,54 @@ impl Enricher {
         } else {
             Decided::none()
         };
-        let oom_id = if kernel_kill {
-            self.oom_id(r, &constraint)
-        } else {
-            self.new_oom_id()
-        };
         let oom_memcg = constraint.oom_memcg.map(|level| OomMemcg {
             cgroup_id: level.cgroup_id,
             path: self.path_of(level.cgroup_id),
             usage_bytes: Some(level.usage_pages * self.page_size),
             limit_bytes: self.limit_bytes(level.limit_pages),
         });
+        // memory.stat of the memcg that ran out (else the victim's own),
+        // and that memcg's usage at the kill to check the late read against.
+        let own_usage = memcg.then(|| own.usage_pages * self.page_size);
         let stat_dir = oom_memcg
             .as_ref()
-            .and_then(|m| m.path.clone())
-            .or_else(|| cgroup_path.clone());
-        let memcg_stat = stat_dir.and_then(|path| explain::read_memcg_stat(&self.absolute(&path)?));
+            .and_then(|m| Some((m.path.clone()?, m.usage_bytes)))
+            .or_else(|| Some((cgroup_path.clone()?, own_usage)));
+        let (memcg_stat, memcg_stat_source) = match stat_dir {
+            Some((path, usage_at_kill)) => {
+                let stat = self
+                    .absolute(&path)
+                    .and_then(|dir| explain::read_memcg_stat(&dir));
+                let source = stat.map(|stat| explain::stat_source(&stat, usage_at_kill));
+                (stat, source)
+            }
+            None => (None, None),
+        };
         let group_kill = match (&cgroup_path, &oom_memcg) {
             (Some(victim), Some(oom)) => {
                 self.oom_group_set(victim, oom.path.as_deref().unwrap_or("/"))
             }
             _ => false,
         };
-        let kubernetes = cgroup_path.as_deref().and_then(kubernetes_from_path);
+        let oom_id = if kernel_kill {
+            self.oom_id(r, &constraint, group_kill)
+        } else {
+            self.new_oom_id()
+        };
+        let identity = cgroup_path
+            .as_deref()
+            .map(cgroup_layout::parse)
+            .unwrap_or_default();
+        let container = container_from(&identity);
+        let kubernetes = kubernetes_from(identity);
+        let (victim_comm, victim_comm_hex) = match task {
+            true => {
+                let (text, hex) = text::comm(&r.comm);
+                (Some(text), hex)
+            }
+            false => (None, None),
+        };
+        let (trigger_comm, trigger_comm_hex) = text::comm(&r.trigger_comm);
         let trigger_cgroup_id = (memcg && r.trigger_cgroup_id != 0).then_some(r.trigger_cgroup_id);
         let trigger_path = trigger_cgroup_id.and_then(|id| self.path_of(id));
         let mut event = OomKillEvent {
@@ -188,7 +214,7 @@ impl Enricher {
                 pid: r.tgid,
                 tid: r.tid,
                 ns_pid,
-                comm: task.then(|| comm(&r.comm)),
+                comm: victim_comm,
                 uid: task.then_some(r.uid),
                 oom_score_adj: task.then_some(r.oom_score_adj),
                 rss_bytes: has(feature::RSS).then(|| Rss {
@@ -206,10 +232,12 @@ impl Enricher {
                     .chosen
                     .filter(|&(tgid, _)| tgid == r.tgid)
                     .map(|(_, points)| points),
+                comm_hex: victim_comm_hex,
             },
             trigger: Trigger {
                 pid: r.trigger_tgid,
-                comm: comm(&r.trigger_comm),
+                comm: trigger_comm,
+                comm_hex: trigger_comm_hex,
                 tid: r.trigger_tid,
                 cgroup_id: trigger_cgroup_id,
                 kubernetes: trigger_path.as_deref().and_then(kubernetes_from_path),
@@ -233,6 +261,8 @@ impl Enricher {
             kubernetes,
             silent: ns_pid.map(|pid| pid != 1),
             oom_domain_bytes: constraint.domain_pages.map(|pages| pages * self.page_size),
+            container,
+            memcg_stat_source,
             tasks: None,
             tasks_total: None,
             tasks_source: None,
@@ -331,15 +361,20 @@ impl Enricher {
             && level.usage_pages + slack >= level.limit_pages
     }
 
-    /// The kernel's oom_id for this victim: the context's, else the previous
-    /// victim's when the same task chose both in the same cgroup at once.
-    fn oom_id(&mut self, r: &VictimRecord, constraint: &Decided) -> u64 {
+    /// The OOM decision's id for this victim: the context's where the
+    /// decision hook gave one (exact). Without it, a decision kills one task
+    /// unless `memory.oom.group` is set (cgroup v2), so a victim shares the
+    /// previous victim's id only when a group kill was possible (`group`)
+    /// and the same task chose both in the same cgroup at once (inferred);
+    /// every other kill is its own decision.
+    fn oom_id(&mut self, r: &VictimRecord, constraint: &Decided, group: bool) -> u64 {
         if let Some((_, oom_id)) = self.context_for(r) {
             return oom_id;
         }
         let oom_memcg_id = constraint.oom_memcg.map_or(0, |m| m.cgroup_id);
         let same = self.last_decision.filter(|d| {
-            d.trigger_tid == r.trigger_tid
+            group
+                && d.trigger_tid == r.trigger_tid
                 && d.oom_memcg_id == oom_memcg_id
                 && r.kernel_time_ns.saturating_sub(d.kernel_time_ns) < SAME_DECISION_NS
         });
@@ -414,11 +449,23 @@ impl Decided {
     }
 }
 
+/// The container a cgroup path names, in a pod or not.
+fn container_from(identity: &cgroup_layout::CgroupIdentity) -> Option<Container> {
+    Some(Container {
+        id: identity.container_id.clone()?,
+        runtime: identity.runtime.map(str::to_owned),
+    })
+}
+
 /// The ids a pod's cgroup path carries (pod uid, container id, QoS class);
 /// names come later from the runtime or the API server. `None` for cgroups
 /// that are not a pod's.
+/// The pod and container a cgroup path names, as [`kubernetes_from`].
 fn kubernetes_from_path(path: &str) -> Option<Kubernetes> {
-    let identity = cgroup_layout::parse(path);
+    kubernetes_from(cgroup_layout::parse(path))
+}
+
+fn kubernetes_from(identity: cgroup_layout::CgroupIdentity) -> Option<Kubernetes> {
     identity.pod_uid.as_ref()?;
     Some(Kubernetes {
         pod_uid: identity.pod_uid,
@@ -426,11 +473,6 @@ fn kubernetes_from_path(path: &str) -> Option<Kubernetes> {
         qos_class: identity.qos_class.map(|q| q.as_str().to_string()),
         ..Kubernetes::default()
     })
-}
-
-fn comm(raw: &[u8; TASK_COMM_LEN]) -> String {
-    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    String::from_utf8_lossy(&raw[..end]).into_owned()
 }
 
 #[cfg(test)]
@@ -651,18 +693,59 @@ mod tests {
     }
 
     #[test]
-    fn victims_chosen_together_share_an_oom_id_without_a_context_hook() {
+    fn without_a_context_hook_only_a_group_kill_shares_an_oom_id() {
+        let mut e = enricher();
+        let mut r = victim(ALL);
+        r.memcg_levels[0] = level(77, 8_192, 8_192);
+        let decided = e.constraint(&r);
+        let a = e.oom_id(&r, &decided, true);
+        r.tgid = 400;
+        r.kernel_time_ns += 50_000;
+        let b = e.oom_id(&r, &decided, true);
+        assert_eq!(a, b, "memory.oom.group: one decision killed both");
+        r.kernel_time_ns += 2 * SAME_DECISION_NS;
+        let c = e.oom_id(&r, &decided, true);
+        assert_ne!(c, a, "a later kill is a new decision");
+    }
+
+    #[test]
+    fn without_oom_group_back_to_back_kills_are_separate_decisions() {
+        // Two kills 15 ms apart in one v1 memcg, by the same trigger: the
+        // kernel made two decisions (v1 has no memory.oom.group).
         let mut e = enricher();
         let mut r = victim(ALL);
         r.memcg_levels[0] = level(77, 8_192, 8_192);
         let a = kill(e.on_record(Record::Victim(r)));
         r.tgid = 400;
-        r.kernel_time_ns += 50_000;
+        r.kernel_time_ns += 15_000_000;
         let b = kill(e.on_record(Record::Victim(r)));
-        assert_eq!(a.oom_id, b.oom_id);
-        r.kernel_time_ns += 2 * SAME_DECISION_NS;
-        let c = kill(e.on_record(Record::Victim(r)));
-        assert_ne!(c.oom_id, a.oom_id, "a later kill is a new decision");
+        assert!(!a.group_kill && !b.group_kill);
+        assert_ne!(a.oom_id, b.oom_id);
+    }
+
+    #[test]
+    fn containers_outside_kubernetes_keep_their_id_and_runtime() {
+        let id = "b".repeat(64);
+        for (path, runtime) in [
+            (format!("/system.slice/docker-{id}.scope"), Some("docker")),
+            (
+                format!("/machine.slice/libpod-{id}.scope/container"),
+                Some("podman"),
+            ),
+            (format!("/kubepods/pod{}/{id}", "1".repeat(32)), None),
+        ] {
+            let identity = cgroup_layout::parse(&path);
+            assert_eq!(
+                container_from(&identity),
+                Some(Container {
+                    id: id.clone(),
+                    runtime: runtime.map(str::to_owned)
+                }),
+                "{path}"
+            );
+        }
+        let host = cgroup_layout::parse("/system.slice/kubelet.service");
+        assert_eq!(container_from(&host), None);
     }
 
     #[test]

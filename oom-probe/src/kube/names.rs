@@ -42,7 +42,9 @@ pub async fn api_client(options: &SourceOptions) -> Option<kube::Client> {
     match client::client(options.kubeconfig.clone()).await {
         Ok(client) => Some(client),
         Err(err) => {
-            tracing::info!("no Kubernetes API ({err:#}); names come from the container runtime");
+            tracing::info!(
+                "no Kubernetes API ({err:#}); pods will be named by the container runtime, if one is found"
+            );
             None
         }
     }
@@ -87,16 +89,20 @@ impl Namer {
 
     /// The sources in use, for the start-up line.
     pub fn describe(&self) -> String {
-        let cri = self.cri.as_ref().map_or_else(
-            || String::from("no container runtime"),
-            |c| format!("{} at {}", c.runtime(), c.socket().display()),
-        );
-        let api = if self.pods.is_some() {
-            "the Kubernetes API"
-        } else {
-            "no Kubernetes API"
-        };
-        format!("{cri}, {api}")
+        let cri = self
+            .cri
+            .as_ref()
+            .map(|c| format!("{} at {}", c.runtime(), c.socket().display()));
+        match (cri, self.pods.is_some()) {
+            (Some(cri), true) => format!("pods are named by the Kubernetes API and {cri}"),
+            (Some(cri), false) => format!("pods are named by {cri} (no Kubernetes API)"),
+            (None, true) => {
+                "pods are named by the Kubernetes API (no container runtime found)".into()
+            }
+            (None, false) => "pods are not named (no Kubernetes API, no container runtime found): \
+                 their ids come from cgroup paths"
+                .into(),
+        }
     }
 
     /// Pods the kubelet evicts, once per pod (when an API server is in use).
@@ -108,7 +114,17 @@ impl Namer {
     /// runtime and the pod store.
     pub async fn name(&mut self, kill: &mut OomKillEvent) {
         if let Some(k8s) = kill.kubernetes.as_mut() {
-            self.name_pod(k8s).await;
+            // Silent means the container survives: decided against its own
+            // init, not its pid namespace's (pid 1 is the pause process
+            // where the pod shares one).
+            match self.name_pod(k8s).await {
+                Some(ContainerInit { exited: true, .. }) => kill.silent = Some(false),
+                Some(ContainerInit {
+                    init_pid: Some(init),
+                    ..
+                }) => kill.silent = Some(kill.victim.pid != init),
+                _ => {}
+            }
         }
         if let Some(k8s) = kill.trigger.kubernetes.as_mut() {
             if kill.trigger.cgroup_id == kill.victim.cgroup_id && kill.kubernetes.is_some() {
@@ -127,11 +143,17 @@ impl Namer {
     }
 
     /// Fills names (and from the API server requests, limits, owner) into
-    /// ids read from a cgroup path.
-    async fn name_pod(&mut self, k8s: &mut Kubernetes) {
+    /// ids read from a cgroup path; returns the container's init as the
+    /// runtime reported it, when it answered.
+    async fn name_pod(&mut self, k8s: &mut Kubernetes) -> Option<ContainerInit> {
+        let mut init = None;
         if let (Some(cri), Some(id)) = (&self.cri, k8s.container_id.clone()) {
             match cri.container(&id).await {
                 Ok(found) => {
+                    init = Some(ContainerInit {
+                        exited: found.exited,
+                        init_pid: found.init_pid,
+                    });
                     k8s.namespace = found.namespace.or(k8s.namespace.take());
                     k8s.pod = found.pod_name.or(k8s.pod.take());
                     k8s.pod_uid = k8s.pod_uid.take().or(found.pod_uid);
@@ -159,6 +181,7 @@ impl Namer {
                 }
             }
         }
+        init
     }
 
     fn failed(&mut self, source: &'static str, why: &str) {
@@ -169,6 +192,14 @@ impl Namer {
             );
         }
     }
+}
+
+/// What the container runtime says of a container's init process.
+struct ContainerInit {
+    /// The container has exited (its init died: not a silent kill).
+    exited: bool,
+    /// Its init's pid in the host pid namespace, when running.
+    init_pid: Option<u32>,
 }
 
 fn fill_from_pod(k8s: &mut Kubernetes, found: PodMatch) {

@@ -3,7 +3,10 @@
 
 use std::io::{self, Write};
 
-use crate::event::{Event, OomKillEvent, UnobservedKills};
+use crate::{
+    event::{Event, OomKillEvent, UnobservedKills},
+    text,
+};
 
 /// How `watch` prints events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -21,7 +24,22 @@ pub struct Output<W: Write> {
     header_written: bool,
 }
 
-const TABLE_HEADER: &str = "TIME                     PID     NS_PID  COMM             RSS(A/F/S MiB)      LIMIT MiB  SILENT  CGROUP";
+/// The table's columns, `(title, width)`; the last is not padded. Rows fit
+/// in [`TABLE_WIDTH`] columns: long values are cut with `…` (full values are
+/// in the JSON output).
+const COLUMNS: [(&str, usize); 8] = [
+    ("TIME(UTC)", 12),
+    ("PID", 7),
+    ("COMM", 16),
+    ("RSS MiB", 8),
+    ("LIMIT MiB", 9),
+    ("SILENT", 6),
+    ("POD", 28),
+    ("CONTAINER/CGROUP", 24),
+];
+
+/// The width every table line fits in, in characters.
+pub const TABLE_WIDTH: usize = 120;
 
 impl<W: Write> Output<W> {
     /// A sink that has printed nothing yet.
@@ -42,21 +60,24 @@ impl<W: Write> Output<W> {
             }
             OutputFormat::Table => {
                 if !self.header_written {
-                    writeln!(self.writer, "{TABLE_HEADER}")?;
+                    let titles = COLUMNS.map(|(title, _)| title.to_string());
+                    writeln!(self.writer, "{}", line(&titles))?;
                     self.header_written = true;
                 }
                 let row = match event {
                     Event::OomKill(kill) | Event::UserspaceKill(kill) => table_row(kill),
                     Event::OomKillUnobserved(missed) => unobserved_row(missed),
                     Event::Eviction(evicted) => format!(
-                        "{:<24} pod {}/{} evicted by the kubelet: {}",
-                        evicted.time,
+                        "{} pod {}/{} evicted by the kubelet: {}",
+                        clock_time(&evicted.time),
                         evicted.kubernetes.namespace.as_deref().unwrap_or("?"),
                         evicted.kubernetes.pod.as_deref().unwrap_or("?"),
                         evicted.message.as_deref().unwrap_or("")
                     ),
                 };
-                writeln!(self.writer, "{row}")?;
+                // Every value may come from a process or the API: nothing
+                // that could steer the terminal is written as is.
+                writeln!(self.writer, "{}", text::terminal_safe(&row))?;
             }
         }
         self.writer.flush()
@@ -65,11 +86,97 @@ impl<W: Write> Output<W> {
 
 fn unobserved_row(e: &UnobservedKills) -> String {
     format!(
-        "{:<24} {} kill(s) the kernel counted but oom-probe did not see, in {}",
-        e.time,
+        "{} {} kill(s) the kernel counted but oom-probe did not see, in {}",
+        clock_time(&e.time),
         e.count,
         e.cgroup_path.as_deref().unwrap_or("?")
     )
+}
+
+/// `12:09:21.845` from an RFC 3339 UTC time (the date is in the JSON).
+fn clock_time(time: &str) -> &str {
+    time.split_once('T')
+        .map_or(time, |(_, clock)| clock.trim_end_matches('Z'))
+}
+
+/// The cells padded to their columns' widths, each cut to fit.
+fn line(cells: &[String; 8]) -> String {
+    let mut out = String::new();
+    for (i, (cell, (_, width))) in cells.iter().zip(COLUMNS).enumerate() {
+        let cell = text::terminal_safe(cell);
+        let cell = cut(&cell, width);
+        if i + 1 == COLUMNS.len() {
+            out.push_str(&cell);
+        } else if i == 3 || i == 4 {
+            out.push_str(&format!("{cell:>width$}  "));
+        } else {
+            out.push_str(&format!("{cell:<width$} "));
+        }
+    }
+    out.trim_end().to_string()
+}
+
+/// `text` cut to `width` characters, its end replaced by `…` when cut.
+fn cut(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        text.to_string()
+    } else {
+        let kept: String = text.chars().take(width - 1).collect();
+        format!("{kept}…")
+    }
+}
+
+/// `text`'s last `width` characters, its start replaced by `…` when cut:
+/// the end of a cgroup path names it.
+fn tail(text: &str, width: usize) -> String {
+    let n = text.chars().count();
+    if n <= width {
+        text.to_string()
+    } else {
+        let kept: String = text.chars().skip(n - (width - 1)).collect();
+        format!("…{kept}")
+    }
+}
+
+/// A container id as `docker ps` shows it: the first 12 hex digits.
+fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+/// The pod as `namespace/name`, else its uid; `-` outside Kubernetes.
+fn pod_cell(e: &OomKillEvent) -> String {
+    let Some(k8s) = &e.kubernetes else {
+        return "-".into();
+    };
+    match (&k8s.namespace, &k8s.pod, &k8s.pod_uid) {
+        (Some(ns), Some(pod), _) => format!("{ns}/{pod}"),
+        (None, Some(pod), _) => pod.clone(),
+        (_, None, Some(uid)) => format!("uid {}", uid.get(..8).unwrap_or(uid)),
+        _ => "?".into(),
+    }
+}
+
+/// The container's name, else its runtime and short id, else (a host
+/// process) the end of its cgroup path.
+fn container_cell(e: &OomKillEvent) -> String {
+    let width = COLUMNS[7].1;
+    if let Some(name) = e.kubernetes.as_ref().and_then(|k| k.container.as_ref()) {
+        return name.clone();
+    }
+    if let Some(container) = &e.container {
+        let id = short_id(&container.id);
+        return match &container.runtime {
+            Some(runtime) => format!("{runtime} {id}"),
+            None => id.to_string(),
+        };
+    }
+    if e.kubernetes.is_some() {
+        return "-".into();
+    }
+    e.victim
+        .cgroup_path
+        .as_deref()
+        .map_or_else(|| "?".into(), |path| tail(path, width))
 }
 
 fn table_row(e: &OomKillEvent) -> String {
@@ -78,24 +185,23 @@ fn table_row(e: &OomKillEvent) -> String {
     let rss = e
         .victim
         .rss_bytes
-        .map(|r| format!("{}/{}/{}", mib(r.anon), mib(r.file), mib(r.shmem)))
+        .map(|r| mib(r.anon + r.file + r.shmem))
         .unwrap_or_else(dash);
-    format!(
-        "{:<24} {:<7} {:<7} {:<16} {:<19} {:<10} {:<7} {}",
-        e.time,
-        e.victim.pid,
-        e.victim.ns_pid.map(|p| p.to_string()).unwrap_or_else(dash),
-        e.victim.comm.as_deref().unwrap_or("?"),
+    line(&[
+        clock_time(&e.time).to_string(),
+        e.victim.pid.to_string(),
+        e.victim.comm.clone().unwrap_or_else(|| "?".into()),
         rss,
         e.memcg
             .limit_bytes
             .map(mib)
-            .unwrap_or_else(|| String::from("none")),
+            .unwrap_or_else(|| "none".into()),
         e.silent
-            .map(|s| if s { "yes" } else { "no" })
-            .unwrap_or("?"),
-        e.victim.cgroup_path.as_deref().unwrap_or("?"),
-    )
+            .map_or("?", |s| if s { "yes" } else { "no" })
+            .to_string(),
+        pod_cell(e),
+        container_cell(e),
+    ])
 }
 
 #[cfg(test)]
@@ -125,10 +231,12 @@ mod tests {
                 cgroup_path: Some("/kubepods/pod1/abc".into()),
                 cgroup_v2_id: None,
                 oom_points: None,
+                comm_hex: None,
             },
             trigger: Trigger {
                 pid: 42,
                 comm: "gunicorn".into(),
+                comm_hex: None,
                 tid: 42,
                 cgroup_id: None,
                 cgroup_path: None,
@@ -148,6 +256,8 @@ mod tests {
             kubernetes: None,
             silent: Some(true),
             oom_domain_bytes: None,
+            container: None,
+            memcg_stat_source: None,
             tasks: None,
             tasks_total: None,
             tasks_source: None,
@@ -177,8 +287,62 @@ mod tests {
         let lines: Vec<_> = text.lines().collect();
         assert_eq!(lines.len(), 3);
         assert!(lines[0].starts_with("TIME"));
-        assert!(lines[1].contains("gunicorn") && lines[1].contains("3.0/0.0/1.0"));
+        assert!(lines[1].contains("gunicorn") && lines[1].contains("4.0"));
         assert!(lines[1].contains("/kubepods/pod1/abc") && lines[1].contains("yes"));
+    }
+
+    #[test]
+    fn rows_fit_120_columns_with_pod_and_container_and_no_control_bytes() {
+        use crate::event::{Container, Kubernetes};
+        let Event::OomKill(mut kill) = event() else {
+            unreachable!()
+        };
+        let id = "5c3d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d";
+        kill.victim.comm = Some("\\x1b[2J\\x1b[H fake".into());
+        kill.victim.cgroup_path = Some(format!(
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{id}.scope",
+            "0f8a1c2e_4b3d_4e5f_9a6b_7c8d9e0f1a2b"
+        ));
+        kill.kubernetes = Some(Kubernetes {
+            namespace: Some("a-rather-long-namespace-name".into()),
+            pod: Some("web-frontend-7d9f8c6b5-x2x4q".into()),
+            container: Some("app\u{1b}[31m".into()),
+            ..Kubernetes::default()
+        });
+        kill.container = Some(Container {
+            id: id.into(),
+            runtime: Some("containerd".into()),
+        });
+        let mut out = Output::new(OutputFormat::Table, Vec::new());
+        out.write(&Event::OomKill(kill.clone())).unwrap();
+        kill.kubernetes = None;
+        out.write(&Event::OomKill(kill.clone())).unwrap();
+        kill.container = None;
+        kill.victim.cgroup_path = Some(format!("/system.slice/{}.service", "x".repeat(150)));
+        out.write(&Event::OomKill(kill)).unwrap();
+        let text = String::from_utf8(out.writer).unwrap();
+        let lines: Vec<_> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        for line in &lines {
+            assert!(
+                line.chars().count() <= TABLE_WIDTH,
+                "{} wide: {line}",
+                line.chars().count()
+            );
+            assert!(!line.chars().any(char::is_control), "{line:?}");
+        }
+        assert!(
+            lines[1].contains("a-rather-long-namespace-nam…"),
+            "{}",
+            lines[1]
+        );
+        assert!(lines[1].contains("app\\x1b[31m"), "{}", lines[1]);
+        assert!(lines[2].contains("containerd 5c3d1e0f9a8b"), "{}", lines[2]);
+        assert!(
+            lines[3].ends_with("xxxx.service") && lines[3].contains('…'),
+            "{}",
+            lines[3]
+        );
     }
 
     #[test]
