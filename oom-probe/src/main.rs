@@ -126,15 +126,8 @@ struct EventArgs {
     /// Never talk to a Kubernetes API server.
     #[arg(long)]
     no_kubernetes_api: bool,
-    /// Print only kills in this namespace (after pods are named).
-    #[arg(long)]
-    namespace: Option<String>,
-    /// Print only kills in this pod.
-    #[arg(long)]
-    pod: Option<String>,
-    /// Print only kills in this container.
-    #[arg(long)]
-    container: Option<String>,
+    #[command(flatten)]
+    filter: FilterArgs,
     /// Do not post Kubernetes Events (they are posted whenever an API server
     /// is configured).
     #[arg(long)]
@@ -157,6 +150,32 @@ struct EventArgs {
     history_max_age: Duration,
 }
 
+/// `--namespace/--pod/--container`, shared by `watch`, `run` and `history`:
+/// which kills are printed, matched after pods are named (metrics, Events
+/// and the history store still see every kill).
+#[derive(Args)]
+struct FilterArgs {
+    /// Print only kills in this namespace.
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Print only kills in this pod.
+    #[arg(long)]
+    pod: Option<String>,
+    /// Print only kills in this container.
+    #[arg(long)]
+    container: Option<String>,
+}
+
+impl From<FilterArgs> for Filter {
+    fn from(args: FilterArgs) -> Self {
+        Filter {
+            namespace: args.namespace,
+            pod: args.pod,
+            container: args.container,
+        }
+    }
+}
+
 /// `oom-probe history`'s flags.
 #[derive(Args)]
 struct HistoryArgs {
@@ -169,15 +188,8 @@ struct HistoryArgs {
     /// Only events of these types (comma-separated).
     #[arg(long = "type", value_enum, value_delimiter = ',')]
     types: Vec<EventType>,
-    /// Only kills in this namespace.
-    #[arg(long)]
-    namespace: Option<String>,
-    /// Only kills in this pod.
-    #[arg(long)]
-    pod: Option<String>,
-    /// Only kills in this container.
-    #[arg(long)]
-    container: Option<String>,
+    #[command(flatten)]
+    filter: FilterArgs,
     /// Output format (default: table on a terminal, json otherwise).
     #[arg(long, short)]
     output: Option<OutputFormat>,
@@ -281,11 +293,7 @@ fn watch_options(args: EventArgs, agent: bool) -> Result<WatchOptions> {
             retain_deleted: Duration::from_secs_f64(args.retain_deleted_pods.max(0.0)),
         },
         events: !args.no_events,
-        filter: Filter {
-            namespace: args.namespace,
-            pod: args.pod,
-            container: args.container,
-        },
+        filter: args.filter.into(),
         history: if args.no_history {
             None
         } else {
@@ -302,11 +310,7 @@ fn watch_options(args: EventArgs, agent: bool) -> Result<WatchOptions> {
 fn run_history(args: HistoryArgs) -> Result<()> {
     let reader = HistoryReader::open(&args.history_file)?;
     let since = args.since.map(|ago| std::time::SystemTime::now() - ago);
-    let filter = Filter {
-        namespace: args.namespace,
-        pod: args.pod,
-        container: args.container,
-    };
+    let filter = Filter::from(args.filter);
     let format = args.output.unwrap_or(if std::io::stdout().is_terminal() {
         OutputFormat::Table
     } else {
