@@ -223,7 +223,7 @@ pub fn field_qualities(facts: &NodeFacts) -> Vec<FieldQuality> {
             Unavailable
         },
         why: if has(feature::NS_PID) {
-            "against the container's init pid from the CRI runtime when it answers, else the pid namespace's pid 1 (wrong in pods sharing one pid namespace)".into()
+            "against the container's init pid from the CRI runtime when it answers; else pid 1 of the victim's pid namespace where that is the container's own (a pod without shareProcessNamespace, a container outside Kubernetes), null for a pod that shares one or is unknown".into()
         } else {
             "this kernel's BTF lacks the pid-namespace offsets".into()
         },

@@ -72,5 +72,6 @@ pub fn web_match(
         container_id: Some(id.into()),
         memory_request_bytes: request,
         memory_limit_bytes: limit,
+        share_process_namespace: false,
     }
 }

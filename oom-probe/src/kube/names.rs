@@ -114,17 +114,8 @@ impl Namer {
     /// runtime and the pod store.
     pub async fn name(&mut self, kill: &mut OomKillEvent) {
         if let Some(k8s) = kill.kubernetes.as_mut() {
-            // Silent means the container survives: decided against its own
-            // init, not its pid namespace's (pid 1 is the pause process
-            // where the pod shares one).
-            match self.name_pod(k8s).await {
-                Some(ContainerInit { exited: true, .. }) => kill.silent = Some(false),
-                Some(ContainerInit {
-                    init_pid: Some(init),
-                    ..
-                }) => kill.silent = Some(kill.victim.pid != init),
-                _ => {}
-            }
+            let facts = self.name_pod(k8s).await;
+            kill.silent = silent_in_pod(kill.victim.pid, kill.silent, &facts);
         }
         if let Some(k8s) = kill.trigger.kubernetes.as_mut() {
             if kill.trigger.cgroup_id == kill.victim.cgroup_id && kill.kubernetes.is_some() {
@@ -143,10 +134,11 @@ impl Namer {
     }
 
     /// Fills names (and from the API server requests, limits, owner) into
-    /// ids read from a cgroup path; returns the container's init as the
-    /// runtime reported it, when it answered.
-    async fn name_pod(&mut self, k8s: &mut Kubernetes) -> Option<ContainerInit> {
+    /// ids read from a cgroup path; returns what the runtime and the pod
+    /// store said of the container's init.
+    async fn name_pod(&mut self, k8s: &mut Kubernetes) -> PodFacts {
         let mut init = None;
+        let mut shares_pid_namespace = None;
         if let (Some(cri), Some(id)) = (&self.cri, k8s.container_id.clone()) {
             match cri.container(&id).await {
                 Ok(found) => {
@@ -170,7 +162,10 @@ impl Namer {
                 .clone()
                 .and_then(|uid| pods.lookup(&uid, k8s.container_id.as_deref()));
             match found {
-                Some(found) => fill_from_pod(k8s, found),
+                Some(found) => {
+                    shares_pid_namespace = Some(found.share_process_namespace);
+                    fill_from_pod(k8s, found);
+                }
                 None => {
                     let why = if pods.is_synced() {
                         "pod not in this node's pod list"
@@ -181,7 +176,10 @@ impl Namer {
                 }
             }
         }
-        init
+        PodFacts {
+            init,
+            shares_pid_namespace,
+        }
     }
 
     fn failed(&mut self, source: &'static str, why: &str) {
@@ -191,6 +189,38 @@ impl Namer {
                 "cannot name a pod from the {source} ({why}); further failures are only counted"
             );
         }
+    }
+}
+
+/// What the runtime and the pod store say of a container's init.
+#[derive(Default)]
+struct PodFacts {
+    /// The runtime's answer, when it gave one.
+    init: Option<ContainerInit>,
+    /// `spec.shareProcessNamespace`, when the pod store has the pod.
+    shares_pid_namespace: Option<bool>,
+}
+
+/// `silent` ("the container survives the kill") for a victim in a pod:
+/// against the container's own init where the runtime answered; else the
+/// pid-namespace rule (`by_pid_namespace`: ns_pid != 1) only when the pod
+/// is known not to share one pid namespace (there pid 1 is the pause
+/// process); else null: it cannot be known.
+fn silent_in_pod(
+    victim_pid: u32,
+    by_pid_namespace: Option<bool>,
+    facts: &PodFacts,
+) -> Option<bool> {
+    match facts.init {
+        Some(ContainerInit { exited: true, .. }) => Some(false),
+        Some(ContainerInit {
+            init_pid: Some(init),
+            ..
+        }) => Some(victim_pid != init),
+        _ => match facts.shares_pid_namespace {
+            Some(false) => by_pid_namespace,
+            Some(true) | None => None,
+        },
     }
 }
 
@@ -281,5 +311,63 @@ mod tests {
             ]
         );
         assert!(evicted_containers("The node was low on resource: ephemeral-storage.").is_empty());
+    }
+}
+
+#[cfg(test)]
+mod silent_tests {
+    use super::{silent_in_pod, ContainerInit, PodFacts};
+
+    fn facts(init: Option<ContainerInit>, shares: Option<bool>) -> PodFacts {
+        PodFacts {
+            init,
+            shares_pid_namespace: shares,
+        }
+    }
+
+    fn running(pid: u32) -> Option<ContainerInit> {
+        Some(ContainerInit {
+            exited: false,
+            init_pid: Some(pid),
+        })
+    }
+
+    #[test]
+    fn the_runtimes_init_pid_decides_even_in_a_shared_pid_namespace() {
+        // ns_pid says "not pid 1" (silent), but the victim is the init.
+        assert_eq!(
+            silent_in_pod(50, Some(true), &facts(running(50), Some(true))),
+            Some(false)
+        );
+        assert_eq!(
+            silent_in_pod(51, Some(true), &facts(running(50), None)),
+            Some(true)
+        );
+        let exited = Some(ContainerInit {
+            exited: true,
+            init_pid: None,
+        });
+        assert_eq!(
+            silent_in_pod(51, Some(true), &facts(exited, None)),
+            Some(false)
+        );
+    }
+
+    #[test]
+    fn without_the_runtime_the_pid_namespace_decides_only_where_the_pod_has_its_own() {
+        assert_eq!(
+            silent_in_pod(51, Some(true), &facts(None, Some(false))),
+            Some(true)
+        );
+        assert_eq!(
+            silent_in_pod(51, Some(false), &facts(None, Some(false))),
+            Some(false)
+        );
+        // Shared pid namespace, or nothing known of the pod: cannot tell.
+        assert_eq!(
+            silent_in_pod(51, Some(true), &facts(None, Some(true))),
+            None
+        );
+        assert_eq!(silent_in_pod(51, Some(true), &facts(None, None)), None);
     }
 }

@@ -42,6 +42,9 @@ pub struct PodMatch {
     pub memory_request_bytes: Option<u64>,
     /// `None`: no limit, the container may use the node's memory.
     pub memory_limit_bytes: Option<u64>,
+    /// `spec.shareProcessNamespace`: the pod's containers share one pid
+    /// namespace whose pid 1 is the pause process, not a container's init.
+    pub share_process_namespace: bool,
 }
 
 /// Who made the pod, so a kill can be tied to the workload behind it.
@@ -89,6 +92,7 @@ pub(crate) struct PodSummary {
     pub(crate) qos_class: Option<String>,
     pub(crate) owner: Option<Owner>,
     pub(crate) containers: Vec<ContainerSummary>,
+    pub(crate) share_process_namespace: bool,
 }
 
 pub(crate) struct ContainerSummary {
@@ -158,6 +162,11 @@ pub(crate) fn summarize(pod: &Pod) -> Option<PodSummary> {
         qos_class: status.and_then(|s| s.qos_class.clone()),
         owner,
         containers,
+        share_process_namespace: pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.share_process_namespace)
+            .unwrap_or(false),
     })
 }
 

@@ -314,6 +314,7 @@ impl Pods {
             container_id: container.map(|(_, id)| id.to_owned()),
             memory_request_bytes: container.and_then(|(c, _)| c.memory_request_bytes),
             memory_limit_bytes: container.and_then(|(c, _)| c.memory_limit_bytes),
+            share_process_namespace: pod.share_process_namespace,
         })
     }
 }
