@@ -234,3 +234,54 @@ fn history_keeps_each_kill_once_across_a_sigkill() {
     assert!(agent.terminate().unwrap().success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A history store that cannot be opened (here: a file under /proc, where
+/// nothing can be created) does not stop the agent: kills are still
+/// reported, and every event it could not keep is counted.
+#[test]
+fn a_history_store_that_cannot_be_opened_costs_no_kill_and_is_counted() {
+    let test = "a_history_store_that_cannot_be_opened_costs_no_kill_and_is_counted";
+    if !root_or_skip(test) {
+        return;
+    }
+    let addr = free_loopback_addr();
+    let state = std::env::temp_dir().join(format!(
+        "oom-probe-agent-nohist-{}.json",
+        std::process::id()
+    ));
+    let mut agent = Watcher::start_command(
+        "run",
+        &[
+            "--listen",
+            &addr,
+            "--state-file",
+            state.to_str().unwrap(),
+            "--history-file",
+            "/proc/oom-probe-cannot-be-here/history.redb",
+        ],
+    )
+    .unwrap();
+    let cgroup = MemoryCgroup::create(32 * MIB).unwrap();
+    run_hog_with_child(&cgroup, "--fork", "nohist-0", 128).unwrap();
+    let events = agent
+        .events_for(cgroup.relative_path(), 1, Duration::from_millis(500))
+        .unwrap();
+    assert_eq!(
+        events.len(),
+        1,
+        "the kill is reported without a history store"
+    );
+    let (_, body) = http_get(&addr, "/metrics").unwrap();
+    let failures: f64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_probe_history_write_failures_total "))
+        .unwrap_or_else(|| panic!("no history failure counter:\n{body}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        failures >= 1.0,
+        "the kill it could not keep is counted:\n{body}"
+    );
+    let _ = std::fs::remove_file(&state);
+}

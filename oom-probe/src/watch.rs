@@ -106,12 +106,24 @@ impl Filter {
 /// Runs until SIGINT/SIGTERM (or `max_events`), then drains what is left.
 pub async fn watch(options: WatchOptions) -> Result<()> {
     let metrics = Arc::new(Metrics::new(options.metrics_series_ttl));
+    // A history store that cannot be opened (a missing or read-only state
+    // directory, a full disk, a corrupt file) must not stop the reporting:
+    // say so, go on, and count every event it could not keep.
     let history = match &options.history {
-        Some(path) => {
-            let history = History::open(path, options.history_limits)?;
-            tracing::info!("keeping every event in {}", path.display());
-            Some(history)
-        }
+        Some(path) => match History::open(path, options.history_limits) {
+            Ok(history) => {
+                tracing::info!("keeping every event in {}", path.display());
+                Some(Ok(history))
+            }
+            Err(err) => {
+                tracing::error!(
+                    "cannot open the history store {}: {err:#}; events are still reported, \
+                     and counted in oom_probe_history_write_failures_total",
+                    path.display()
+                );
+                Some(Err(()))
+            }
+        },
         None => None,
     };
     let ready = Arc::new(AtomicBool::new(false));
@@ -264,7 +276,9 @@ struct Pump<W: Write> {
     poster: Option<EventPoster>,
     enricher: Enricher,
     ledger: KillLedger,
-    history: Option<History>,
+    /// `None`: no history wanted; `Some(Err)`: wanted, but it could not be
+    /// opened (every event is then counted as not kept).
+    history: Option<Result<History, ()>>,
     kills: u64,
     undecodable: u64,
     lost_reported: u64,
@@ -320,11 +334,15 @@ impl<W: Write> Pump<W> {
         if events.is_empty() {
             return;
         }
-        if let Err(err) = history.append(events) {
-            tracing::error!(
-                "{} event(s) not kept in the history store: {err}",
-                events.len()
-            );
+        let not_kept = events.len() as u64;
+        match history {
+            Ok(history) => {
+                if let Err(err) = history.append(events) {
+                    tracing::error!("{not_kept} event(s) not kept in the history store: {err}");
+                    self.metrics.add_history_write_failures(not_kept);
+                }
+            }
+            Err(()) => self.metrics.add_history_write_failures(not_kept),
         }
     }
 

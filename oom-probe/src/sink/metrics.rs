@@ -33,6 +33,7 @@ pub struct Metrics {
     unobserved: Counter,
     lost: Counter,
     enrichment_failures: Counter,
+    history_write_failures: Counter,
     /// Unix time of each kill series' last kill: an alert on it fires for
     /// a container's first kill too, which `increase()` over a counter
     /// created at that kill cannot see.
@@ -71,6 +72,12 @@ impl Metrics {
             "Lookups of pod or container names that failed",
             enrichment_failures.clone(),
         );
+        let history_write_failures = Counter::default();
+        registry.register(
+            "history_write_failures",
+            "Events the history store could not keep (it could not be opened, or a commit failed); they were still emitted",
+            history_write_failures.clone(),
+        );
         let last_kill = Family::<KillLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "last_kill_timestamp_seconds",
@@ -92,6 +99,7 @@ impl Metrics {
             unobserved,
             lost,
             enrichment_failures,
+            history_write_failures,
             last_kill,
             last_moved: Mutex::new(HashMap::new()),
             series_ttl,
@@ -141,6 +149,11 @@ impl Metrics {
     /// Counts a failed name lookup.
     pub fn add_enrichment_failure(&self) {
         self.enrichment_failures.inc();
+    }
+
+    /// Counts events the history store could not keep.
+    pub fn add_history_write_failures(&self, events: u64) {
+        self.history_write_failures.inc_by(events);
     }
 
     /// Drops kill series that have not moved for the TTL.
