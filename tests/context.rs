@@ -125,8 +125,11 @@ fn a_worker_pool_is_listed_in_tasks_with_the_victim() {
             .find(|t| t["pid"] == worker.id())
             .unwrap_or_else(|| panic!("worker {} missing: {event:#}", worker.id()));
         assert!(task["comm"].as_str().unwrap().starts_with("pool-idle-"));
+        // Each worker touched 8 MiB of anon memory. Before 6.2 the kernel's
+        // per-task RSS counters are cached per thread and synced every 64
+        // page faults, so /proc can show a few pages less (5.10: 9 pages).
         assert!(
-            task["rss_bytes"]["anon"].as_u64().unwrap() >= 8 * MIB,
+            task["rss_bytes"]["anon"].as_u64().unwrap() >= 7 * MIB,
             "{task:#}"
         );
         assert_eq!(task["oom_score_adj"], 0);
