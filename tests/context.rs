@@ -10,6 +10,30 @@ use serde_json::Value;
 const MIB: u64 = 1 << 20;
 const SETTLE: Duration = Duration::from_millis(1500);
 
+/// A memory hog named `comm` in `cgroup` that allocates `mb` MiB and then
+/// sleeps (a pool's idle worker, a node's biggest process); returns once it
+/// says it holds them.
+fn hold(cgroup: &MemoryCgroup, comm: &str, mb: u64) -> std::process::Child {
+    let mut hog = hog()
+        .arg("--cgroup")
+        .arg(cgroup.path())
+        .args(["--comm", comm, "--mb", &mb.to_string()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(hog.stderr.take().unwrap()),
+        &mut said,
+    )
+    .unwrap();
+    assert!(
+        said.contains(&format!("allocated {mb} MiB")),
+        "{comm}: {said}"
+    );
+    hog
+}
+
 fn in_vm() -> bool {
     std::env::var_os("OOM_PROBE_IN_VM").is_some_and(|v| v == "1")
 }
@@ -56,21 +80,7 @@ fn a_worker_pool_is_listed_in_tasks_with_the_victim() {
     let mut watcher = Watcher::start(&[]).unwrap();
     let mut workers = Vec::new();
     for i in 0..3 {
-        let mut worker = hog()
-            .arg("--cgroup")
-            .arg(cgroup.path())
-            .args(["--comm", &format!("pool-idle-{i}"), "--mb", "8"])
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut said = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(worker.stderr.take().unwrap()),
-            &mut said,
-        )
-        .unwrap();
-        assert!(said.contains("allocated 8 MiB"), "{said}");
-        workers.push(worker);
+        workers.push(hold(&cgroup, &format!("pool-idle-{i}"), 8));
     }
     // The pool's parent stays (`--pause`), as a worker pool's master does.
     let mut parent = hog()
@@ -151,20 +161,7 @@ fn a_trigger_in_another_cgroup_is_named_apart_from_the_victim() {
     let busy = pod.create_child_named("busy", None).unwrap();
     let mut watcher = Watcher::start(&[]).unwrap();
     // 40 MiB allocated, then asleep: the biggest task under the limit.
-    let mut sleeper = hog()
-        .arg("--cgroup")
-        .arg(idle.path())
-        .args(["--comm", "big-sleeper", "--mb", "40"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut said = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(sleeper.stderr.take().unwrap()),
-        &mut said,
-    )
-    .unwrap();
-    assert!(said.contains("allocated 40 MiB"), "{said}");
+    let mut sleeper = hold(&idle, "big-sleeper", 40);
     let (allocator, _) = run_hog_with_child(&busy, "--fork", "allocator", 256).unwrap();
     let event = &watcher.events_for(idle.relative_path(), 1, SETTLE).unwrap()[0];
     let _ = sleeper.wait();
@@ -434,20 +431,7 @@ fn a_node_wide_oom_names_the_trigger_apart_from_the_victim() {
         / 1024;
     // Most of the free memory, then asleep: the node's biggest process.
     let big = available_mib * 6 / 10;
-    let mut sleeper = hog()
-        .arg("--cgroup")
-        .arg(idle.path())
-        .args(["--comm", "node-sleeper", "--mb", &big.to_string()])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut said = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(sleeper.stderr.take().unwrap()),
-        &mut said,
-    )
-    .unwrap();
-    assert!(said.contains("allocated"), "{said}");
+    let mut sleeper = hold(&idle, "node-sleeper", big);
     let (allocator, _) =
         run_hog_with_child(&busy, "--fork", "node-alloc", (available_mib * 2) as u32).unwrap();
     let event = &watcher.events_for(idle.relative_path(), 1, SETTLE).unwrap()[0];
