@@ -485,7 +485,7 @@ fn back_to_back_decisions_in_one_memcg_get_two_oom_ids() {
     let mut watcher = Watcher::start(&[]).unwrap();
     // Two idle holders, first in line for the OOM killer...
     let mut holders = Vec::new();
-    for (mb, comm) in [(30, "holder-big"), (20, "holder-small")] {
+    for (mb, comm) in [(30, "holder-big"), (24, "holder-small")] {
         let mut child = hog()
             .arg("--cgroup")
             .arg(cgroup.path())
@@ -501,12 +501,12 @@ fn back_to_back_decisions_in_one_memcg_get_two_oom_ids() {
         std::fs::write(format!("/proc/{}/oom_score_adj", child.id()), "1000").unwrap();
         holders.push(child);
     }
-    // ...then a third task needs 50 MiB: the kernel kills the bigger holder,
+    // ...then a third task needs 44 MiB: the kernel kills the bigger holder,
     // the charge still fails, and a second decision kills the other.
     let mut trigger = hog()
         .arg("--cgroup")
         .arg(cgroup.path())
-        .args(["--mb", "50", "--comm", "oom-trigger"])
+        .args(["--mb", "44", "--comm", "oom-trigger"])
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -519,19 +519,28 @@ fn back_to_back_decisions_in_one_memcg_get_two_oom_ids() {
         let _ = holder.kill();
         let _ = holder.wait();
     }
-    assert_eq!(events.len(), 2, "{events:#?}");
+    // Under load the holders' memory may not be uncharged yet when the
+    // trigger retries (the OOM reaper and exit teardown run on other CPUs),
+    // and the kernel then makes a third decision and kills the trigger
+    // itself (seen once in CI). That kill is also a decision of its own.
+    assert!(
+        (2..=3).contains(&events.len()),
+        "two or three kills: {events:#?}"
+    );
     let comms: Vec<&str> = events
         .iter()
         .map(|e| e["victim"]["comm"].as_str().unwrap())
         .collect();
-    assert_eq!(comms, ["holder-big", "holder-small"], "{events:#?}");
+    assert_eq!(comms[..2], ["holder-big", "holder-small"], "{events:#?}");
+    if let Some(third) = comms.get(2) {
+        assert_eq!(*third, "oom-trigger", "{events:#?}");
+    }
     for event in &events {
         assert_eq!(event["trigger"]["comm"], "oom-trigger", "{event:#}");
         assert_eq!(event["group_kill"], false, "{event:#}");
     }
-    assert_ne!(
-        events[0]["oom_id"], events[1]["oom_id"],
-        "two decisions, two ids: {events:#?}"
-    );
-    assert_eq!(cgroup.kernel_oom_kills().unwrap(), 2);
+    let ids: std::collections::HashSet<String> =
+        events.iter().map(|e| e["oom_id"].to_string()).collect();
+    assert_eq!(ids.len(), events.len(), "one id per decision: {events:#?}");
+    assert_eq!(cgroup.kernel_oom_kills().unwrap(), events.len() as u64);
 }
