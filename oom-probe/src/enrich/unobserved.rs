@@ -34,6 +34,10 @@ pub struct KillLedger {
     has_baseline: bool,
     /// Kills accounted for since the state file was last written.
     dirty: bool,
+    /// The node's kill count (`/proc/vmstat`) read before the last walk.
+    node_kills_at_walk: Option<u64>,
+    /// Kills reported since the last walk.
+    observed_since_walk: u64,
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -75,6 +79,8 @@ impl KillLedger {
             state,
             has_baseline,
             dirty: false,
+            node_kills_at_walk: None,
+            observed_since_walk: 0,
         }
     }
 
@@ -84,21 +90,40 @@ impl KillLedger {
     /// [`save`]: KillLedger::save
     pub fn observed(&mut self, cgroup_id: u64) {
         *self.state.accounted.entry(cgroup_id).or_default() += 1;
+        self.observed_since_walk += 1;
         self.dirty = true;
     }
 
-    /// Reads every cgroup's counter and reports kills nobody accounted for.
+    /// Reports kills nobody accounted for, reading every cgroup's counter
+    /// only when something may have been missed.
+    ///
+    /// `node_kills` is the node's kill count (`/proc/vmstat`), read after
+    /// the last drain and before this call; `None` forces the walk (no
+    /// such count, or records were lost). When the node counted no more
+    /// kills since the last walk than were reported, nothing was missed and
+    /// the tick costs that one read, whatever the number of cgroups.
+    /// Otherwise every cgroup is walked (one directory and one counter read
+    /// each) and compared with what was reported.
     pub fn reconcile(
         &mut self,
-        cgroups: &mut CgroupResolver,
+        cgroups: &CgroupResolver,
+        node_kills: Option<u64>,
         time: &str,
         node: &str,
     ) -> Vec<UnobservedKills> {
-        cgroups.refresh();
+        if let (true, Some(now), Some(then)) =
+            (self.has_baseline, node_kills, self.node_kills_at_walk)
+        {
+            if now.saturating_sub(then) <= self.observed_since_walk {
+                return Vec::new();
+            }
+        }
+        self.node_kills_at_walk = node_kills;
+        self.observed_since_walk = 0;
         let root = cgroups.root().to_path_buf();
         let mut unobserved = Vec::new();
         let mut seen = HashMap::new();
-        for (id, path) in cgroups.known() {
+        for (id, path) in cgroups.walk() {
             let Some(count) = kernel_oom_kills(&root.join(path.trim_start_matches('/'))) else {
                 continue;
             };
@@ -109,7 +134,7 @@ impl KillLedger {
                     time: time.to_string(),
                     node: node.to_string(),
                     cgroup_id: id,
-                    cgroup_path: Some(path.to_string()),
+                    cgroup_path: Some(path),
                     count: count - accounted,
                 });
             }
@@ -215,11 +240,11 @@ mod tests {
         let cgroups = FakeCgroups::new("restarts");
         let state = cgroups.0.join("state/ledger.json");
         let pod = cgroups.set_kills("pod", 2);
-        let mut resolver = CgroupResolver::new(&cgroups.0);
+        let resolver = CgroupResolver::new(&cgroups.0);
 
         // First run ever: history before it is not reported.
         let mut ledger = KillLedger::load(Some(state.clone()));
-        assert!(ledger.reconcile(&mut resolver, "t", "n").is_empty());
+        assert!(ledger.reconcile(&resolver, None, "t", "n").is_empty());
         // One kill seen, then one while "down".
         ledger.observed(pod);
         ledger.save();
@@ -228,7 +253,7 @@ mod tests {
         cgroups.set_kills("pod", 4);
 
         let mut ledger = KillLedger::load(Some(state.clone()));
-        let missed = ledger.reconcile(&mut resolver, "t", "n");
+        let missed = ledger.reconcile(&resolver, None, "t", "n");
         assert_eq!(missed.len(), 1);
         assert_eq!((missed[0].cgroup_id, missed[0].count), (pod, 1));
         assert_eq!(missed[0].cgroup_path.as_deref(), Some("/pod"));
@@ -236,7 +261,7 @@ mod tests {
 
         let mut ledger = KillLedger::load(Some(state));
         assert!(
-            ledger.reconcile(&mut resolver, "t", "n").is_empty(),
+            ledger.reconcile(&resolver, None, "t", "n").is_empty(),
             "never twice"
         );
     }
@@ -245,13 +270,13 @@ mod tests {
     fn a_kill_reported_before_the_kernel_counts_it_is_not_missed() {
         let cgroups = FakeCgroups::new("race");
         let pod = cgroups.set_kills("pod", 0);
-        let mut resolver = CgroupResolver::new(&cgroups.0);
+        let resolver = CgroupResolver::new(&cgroups.0);
         let mut ledger = KillLedger::load(None);
-        ledger.reconcile(&mut resolver, "t", "n");
+        ledger.reconcile(&resolver, None, "t", "n");
         ledger.observed(pod);
-        assert!(ledger.reconcile(&mut resolver, "t", "n").is_empty());
+        assert!(ledger.reconcile(&resolver, None, "t", "n").is_empty());
         cgroups.set_kills("pod", 1);
-        assert!(ledger.reconcile(&mut resolver, "t", "n").is_empty());
+        assert!(ledger.reconcile(&resolver, None, "t", "n").is_empty());
     }
 
     #[test]
@@ -260,9 +285,32 @@ mod tests {
         let state = cgroups.0.join("state.json");
         fs::write(&state, "{not json").unwrap();
         cgroups.set_kills("pod", 5);
-        let mut resolver = CgroupResolver::new(&cgroups.0);
+        let resolver = CgroupResolver::new(&cgroups.0);
         let mut ledger = KillLedger::load(Some(state.clone()));
-        assert!(ledger.reconcile(&mut resolver, "t", "n").is_empty());
+        assert!(ledger.reconcile(&resolver, None, "t", "n").is_empty());
         assert!(read_state(&state).unwrap().is_some(), "rewritten");
+    }
+
+    #[test]
+    fn the_node_count_spares_the_walk_until_a_kill_is_unaccounted() {
+        let cgroups = FakeCgroups::new("node-count");
+        let pod = cgroups.set_kills("pod", 0);
+        let resolver = CgroupResolver::new(&cgroups.0);
+        let mut ledger = KillLedger::load(None);
+        assert!(ledger.reconcile(&resolver, Some(100), "t", "n").is_empty());
+        // One kill reported, one counted by the node: no walk, so a
+        // counter the walk would have read is not even looked at.
+        ledger.observed(pod);
+        cgroups.set_kills("pod", 5);
+        assert!(ledger.reconcile(&resolver, Some(101), "t", "n").is_empty());
+        // The node counted one more than was reported: walk, and the pod's
+        // counter tells which (5 counted, 1 reported).
+        let missed = ledger.reconcile(&resolver, Some(102), "t", "n");
+        assert_eq!(missed.len(), 1, "{:?}", missed.len());
+        assert_eq!((missed[0].cgroup_id, missed[0].count), (pod, 4));
+        // Lost records force the walk (None) even when the count agrees.
+        cgroups.set_kills("pod", 6);
+        let missed = ledger.reconcile(&resolver, None, "t", "n");
+        assert_eq!((missed[0].cgroup_id, missed[0].count), (pod, 1));
     }
 }
