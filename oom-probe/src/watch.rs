@@ -104,7 +104,7 @@ impl Filter {
 }
 
 /// Runs until SIGINT/SIGTERM (or `max_events`), then drains what is left.
-pub async fn watch(options: WatchOptions) -> Result<()> {
+pub async fn watch(mut options: WatchOptions) -> Result<()> {
     let metrics = Arc::new(Metrics::new(options.metrics_series_ttl));
     // A history store that cannot be opened (a missing or read-only state
     // directory, a full disk, a corrupt file) must not stop the reporting:
@@ -147,14 +147,17 @@ pub async fn watch(options: WatchOptions) -> Result<()> {
         None => Hierarchies::discover()?,
     };
     let memcg_paths = hierarchies.memory_root().map(CgroupResolver::new);
-    let api = kubernetes::api_client(&options.sources).await;
-    let poster = api
-        .clone()
-        .filter(|_| options.events)
-        .map(|client| EventPoster::start(client, &options.node, metrics.clone()));
-    let namer = Namer::connect(&options.sources, api, &options.node, metrics.clone()).await?;
-    let mut evictions = namer.take_evictions();
-    announce(&probes, memcg_paths.as_ref(), &options.node, &namer);
+    // The naming sources (API server, container runtime) connect off the
+    // critical path: the ready line follows the probes, and the first kill
+    // that needs names waits for them (their calls are bounded).
+    let naming = tokio::spawn(connect_naming(
+        std::mem::take(&mut options.sources),
+        options.events,
+        options.node.clone(),
+        metrics.clone(),
+    ));
+    let mut evictions = None;
+    announce(&probes, memcg_paths.as_ref(), &options.node);
     let mut enricher = Enricher::new(
         options.node.clone(),
         memcg_paths,
@@ -168,25 +171,30 @@ pub async fn watch(options: WatchOptions) -> Result<()> {
     let mut ring = unsafe { AsyncFd::register(probes.take_ring_buffer()?) }
         .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
     let lost = probes.take_lost_counter()?;
+    release_start_up_heap();
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut pump = Pump {
         output: Output::new(options.output, io::stdout().lock()),
         metrics,
         filter: options.filter,
-        namer,
-        poster,
+        naming: Naming::Connecting(naming),
+        late_evictions: None,
         enricher,
         ledger: KillLedger::load(options.state_file.clone()),
         history,
         kills: 0,
         undecodable: 0,
         lost_reported: 0,
+        lost_at_reconcile: 0,
     };
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
     let mut lost_tick = tokio::time::interval(Duration::from_secs(1));
     let mut reconcile_tick = tokio::time::interval(options.reconcile_interval);
     let done = |pump: &Pump<_>| options.max_events.is_some_and(|max| pump.kills >= max);
     while !done(&pump) {
+        if let Some(late) = pump.late_evictions.take() {
+            evictions = Some(late);
+        }
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
@@ -194,16 +202,21 @@ pub async fn watch(options: WatchOptions) -> Result<()> {
                 guard.clear_ready();
                 pump.emit_all(events).await?;
             }
+            connected = pump.naming.connected(), if pump.naming.is_connecting() => {
+                evictions = pump.naming.finish(connected)?;
+            }
             Some(eviction) = next_eviction(&mut evictions) => {
                 let event = Event::Eviction(Box::new(kubernetes::eviction_event(eviction, &options.node)));
                 pump.emit(&event)?;
             }
             _ = lost_tick.tick() => pump.report_lost(&lost),
             _ = reconcile_tick.tick() => {
-                // Drain first: a kill the kernel has counted is already in the buffer.
+                // The node's count first, then the drain: a kill the kernel
+                // has counted is already in the buffer.
+                let node_kills = pump.node_kills();
                 let events = pump.drain(ring.get_mut());
                 pump.emit_all(events).await?;
-                pump.reconcile()?;
+                pump.reconcile(node_kills)?;
                 pump.metrics.expire_idle_series();
             }
             _ = tokio::signal::ctrl_c() => break,
@@ -222,6 +235,17 @@ pub async fn watch(options: WatchOptions) -> Result<()> {
     Ok(())
 }
 
+/// Hands the heap freed after start-up (the parsed kernel BTF, tens of MiB)
+/// back to the kernel: glibc keeps freed memory for reuse, so without this
+/// the idle RSS would stay at the start-up's peak. musl returns it by itself.
+fn release_start_up_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The next eviction, or never when no API server is in use.
 async fn next_eviction(
     evictions: &mut Option<tokio::sync::mpsc::Receiver<crate::kube::pod::Eviction>>,
@@ -232,7 +256,87 @@ async fn next_eviction(
     }
 }
 
-fn announce(probes: &Probes, memcg_paths: Option<&CgroupResolver>, node: &str, namer: &Namer) {
+/// The naming sources and the Event poster, connected.
+type Connected = Result<(Namer, Option<EventPoster>)>;
+
+async fn connect_naming(
+    sources: SourceOptions,
+    events: bool,
+    node: String,
+    metrics: Arc<Metrics>,
+) -> Connected {
+    let api = kubernetes::api_client(&sources).await;
+    let poster = api
+        .clone()
+        .filter(|_| events)
+        .map(|client| EventPoster::start(client, &node, metrics.clone()));
+    let namer = Namer::connect(&sources, api, &node, metrics).await?;
+    Ok((namer, poster))
+}
+
+/// Pod and container naming: connecting at first, then ready.
+enum Naming {
+    Connecting(tokio::task::JoinHandle<Connected>),
+    Ready {
+        namer: Box<Namer>,
+        poster: Option<EventPoster>,
+    },
+}
+
+impl Naming {
+    fn is_connecting(&self) -> bool {
+        matches!(self, Self::Connecting(_))
+    }
+
+    /// Waits for the connection (immediately ready once connected).
+    async fn connected(&mut self) -> Connected {
+        match self {
+            Self::Connecting(task) => task
+                .await
+                .map_err(|e| anyhow::anyhow!("naming sources failed: {e}"))?,
+            Self::Ready { .. } => Err(anyhow::anyhow!("already connected")),
+        }
+    }
+
+    /// Keeps what connected and says which sources name pods; an error
+    /// (an explicit `--cri-socket` that does not work) stops oom-probe.
+    /// Returns the evictions, when an API server is in use.
+    fn finish(
+        &mut self,
+        connected: Connected,
+    ) -> Result<Option<tokio::sync::mpsc::Receiver<crate::kube::pod::Eviction>>> {
+        let (namer, poster) = connected?;
+        tracing::info!("{}", namer.describe());
+        let evictions = namer.take_evictions();
+        *self = Self::Ready {
+            namer: Box::new(namer),
+            poster,
+        };
+        Ok(evictions)
+    }
+
+    /// The namer and poster, after waiting for them if they are still
+    /// connecting.
+    async fn ready(
+        &mut self,
+    ) -> Result<(
+        &mut Namer,
+        Option<&EventPoster>,
+        Option<tokio::sync::mpsc::Receiver<crate::kube::pod::Eviction>>,
+    )> {
+        let mut evictions = None;
+        if self.is_connecting() {
+            let connected = self.connected().await;
+            evictions = self.finish(connected)?;
+        }
+        match self {
+            Self::Ready { namer, poster } => Ok((namer, poster.as_ref(), evictions)),
+            Self::Connecting(_) => unreachable!("finished above"),
+        }
+    }
+}
+
+fn announce(probes: &Probes, memcg_paths: Option<&CgroupResolver>, node: &str) {
     for missing in &probes.layout.missing {
         tracing::warn!("this kernel's BTF lacks {missing}; those fields will be null");
     }
@@ -260,9 +364,8 @@ fn announce(probes: &Probes, memcg_paths: Option<&CgroupResolver>, node: &str, n
         Err(why) => format!("userspace OOM killers are not seen ({why})"),
     };
     tracing::info!(
-        "watching OOM kills on {node} via {}; {decision}; {userspace}; {}",
+        "watching OOM kills on {node} via {}; {decision}; {userspace}",
         probes.victim_hook,
-        namer.describe(),
     );
 }
 
@@ -272,8 +375,9 @@ struct Pump<W: Write> {
     output: Output<W>,
     metrics: Arc<Metrics>,
     filter: Filter,
-    namer: Namer,
-    poster: Option<EventPoster>,
+    naming: Naming,
+    /// Evictions, once the naming sources connected while an event waited.
+    late_evictions: Option<tokio::sync::mpsc::Receiver<crate::kube::pod::Eviction>>,
     enricher: Enricher,
     ledger: KillLedger,
     /// `None`: no history wanted; `Some(Err)`: wanted, but it could not be
@@ -282,6 +386,8 @@ struct Pump<W: Write> {
     kills: u64,
     undecodable: u64,
     lost_reported: u64,
+    /// `lost_reported` as of the last reconciliation.
+    lost_at_reconcile: u64,
 }
 
 impl<W: Write> Pump<W> {
@@ -306,9 +412,13 @@ impl<W: Write> Pump<W> {
     async fn emit_all(&mut self, mut events: Vec<Event>) -> Result<()> {
         for event in &mut events {
             if let Some((kind, kill)) = event.as_kill_mut() {
-                self.namer.name(kill).await;
-                if let Some(poster) = &self.poster {
+                let (namer, poster, evictions) = self.naming.ready().await?;
+                namer.name(kill).await;
+                if let Some(poster) = poster {
                     poster.post(kind, kill);
+                }
+                if evictions.is_some() {
+                    self.late_evictions = evictions;
                 }
             }
         }
@@ -364,13 +474,25 @@ impl<W: Write> Pump<W> {
             .map_err(|e| anyhow::anyhow!("cannot write event: {e}"))
     }
 
-    fn reconcile(&mut self) -> Result<()> {
+    /// The node's kill count for the next reconciliation, or `None` to
+    /// force a walk of every cgroup's counter: records were lost since the
+    /// last one, or the count cannot be read.
+    fn node_kills(&mut self) -> Option<u64> {
+        let lost_since = self.lost_reported != self.lost_at_reconcile;
+        self.lost_at_reconcile = self.lost_reported;
+        if lost_since {
+            return None;
+        }
+        oom_probe_cgroupfs::counters::node_oom_kills().ok()
+    }
+
+    fn reconcile(&mut self, node_kills: Option<u64>) -> Result<()> {
         let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
         let node = self.enricher.node().to_string();
         let Some(cgroups) = self.enricher.cgroups() else {
             return Ok(());
         };
-        for missed in self.ledger.reconcile(cgroups, &time, &node) {
+        for missed in self.ledger.reconcile(cgroups, node_kills, &time, &node) {
             self.emit(&Event::OomKillUnobserved(missed))?;
         }
         Ok(())

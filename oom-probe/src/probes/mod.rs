@@ -219,8 +219,13 @@ impl LostCounter {
 /// Loads the object with offsets for this kernel; attaches nothing.
 fn load(ring_buffer_bytes: u32) -> Result<(Ebpf, KernelLayout, Btf)> {
     raise_memlock_limit();
-    let layout = kernel_offsets::resolve(&kernel_offsets::load_vmlinux_btf()?);
-    let btf = Btf::from_sys_fs().context("cannot read kernel BTF for tp_btf/fentry")?;
+    // One read of the kernel's BTF for both parses; the offsets' parse is
+    // dropped before aya's is made, so the two never weigh at once.
+    let bytes = kernel_offsets::read_vmlinux_btf()?;
+    let layout = kernel_offsets::resolve(&kernel_offsets::parse_btf(&bytes)?);
+    let btf = Btf::parse(&bytes, aya::Endianness::default())
+        .context("cannot parse kernel BTF for tp_btf/fentry")?;
+    drop(bytes);
     let ebpf = EbpfLoader::new()
         .btf(Some(&btf))
         .override_global(OFFSETS_GLOBAL, &layout.offsets, true)
