@@ -1,0 +1,453 @@
+//! Reliability under stress (issue 13): the agent SIGKILLed in the middle of
+//! a burst of kills and restarted at once, and state storage that fails
+//! (missing directory, read-only, full, corrupt). The invariant checked
+//! everywhere: for every cgroup, the kills reported plus the kills reported
+//! as `oom_kill_unobserved` equal the kernel's own counter; a kill printed
+//! twice is the same event (same `event_id`) marked `replayed: true`.
+
+use std::{
+    collections::{HashMap, HashSet},
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command},
+    sync::{mpsc, Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+use oom_probe_tests::{
+    free_loopback_addr, history, hog, oom_probe_bin, root_or_skip, spawn_until_ready, MemoryCgroup,
+};
+use serde_json::Value;
+
+const MIB: u64 = 1 << 20;
+
+/// Every JSON line any run of the agent printed, in order, across restarts;
+/// a last line cut by a SIGKILL is counted, not parsed.
+#[derive(Default)]
+struct Printed {
+    events: Vec<Value>,
+    cut_lines: usize,
+}
+
+/// One `oom-probe run` whose stdout goes to a shared [`Printed`].
+struct Agent {
+    child: Child,
+    reader: Option<thread::JoinHandle<()>>,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Agent {
+    fn start(args: &[&str], printed: &Arc<Mutex<Printed>>) -> Agent {
+        Self::start_with_env(args, &[], printed)
+    }
+
+    fn start_with_env(args: &[&str], env: &[(&str, &str)], printed: &Arc<Mutex<Printed>>) -> Agent {
+        let mut command = Command::new(oom_probe_bin());
+        command
+            .args(["run", "--output", "json"])
+            .args(args)
+            .envs(env.iter().copied());
+        let (child, stdout, stderr) = spawn_until_ready(&mut command, true).unwrap();
+        let printed = printed.clone();
+        let reader = thread::spawn(move || {
+            let mut stdout = BufReader::new(stdout);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match stdout.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                let mut printed = printed.lock().unwrap();
+                match serde_json::from_slice::<Value>(&line) {
+                    Ok(event) if line.ends_with(b"\n") => printed.events.push(event),
+                    _ if !line.ends_with(b"\n") => printed.cut_lines += 1,
+                    Err(e) => panic!(
+                        "oom-probe printed a line that is not JSON ({e}): {}",
+                        String::from_utf8_lossy(&line)
+                    ),
+                    Ok(_) => unreachable!(),
+                }
+            }
+        });
+        Agent {
+            child,
+            reader: Some(reader),
+            stderr,
+        }
+    }
+
+    /// SIGKILL, and wait until everything it printed has been read.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.reader.take().unwrap().join().unwrap();
+    }
+
+    /// SIGTERM (a clean stop), and wait until everything is read.
+    fn terminate(mut self) {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        assert!(self.child.wait().unwrap().success());
+        self.reader.take().unwrap().join().unwrap();
+    }
+
+    /// Stderr lines so far.
+    fn stderr_lines(&self) -> Vec<String> {
+        self.stderr.try_iter().collect()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A directory of the test's own, removed at the end.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("oom-probe-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Per cgroup path: the kills printed (distinct event ids) plus the
+/// unobserved counts (distinct event ids). Panics on a repeated id that is
+/// not marked `replayed: true`, or a repeat that differs from the first.
+fn accounted(events: &[Value], paths: &HashSet<String>) -> HashMap<String, u64> {
+    let mut first: HashMap<String, Value> = HashMap::new();
+    let mut counts: HashMap<String, u64> = HashMap::new();
+    for event in events {
+        let (path, count) = match event["type"].as_str() {
+            Some("oom_kill") => (event["victim"]["cgroup_path"].as_str(), 1),
+            Some("oom_kill_unobserved") => (
+                event["cgroup_path"].as_str(),
+                event["count"].as_u64().unwrap(),
+            ),
+            _ => continue,
+        };
+        let Some(path) = path.filter(|p| paths.contains(*p)) else {
+            continue;
+        };
+        let id = event["event_id"].as_str().unwrap_or_default().to_string();
+        assert!(!id.is_empty(), "an event without an id: {event}");
+        match first.get(&id) {
+            Some(earlier) => {
+                assert_eq!(
+                    event["replayed"], true,
+                    "{id} printed twice, the repeat not marked replayed:\n{earlier}\n{event}"
+                );
+                let mut same = event.clone();
+                same["replayed"] = earlier["replayed"].clone();
+                assert_eq!(&same, earlier, "a replay differs from the first print");
+            }
+            None => {
+                first.insert(id, event.clone());
+                *counts.entry(path.to_string()).or_default() += count;
+            }
+        }
+    }
+    counts
+}
+
+/// 500 kills in 50 cgroups (10 rounds, one kill per cgroup per round), the
+/// agent SIGKILLed in the middle of round 3 and again of round 7 and
+/// restarted at once each time: every kill counted exactly once, reported
+/// or unobserved, and the history store holds each event id once.
+#[test]
+fn a_sigkill_mid_burst_twice_loses_no_kill_and_counts_none_twice() {
+    let test = "a_sigkill_mid_burst_twice_loses_no_kill_and_counts_none_twice";
+    if !root_or_skip(test) {
+        return;
+    }
+    const CGROUPS: usize = 50;
+    const ROUNDS: usize = 10;
+    let dir = TempDir::new("burst-crash");
+    let state = dir.0.join("state.json");
+    let store = dir.0.join("history.redb");
+    let (state_arg, store_arg) = (state.to_str().unwrap(), store.to_str().unwrap());
+    let cgroups: Vec<MemoryCgroup> = (0..CGROUPS)
+        .map(|_| MemoryCgroup::create(8 * MIB).unwrap())
+        .collect();
+    let paths: HashSet<String> = cgroups
+        .iter()
+        .map(|c| c.relative_path().to_string())
+        .collect();
+    let printed = Arc::new(Mutex::new(Printed::default()));
+    let start = || {
+        Agent::start(
+            &[
+                "--listen",
+                &free_loopback_addr(),
+                "--state-file",
+                state_arg,
+                "--history-file",
+                store_arg,
+                "--reconcile-interval",
+                "0.3",
+            ],
+            &printed,
+        )
+    };
+    let mut agent = start();
+    // The first reconcile records the baseline (the state file appears).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !state.exists() {
+        assert!(Instant::now() < deadline, "no state file written");
+        thread::sleep(Duration::from_millis(50));
+    }
+    for round in 0..ROUNDS {
+        let mut hogs: Vec<Child> = cgroups
+            .iter()
+            .map(|c| {
+                hog()
+                    .arg("--cgroup")
+                    .arg(c.path())
+                    .args(["--comm", &format!("crash-{round}"), "--mb", "32"])
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        if round == 3 || round == 7 {
+            // Mid-round: some of these kills are done, some are coming.
+            thread::sleep(Duration::from_millis(150));
+            agent.kill();
+            agent = start();
+        }
+        for hog in &mut hogs {
+            hog.wait().unwrap();
+        }
+    }
+    let kernel: HashMap<String, u64> = cgroups
+        .iter()
+        .map(|c| (c.relative_path().to_string(), c.kernel_oom_kills().unwrap()))
+        .collect();
+    let total: u64 = kernel.values().sum();
+    assert_eq!(
+        total,
+        (CGROUPS * ROUNDS) as u64,
+        "every hog OOM-killed once"
+    );
+    // Wait for the reconciliations to account for everything.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let counts = accounted(&printed.lock().unwrap().events, &paths);
+        let short: Vec<_> = kernel
+            .iter()
+            .filter(|(p, k)| counts.get(*p).copied().unwrap_or(0) < **k)
+            .collect();
+        if short.is_empty() || Instant::now() > deadline {
+            break;
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    // One more reconcile period, to catch a late double count.
+    thread::sleep(Duration::from_secs(1));
+    let stderr = agent.stderr_lines();
+    agent.terminate();
+    let printed = printed.lock().unwrap();
+    let counts = accounted(&printed.events, &paths);
+    for (path, kills) in &kernel {
+        assert_eq!(
+            counts.get(path).copied().unwrap_or(0),
+            *kills,
+            "cgroup {path}: reported + unobserved != the kernel's count"
+        );
+    }
+    let mine = |e: &&Value| {
+        let path = e["victim"]["cgroup_path"]
+            .as_str()
+            .or(e["cgroup_path"].as_str());
+        path.is_some_and(|p| paths.contains(p))
+    };
+    let kills = printed
+        .events
+        .iter()
+        .filter(mine)
+        .filter(|e| e["type"] == "oom_kill")
+        .count();
+    let replayed = printed
+        .events
+        .iter()
+        .filter(mine)
+        .filter(|e| e["replayed"] == true)
+        .count();
+    let unobserved: u64 = printed
+        .events
+        .iter()
+        .filter(mine)
+        .filter(|e| e["type"] == "oom_kill_unobserved")
+        .map(|e| e["count"].as_u64().unwrap())
+        .sum();
+    eprintln!(
+        "burst across two SIGKILLs: kernel {total}, oom_kill lines {kills}, unobserved {unobserved}, \
+         replayed lines {replayed}, lines cut by the kill {}",
+        printed.cut_lines
+    );
+    assert!(
+        unobserved > 0 || replayed > 0 || kills == total as usize,
+        "the crashes fell between rounds"
+    );
+    // The history store: each event id once.
+    let stored = history(&["--history-file", store_arg, "--output", "json"]).unwrap();
+    let mut ids = HashSet::new();
+    for line in stored.lines() {
+        let event: Value = serde_json::from_str(line).unwrap();
+        if let Some(id) = event["event_id"].as_str().filter(|id| !id.is_empty()) {
+            assert!(ids.insert(id.to_string()), "{id} stored twice");
+        }
+    }
+    let _ = stderr;
+}
+
+/// The two crash windows of the commit protocol, made certain with
+/// `OOM_PROBE_FAULT`: the agent SIGKILLs itself right after committing a
+/// batch of kills (before printing it), or right after printing it (before
+/// dropping it from the state file); restarted at once, it prints that batch
+/// again marked `replayed: true` with the same ids, and every kill is still
+/// counted once.
+#[test]
+fn a_crash_in_either_commit_window_replays_the_batch_marked_and_counts_it_once() {
+    let test = "a_crash_in_either_commit_window_replays_the_batch_marked_and_counts_it_once";
+    if !root_or_skip(test) {
+        return;
+    }
+    for fault in ["crash-after-commit:2", "crash-after-print:2"] {
+        let dir = TempDir::new("commit-window");
+        let state = dir.0.join("state.json");
+        let store = dir.0.join("history.redb");
+        let (state_arg, store_arg) = (state.to_str().unwrap(), store.to_str().unwrap());
+        let cgroups: Vec<MemoryCgroup> = (0..4)
+            .map(|_| MemoryCgroup::create(8 * MIB).unwrap())
+            .collect();
+        let paths: HashSet<String> = cgroups
+            .iter()
+            .map(|c| c.relative_path().to_string())
+            .collect();
+        let printed = Arc::new(Mutex::new(Printed::default()));
+        let args = [
+            "--listen",
+            "127.0.0.1:0",
+            "--state-file",
+            state_arg,
+            "--history-file",
+            store_arg,
+            "--reconcile-interval",
+            "0.3",
+        ];
+        let mut agent = Agent::start_with_env(&args, &[("OOM_PROBE_FAULT", fault)], &printed);
+        let kill_all = |round: usize| {
+            for c in &cgroups {
+                let status = hog()
+                    .arg("--cgroup")
+                    .arg(c.path())
+                    .args(["--comm", &format!("window-{round}"), "--mb", "32"])
+                    .stdout(std::process::Stdio::null())
+                    .status()
+                    .unwrap();
+                assert_eq!(
+                    std::os::unix::process::ExitStatusExt::signal(&status),
+                    Some(9)
+                );
+            }
+        };
+        // Kills one at a time until the agent crashes itself at its second batch.
+        let mut round = 0;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while agent.child.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "{fault}: the agent never crashed"
+            );
+            kill_all(round);
+            round += 1;
+            thread::sleep(Duration::from_millis(100));
+        }
+        agent.kill();
+        let agent = Agent::start(&args, &printed);
+        kill_all(round);
+        let kernel: HashMap<String, u64> = cgroups
+            .iter()
+            .map(|c| (c.relative_path().to_string(), c.kernel_oom_kills().unwrap()))
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while kernel.iter().any(|(p, k)| {
+            accounted(&printed.lock().unwrap().events, &paths)
+                .get(p)
+                .copied()
+                .unwrap_or(0)
+                < *k
+        }) && Instant::now() < deadline
+        {
+            thread::sleep(Duration::from_millis(200));
+        }
+        thread::sleep(Duration::from_secs(1));
+        agent.terminate();
+        let printed = printed.lock().unwrap();
+        let counts = accounted(&printed.events, &paths);
+        for (path, kills) in &kernel {
+            assert_eq!(
+                counts.get(path).copied().unwrap_or(0),
+                *kills,
+                "{fault}: cgroup {path}: reported + unobserved != the kernel's count"
+            );
+        }
+        let replayed: Vec<&Value> = printed
+            .events
+            .iter()
+            .filter(|e| e["replayed"] == true)
+            .collect();
+        assert!(!replayed.is_empty(), "{fault}: nothing replayed");
+        let ids_before: HashSet<&str> = printed
+            .events
+            .iter()
+            .filter(|e| e["replayed"] == false)
+            .filter_map(|e| e["event_id"].as_str())
+            .collect();
+        let repeats = replayed
+            .iter()
+            .filter(|e| ids_before.contains(e["event_id"].as_str().unwrap()))
+            .count();
+        if fault.starts_with("crash-after-print") {
+            assert_eq!(
+                repeats,
+                replayed.len(),
+                "printed before the crash, so repeats"
+            );
+        } else {
+            assert_eq!(repeats, 0, "never printed before the crash");
+        }
+        let stored = history(&["--history-file", store_arg, "--output", "json"]).unwrap();
+        let mut ids = HashSet::new();
+        for line in stored.lines() {
+            let event: Value = serde_json::from_str(line).unwrap();
+            if let Some(id) = event["event_id"].as_str().filter(|id| !id.is_empty()) {
+                assert!(ids.insert(id.to_string()), "{fault}: {id} stored twice");
+            }
+        }
+        for event in &replayed {
+            assert!(
+                ids.contains(event["event_id"].as_str().unwrap()),
+                "{fault}: replayed but not stored"
+            );
+        }
+        eprintln!(
+            "{fault}: {} replayed line(s), {repeats} of them repeats",
+            replayed.len()
+        );
+    }
+}
