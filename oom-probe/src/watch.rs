@@ -111,24 +111,11 @@ pub async fn watch(options: WatchOptions) -> Result<()> {
     let metrics = Arc::new(Metrics::new(options.metrics_series_ttl));
     // A history store that cannot be opened (a missing or read-only state
     // directory, a full disk, a corrupt file) must not stop the reporting:
-    // say so, go on, and count every event it could not keep.
-    let history = match &options.history {
-        Some(path) => match History::open(path, options.history_limits) {
-            Ok(history) => {
-                tracing::info!("keeping every event in {}", path.display());
-                Some(Ok(history))
-            }
-            Err(err) => {
-                tracing::error!(
-                    "cannot open the history store {}: {err:#}; events are still reported, \
-                     and counted in oom_probe_history_write_failures_total",
-                    path.display()
-                );
-                Some(Err(()))
-            }
-        },
-        None => None,
-    };
+    // say so, go on, count every event it could not keep, and try again.
+    let history = options
+        .history
+        .as_ref()
+        .map(|path| HistorySlot::open(path.clone(), options.history_limits));
     let ready = Arc::new(AtomicBool::new(false));
     if let Some(addr) = options.listen {
         let listener = http::bind(addr).await?;
@@ -287,9 +274,8 @@ struct Pump<W: Write> {
     poster: Option<EventPoster>,
     enricher: Enricher,
     ledger: KillLedger,
-    /// `None`: no history wanted; `Some(Err)`: wanted, but it could not be
-    /// opened (every event is then counted as not kept).
-    history: Option<Result<History, ()>>,
+    /// `None`: no history wanted.
+    history: Option<HistorySlot>,
     kills: u64,
     undecodable: u64,
     lost_reported: u64,
@@ -398,13 +384,13 @@ impl<W: Write> Pump<W> {
 
     /// Says when state-file writes start failing (once) and when they work
     /// again, and counts every failed write.
-    fn state_written(&mut self, result: Result<()>) {
+    fn state_written(&mut self, result: Result<bool>) {
         match result {
-            Ok(()) if self.state_failing => {
+            Ok(true) if self.state_failing => {
                 self.state_failing = false;
                 tracing::info!("the state file is written again");
             }
-            Ok(()) => {}
+            Ok(_) => {}
             Err(err) => {
                 self.metrics.add_state_write_failure();
                 if !std::mem::replace(&mut self.state_failing, true) {
@@ -434,7 +420,7 @@ impl<W: Write> Pump<W> {
         for event in &mut events {
             event.mark_replayed();
         }
-        if let Some(Ok(history)) = &self.history {
+        if let Some(history) = self.history.as_ref().and_then(|h| h.store.as_ref()) {
             let ids: Vec<&str> = events.iter().filter_map(Event::event_id).collect();
             let stored = history.stored_ids(&ids).unwrap_or_else(|err| {
                 tracing::error!("cannot search the history store: {err}");
@@ -470,19 +456,14 @@ impl<W: Write> Pump<W> {
     /// that what the stream showed is in the store. A failed commit is
     /// logged and the events are still printed: the stream comes first.
     fn keep(&mut self, events: &[Event]) {
-        let Some(history) = &self.history else { return };
+        let Some(history) = &mut self.history else {
+            return;
+        };
         if events.is_empty() {
             return;
         }
-        let not_kept = events.len() as u64;
-        match history {
-            Ok(history) => {
-                if let Err(err) = history.append(events) {
-                    tracing::error!("{not_kept} event(s) not kept in the history store: {err}");
-                    self.metrics.add_history_write_failures(not_kept);
-                }
-            }
-            Err(()) => self.metrics.add_history_write_failures(not_kept),
+        if !history.append(events) {
+            self.metrics.add_history_write_failures(events.len() as u64);
         }
     }
 
@@ -526,6 +507,80 @@ impl<W: Write> Pump<W> {
             }
             Ok(_) => {}
             Err(err) => tracing::warn!("cannot read the lost-record counter: {err}"),
+        }
+    }
+}
+
+/// The history store, or why it is not there now. A store that failed (it
+/// could not be opened, or a commit failed: redb then refuses every
+/// transaction until reopened) is reopened at the next batch, at most every
+/// [`HistorySlot::RETRY`]; the first failure of a streak is logged, and its
+/// end.
+struct HistorySlot {
+    path: PathBuf,
+    limits: HistoryLimits,
+    store: Option<History>,
+    failing: bool,
+    last_try: std::time::Instant,
+}
+
+impl HistorySlot {
+    const RETRY: Duration = Duration::from_secs(5);
+
+    fn open(path: PathBuf, limits: HistoryLimits) -> Self {
+        let mut slot = Self {
+            path,
+            limits,
+            store: None,
+            failing: false,
+            last_try: std::time::Instant::now(),
+        };
+        slot.try_open();
+        if slot.store.is_some() {
+            tracing::info!("keeping every event in {}", slot.path.display());
+        }
+        slot
+    }
+
+    fn try_open(&mut self) {
+        self.last_try = std::time::Instant::now();
+        match History::open(&self.path, self.limits) {
+            Ok(store) => self.store = Some(store),
+            Err(err) => self.failed(&err),
+        }
+    }
+
+    fn failed(&mut self, err: &dyn std::fmt::Display) {
+        if !std::mem::replace(&mut self.failing, true) {
+            tracing::error!(
+                "{err:#}; events are still reported, and counted in \
+                 oom_probe_history_write_failures_total until the store works again"
+            );
+        }
+    }
+
+    /// Stores `events`; false when they could not be kept.
+    fn append(&mut self, events: &[Event]) -> bool {
+        if self.store.is_none() && self.last_try.elapsed() >= Self::RETRY {
+            self.try_open();
+        }
+        let Some(store) = &self.store else {
+            return false;
+        };
+        match store.append(events) {
+            Ok(()) => {
+                if std::mem::take(&mut self.failing) {
+                    tracing::info!("the history store {} works again", self.path.display());
+                }
+                true
+            }
+            Err(err) => {
+                // Closed now, reopened at a later batch.
+                self.store = None;
+                self.last_try = std::time::Instant::now();
+                self.failed(&err);
+                false
+            }
         }
     }
 }

@@ -121,11 +121,12 @@ impl KillLedger {
     /// Writes the counts accounted for so far together with `events`, the
     /// batch about to be printed: once per batch, not once per kill (a
     /// burst of 500 is a few writes). Nothing is written when nothing
-    /// changed. Errors: the state file could not be written (the events are
-    /// still printed; the caller counts the failure).
-    pub fn commit(&mut self, events: &[Event]) -> Result<()> {
+    /// changed. Returns whether the file was written. Errors: the state
+    /// file could not be written (the events are still printed; the caller
+    /// counts the failure).
+    pub fn commit(&mut self, events: &[Event]) -> Result<bool> {
         if !self.dirty && events.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         self.state.pending = events.to_vec();
         self.dirty = false;
@@ -133,19 +134,21 @@ impl KillLedger {
     }
 
     /// The committed batch has been printed: drops it from the state file.
-    pub fn printed(&mut self) -> Result<()> {
+    /// Returns whether the file was written.
+    pub fn printed(&mut self) -> Result<bool> {
         if self.state.pending.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         self.state.pending.clear();
         self.write()
     }
 
-    fn write(&mut self) -> Result<()> {
+    fn write(&mut self) -> Result<bool> {
         let Some(path) = &self.state_file else {
-            return Ok(());
+            return Ok(false);
         };
-        write_state(path, &self.state).with_context(|| format!("state file {}", path.display()))
+        write_state(path, &self.state).with_context(|| format!("state file {}", path.display()))?;
+        Ok(true)
     }
 
     /// Reads every cgroup's kill counter (refreshing the cgroup names first).
