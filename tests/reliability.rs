@@ -684,3 +684,306 @@ fn failing_state_storage_costs_no_kill_says_so_and_is_counted() {
     );
     agent.terminate();
 }
+
+/// Memory cgroups laid out as the kubelet lays out containers
+/// (`kubepods/burstable/pod<uid>/<container id>`), below a test cgroup of
+/// our own; each container cgroup is limited to 8 MiB.
+struct FakePods {
+    containers: Vec<(String, String, MemoryCgroup)>,
+    _parents: Vec<MemoryCgroup>,
+}
+
+impl FakePods {
+    /// `uids[i]` gets one container with id `ids[i]`.
+    fn new(uids: &[String], ids: &[String]) -> Self {
+        let root = MemoryCgroup::create(512 * MIB).unwrap();
+        let kubepods = root.create_child_named("kubepods", None).unwrap();
+        let burstable = kubepods.create_child_named("burstable", None).unwrap();
+        let mut parents = Vec::new();
+        let mut containers = Vec::new();
+        for (uid, id) in uids.iter().zip(ids) {
+            let pod = burstable
+                .create_child_named(&format!("pod{uid}"), None)
+                .unwrap();
+            let container = pod.create_child_named(id, Some(8 * MIB)).unwrap();
+            containers.push((uid.clone(), id.clone(), container));
+            parents.push(pod);
+        }
+        // Dropped children first: containers, pods, then the rest.
+        parents.reverse();
+        parents.extend([burstable, kubepods, root]);
+        Self {
+            containers,
+            _parents: parents,
+        }
+    }
+}
+
+impl Drop for FakePods {
+    fn drop(&mut self) {
+        self.containers.clear();
+    }
+}
+
+/// Kills one process in `cgroup` (by the kernel) with this comm.
+fn kill_in(cgroup: &std::path::Path, comm: &str) {
+    kill_in_with(cgroup, comm, 32);
+}
+
+/// [`kill_in`] with the hog allocating `mb` MiB (more than the limit).
+fn kill_in_with(cgroup: &std::path::Path, comm: &str, mb: u32) {
+    let status = hog()
+        .arg("--cgroup")
+        .arg(cgroup)
+        .args(["--comm", comm, "--mb", &mb.to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
+}
+
+/// The event of the kill with this comm, waiting up to a minute.
+fn event_of(printed: &Arc<Mutex<Printed>>, comm: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(event) = printed
+            .lock()
+            .unwrap()
+            .events
+            .iter()
+            .find(|e| e["victim"]["comm"] == comm)
+        {
+            return event.clone();
+        }
+        assert!(Instant::now() < deadline, "{comm}: no event");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A container runtime that accepts connections and never answers (a
+/// SIGSTOPped containerd): a burst of kills in 10 containers it was never
+/// asked about all come out while it is frozen, named from their cgroup
+/// paths, each failed lookup counted; the runtime is asked once, then not
+/// for 5 s; once it is back, a kill in its real container is named.
+#[test]
+fn a_hung_container_runtime_holds_no_event_back_and_names_come_back() {
+    let test = "a_hung_container_runtime_holds_no_event_back_and_names_come_back";
+    if !root_or_skip(test) || !oom_probe_tests::host_only(test, "needs containerd and runc") {
+        return;
+    }
+    let containerd = oom_probe_tests::containerd::Containerd::start().unwrap();
+    let pod = containerd.run_pod("cri-hang").unwrap();
+    let real = pod.start_container("app", 64 * MIB, &["--pause"]).unwrap();
+    let uids: Vec<String> = (0..10)
+        .map(|i| format!("0000000{i}-1111-2222-3333-444444444444"))
+        .collect();
+    let ids: Vec<String> = (0..10).map(|i| format!("{i}e").repeat(32)).collect();
+    let pods = FakePods::new(&uids, &ids);
+    let dir = TempDir::new("cri-hang");
+    let addr = free_loopback_addr();
+    let printed = Arc::new(Mutex::new(Printed::default()));
+    let socket = containerd.socket().to_str().unwrap().to_string();
+    let state = dir.0.join("state.json");
+    let agent = Agent::start(
+        &[
+            "--listen",
+            &addr,
+            "--cri-socket",
+            &socket,
+            "--state-file",
+            state.to_str().unwrap(),
+            "--no-history",
+        ],
+        &printed,
+    );
+
+    let frozen = containerd.freeze();
+    let started = Instant::now();
+    let mut hogs = Vec::new();
+    for (i, (_, _, cgroup)) in pods.containers.iter().enumerate() {
+        hogs.push(
+            hog()
+                .arg("--cgroup")
+                .arg(cgroup.path())
+                .args(["--comm", &format!("cri-hang-{i}"), "--mb", "32"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    for mut hog in hogs {
+        hog.wait().unwrap();
+    }
+    for (i, (uid, id, _)) in pods.containers.iter().enumerate() {
+        let event = event_of(&printed, &format!("cri-hang-{i}"));
+        assert_eq!(event["kubernetes"]["pod_uid"], uid.as_str(), "{event:#}");
+        assert_eq!(
+            event["kubernetes"]["container_id"],
+            id.as_str(),
+            "{event:#}"
+        );
+        assert!(event["kubernetes"]["pod"].is_null(), "{event:#}");
+    }
+    let all_out = started.elapsed();
+    let failures = metric(&addr, "oom_probe_enrichment_failures_total");
+    eprintln!(
+        "hung runtime: 10 kills in 10 containers, all events out {} ms after the first \
+         kill started, {failures} failed lookups counted",
+        all_out.as_millis()
+    );
+    assert!(failures >= 10.0, "every lookup that failed is counted");
+    drop(frozen);
+
+    // Back: after the pause, a kill in the real container is named.
+    thread::sleep(Duration::from_secs(6));
+    let root = pods.containers[0]
+        .2
+        .path()
+        .to_str()
+        .unwrap()
+        .strip_suffix(pods.containers[0].2.relative_path())
+        .unwrap()
+        .to_string();
+    let real_cgroup = PathBuf::from(format!("{root}{}", real.cgroup_path()));
+    kill_in_with(&real_cgroup, "cri-back", 256);
+    let event = event_of(&printed, "cri-back");
+    assert_eq!(event["kubernetes"]["container"], "app", "{event:#}");
+    assert_eq!(event["kubernetes"]["pod"], pod.name(), "{event:#}");
+    agent.terminate();
+}
+
+/// An API server that returns 500 for a while, then hangs (requests held
+/// unanswered, the watch silent): kills in pods it has not told about come
+/// out at once, unnamed, counted; kills in pods already in the store are
+/// named from memory; when the server is back, the names fill in.
+#[test]
+fn an_api_server_that_fails_or_hangs_holds_no_event_back_and_names_come_back() {
+    let test = "an_api_server_that_fails_or_hangs_holds_no_event_back_and_names_come_back";
+    if !root_or_skip(test) {
+        return;
+    }
+    use oom_probe_tests::apiserver::{pod, ApiServer};
+    const NODE: &str = "node-reliability";
+    let uids: Vec<String> = (1..=3)
+        .map(|i| format!("{i}{i}{i}{i}{i}{i}{i}{i}-aaaa-bbbb-cccc-dddddddddddd"))
+        .collect();
+    let ids: Vec<String> = (1..=3).map(|i| format!("{i}a").repeat(32)).collect();
+    let api_pod = |i: usize| {
+        let mut p = pod("shop", &format!("web-{i}"), &uids[i], NODE);
+        p["spec"]["containers"] = serde_json::json!([{"name": "app", "image": "shop/web"}]);
+        p["status"]["containerStatuses"] = serde_json::json!([{
+            "name": "app", "containerID": format!("containerd://{}", ids[i]),
+            "image": "shop/web", "imageID": "", "ready": true, "restartCount": 0,
+            "state": {"running": {}},
+        }]);
+        p
+    };
+    let server = ApiServer::start().unwrap();
+    server.apply_pod(api_pod(0));
+    let pods = FakePods::new(&uids, &ids);
+    let cgroup = |i: usize| pods.containers[i].2.path().to_path_buf();
+    let dir = TempDir::new("api-hang");
+    let addr = free_loopback_addr();
+    let printed = Arc::new(Mutex::new(Printed::default()));
+    let state = dir.0.join("state.json");
+    let agent = Agent::start(
+        &[
+            "--listen",
+            &addr,
+            "--kubeconfig",
+            server.kubeconfig().to_str().unwrap(),
+            "--node-name",
+            NODE,
+            "--state-file",
+            state.to_str().unwrap(),
+            "--no-history",
+        ],
+        &printed,
+    );
+    let named = |comm: &str, want: &str| {
+        let event = event_of(&printed, comm);
+        assert_eq!(event["kubernetes"]["pod"], want, "{comm}: {event:#}");
+    };
+    // Healthy: wait for the store, then a kill is named.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        kill_in(&cgroup(0), "api-ok");
+        if event_of(&printed, "api-ok")["kubernetes"]["pod"] == "web-0" {
+            break;
+        }
+        printed
+            .lock()
+            .unwrap()
+            .events
+            .retain(|e| e["victim"]["comm"] != "api-ok");
+        assert!(Instant::now() < deadline, "never named while healthy");
+        thread::sleep(Duration::from_millis(500));
+    }
+
+    // 500s: a new pod is not heard of; its kill comes out unnamed, counted.
+    let before = metric(&addr, "oom_probe_enrichment_failures_total");
+    server.fail_requests(Some(500));
+    server.apply_pod(api_pod(1));
+    kill_in(&cgroup(1), "api-500");
+    let event = event_of(&printed, "api-500");
+    assert!(event["kubernetes"]["pod"].is_null(), "{event:#}");
+    assert_eq!(event["kubernetes"]["pod_uid"], uids[1].as_str());
+    kill_in(&cgroup(0), "api-500-known");
+    named("api-500-known", "web-0");
+    assert!(metric(&addr, "oom_probe_enrichment_failures_total") > before);
+    thread::sleep(Duration::from_secs(3));
+    server.fail_requests(None);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut round = 0;
+    loop {
+        let comm = format!("api-back-{round}");
+        kill_in(&cgroup(1), &comm);
+        if event_of(&printed, &comm)["kubernetes"]["pod"] == "web-1" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "names never came back after the 500s"
+        );
+        round += 1;
+        thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!("after the 500s, names came back at kill {round}");
+
+    // Hung: requests held, the watch silent.
+    server.hang_requests(true);
+    server.apply_pod(api_pod(2));
+    let before = metric(&addr, "oom_probe_enrichment_failures_total");
+    let started = Instant::now();
+    kill_in(&cgroup(2), "api-hang");
+    let event = event_of(&printed, "api-hang");
+    let took = started.elapsed();
+    assert!(event["kubernetes"]["pod"].is_null(), "{event:#}");
+    kill_in(&cgroup(0), "api-hang-known");
+    named("api-hang-known", "web-0");
+    assert!(metric(&addr, "oom_probe_enrichment_failures_total") > before);
+    eprintln!("hung API server: kill to event {} ms", took.as_millis());
+    thread::sleep(Duration::from_secs(3));
+    server.hang_requests(false);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut round = 0;
+    loop {
+        let comm = format!("api-unhung-{round}");
+        kill_in(&cgroup(2), &comm);
+        if event_of(&printed, &comm)["kubernetes"]["pod"] == "web-2" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "names never came back after the hang"
+        );
+        round += 1;
+        thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!("after the hang, names came back at kill {round}");
+    agent.terminate();
+}
