@@ -46,6 +46,9 @@ pub struct KillLedger {
     /// Kills accounted for since the state file was last written.
     dirty: bool,
     boot: String,
+    /// Cgroups with a kill accounted for since the last reconcile: kept even
+    /// when the snapshot does not know them yet (made after it was taken).
+    recent: std::collections::HashSet<u64>,
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -100,6 +103,7 @@ impl KillLedger {
             has_baseline,
             dirty: false,
             boot: short_boot_id(),
+            recent: Default::default(),
         }
     }
 
@@ -115,6 +119,7 @@ impl KillLedger {
     /// [`commit`]: KillLedger::commit
     pub fn observed(&mut self, cgroup_id: u64) {
         *self.state.accounted.entry(cgroup_id).or_default() += 1;
+        self.recent.insert(cgroup_id);
         self.dirty = true;
     }
 
@@ -191,8 +196,10 @@ impl KillLedger {
             }
         }
         // Keep the larger of the two: a kill reported but not yet counted by
-        // the kernel stays accounted for. Removed cgroups are forgotten.
-        self.state.accounted = seen
+        // the kernel stays accounted for. Removed cgroups are forgotten, but
+        // not one with a kill since the last reconcile that the snapshot
+        // missed (made between the snapshot and the drain).
+        let mut accounted: HashMap<u64, u64> = seen
             .into_iter()
             .map(|(id, count)| {
                 (
@@ -201,6 +208,12 @@ impl KillLedger {
                 )
             })
             .collect();
+        for id in self.recent.drain() {
+            if let Some(&kept) = self.state.accounted.get(&id) {
+                accounted.entry(id).or_insert(kept);
+            }
+        }
+        self.state.accounted = accounted;
         self.has_baseline = true;
         self.dirty = true;
         unobserved
@@ -371,6 +384,24 @@ mod tests {
         assert_eq!(
             missed[0].event_id,
             format!("{}-unobserved-{pod}-3-5", short_boot_id())
+        );
+    }
+
+    #[test]
+    fn a_kill_in_a_cgroup_made_after_the_snapshot_is_not_counted_twice() {
+        let cgroups = FakeCgroups::new("late");
+        cgroups.set_kills("old", 0);
+        let mut resolver = CgroupResolver::new(&cgroups.0);
+        let mut ledger = KillLedger::load(None);
+        reconcile(&mut ledger, &mut resolver);
+        let counts = KillLedger::snapshot(&mut resolver);
+        // Made, and its kill drained, after the snapshot.
+        let new = cgroups.set_kills("new", 1);
+        ledger.observed(new);
+        assert!(ledger.reconcile(counts, "t", "n").is_empty());
+        assert!(
+            reconcile(&mut ledger, &mut resolver).is_empty(),
+            "never twice"
         );
     }
 
