@@ -274,10 +274,20 @@ pub fn run(args: &SoakArgs) -> Result<()> {
             .collect::<Vec<_>>()
             .join(" ")
     );
+    println!(
+        "kills missing {missing}, counted twice {counted_twice}; records the agent reported \
+         lost (ring buffer full): {}",
+        lost.map_or("?".to_string(), |l| l.to_string())
+    );
     println!("written to {}", args.json.display());
+    // Strict: a kill whose record was lost in a cgroup removed before the
+    // next reconcile is counted (lost records) but not per cgroup; the soak
+    // wants every cgroup exact.
     if !mismatched.is_empty() || !seen.duplicates.is_empty() {
         bail!(
-            "kills lost or counted twice: {mismatched:?} {:?}",
+            "kills lost or counted twice in {} cgroup(s) (missing {missing}, twice \
+             {counted_twice}, lost records {lost:?}); unmarked duplicates {:?}",
+            mismatched.len(),
             seen.duplicates
         );
     }
