@@ -24,6 +24,7 @@ use crate::{
         events::EventPoster,
         names::{self as kubernetes, Namer, SourceOptions},
     },
+    pressure::{Change, PressureOptions, PressureWatcher},
     probes::{DecisionHook, LostCounter, Probes, VictimHook},
     sink::{
         history::{History, HistoryLimits},
@@ -71,6 +72,8 @@ pub struct WatchOptions {
     pub history: Option<PathBuf>,
     /// How much the history store keeps.
     pub history_limits: HistoryLimits,
+    /// `memory_pressure` watching; `None` with `--no-pressure`.
+    pub pressure: Option<PressureOptions>,
 }
 
 /// `--namespace`, `--pod`, `--container`: which kills a person wants to see,
@@ -91,6 +94,8 @@ impl Filter {
         let k8s = match event {
             Event::OomKill(kill) | Event::UserspaceKill(kill) => kill.kubernetes.as_ref(),
             Event::Eviction(eviction) => Some(&eviction.kubernetes),
+            Event::MemoryPressure(p) => p.kubernetes.as_ref(),
+            Event::MemoryPressureEnd(p) => p.kubernetes.as_ref(),
             Event::OomKillUnobserved(_) => None,
         };
         let Some(k8s) = k8s else { return false };
@@ -147,6 +152,37 @@ pub async fn watch(options: WatchOptions) -> Result<()> {
         None => Hierarchies::discover()?,
     };
     let memcg_paths = hierarchies.memory_root().map(CgroupResolver::new);
+    let pressure = match (&options.pressure, hierarchies.memory_root()) {
+        (Some(pressure), Some(root)) => {
+            let procfs = options.procfs.clone().unwrap_or_else(|| "/proc".into());
+            let v2 = crate::pressure::memory_hierarchy(root);
+            match PressureWatcher::new(
+                pressure.clone(),
+                options.node.clone(),
+                root.to_path_buf(),
+                v2,
+                procfs,
+            ) {
+                Ok(watcher) => {
+                    tracing::info!(
+                        "watching memory pressure of {} cgroup(s) and the node (cgroup {})",
+                        watcher.watched(),
+                        if v2 {
+                            "v2, PSI triggers"
+                        } else {
+                            "v1, memory.pressure_level"
+                        }
+                    );
+                    Some(watcher)
+                }
+                Err(err) => {
+                    tracing::warn!("memory pressure is not watched ({err})");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     let api = kubernetes::api_client(&options.sources).await;
     let poster = api
         .clone()
@@ -178,6 +214,7 @@ pub async fn watch(options: WatchOptions) -> Result<()> {
         enricher,
         ledger: KillLedger::load(options.state_file.clone()),
         history,
+        pressure,
         kills: 0,
         undecodable: 0,
         lost_reported: 0,
@@ -198,7 +235,16 @@ pub async fn watch(options: WatchOptions) -> Result<()> {
                 let event = Event::Eviction(Box::new(kubernetes::eviction_event(eviction, &options.node)));
                 pump.emit(&event)?;
             }
-            _ = lost_tick.tick() => pump.report_lost(&lost),
+            changes = next_pressure(&mut pump.pressure) => pump.emit_pressure(changes).await?,
+            _ = lost_tick.tick() => {
+                pump.report_lost(&lost);
+                let mut changes = Vec::new();
+                if let Some(pressure) = &mut pump.pressure {
+                    changes.extend(pressure.tick());
+                    changes.extend(pressure.rescan_if_due());
+                }
+                pump.emit_pressure(changes).await?;
+            }
             _ = reconcile_tick.tick() => {
                 // Drain first: a kill the kernel has counted is already in the buffer.
                 let events = pump.drain(ring.get_mut());
@@ -220,6 +266,14 @@ pub async fn watch(options: WatchOptions) -> Result<()> {
         pump.undecodable
     );
     Ok(())
+}
+
+/// The next pressure notifications, or never when pressure is not watched.
+async fn next_pressure(pressure: &mut Option<PressureWatcher>) -> Vec<Change> {
+    match pressure {
+        Some(watcher) => watcher.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The next eviction, or never when no API server is in use.
@@ -279,6 +333,7 @@ struct Pump<W: Write> {
     /// `None`: no history wanted; `Some(Err)`: wanted, but it could not be
     /// opened (every event is then counted as not kept).
     history: Option<Result<History, ()>>,
+    pressure: Option<PressureWatcher>,
     kills: u64,
     undecodable: u64,
     lost_reported: u64,
@@ -306,6 +361,14 @@ impl<W: Write> Pump<W> {
     async fn emit_all(&mut self, mut events: Vec<Event>) -> Result<()> {
         for event in &mut events {
             if let Some((kind, kill)) = event.as_kill_mut() {
+                if let Some(pressure) = &self.pressure {
+                    let path = kill
+                        .oom_memcg
+                        .as_ref()
+                        .and_then(|m| m.path.as_deref())
+                        .or(kill.victim.cgroup_path.as_deref());
+                    kill.pressure_before = path.and_then(|p| pressure.before_kill(p));
+                }
                 self.namer.name(kill).await;
                 if let Some(poster) = &self.poster {
                     poster.post(kind, kill);
@@ -317,6 +380,33 @@ impl<W: Write> Pump<W> {
             self.write(event)?;
         }
         self.ledger.save();
+        Ok(())
+    }
+
+    /// Names, stores and writes `memory_pressure` and `memory_pressure_end`.
+    async fn emit_pressure(&mut self, changes: Vec<Change>) -> Result<()> {
+        let mut events = Vec::with_capacity(changes.len());
+        for change in changes {
+            events.push(match change {
+                Change::Pressure(mut event) => {
+                    if let Some(k8s) = event.kubernetes.as_mut() {
+                        self.namer.name_kubernetes(k8s).await;
+                    }
+                    event.explanation = crate::pressure::explain_pressure(&event);
+                    Event::MemoryPressure(Box::new(event))
+                }
+                Change::End(mut event) => {
+                    if let Some(k8s) = event.kubernetes.as_mut() {
+                        self.namer.name_kubernetes(k8s).await;
+                    }
+                    Event::MemoryPressureEnd(Box::new(event))
+                }
+            });
+        }
+        self.keep(&events);
+        for event in &events {
+            self.write(event)?;
+        }
         Ok(())
     }
 

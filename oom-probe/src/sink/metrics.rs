@@ -14,7 +14,26 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::event::{Constraint, Event};
+use crate::event::{Constraint, Event, Kubernetes, PressureScope};
+
+fn pressure_labels(
+    scope: PressureScope,
+    k8s: Option<&Kubernetes>,
+    cgroup: &Option<String>,
+) -> PressureLabels {
+    let text = |value: Option<&String>| value.cloned().unwrap_or_default();
+    PressureLabels {
+        scope: match scope {
+            PressureScope::Cgroup => "cgroup",
+            PressureScope::Node => "node",
+        }
+        .into(),
+        namespace: text(k8s.and_then(|k| k.namespace.as_ref())),
+        pod: text(k8s.and_then(|k| k.pod.as_ref())),
+        container: text(k8s.and_then(|k| k.container.as_ref())),
+        cgroup: cgroup.clone().unwrap_or_default(),
+    }
+}
 
 /// Labels of `oom_probe_kills_total`: who was killed and how.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -26,6 +45,18 @@ pub struct KillLabels {
     pub silent: String,
 }
 
+/// Labels of `oom_probe_memory_pressure`: the cgroup under pressure and
+/// its pod and container (empty outside Kubernetes; all empty, with
+/// `scope="node"`, for the node).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PressureLabels {
+    pub scope: String,
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    pub cgroup: String,
+}
+
 /// Every metric oom-probe exports.
 pub struct Metrics {
     registry: Registry,
@@ -34,6 +65,9 @@ pub struct Metrics {
     lost: Counter,
     enrichment_failures: Counter,
     history_write_failures: Counter,
+    /// 1 while a cgroup (or the node) is under memory pressure; the series
+    /// leaves when it clears.
+    pressure: Family<PressureLabels, Gauge>,
     /// Unix time of each kill series' last kill: an alert on it fires for
     /// a container's first kill too, which `increase()` over a counter
     /// created at that kill cannot see.
@@ -78,6 +112,12 @@ impl Metrics {
             "Events the history store could not keep (it could not be opened, or a commit failed); they were still emitted",
             history_write_failures.clone(),
         );
+        let pressure = Family::<PressureLabels, Gauge>::default();
+        registry.register(
+            "memory_pressure",
+            "1 while the cgroup (or the node) is at its limit and struggling to reclaim (a memory_pressure event); gone when it clears",
+            pressure.clone(),
+        );
         let last_kill = Family::<KillLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "last_kill_timestamp_seconds",
@@ -100,6 +140,7 @@ impl Metrics {
             lost,
             enrichment_failures,
             history_write_failures,
+            pressure,
             last_kill,
             last_moved: Mutex::new(HashMap::new()),
             series_ttl,
@@ -138,6 +179,14 @@ impl Metrics {
                 self.unobserved.inc_by(missed.count);
             }
             Event::Eviction(_) => {}
+            Event::MemoryPressure(p) => {
+                let labels = pressure_labels(p.scope, p.kubernetes.as_ref(), &p.cgroup_path);
+                self.pressure.get_or_create(&labels).set(1);
+            }
+            Event::MemoryPressureEnd(p) => {
+                let labels = pressure_labels(p.scope, p.kubernetes.as_ref(), &p.cgroup_path);
+                self.pressure.remove(&labels);
+            }
         }
     }
 
