@@ -235,10 +235,11 @@ fn reclaim(args: &Args, dir: &str) -> ! {
             }
         }
     }
+    // Free the anonymous memory first: deleting files needs some.
+    drop(std::hint::black_box(anon));
     for file in &files {
         let _ = std::fs::remove_file(file);
     }
-    std::hint::black_box(&anon);
     if args.then_oom {
         allocate(1 << 20);
     }

@@ -162,11 +162,30 @@ pub fn usage_and_limit(dir: &Path, v2: bool) -> Memcg {
     }
 }
 
-/// How often the cgroup hit its limit so far: v1 `memory.failcnt`, v2
-/// `memory.events` `max` plus `high`. `None` when the cgroup is gone.
+/// True when the usage is within `max(2 MiB, limit / 64)` of the limit:
+/// where charges fail and reclaim runs (a charge batch is 64 pages; the
+/// slack covers per-CPU stock and the kernel's lazy counters).
+pub trait AtLimit {
+    fn at_limit(&self) -> bool;
+}
+
+impl AtLimit for Memcg {
+    fn at_limit(&self) -> bool {
+        match (self.usage_bytes, self.limit_bytes) {
+            (Some(usage), Some(limit)) => usage + (2 << 20).max(limit / 64) >= limit,
+            _ => false,
+        }
+    }
+}
+
+/// How often the cgroup hit its limit so far: v1 `memory.failcnt` plus
+/// `memory.memsw.failcnt` (with swap accounting a charge that fails on the
+/// memory+swap limit counts only there), v2 `memory.events` `max` plus
+/// `high`. `None` when the cgroup is gone.
 pub fn limit_hits(dir: &Path, v2: bool) -> Option<u64> {
     if !v2 {
-        return read_u64(&dir.join("memory.failcnt"));
+        let memsw = read_u64(&dir.join("memory.memsw.failcnt")).unwrap_or(0);
+        return read_u64(&dir.join("memory.failcnt")).map(|hits| hits + memsw);
     }
     let text = fs::read_to_string(dir.join("memory.events")).ok()?;
     Some(

@@ -32,7 +32,7 @@ use crate::{
     event::{PressureBefore, PressureEndEvent, PressureEvent, PressureScope, PressureSource, Psi},
 };
 
-use cgroupfs::Notifier;
+use cgroupfs::{AtLimit, Notifier};
 
 /// How many processes a `memory_pressure` event lists.
 pub const TOP_TASKS: usize = 5;
@@ -510,6 +510,13 @@ impl PressureWatcher {
             }
             if hits.is_some() {
                 watched.last_hits = hits;
+            }
+            // The counters miss some limit hits (a v1 cgroup whose
+            // memory+swap limit equals its memory limit fails its charges
+            // without counting them on 6.x kernels): a notification with the
+            // usage within a charge batch of the limit counts too.
+            if pressure && cgroupfs::usage_and_limit(&watched.dir, v2).at_limit() {
+                watched.last_rise = Some(now);
             }
         }
         watched.sample_usage(now, v2);
