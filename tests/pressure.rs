@@ -303,3 +303,55 @@ fn a_kill_after_pressure_carries_pressure_before() {
         assert!(before["peak_psi_some_avg10"].is_null(), "{before:#}");
     }
 }
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Waits (up to 30 s: the watcher looks for cgroups every 5 s) until
+/// `pid` has `want` open fds; returns the last count.
+fn wait_for_fds(pid: u32, want: usize) -> usize {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = open_fds(pid);
+        if now == want || std::time::Instant::now() > deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn cgroups_made_later_are_watched_and_removed_ones_give_their_fds_back() {
+    let test = "cgroups_made_later_are_watched_and_removed_ones_give_their_fds_back";
+    if !root_or_skip(test) {
+        return;
+    }
+    let parent = MemoryCgroup::create(4 * LIMIT).expect("create the parent");
+    if !pressure_available(test, &parent) {
+        return;
+    }
+    // The parent itself is not a leaf once it has children; with none yet
+    // it is watched.
+    let watcher = Watcher::start(&pressure_args(&[parent.relative_path()])).expect("start");
+    let pid = watcher.pid();
+    std::thread::sleep(Duration::from_secs(1));
+    let base = open_fds(pid);
+    let children: Vec<MemoryCgroup> = (0..3)
+        .map(|_| parent.create_child(Some(LIMIT)).expect("create a child"))
+        .collect();
+    // Three new leaves watched (one notification fd each), the parent no
+    // longer a leaf (its fd closed).
+    let watching = wait_for_fds(pid, base + 2);
+    assert_eq!(
+        watching,
+        base + 2,
+        "fds after 3 cgroups appeared (base {base})"
+    );
+    drop(children);
+    // The children gone, the parent is a leaf again.
+    let after = wait_for_fds(pid, base);
+    assert_eq!(after, base, "fds after the cgroups were removed");
+}

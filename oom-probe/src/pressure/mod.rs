@@ -288,7 +288,11 @@ impl PressureWatcher {
                     }
                 }
             }
-            if relative == "/" || !cgroupfs::has_limit(&dir, self.v2) {
+            if relative == "/" {
+                continue;
+            }
+            // A watched cgroup had its limit checked already (no read).
+            if !self.by_path.contains_key(&relative) && !cgroupfs::has_limit(&dir, self.v2) {
                 continue;
             }
             let wanted = if self.options.cgroups.is_empty() {
