@@ -279,6 +279,62 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_pressure_series_is_1_while_it_lasts_and_leaves_with_its_end() {
+        use crate::event::{Memcg, PressureEndEvent, PressureEvent, PressureSource};
+        let metrics = Metrics::new(Duration::from_secs(60));
+        let kubernetes = Some(Kubernetes {
+            namespace: Some("shop".into()),
+            pod: Some("web-1".into()),
+            container: Some("app".into()),
+            ..Kubernetes::default()
+        });
+        let path = Some("/kubepods/podx/abc".to_string());
+        metrics.record(&Event::MemoryPressure(Box::new(PressureEvent {
+            time: String::new(),
+            node: "n".into(),
+            scope: PressureScope::Cgroup,
+            source: PressureSource::Psi,
+            cgroup_id: Some(7),
+            cgroup_path: path.clone(),
+            kubernetes: kubernetes.clone(),
+            container: None,
+            memcg: Memcg {
+                usage_bytes: None,
+                limit_bytes: None,
+            },
+            memcg_stat: None,
+            psi: None,
+            limit_hits: None,
+            growth_bytes_per_minute: None,
+            since: String::new(),
+            duration_seconds: 0.0,
+            tasks: None,
+            tasks_total: None,
+            explanation: String::new(),
+        })));
+        let series = "oom_probe_memory_pressure{scope=\"cgroup\",namespace=\"shop\",pod=\"web-1\",container=\"app\",cgroup=\"/kubepods/podx/abc\"} 1";
+        assert!(metrics.encode_prometheus_text().contains(series));
+        metrics.record(&Event::MemoryPressureEnd(Box::new(PressureEndEvent {
+            time: String::new(),
+            node: "n".into(),
+            scope: PressureScope::Cgroup,
+            cgroup_id: Some(7),
+            cgroup_path: path,
+            kubernetes,
+            container: None,
+            since: String::new(),
+            last: String::new(),
+            duration_seconds: 1.0,
+            events: 1,
+            peak_psi_some_avg10: None,
+            cgroup_removed: false,
+        })));
+        assert!(!metrics
+            .encode_prometheus_text()
+            .contains("oom_probe_memory_pressure{"));
+    }
+
+    #[test]
     fn prometheus_text_names_families_after_their_samples() {
         let metrics = Metrics::new(Duration::from_secs(60));
         metrics.add_lost(3);
