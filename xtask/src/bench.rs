@@ -185,8 +185,12 @@ fn print_pressure(results: &Value) {
     }
 }
 
+/// `target/release/oom-probe`, or `$OOM_PROBE_BIN` (as the tests take it,
+/// e.g. the static build `cargo xtask vm-test` makes).
 fn oom_probe() -> Command {
-    let mut command = Command::new("target/release/oom-probe");
+    let bin =
+        std::env::var_os("OOM_PROBE_BIN").unwrap_or_else(|| "target/release/oom-probe".into());
+    let mut command = Command::new(bin);
     command
         .args(["watch", "--output", "json"])
         .stdin(Stdio::null());
