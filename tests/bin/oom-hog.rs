@@ -29,7 +29,8 @@
 //! MiB of files into FILES_DIR (on a disk, not tmpfs: page cache that can be
 //! reclaimed), and re-reads them for S seconds, so the kernel reclaims page
 //! cache all the time. Then it removes the files and exits 0, or with
-//! `--then-oom` allocates until the OOM killer kills it.
+//! `--then-oom` allocates until the OOM killer kills it (first setting the
+//! cgroup's v2 `memory.high` back to `max`, so the limit is what it hits).
 
 use std::{
     ffi::{CString, OsString},
@@ -241,6 +242,12 @@ fn reclaim(args: &Args, dir: &str) -> ! {
         let _ = std::fs::remove_file(file);
     }
     if args.then_oom {
+        // On v2 a memory.high below the limit (the tests' way to make
+        // pressure) would throttle the growth for minutes: lift it, so the
+        // limit is what it hits.
+        if let Some(cgroup) = &args.cgroup {
+            let _ = std::fs::write(format!("{cgroup}/memory.high"), "max");
+        }
         allocate(1 << 20);
     }
     println!("done");
