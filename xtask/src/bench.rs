@@ -139,7 +139,9 @@ fn pressure_footprint(n: usize, seconds: u64) -> Result<Value> {
         if !pressure {
             command.arg("--no-pressure");
         }
-        let (mut child, _stdout, _stderr) = spawn_until_ready(&mut command, false)?;
+        let (mut child, stdout, _stderr) = spawn_until_ready(&mut command, false)?;
+        // Other kills on the node are printed too: keep the pipe drained.
+        thread::spawn(move || for _ in BufReader::new(stdout).lines() {});
         let before = process_stats(child.id());
         thread::sleep(Duration::from_secs(seconds));
         let after = process_stats(child.id());
