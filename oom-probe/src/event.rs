@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 /// Everything oom-probe emits, in one stream; the variant is the JSON
 /// object's first field, `type` (`oom_kill`, `userspace_kill`,
-/// `oom_kill_unobserved`, `eviction`).
+/// `oom_kill_unobserved`, `eviction`, `memory_pressure`,
+/// `memory_pressure_end`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
@@ -19,6 +20,12 @@ pub enum Event {
     OomKillUnobserved(UnobservedKills),
     /// A pod the kubelet evicted for node memory pressure.
     Eviction(Box<EvictionEvent>),
+    /// A memory cgroup (or the node) at its limit and struggling to
+    /// reclaim: the warning before an OOM kill, at most once per
+    /// `--pressure-interval` while it lasts.
+    MemoryPressure(Box<PressureEvent>),
+    /// The pressure reported by `memory_pressure` cleared.
+    MemoryPressureEnd(Box<PressureEndEvent>),
 }
 
 /// Who killed a process for memory: which of the two kill events it is.
@@ -45,17 +52,20 @@ impl Event {
         match self {
             Self::OomKill(kill) => Some((KillKind::OomKill, kill)),
             Self::UserspaceKill(kill) => Some((KillKind::UserspaceKill, kill)),
-            Self::OomKillUnobserved(_) | Self::Eviction(_) => None,
+            Self::OomKillUnobserved(_)
+            | Self::Eviction(_)
+            | Self::MemoryPressure(_)
+            | Self::MemoryPressureEnd(_) => None,
         }
     }
 
     /// The stable event id (kills and unobserved kills; `None` for an
-    /// eviction).
+    /// eviction and the pressure events).
     pub fn event_id(&self) -> Option<&str> {
         match self {
             Self::OomKill(kill) | Self::UserspaceKill(kill) => Some(&kill.event_id),
             Self::OomKillUnobserved(missed) => Some(&missed.event_id),
-            Self::Eviction(_) => None,
+            Self::Eviction(_) | Self::MemoryPressure(_) | Self::MemoryPressureEnd(_) => None,
         }
     }
 
@@ -64,7 +74,7 @@ impl Event {
         match self {
             Self::OomKill(kill) | Self::UserspaceKill(kill) => kill.replayed = true,
             Self::OomKillUnobserved(missed) => missed.replayed = true,
-            Self::Eviction(_) => {}
+            Self::Eviction(_) | Self::MemoryPressure(_) | Self::MemoryPressureEnd(_) => {}
         }
     }
 
@@ -73,7 +83,10 @@ impl Event {
         match self {
             Self::OomKill(kill) => Some((KillKind::OomKill, kill)),
             Self::UserspaceKill(kill) => Some((KillKind::UserspaceKill, kill)),
-            Self::OomKillUnobserved(_) | Self::Eviction(_) => None,
+            Self::OomKillUnobserved(_)
+            | Self::Eviction(_)
+            | Self::MemoryPressure(_)
+            | Self::MemoryPressureEnd(_) => None,
         }
     }
 }
@@ -196,6 +209,132 @@ pub struct OomKillEvent {
     /// second kill (see the README's reliability section).
     #[serde(default)]
     pub replayed: bool,
+    /// The `memory_pressure` episode of the victim's memory cgroup (or of
+    /// the cgroup that ran out) that this kill ends, when oom-probe reported
+    /// one; null when the kill came without a reported warning.
+    #[serde(default)]
+    pub pressure_before: Option<PressureBefore>,
+}
+
+/// The pressure that came before a kill, from the `memory_pressure` events
+/// of the same cgroup.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PressureBefore {
+    /// RFC 3339 wall-clock time the pressure began (its first notification).
+    pub since: String,
+    /// Highest PSI `some avg10` (percent of wall time, 0-100) read during
+    /// the episode; null where the cgroup has no PSI (cgroup v1).
+    pub peak_psi_some_avg10: Option<f64>,
+}
+
+/// Where a `memory_pressure` event was seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PressureScope {
+    /// One memory cgroup (a container, or a cgroup under `--pressure-cgroup`).
+    Cgroup,
+    /// The whole node (`/proc/pressure/memory`).
+    Node,
+}
+
+/// Which kernel notification reported the pressure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PressureSource {
+    /// cgroup v1 `memory.pressure_level` (vmpressure) through
+    /// `cgroup.event_control`, with `memory.failcnt` rising.
+    PressureLevel,
+    /// A PSI trigger on the cgroup's `memory.pressure` (cgroup v2) with
+    /// `memory.events` `max`/`high` rising, or on `/proc/pressure/memory`
+    /// for the node.
+    Psi,
+}
+
+/// The kernel's memory pressure stall information (PSI) at the event.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Psi {
+    /// Percent of the last 10 s in which some task stalled on memory.
+    pub some_avg10: f64,
+    /// Percent of the last 10 s in which every non-idle task stalled.
+    pub full_avg10: f64,
+    /// Total time some task stalled on memory since the cgroup (or the
+    /// node) began, in microseconds.
+    pub some_total_us: u64,
+    /// Total time all non-idle tasks stalled, in microseconds.
+    pub full_total_us: u64,
+}
+
+/// A memory cgroup, or the node, at its limit and struggling to reclaim.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PressureEvent {
+    /// RFC 3339 wall-clock time of the notification that made this event.
+    pub time: String,
+    pub node: String,
+    /// `cgroup` or `node`.
+    pub scope: PressureScope,
+    /// `pressure_level` (cgroup v1) or `psi`.
+    pub source: PressureSource,
+    /// The memory cgroup's id (cgroupfs inode); null for the node.
+    pub cgroup_id: Option<u64>,
+    /// Its path below the hierarchy root; null for the node.
+    pub cgroup_path: Option<String>,
+    /// Pod and container, named as for kills; null outside any pod.
+    pub kubernetes: Option<Kubernetes>,
+    /// The container, from the cgroup path alone (as for kills).
+    pub container: Option<Container>,
+    /// Usage and limit now (`memory.usage_in_bytes`/`memory.current`,
+    /// `memory.limit_in_bytes`/`memory.max`; the node: MemTotal minus
+    /// MemAvailable, and MemTotal).
+    pub memcg: Memcg,
+    /// What fills it now (`memory.stat`; null for the node).
+    pub memcg_stat: Option<MemcgStat>,
+    /// PSI of the cgroup (`memory.pressure`) or the node; null where the
+    /// kernel has none (cgroup v1 cgroups).
+    pub psi: Option<Psi>,
+    /// How often the limit was hit since the previous event of this
+    /// episode (the rise of `memory.failcnt`, or of `memory.events` `max`
+    /// plus `high`); null for the node.
+    pub limit_hits: Option<u64>,
+    /// Usage growth over the last minute in bytes (negative: it shrank);
+    /// null until oom-probe has watched for a minute.
+    pub growth_bytes_per_minute: Option<i64>,
+    /// RFC 3339 time the pressure began.
+    pub since: String,
+    /// How long it has lasted, in seconds.
+    pub duration_seconds: f64,
+    /// The 5 biggest processes by resident memory in the cgroup (and below
+    /// it) or on the node, from `/proc`; null when they could not be read.
+    pub tasks: Option<Vec<Task>>,
+    /// How many processes the cgroup (or node) has in all.
+    pub tasks_total: Option<u64>,
+    /// One sentence a person can act on.
+    pub explanation: String,
+}
+
+/// The pressure reported by `memory_pressure` cleared: no notification
+/// for `--pressure-clear-after`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PressureEndEvent {
+    /// RFC 3339 time oom-probe decided it cleared.
+    pub time: String,
+    pub node: String,
+    pub scope: PressureScope,
+    pub cgroup_id: Option<u64>,
+    pub cgroup_path: Option<String>,
+    pub kubernetes: Option<Kubernetes>,
+    pub container: Option<Container>,
+    /// RFC 3339 time the pressure began.
+    pub since: String,
+    /// RFC 3339 time of its last notification.
+    pub last: String,
+    /// From `since` to `last`, in seconds.
+    pub duration_seconds: f64,
+    /// How many `memory_pressure` events the episode gave.
+    pub events: u64,
+    /// Highest PSI `some avg10` read during it; null without PSI.
+    pub peak_psi_some_avg10: Option<f64>,
+    /// True when the cgroup was removed (its pressure ended with it).
+    pub cgroup_removed: bool,
 }
 
 /// One process of the scene at the kill.
@@ -484,6 +623,7 @@ mod tests {
             tasks_source: None,
             event_id: "0f1e2d3c-8743859654490-16669-226283".into(),
             replayed: false,
+            pressure_before: None,
         }))
     }
 
@@ -558,6 +698,7 @@ mod tests {
             tasks_source: None,
             event_id: "0f1e2d3c-8780000000000-4242-77".into(),
             replayed: false,
+            pressure_before: None,
         }))
     }
 
@@ -571,6 +712,83 @@ mod tests {
             event_id: "0f1e2d3c-unobserved-226283-4-5".into(),
             replayed: true,
         })
+    }
+
+    /// A container pinned at its limit, from the host test's figures.
+    fn pressure() -> Event {
+        Event::MemoryPressure(Box::new(PressureEvent {
+            time: "2026-11-30T04:02:30.650Z".into(),
+            node: "vm".into(),
+            scope: PressureScope::Cgroup,
+            source: PressureSource::PressureLevel,
+            cgroup_id: Some(69411),
+            cgroup_path: Some("/p12-try".into()),
+            kubernetes: None,
+            container: None,
+            memcg: Memcg {
+                usage_bytes: Some(67088384),
+                limit_bytes: Some(67108864),
+            },
+            memcg_stat: Some(MemcgStat {
+                anon: 65011712,
+                file: 1835008,
+                ..MemcgStat::default()
+            }),
+            psi: None,
+            limit_hits: Some(167332),
+            growth_bytes_per_minute: None,
+            since: "2026-11-30T04:02:27.644Z".into(),
+            duration_seconds: 3.0,
+            tasks: Some(vec![Task {
+                pid: 3708,
+                ns_pid: Some(3708),
+                comm: Some("oom-hog".into()),
+                rss_bytes: Some(Rss {
+                    anon: 63963136,
+                    file: 1048576,
+                    shmem: 0,
+                }),
+                oom_score_adj: Some(0),
+                cgroup_path: None,
+                kubernetes: None,
+            }]),
+            tasks_total: Some(1),
+            explanation: "/p12-try at 100% of its 64 MiB limit (64 MiB used), mostly anonymous \
+                          memory (62 MiB), limit hit 167332 times, biggest process oom-hog \
+                          (3708) RSS 62 MiB, for 3 s so far"
+                .into(),
+        }))
+    }
+
+    /// The node, on a v2 kernel with PSI.
+    fn pressure_end() -> Event {
+        Event::MemoryPressureEnd(Box::new(PressureEndEvent {
+            time: "2026-11-30T04:02:41.152Z".into(),
+            node: "vm".into(),
+            scope: PressureScope::Node,
+            cgroup_id: None,
+            cgroup_path: None,
+            kubernetes: None,
+            container: None,
+            since: "2026-11-30T04:02:27.644Z".into(),
+            last: "2026-11-30T04:02:37.733Z".into(),
+            duration_seconds: 10.1,
+            events: 4,
+            peak_psi_some_avg10: Some(42.5),
+            cgroup_removed: false,
+        }))
+    }
+
+    /// A kill that ends a reported pressure episode.
+    fn kill_after_pressure() -> Event {
+        let Event::OomKill(mut kill) = readme_kill() else {
+            unreachable!()
+        };
+        kill.pressure_before = Some(PressureBefore {
+            since: "2026-11-23T12:08:51.100Z".into(),
+            peak_psi_some_avg10: Some(61.25),
+        });
+        Event::OomKill(kill)
     }
 
     fn eviction() -> Event {
@@ -598,7 +816,15 @@ mod tests {
 
     #[test]
     fn every_event_type_serializes_byte_for_byte_as_the_golden_file() {
-        let events = [readme_kill(), userspace_kill(), unobserved(), eviction()];
+        let events = [
+            readme_kill(),
+            userspace_kill(),
+            unobserved(),
+            eviction(),
+            pressure(),
+            pressure_end(),
+            kill_after_pressure(),
+        ];
         if std::env::var_os("GOLDEN_REGENERATE").is_some_and(|v| v == "1") {
             // After a deliberate schema change: rewrite, then review the diff.
             let lines: Vec<String> = events
@@ -622,7 +848,15 @@ mod tests {
     #[test]
     fn every_golden_line_reads_back_as_the_same_event() {
         // `oom-probe history --output table` reads stored lines back.
-        let events = [readme_kill(), userspace_kill(), unobserved(), eviction()];
+        let events = [
+            readme_kill(),
+            userspace_kill(),
+            unobserved(),
+            eviction(),
+            pressure(),
+            pressure_end(),
+            kill_after_pressure(),
+        ];
         for (event, line) in events.iter().zip(GOLDEN.lines()) {
             assert_eq!(&serde_json::from_str::<Event>(line).unwrap(), event);
         }

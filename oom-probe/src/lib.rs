@@ -17,6 +17,7 @@ pub mod enrich;
 pub mod event;
 pub mod kube;
 pub mod node;
+pub mod pressure;
 pub mod probes;
 pub mod sink;
 pub mod watch;

@@ -14,6 +14,7 @@ use oom_probe::{
     event::Event,
     kube::names::SourceOptions,
     node,
+    pressure::PressureOptions,
     probes::{DecisionHook, VictimHook},
     sink::{
         history::{HistoryLimits, HistoryReader},
@@ -148,6 +149,40 @@ struct EventArgs {
     /// The history store drops events older than this (e.g. 12h, 30d).
     #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
     history_max_age: Duration,
+    #[command(flatten)]
+    pressure: PressureArgs,
+}
+
+/// `memory_pressure` flags (see docs/decisions.md for the defaults).
+#[derive(Args)]
+struct PressureArgs {
+    /// Do not watch memory pressure (no memory_pressure events).
+    #[arg(long)]
+    no_pressure: bool,
+    /// At most one memory_pressure event per cgroup per this long while the
+    /// pressure lasts (e.g. 60s, 5m).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pressure_interval: Duration,
+    /// memory_pressure_end after this long without a pressure notification.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pressure_clear_after: Duration,
+    /// cgroup v1: the memory.pressure_level level that counts (low, medium, critical).
+    #[arg(long, default_value = "medium", value_parser = ["low", "medium", "critical"])]
+    pressure_level: String,
+    /// cgroup v2 and the node: PSI trigger, stall time (some) per window that counts.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    pressure_psi_stall: Duration,
+    /// PSI trigger window (500ms to 10s).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pressure_psi_window: Duration,
+    /// Watch the leaf memory cgroups with a limit under this path (relative
+    /// to the memory hierarchy root, e.g. /system.slice; repeatable) instead
+    /// of the containers' cgroups.
+    #[arg(long = "pressure-cgroup")]
+    pressure_cgroups: Vec<String>,
+    /// Do not watch the node's /proc/pressure/memory.
+    #[arg(long)]
+    no_node_pressure: bool,
 }
 
 /// `--namespace/--pod/--container`, shared by `watch`, `run` and `history`:
@@ -206,6 +241,10 @@ enum EventType {
     OomKillUnobserved,
     #[value(name = "eviction")]
     Eviction,
+    #[value(name = "memory_pressure")]
+    MemoryPressure,
+    #[value(name = "memory_pressure_end")]
+    MemoryPressureEnd,
 }
 
 impl EventType {
@@ -215,6 +254,8 @@ impl EventType {
             Event::UserspaceKill(_) => Self::UserspaceKill,
             Event::OomKillUnobserved(_) => Self::OomKillUnobserved,
             Event::Eviction(_) => Self::Eviction,
+            Event::MemoryPressure(_) => Self::MemoryPressure,
+            Event::MemoryPressureEnd(_) => Self::MemoryPressureEnd,
         }
     }
 }
@@ -304,6 +345,19 @@ fn watch_options(args: EventArgs, agent: bool) -> Result<WatchOptions> {
             max_events: args.history_max_events.max(1),
             max_age: args.history_max_age,
         },
+        pressure: (!args.pressure.no_pressure).then(|| PressureOptions {
+            interval: args.pressure.pressure_interval,
+            clear_after: args.pressure.pressure_clear_after,
+            v1_level: args.pressure.pressure_level,
+            psi_stall: args.pressure.pressure_psi_stall,
+            psi_window: args
+                .pressure
+                .pressure_psi_window
+                .clamp(Duration::from_millis(500), Duration::from_secs(10)),
+            cgroups: args.pressure.pressure_cgroups,
+            node: !args.pressure.no_node_pressure,
+            ..PressureOptions::default()
+        }),
     })
 }
 

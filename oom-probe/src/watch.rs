@@ -27,6 +27,7 @@ use crate::{
         events::EventPoster,
         names::{self as kubernetes, Namer, SourceOptions},
     },
+    pressure::{Change, PressureOptions, PressureWatcher},
     probes::{DecisionHook, LostCounter, Probes, VictimHook},
     sink::{
         history::{History, HistoryLimits},
@@ -74,6 +75,8 @@ pub struct WatchOptions {
     pub history: Option<PathBuf>,
     /// How much the history store keeps.
     pub history_limits: HistoryLimits,
+    /// `memory_pressure` watching; `None` with `--no-pressure`.
+    pub pressure: Option<PressureOptions>,
 }
 
 /// `--namespace`, `--pod`, `--container`: which kills a person wants to see,
@@ -94,6 +97,8 @@ impl Filter {
         let k8s = match event {
             Event::OomKill(kill) | Event::UserspaceKill(kill) => kill.kubernetes.as_ref(),
             Event::Eviction(eviction) => Some(&eviction.kubernetes),
+            Event::MemoryPressure(p) => p.kubernetes.as_ref(),
+            Event::MemoryPressureEnd(p) => p.kubernetes.as_ref(),
             Event::OomKillUnobserved(_) => None,
         };
         let Some(k8s) = k8s else { return false };
@@ -148,6 +153,39 @@ pub async fn watch(mut options: WatchOptions) -> Result<()> {
     ));
     let mut evictions = None;
     announce(&probes, memcg_paths.as_ref(), &options.node);
+    // Memory pressure watching starts after the ready line: its first walk
+    // of the hierarchy is not on the start-up path.
+    let pressure = match (&options.pressure, hierarchies.memory_root()) {
+        (Some(pressure), Some(root)) => {
+            let procfs = options.procfs.clone().unwrap_or_else(|| "/proc".into());
+            let v2 = crate::pressure::memory_hierarchy(root);
+            match PressureWatcher::new(
+                pressure.clone(),
+                options.node.clone(),
+                root.to_path_buf(),
+                v2,
+                procfs,
+            ) {
+                Ok(watcher) => {
+                    tracing::info!(
+                        "watching memory pressure of {} cgroup(s) and the node (cgroup {})",
+                        watcher.watched(),
+                        if v2 {
+                            "v2, PSI triggers"
+                        } else {
+                            "v1, memory.pressure_level"
+                        }
+                    );
+                    Some(watcher)
+                }
+                Err(err) => {
+                    tracing::warn!("memory pressure is not watched ({err})");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     let mut enricher = Enricher::new(
         options.node.clone(),
         memcg_paths,
@@ -172,6 +210,7 @@ pub async fn watch(mut options: WatchOptions) -> Result<()> {
         enricher,
         ledger: KillLedger::load(options.state_file.clone()),
         history,
+        pressure,
         kills: 0,
         undecodable: 0,
         lost_reported: 0,
@@ -202,7 +241,16 @@ pub async fn watch(mut options: WatchOptions) -> Result<()> {
                 let event = Event::Eviction(Box::new(kubernetes::eviction_event(eviction, &options.node)));
                 pump.emit(&event)?;
             }
-            _ = lost_tick.tick() => pump.report_lost(&lost),
+            changes = next_pressure(&mut pump.pressure) => pump.emit_pressure(changes).await?,
+            _ = lost_tick.tick() => {
+                pump.report_lost(&lost);
+                let mut changes = Vec::new();
+                if let Some(pressure) = &mut pump.pressure {
+                    changes.extend(pressure.tick());
+                    changes.extend(pressure.rescan_if_due());
+                }
+                pump.emit_pressure(changes).await?;
+            }
             _ = reconcile_tick.tick() => {
                 // Counters first, then drain: every kill the kernel had
                 // counted is then in the buffer, and seen before comparing.
@@ -238,6 +286,14 @@ fn release_start_up_heap() {
     // SAFETY: malloc_trim has no preconditions.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+/// The next pressure notifications, or never when pressure is not watched.
+async fn next_pressure(pressure: &mut Option<PressureWatcher>) -> Vec<Change> {
+    match pressure {
+        Some(watcher) => watcher.next().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -377,6 +433,7 @@ struct Pump<W: Write> {
     ledger: KillLedger,
     /// `None`: no history wanted.
     history: Option<HistorySlot>,
+    pressure: Option<PressureWatcher>,
     kills: u64,
     undecodable: u64,
     lost_reported: u64,
@@ -443,6 +500,14 @@ impl<W: Write> Pump<W> {
     async fn emit_all(&mut self, mut events: Vec<Event>) -> Result<()> {
         for event in &mut events {
             if let Some((kind, kill)) = event.as_kill_mut() {
+                if let Some(pressure) = &self.pressure {
+                    let path = kill
+                        .oom_memcg
+                        .as_ref()
+                        .and_then(|m| m.path.as_deref())
+                        .or(kill.victim.cgroup_path.as_deref());
+                    kill.pressure_before = path.and_then(|p| pressure.before_kill(p));
+                }
                 let (namer, poster, evictions) = self.naming.ready().await?;
                 namer.name(kill).await;
                 if let Some(poster) = poster {
@@ -548,6 +613,44 @@ impl<W: Write> Pump<W> {
         self.metrics.add_replayed(events.len() as u64);
         let printed = self.ledger.printed();
         self.state_written(printed);
+        Ok(())
+    }
+
+    /// Names the pod and container of a pressure event, after waiting for
+    /// the naming sources if they are still connecting.
+    async fn name_kubernetes(&mut self, k8s: &mut crate::event::Kubernetes) -> Result<()> {
+        let (namer, _, evictions) = self.naming.ready().await?;
+        namer.name_kubernetes(k8s).await;
+        if evictions.is_some() {
+            self.late_evictions = evictions;
+        }
+        Ok(())
+    }
+
+    /// Names, stores and writes `memory_pressure` and `memory_pressure_end`.
+    async fn emit_pressure(&mut self, changes: Vec<Change>) -> Result<()> {
+        let mut events = Vec::with_capacity(changes.len());
+        for change in changes {
+            events.push(match change {
+                Change::Pressure(mut event) => {
+                    if let Some(k8s) = event.kubernetes.as_mut() {
+                        self.name_kubernetes(k8s).await?;
+                    }
+                    event.explanation = crate::pressure::explain_pressure(&event);
+                    Event::MemoryPressure(Box::new(event))
+                }
+                Change::End(mut event) => {
+                    if let Some(k8s) = event.kubernetes.as_mut() {
+                        self.name_kubernetes(k8s).await?;
+                    }
+                    Event::MemoryPressureEnd(Box::new(event))
+                }
+            });
+        }
+        self.keep(&events);
+        for event in &events {
+            self.write(event)?;
+        }
         Ok(())
     }
 

@@ -6,6 +6,7 @@
 //!         [--uid UID] [--oom-score-adj ADJ]
 //! oom-hog --pause
 //! oom-hog --comm NAME --kill PID
+//! oom-hog --cgroup DIR --reclaim FILES_DIR [--mb N] [--files-mb M] [--seconds S] [--then-oom]
 //! ```
 //! It first moves itself into the memory cgroup at DIR (so nothing runs
 //! unlimited; `--in-container` says it already runs in a container's
@@ -22,6 +23,14 @@
 //! stand-in for a pod sandbox's pause process in the container tests.
 //! `--kill` plays a userspace OOM killer: it takes the name NAME and
 //! SIGKILLs PID.
+//!
+//! `--reclaim` holds a memory cgroup at its limit with steady reclaim, the
+//! state before an OOM kill: it touches N MiB of anonymous memory, writes M
+//! MiB of files into FILES_DIR (on a disk, not tmpfs: page cache that can be
+//! reclaimed), and re-reads them for S seconds, so the kernel reclaims page
+//! cache all the time. Then it removes the files and exits 0, or with
+//! `--then-oom` allocates until the OOM killer kills it (first setting the
+//! cgroup's v2 `memory.high` back to `max`, so the limit is what it hits).
 
 use std::{
     ffi::{CString, OsString},
@@ -42,6 +51,10 @@ struct Args {
     kill: Option<i32>,
     uid: Option<u32>,
     oom_score_adj: Option<i32>,
+    reclaim: Option<String>,
+    files_megabytes: usize,
+    seconds: u64,
+    then_oom: bool,
 }
 
 fn parse_args() -> Args {
@@ -56,6 +69,10 @@ fn parse_args() -> Args {
         kill: None,
         uid: None,
         oom_score_adj: None,
+        reclaim: None,
+        files_megabytes: 64,
+        seconds: 10,
+        then_oom: false,
     };
     let mut it = std::env::args_os().skip(1);
     let next_text = |it: &mut std::iter::Skip<std::env::ArgsOs>| {
@@ -76,6 +93,12 @@ fn parse_args() -> Args {
             "--oom-score-adj" => {
                 args.oom_score_adj = Some(next_text(&mut it).parse().unwrap_or_else(|_| usage()))
             }
+            "--reclaim" => args.reclaim = Some(next_text(&mut it)),
+            "--files-mb" => {
+                args.files_megabytes = next_text(&mut it).parse().unwrap_or_else(|_| usage())
+            }
+            "--seconds" => args.seconds = next_text(&mut it).parse().unwrap_or_else(|_| usage()),
+            "--then-oom" => args.then_oom = true,
             "--kill" => args.kill = Some(next_text(&mut it).parse().unwrap_or_else(|_| usage())),
             _ => usage(),
         }
@@ -93,6 +116,7 @@ fn usage() -> ! {
     );
     eprintln!("       oom-hog --pause");
     eprintln!("       oom-hog --comm NAME --kill PID");
+    eprintln!("       oom-hog --cgroup DIR --reclaim FILES_DIR [--mb N] [--files-mb M] [--seconds S] [--then-oom]");
     exit(2)
 }
 
@@ -110,6 +134,10 @@ fn main() {
     if let Some(cgroup) = &args.cgroup {
         std::fs::write(format!("{cgroup}/cgroup.procs"), "0")
             .unwrap_or_else(|e| fail(&format!("cannot join {cgroup}: {e}")));
+    }
+    if let Some(dir) = &args.reclaim {
+        become_victim(&args);
+        reclaim(&args, dir);
     }
     if args.pidns {
         // SAFETY: unshare has no memory-safety preconditions.
@@ -167,6 +195,63 @@ fn allocate(megabytes: usize) -> ! {
     }
     eprintln!("oom-hog: allocated {megabytes} MiB without being killed");
     pause_forever()
+}
+
+/// Holds anon memory and re-reads a file set so the cgroup reclaims page
+/// cache without pause (see the module doc).
+fn reclaim(args: &Args, dir: &str) -> ! {
+    use std::io::Read;
+    let dir = std::path::Path::new(dir);
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| fail(&format!("mkdir {dir:?}: {e}")));
+    let mut anon: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..args.megabytes.min(1 << 20) {
+        let mut chunk = vec![0u8; 1 << 20];
+        for page in chunk.chunks_mut(4096) {
+            page[0] = 1;
+        }
+        anon.push(std::hint::black_box(chunk));
+    }
+    const FILE_MB: usize = 4;
+    let files: Vec<_> = (0..args.files_megabytes.div_ceil(FILE_MB))
+        .map(|i| dir.join(format!("reclaim-{}-{i}", std::process::id())))
+        .collect();
+    let block: Vec<u8> = (0..1 << 20).map(|i: u32| (i * 7 + 3) as u8).collect();
+    for file in &files {
+        let mut f = std::fs::File::create(file).unwrap_or_else(|e| fail(&format!("{file:?}: {e}")));
+        for _ in 0..FILE_MB {
+            f.write_all(&block)
+                .unwrap_or_else(|e| fail(&format!("write {file:?}: {e}")));
+        }
+        // Clean page cache: reclaim drops it without waiting for writeback.
+        f.sync_all().ok();
+    }
+    println!("reclaiming");
+    std::io::stdout().flush().ok();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.seconds);
+    let mut buf = vec![0u8; 1 << 20];
+    while std::time::Instant::now() < deadline {
+        for file in &files {
+            if let Ok(mut f) = std::fs::File::open(file) {
+                while matches!(f.read(&mut buf), Ok(n) if n > 0) {}
+            }
+        }
+    }
+    // Free the anonymous memory first: deleting files needs some.
+    drop(std::hint::black_box(anon));
+    for file in &files {
+        let _ = std::fs::remove_file(file);
+    }
+    if args.then_oom {
+        // On v2 a memory.high below the limit (the tests' way to make
+        // pressure) would throttle the growth for minutes: lift it, so the
+        // limit is what it hits.
+        if let Some(cgroup) = &args.cgroup {
+            let _ = std::fs::write(format!("{cgroup}/memory.high"), "max");
+        }
+        allocate(1 << 20);
+    }
+    println!("done");
+    exit(0)
 }
 
 /// Sleeps until a signal kills it (as a container's PID 1, only SIGKILL does).

@@ -263,6 +263,11 @@ impl Watcher {
 }
 
 impl Watcher {
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILLs it (a crash, the OOM killer, `kill -9`) and reaps it.
     pub fn kill(mut self) -> Result<std::process::ExitStatus> {
         self.child.kill()?;

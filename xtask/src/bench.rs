@@ -11,6 +11,9 @@
 //! 4. footprint: oom-probe's RSS and CPU time idle and during the bursts.
 //! 5. Kubernetes: latency with pod names from a warm store of 250 pods
 //!    served by a local API server, and the RSS with that store.
+//! 6. pressure: RSS, CPU time and open fds of oom-probe watching 10, 100
+//!    and 1,000 quiet memory cgroups for `memory_pressure`
+//!    (`--pressure-only` runs just this phase).
 //!
 //! About 600 lines: one phase per README figure, each short, sharing the
 //! process and sighting plumbing at the bottom.
@@ -61,6 +64,15 @@ pub struct BenchArgs {
     /// Times each burst is repeated, for the spread of lost records.
     #[arg(long, default_value_t = 3)]
     burst_repeats: usize,
+    /// How many watched cgroups the pressure phase measures with.
+    #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
+    pressure_cgroups: Vec<usize>,
+    /// Seconds oom-probe watches them, per count.
+    #[arg(long, default_value_t = 60)]
+    pressure_seconds: u64,
+    /// Run only the pressure phase.
+    #[arg(long)]
+    pressure_only: bool,
 }
 
 /// One kill as one tool saw it.
@@ -76,6 +88,20 @@ const MIB: u64 = 1 << 20;
 
 /// Runs every phase with binaries already built in `target/release`.
 pub fn run(args: &BenchArgs) -> Result<()> {
+    let pressure = args
+        .pressure_cgroups
+        .iter()
+        .map(|&n| pressure_footprint(n, args.pressure_seconds))
+        .collect::<Result<Vec<_>>>()?;
+    if args.pressure_only {
+        let results = json!({
+            "machine": machine(),
+            "date": humantime_now(),
+            "pressure": pressure,
+        });
+        print_pressure(&results);
+        return write_json(&args.json, &results);
+    }
     let startup = measure_startup(args.startup_runs, args.baseline.as_deref())?;
     let cgroups = args
         .cgroups
@@ -107,18 +133,93 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "idle": idle,
         "kubernetes": kubernetes,
         "bursts": bursts,
+        "pressure": pressure,
     });
     print_table(&results);
-    if let Some(dir) = args.json.parent() {
+    print_pressure(&results);
+    write_json(&args.json, &results)
+}
+
+fn write_json(path: &std::path::Path, results: &Value) -> Result<()> {
+    if let Some(dir) = path.parent() {
         fs::create_dir_all(dir)?;
     }
-    fs::write(&args.json, serde_json::to_string_pretty(&results)?)?;
-    println!("\nwritten to {}", args.json.display());
+    fs::write(path, serde_json::to_string_pretty(results)?)?;
+    println!("\nwritten to {}", path.display());
     Ok(())
 }
 
+/// oom-probe watching `n` quiet memory cgroups (each with a limit, under
+/// one parent given as `--pressure-cgroup`) for `seconds`: RSS at the end,
+/// CPU time over the window (start-up excluded), open fds; against the
+/// same run with `--no-pressure`.
+fn pressure_footprint(n: usize, seconds: u64) -> Result<Value> {
+    let parent = MemoryCgroup::create(64 * MIB * n as u64)?;
+    let children = (0..n)
+        .map(|_| parent.create_child(Some(64 * MIB)))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let mut figures = Vec::new();
+    for pressure in [true, false] {
+        let mut command = oom_probe();
+        command.args(["--no-history", "--pressure-cgroup", parent.relative_path()]);
+        if !pressure {
+            command.arg("--no-pressure");
+        }
+        let (mut child, stdout, _stderr) = spawn_until_ready(&mut command, false)?;
+        // Other kills on the node are printed too: keep the pipe drained.
+        thread::spawn(move || for _ in BufReader::new(stdout).lines() {});
+        let before = process_stats(child.id());
+        thread::sleep(Duration::from_secs(seconds));
+        let after = process_stats(child.id());
+        let fds = fs::read_dir(format!("/proc/{}/fd", child.id()))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        stop(&mut child);
+        figures.push(json!({
+            "rss_kib": after.rss_kib,
+            "cpu_ms": after.cpu_ms.saturating_sub(before.cpu_ms),
+            "open_fds": fds,
+        }));
+    }
+    drop(children);
+    Ok(json!({
+        "watched_cgroups": n,
+        "seconds": seconds,
+        "with_pressure": figures[0],
+        "no_pressure": figures[1],
+    }))
+}
+
+fn print_pressure(results: &Value) {
+    println!(
+        "\nmemory_pressure watching, quiet cgroups ({}):",
+        cell(&results["machine"])
+    );
+    println!(
+        "{:>8} {:>8} {:>10} {:>8} {:>8} {:>18} {:>17}",
+        "cgroups", "seconds", "RSS KiB", "CPU ms", "fds", "no-pressure RSS", "no-pressure CPU"
+    );
+    for p in results["pressure"].as_array().into_iter().flatten() {
+        println!(
+            "{:>8} {:>8} {:>10} {:>8} {:>8} {:>18} {:>17}",
+            cell(&p["watched_cgroups"]),
+            cell(&p["seconds"]),
+            cell(&p["with_pressure"]["rss_kib"]),
+            cell(&p["with_pressure"]["cpu_ms"]),
+            cell(&p["with_pressure"]["open_fds"]),
+            cell(&p["no_pressure"]["rss_kib"]),
+            cell(&p["no_pressure"]["cpu_ms"])
+        );
+    }
+}
+
+/// `target/release/oom-probe`, or `$OOM_PROBE_BIN` (as the tests take it,
+/// e.g. the static build `cargo xtask vm-test` makes).
 fn oom_probe() -> Command {
-    oom_probe_at(Path::new("target/release/oom-probe"))
+    let bin: PathBuf = std::env::var_os("OOM_PROBE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "target/release/oom-probe".into());
+    oom_probe_at(&bin)
 }
 
 fn oom_probe_at(binary: &Path) -> Command {

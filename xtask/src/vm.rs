@@ -53,7 +53,14 @@ pub struct VmTestArgs {
 }
 
 /// The end-to-end test targets worth running on every kernel.
-pub const KERNEL_TESTS: [&str; 5] = ["capture", "context", "agent", "kubernetes", "errors"];
+pub const KERNEL_TESTS: [&str; 6] = [
+    "capture",
+    "context",
+    "agent",
+    "kubernetes",
+    "errors",
+    "pressure",
+];
 
 impl VmTestArgs {
     /// What `cargo xtask test` runs: every kernel, every kernel test.

@@ -283,6 +283,7 @@ mod tests {
             tasks: None,
             tasks_total: None,
             tasks_source: None,
+            pressure_before: None,
             event_id: String::new(),
             replayed: false,
         }

@@ -276,6 +276,7 @@ impl Enricher {
             tasks: None,
             tasks_total: None,
             tasks_source: None,
+            pressure_before: None,
             event_id: kill_id(&self.boot_id, r.kernel_time_ns, r.tgid, cgroup_id),
             replayed: false,
         };
@@ -462,7 +463,7 @@ impl Decided {
 }
 
 /// The container a cgroup path names, in a pod or not.
-fn container_from(identity: &cgroup_layout::CgroupIdentity) -> Option<Container> {
+pub(crate) fn container_from(identity: &cgroup_layout::CgroupIdentity) -> Option<Container> {
     Some(Container {
         id: identity.container_id.clone()?,
         runtime: identity.runtime.map(str::to_owned),
@@ -473,7 +474,7 @@ fn container_from(identity: &cgroup_layout::CgroupIdentity) -> Option<Container>
 /// names come later from the runtime or the API server. `None` for cgroups
 /// that are not a pod's.
 /// The pod and container a cgroup path names, as [`kubernetes_from`].
-fn kubernetes_from_path(path: &str) -> Option<Kubernetes> {
+pub(crate) fn kubernetes_from_path(path: &str) -> Option<Kubernetes> {
     kubernetes_from(cgroup_layout::parse(path))
 }
 

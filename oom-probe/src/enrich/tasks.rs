@@ -34,6 +34,32 @@ pub fn of_cgroup(cgroup_dir: &Path, procfs: &Path, victim: Task) -> Option<Scene
     Some(scene(pids.into_iter(), procfs, victim))
 }
 
+/// The `n` biggest processes by RSS of the memory cgroup at `cgroup_dir`
+/// and below it, with no victim to add (a `memory_pressure` event).
+pub fn top_of_cgroup(cgroup_dir: &Path, procfs: &Path, n: usize) -> Option<Scene> {
+    let mut pids = Vec::new();
+    collect_pids(cgroup_dir, &mut pids, 0).ok()?;
+    pids.sort_unstable();
+    pids.dedup();
+    Some(top(pids.into_iter(), procfs, n))
+}
+
+/// The `n` biggest user processes of the node by RSS.
+pub fn top_of_node(procfs: &Path, n: usize) -> Option<Scene> {
+    let pids = fs::read_dir(procfs)
+        .ok()?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok());
+    Some(top(pids, procfs, n))
+}
+
+fn top(pids: impl Iterator<Item = u32>, procfs: &Path, n: usize) -> Scene {
+    let mut tasks: Vec<Task> = pids.filter_map(|pid| read_task(procfs, pid)).collect();
+    let total = tasks.len() as u64;
+    tasks.sort_by_key(|t| std::cmp::Reverse(rss_total(t)));
+    tasks.truncate(n);
+    Scene { top: tasks, total }
+}
+
 /// Reads every user process of the node (kernel threads, which have no
 /// memory of their own, are left out).
 pub fn of_node(procfs: &Path, victim: Task) -> Option<Scene> {

@@ -133,6 +133,12 @@ impl Namer {
         }
     }
 
+    /// Fills pod and container names into the ids of `k8s` (read from a
+    /// cgroup path), from the same sources as kills (a `memory_pressure`).
+    pub async fn name_kubernetes(&mut self, k8s: &mut Kubernetes) {
+        self.name_pod(k8s).await;
+    }
+
     /// Fills names (and from the API server requests, limits, owner) into
     /// ids read from a cgroup path; returns what the runtime and the pod
     /// store said of the container's init.

@@ -14,7 +14,26 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::event::{Constraint, Event};
+use crate::event::{Constraint, Event, Kubernetes, PressureScope};
+
+fn pressure_labels(
+    scope: PressureScope,
+    k8s: Option<&Kubernetes>,
+    cgroup: &Option<String>,
+) -> PressureLabels {
+    let text = |value: Option<&String>| value.cloned().unwrap_or_default();
+    PressureLabels {
+        scope: match scope {
+            PressureScope::Cgroup => "cgroup",
+            PressureScope::Node => "node",
+        }
+        .into(),
+        namespace: text(k8s.and_then(|k| k.namespace.as_ref())),
+        pod: text(k8s.and_then(|k| k.pod.as_ref())),
+        container: text(k8s.and_then(|k| k.container.as_ref())),
+        cgroup: cgroup.clone().unwrap_or_default(),
+    }
+}
 
 /// Labels of `oom_probe_kills_total`: who was killed and how.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -26,6 +45,18 @@ pub struct KillLabels {
     pub silent: String,
 }
 
+/// Labels of `oom_probe_memory_pressure`: the cgroup under pressure and
+/// its pod and container (empty outside Kubernetes; all empty, with
+/// `scope="node"`, for the node).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PressureLabels {
+    pub scope: String,
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    pub cgroup: String,
+}
+
 /// Every metric oom-probe exports.
 pub struct Metrics {
     registry: Registry,
@@ -34,6 +65,9 @@ pub struct Metrics {
     lost: Counter,
     enrichment_failures: Counter,
     history_write_failures: Counter,
+    /// 1 while a cgroup (or the node) is under memory pressure; the series
+    /// leaves when it clears.
+    pressure: Family<PressureLabels, Gauge>,
     state_write_failures: Counter,
     replayed: Counter,
     /// Unix time of each kill series' last kill: an alert on it fires for
@@ -80,6 +114,12 @@ impl Metrics {
             "Events the history store could not keep (it could not be opened, or a commit failed); they were still emitted",
             history_write_failures.clone(),
         );
+        let pressure = Family::<PressureLabels, Gauge>::default();
+        registry.register(
+            "memory_pressure",
+            "1 while the cgroup (or the node) is at its limit and struggling to reclaim (a memory_pressure event); gone when it clears",
+            pressure.clone(),
+        );
         let state_write_failures = Counter::default();
         registry.register(
             "state_write_failures",
@@ -114,6 +154,7 @@ impl Metrics {
             lost,
             enrichment_failures,
             history_write_failures,
+            pressure,
             state_write_failures,
             replayed,
             last_kill,
@@ -154,6 +195,14 @@ impl Metrics {
                 self.unobserved.inc_by(missed.count);
             }
             Event::Eviction(_) => {}
+            Event::MemoryPressure(p) => {
+                let labels = pressure_labels(p.scope, p.kubernetes.as_ref(), &p.cgroup_path);
+                self.pressure.get_or_create(&labels).set(1);
+            }
+            Event::MemoryPressureEnd(p) => {
+                let labels = pressure_labels(p.scope, p.kubernetes.as_ref(), &p.cgroup_path);
+                self.pressure.remove(&labels);
+            }
         }
     }
 
@@ -254,6 +303,62 @@ fn openmetrics_to_prometheus_text(openmetrics: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pressure_series_is_1_while_it_lasts_and_leaves_with_its_end() {
+        use crate::event::{Memcg, PressureEndEvent, PressureEvent, PressureSource};
+        let metrics = Metrics::new(Duration::from_secs(60));
+        let kubernetes = Some(Kubernetes {
+            namespace: Some("shop".into()),
+            pod: Some("web-1".into()),
+            container: Some("app".into()),
+            ..Kubernetes::default()
+        });
+        let path = Some("/kubepods/podx/abc".to_string());
+        metrics.record(&Event::MemoryPressure(Box::new(PressureEvent {
+            time: String::new(),
+            node: "n".into(),
+            scope: PressureScope::Cgroup,
+            source: PressureSource::Psi,
+            cgroup_id: Some(7),
+            cgroup_path: path.clone(),
+            kubernetes: kubernetes.clone(),
+            container: None,
+            memcg: Memcg {
+                usage_bytes: None,
+                limit_bytes: None,
+            },
+            memcg_stat: None,
+            psi: None,
+            limit_hits: None,
+            growth_bytes_per_minute: None,
+            since: String::new(),
+            duration_seconds: 0.0,
+            tasks: None,
+            tasks_total: None,
+            explanation: String::new(),
+        })));
+        let series = "oom_probe_memory_pressure{scope=\"cgroup\",namespace=\"shop\",pod=\"web-1\",container=\"app\",cgroup=\"/kubepods/podx/abc\"} 1";
+        assert!(metrics.encode_prometheus_text().contains(series));
+        metrics.record(&Event::MemoryPressureEnd(Box::new(PressureEndEvent {
+            time: String::new(),
+            node: "n".into(),
+            scope: PressureScope::Cgroup,
+            cgroup_id: Some(7),
+            cgroup_path: path,
+            kubernetes,
+            container: None,
+            since: String::new(),
+            last: String::new(),
+            duration_seconds: 1.0,
+            events: 1,
+            peak_psi_some_avg10: None,
+            cgroup_removed: false,
+        })));
+        assert!(!metrics
+            .encode_prometheus_text()
+            .contains("oom_probe_memory_pressure{"));
+    }
 
     #[test]
     fn prometheus_text_names_families_after_their_samples() {

@@ -77,6 +77,18 @@ impl<W: Write> Output<W> {
                         evicted.kubernetes.pod.as_deref().unwrap_or("?"),
                         evicted.message.as_deref().unwrap_or("")
                     ),
+                    Event::MemoryPressure(pressure) => format!(
+                        "{} memory pressure: {}",
+                        clock_time(&pressure.time),
+                        pressure.explanation
+                    ),
+                    Event::MemoryPressureEnd(end) => format!(
+                        "{} memory pressure ended: {} after {:.0} s ({} event(s))",
+                        clock_time(&end.time),
+                        end.cgroup_path.as_deref().unwrap_or("node"),
+                        end.duration_seconds,
+                        end.events
+                    ),
                 };
                 // Every value may come from a process or the API: nothing
                 // that could steer the terminal is written as is.
@@ -264,6 +276,7 @@ mod tests {
             tasks: None,
             tasks_total: None,
             tasks_source: None,
+            pressure_before: None,
             event_id: String::new(),
             replayed: false,
         }))

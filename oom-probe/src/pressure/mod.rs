@@ -1,0 +1,872 @@
+//! `memory_pressure`: the warning before the OOM killer acts. Watches the
+//! memory cgroups of containers (or those under `--pressure-cgroup`) and the
+//! node through the kernel's own notifications ([`cgroupfs`]), never by
+//! reading every cgroup per tick, and turns them into events:
+//!
+//! notification -> is it at its limit (counter rising) -> episode (since,
+//! peak PSI) -> at most one `memory_pressure` per interval -> one
+//! `memory_pressure_end` after `clear_after` without a notification.
+//!
+//! All notifications land on one epoll instance, which tokio polls through
+//! [`AsyncFd`]: the cost of a quiet cgroup is two file descriptors and a
+//! few hundred bytes, and no work.
+
+pub mod cgroupfs;
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    fs,
+    os::fd::{AsFd, OwnedFd},
+    path::{Path, PathBuf},
+    time::{Duration, Instant, SystemTime},
+};
+
+use rustix::{
+    event::epoll,
+    fs::inotify::{self, ReadFlags, WatchFlags},
+};
+use tokio::io::unix::AsyncFd;
+
+use crate::{
+    enrich::{cgroup_layout, container_from, explain, kubernetes_from_path, tasks},
+    event::{PressureBefore, PressureEndEvent, PressureEvent, PressureScope, PressureSource, Psi},
+};
+
+use cgroupfs::{AtLimit, Notifier};
+
+/// How many processes a `memory_pressure` event lists.
+pub const TOP_TASKS: usize = 5;
+
+/// How long an ended episode is still joined to a kill of its cgroup (the
+/// kill itself often ends the pressure a moment before it is reported).
+const KILL_JOIN: Duration = Duration::from_secs(300);
+
+/// A cgroup's files are read at most this often, however often it notifies.
+const READ_EVERY: Duration = Duration::from_millis(250);
+
+/// The epoll key of the inotify fd (`memory.events` changes).
+const INOTIFY_KEY: u64 = u64::MAX;
+
+/// What `--pressure-*` asked for.
+#[derive(Clone, Debug)]
+pub struct PressureOptions {
+    /// At most one `memory_pressure` per cgroup per this long.
+    pub interval: Duration,
+    /// The pressure ended after this long without a notification.
+    pub clear_after: Duration,
+    /// cgroup v1 `memory.pressure_level` level: `low`, `medium`, `critical`.
+    pub v1_level: String,
+    /// PSI trigger: stall time per window (v2 cgroups and the node).
+    pub psi_stall: Duration,
+    /// PSI trigger window (500 ms to 10 s).
+    pub psi_window: Duration,
+    /// Watch the leaf memory cgroups with a limit under these paths
+    /// (relative to the memory hierarchy root); empty: container cgroups.
+    pub cgroups: Vec<String>,
+    /// Watch the node's `/proc/pressure/memory`.
+    pub node: bool,
+    /// Look for new and removed cgroups this often.
+    pub rescan: Duration,
+}
+
+impl Default for PressureOptions {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(60),
+            clear_after: Duration::from_secs(10),
+            v1_level: "medium".into(),
+            psi_stall: Duration::from_millis(100),
+            psi_window: Duration::from_secs(1),
+            cgroups: Vec::new(),
+            node: true,
+            rescan: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One pressure episode: from the first qualifying notification to the
+/// last one before `clear_after` of quiet.
+#[derive(Clone, Debug)]
+struct Episode {
+    since: Instant,
+    since_wall: SystemTime,
+    last: Instant,
+    last_wall: SystemTime,
+    last_event: Option<Instant>,
+    events: u64,
+    peak_some_avg10: Option<f64>,
+}
+
+/// One watched cgroup (or the node).
+struct Watched {
+    scope: PressureScope,
+    /// Path below the hierarchy root (`None`: the node).
+    path: Option<String>,
+    dir: PathBuf,
+    cgroup_id: Option<u64>,
+    notifier: Notifier,
+    /// inotify watch on `memory.events` (v2).
+    wd: Option<i32>,
+    last_hits: Option<u64>,
+    hits_since_event: u64,
+    last_rise: Option<Instant>,
+    last_notify: Option<Instant>,
+    /// When its files were last read.
+    last_read: Option<Instant>,
+    episode: Option<Episode>,
+    /// `(when, usage)`, at most one a second, the last minute.
+    usage: VecDeque<(Instant, u64)>,
+}
+
+/// Watches memory pressure; owned by the event loop.
+pub struct PressureWatcher {
+    options: PressureOptions,
+    node_name: String,
+    root: PathBuf,
+    v2: bool,
+    procfs: PathBuf,
+    epoll: AsyncFd<OwnedFd>,
+    inotify: Option<OwnedFd>,
+    watched: HashMap<u64, Watched>,
+    by_path: HashMap<String, u64>,
+    by_wd: HashMap<i32, u64>,
+    active: HashSet<u64>,
+    /// Ended episodes by cgroup path, for `pressure_before` on a late kill.
+    ended: HashMap<String, (Instant, PressureBefore)>,
+    next_key: u64,
+    last_scan: Option<Instant>,
+    v1_failed: bool,
+}
+
+/// What a wake-up produced.
+pub enum Change {
+    Pressure(PressureEvent),
+    End(PressureEndEvent),
+}
+
+impl PressureWatcher {
+    /// Watches the memory hierarchy at `root` (v1 memory mount or the v2
+    /// root) and, with `options.node`, `<procfs>/pressure/memory`.
+    ///
+    /// Errors: epoll or inotify cannot be created (fd limits).
+    pub fn new(
+        options: PressureOptions,
+        node_name: String,
+        root: PathBuf,
+        v2: bool,
+        procfs: PathBuf,
+    ) -> std::io::Result<Self> {
+        let epfd = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        // SAFETY: the OwnedFd moves into the AsyncFd, which keeps it open
+        // and unchanged for as long as it is registered.
+        let epoll = unsafe { AsyncFd::register(epfd) }.map_err(|e| e.into_parts().1)?;
+        let inotify = if v2 {
+            let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)?;
+            epoll::add(
+                epoll.get_ref(),
+                &fd,
+                epoll::EventData::new_u64(INOTIFY_KEY),
+                epoll::EventFlags::IN,
+            )?;
+            Some(fd)
+        } else {
+            None
+        };
+        let mut watcher = Self {
+            options,
+            node_name,
+            root,
+            v2,
+            procfs,
+            epoll,
+            inotify,
+            watched: HashMap::new(),
+            by_path: HashMap::new(),
+            by_wd: HashMap::new(),
+            active: HashSet::new(),
+            ended: HashMap::new(),
+            next_key: 1,
+            last_scan: None,
+            v1_failed: false,
+        };
+        if watcher.options.node {
+            watcher.watch_node();
+        }
+        watcher.rescan();
+        Ok(watcher)
+    }
+
+    /// How many cgroups (and the node) are watched.
+    pub fn watched(&self) -> usize {
+        self.watched.len()
+    }
+
+    fn watch_node(&mut self) {
+        let file = self.procfs.join("pressure/memory");
+        match cgroupfs::psi_trigger(&file, self.stall_us(), self.window_us()) {
+            Ok(notifier) => {
+                let watched = Watched::new(PressureScope::Node, None, file, None, notifier, None);
+                self.add(watched);
+            }
+            Err(err) => tracing::warn!(
+                "node memory pressure is not watched: no PSI trigger on {} ({err})",
+                file.display()
+            ),
+        }
+    }
+
+    fn stall_us(&self) -> u64 {
+        self.options.psi_stall.as_micros() as u64
+    }
+
+    fn window_us(&self) -> u64 {
+        self.options.psi_window.as_micros() as u64
+    }
+
+    fn add(&mut self, watched: Watched) -> u64 {
+        let key = self.next_key;
+        self.next_key += 1;
+        let flags = if watched.notifier.psi {
+            epoll::EventFlags::PRI
+        } else {
+            epoll::EventFlags::IN
+        };
+        if let Err(err) = epoll::add(
+            self.epoll.get_ref(),
+            &watched.notifier.fd,
+            epoll::EventData::new_u64(key),
+            flags,
+        ) {
+            tracing::warn!("cannot poll a pressure notification ({err})");
+            return 0;
+        }
+        if let Some(path) = &watched.path {
+            self.by_path.insert(path.clone(), key);
+        }
+        if let Some(wd) = watched.wd {
+            self.by_wd.insert(wd, key);
+        }
+        self.watched.insert(key, watched);
+        key
+    }
+
+    /// Stops watching `key`: its fds close (the kernel drops the eventfd
+    /// registration or the PSI trigger with them).
+    fn remove(&mut self, key: u64) -> Option<Watched> {
+        let watched = self.watched.remove(&key)?;
+        let _ = epoll::delete(self.epoll.get_ref(), &watched.notifier.fd);
+        if let (Some(wd), Some(inotify)) = (watched.wd, &self.inotify) {
+            self.by_wd.remove(&wd);
+            let _ = inotify::remove_watch(inotify, wd);
+        }
+        if let Some(path) = &watched.path {
+            self.by_path.remove(path);
+        }
+        self.active.remove(&key);
+        Some(watched)
+    }
+
+    /// The cgroups that should be watched now, by path.
+    fn wanted(&self) -> Vec<(String, PathBuf)> {
+        let mut found = Vec::new();
+        let mut pending = vec![(self.root.clone(), String::from("/"), 0usize)];
+        while let Some((dir, relative, depth)) = pending.pop() {
+            let mut children = 0;
+            if depth < 16 {
+                if let Ok(entries) = fs::read_dir(&dir) {
+                    for entry in entries.flatten() {
+                        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                            continue;
+                        }
+                        children += 1;
+                        let name = entry.file_name().to_string_lossy().into_owned();
+                        let child = match relative.as_str() {
+                            "/" => format!("/{name}"),
+                            parent => format!("{parent}/{name}"),
+                        };
+                        pending.push((entry.path(), child, depth + 1));
+                    }
+                }
+            }
+            if relative == "/" {
+                continue;
+            }
+            // A watched cgroup had its limit checked already (no read).
+            if !self.by_path.contains_key(&relative) && !cgroupfs::has_limit(&dir, self.v2) {
+                continue;
+            }
+            let wanted = if self.options.cgroups.is_empty() {
+                // A container's own cgroup, as kills name it.
+                cgroup_layout::parse(&relative).container_id.is_some()
+            } else {
+                children == 0
+                    && self.options.cgroups.iter().any(|prefix| {
+                        let prefix = prefix.trim_end_matches('/');
+                        relative == prefix
+                            || relative
+                                .strip_prefix(prefix)
+                                .is_some_and(|rest| rest.starts_with('/') || prefix.is_empty())
+                    })
+            };
+            if wanted {
+                found.push((relative, dir));
+            }
+        }
+        found
+    }
+
+    /// Watches new cgroups and forgets removed ones; returns the end events
+    /// of removed cgroups that were under pressure.
+    pub fn rescan(&mut self) -> Vec<Change> {
+        self.last_scan = Some(Instant::now());
+        let wanted = self.wanted();
+        let wanted_paths: HashSet<&str> = wanted.iter().map(|(p, _)| p.as_str()).collect();
+        let gone: Vec<u64> = self
+            .by_path
+            .iter()
+            .filter(|(path, _)| !wanted_paths.contains(path.as_str()))
+            .map(|(_, key)| *key)
+            .collect();
+        let mut changes = Vec::new();
+        for key in gone {
+            changes.extend(self.unwatch(key, true));
+        }
+        for (path, dir) in wanted {
+            if self.by_path.contains_key(&path) {
+                continue;
+            }
+            self.watch_cgroup(path, dir);
+        }
+        changes
+    }
+
+    /// Rescans when `rescan` has passed since the last one.
+    pub fn rescan_if_due(&mut self) -> Vec<Change> {
+        match self.last_scan {
+            Some(at) if at.elapsed() < self.options.rescan => Vec::new(),
+            _ => self.rescan(),
+        }
+    }
+
+    fn watch_cgroup(&mut self, path: String, dir: PathBuf) {
+        let registered = if self.v2 {
+            cgroupfs::psi_trigger(
+                &dir.join("memory.pressure"),
+                self.stall_us(),
+                self.window_us(),
+            )
+        } else {
+            cgroupfs::v1_pressure_level(&dir, &self.options.v1_level)
+        };
+        let notifier = match registered {
+            Ok(n) => n,
+            Err(err) => {
+                if !self.v1_failed {
+                    tracing::warn!(
+                        "cannot watch memory pressure of {path} ({err}); cgroups where this \
+                         fails are not watched"
+                    );
+                    self.v1_failed = true;
+                }
+                return;
+            }
+        };
+        let wd = self.inotify.as_ref().and_then(|fd| {
+            inotify::add_watch(fd, dir.join("memory.events"), WatchFlags::MODIFY).ok()
+        });
+        let cgroup_id = {
+            use std::os::unix::fs::MetadataExt;
+            fs::metadata(&dir).ok().map(|m| m.ino())
+        };
+        let mut watched = Watched::new(
+            PressureScope::Cgroup,
+            Some(path),
+            dir,
+            cgroup_id,
+            notifier,
+            wd,
+        );
+        watched.last_hits = cgroupfs::limit_hits(&watched.dir, self.v2);
+        self.add(watched);
+    }
+
+    fn unwatch(&mut self, key: u64, removed: bool) -> Option<Change> {
+        let mut watched = self.remove(key)?;
+        let episode = watched.episode.take()?;
+        Some(Change::End(self.end_event(&watched, episode, removed)))
+    }
+
+    /// Waits until the kernel notifies, then handles every notification
+    /// pending. Cancel-safe: nothing is read before the wait ends.
+    pub async fn next(&mut self) -> Vec<Change> {
+        loop {
+            let Ok(mut guard) = self.epoll.readable().await else {
+                return std::future::pending().await;
+            };
+            guard.clear_ready();
+            drop(guard);
+            let changes = self.drain();
+            if !changes.is_empty() {
+                return changes;
+            }
+        }
+    }
+
+    /// Handles what epoll has ready, without waiting.
+    pub fn drain(&mut self) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let mut ready: Vec<epoll::Event> = Vec::with_capacity(256);
+        loop {
+            ready.clear();
+            let zero = rustix::event::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            match epoll::wait(
+                self.epoll.get_ref(),
+                rustix::buffer::spare_capacity(&mut ready),
+                Some(&zero),
+            ) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(err) => {
+                    tracing::warn!("pressure notifications cannot be read ({err})");
+                    break;
+                }
+            }
+            let now = Instant::now();
+            for event in ready.iter().copied() {
+                let (flags, data) = (event.flags, event.data);
+                let key = data.u64();
+                if key == INOTIFY_KEY {
+                    for key in self.read_inotify() {
+                        changes.extend(self.on_wake(key, now, false));
+                    }
+                } else {
+                    let failed = flags.intersects(epoll::EventFlags::ERR | epoll::EventFlags::HUP);
+                    if let Some(w) = self.watched.get(&key) {
+                        cgroupfs::consume(&w.notifier);
+                    }
+                    if failed {
+                        // A PSI trigger whose cgroup was removed.
+                        changes.extend(self.unwatch(key, true));
+                        continue;
+                    }
+                    changes.extend(self.on_wake(key, now, true));
+                }
+            }
+            if ready.len() < ready.capacity() {
+                break;
+            }
+        }
+        changes
+    }
+
+    fn read_inotify(&mut self) -> Vec<u64> {
+        let Some(fd) = &self.inotify else {
+            return Vec::new();
+        };
+        let mut keys = Vec::new();
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+        let mut reader = inotify::Reader::new(fd.as_fd(), &mut buf);
+        while let Ok(event) = reader.next() {
+            if event.events().contains(ReadFlags::IGNORED) {
+                continue;
+            }
+            if let Some(key) = self.by_wd.get(&event.wd()) {
+                if !keys.contains(key) {
+                    keys.push(*key);
+                }
+            }
+        }
+        keys
+    }
+
+    /// A notification (`pressure`: the pressure notifier; else a
+    /// `memory.events` change) for `key`.
+    fn on_wake(&mut self, key: u64, now: Instant, pressure: bool) -> Option<Change> {
+        let v2 = self.v2;
+        let watched = self.watched.get_mut(&key)?;
+        if watched.scope == PressureScope::Cgroup && !watched.dir.exists() {
+            // The v1 eventfd is signalled when its cgroup is removed.
+            return self.unwatch(key, true);
+        }
+        if pressure {
+            watched.last_notify = Some(now);
+            // Thrashing cgroups notify thousands of times a second: read
+            // their files at most every 250 ms.
+            if watched
+                .last_read
+                .is_some_and(|at| now.duration_since(at) < READ_EVERY)
+            {
+                return None;
+            }
+        }
+        watched.last_read = Some(now);
+        if watched.scope == PressureScope::Cgroup {
+            let hits = cgroupfs::limit_hits(&watched.dir, v2);
+            if let (Some(now_hits), Some(before)) = (hits, watched.last_hits) {
+                if now_hits > before {
+                    watched.hits_since_event += now_hits - before;
+                    watched.last_rise = Some(now);
+                }
+            }
+            if hits.is_some() {
+                watched.last_hits = hits;
+            }
+            // The counters miss some limit hits (a v1 cgroup whose
+            // memory+swap limit equals its memory limit fails its charges
+            // without counting them on 6.x kernels): a notification with the
+            // usage within a charge batch of the limit counts too.
+            if pressure && cgroupfs::usage_and_limit(&watched.dir, v2).at_limit() {
+                watched.last_rise = Some(now);
+            }
+        }
+        watched.sample_usage(now, v2);
+        let recent = |at: Option<Instant>| {
+            at.is_some_and(|at| now.duration_since(at) < self.options.clear_after)
+        };
+        let at_limit = watched.scope == PressureScope::Node || recent(watched.last_rise);
+        if !(recent(watched.last_notify) && at_limit) {
+            return None;
+        }
+        let psi = watched.psi(v2);
+        let episode = watched.episode.get_or_insert_with(|| Episode {
+            since: now,
+            since_wall: SystemTime::now(),
+            last: now,
+            last_wall: SystemTime::now(),
+            last_event: None,
+            events: 0,
+            peak_some_avg10: None,
+        });
+        episode.last = now;
+        episode.last_wall = SystemTime::now();
+        if let Some(psi) = psi {
+            episode.peak_some_avg10 = Some(
+                episode
+                    .peak_some_avg10
+                    .map_or(psi.some_avg10, |p| p.max(psi.some_avg10)),
+            );
+        }
+        self.active.insert(key);
+        let due = episode
+            .last_event
+            .is_none_or(|at| now.duration_since(at) >= self.options.interval);
+        if !due {
+            return None;
+        }
+        episode.last_event = Some(now);
+        episode.events += 1;
+        let episode = episode.clone();
+        let watched = self.watched.get_mut(&key)?;
+        let hits = std::mem::take(&mut watched.hits_since_event);
+        let watched = self.watched.get(&key)?;
+        Some(Change::Pressure(
+            self.pressure_event(watched, &episode, psi, hits, now),
+        ))
+    }
+
+    /// Ends the episodes quiet for `clear_after`; forgets old ended ones.
+    pub fn tick(&mut self) -> Vec<Change> {
+        let now = Instant::now();
+        let quiet: Vec<u64> = self
+            .active
+            .iter()
+            .copied()
+            .filter(|key| {
+                self.watched
+                    .get(key)
+                    .and_then(|w| w.episode.as_ref())
+                    .is_none_or(|e| now.duration_since(e.last) >= self.options.clear_after)
+            })
+            .collect();
+        let mut changes = Vec::new();
+        for key in quiet {
+            self.active.remove(&key);
+            let Some(mut watched) = self.watched.remove(&key) else {
+                continue;
+            };
+            if let Some(episode) = watched.episode.take() {
+                changes.push(Change::End(self.end_event(&watched, episode, false)));
+            }
+            self.watched.insert(key, watched);
+        }
+        self.ended
+            .retain(|_, (at, _)| now.duration_since(*at) < KILL_JOIN);
+        changes
+    }
+
+    /// The pressure that came before a kill in the cgroup at `path`: its
+    /// current episode, or one that ended within the last five minutes.
+    pub fn before_kill(&self, path: &str) -> Option<PressureBefore> {
+        if let Some(episode) = self
+            .by_path
+            .get(path)
+            .and_then(|key| self.watched.get(key)?.episode.as_ref())
+        {
+            return Some(PressureBefore {
+                since: rfc3339(episode.since_wall),
+                peak_psi_some_avg10: episode.peak_some_avg10,
+            });
+        }
+        self.ended.get(path).map(|(_, before)| before.clone())
+    }
+
+    fn pressure_event(
+        &self,
+        watched: &Watched,
+        episode: &Episode,
+        psi: Option<Psi>,
+        hits: u64,
+        now: Instant,
+    ) -> PressureEvent {
+        let (memcg, memcg_stat, scene) = match watched.scope {
+            PressureScope::Node => (
+                cgroupfs::node_memory(
+                    &fs::read_to_string(self.procfs.join("meminfo")).unwrap_or_default(),
+                ),
+                None,
+                tasks::top_of_node(&self.procfs, TOP_TASKS),
+            ),
+            PressureScope::Cgroup => (
+                cgroupfs::usage_and_limit(&watched.dir, self.v2),
+                explain::read_memcg_stat(&watched.dir),
+                tasks::top_of_cgroup(&watched.dir, &self.procfs, TOP_TASKS),
+            ),
+        };
+        let growth = watched.growth(now);
+        let identity = watched
+            .path
+            .as_deref()
+            .map(cgroup_layout::parse)
+            .unwrap_or_default();
+        let duration = now.duration_since(episode.since).as_secs_f64();
+        let mut event = PressureEvent {
+            time: rfc3339(SystemTime::now()),
+            node: self.node_name.clone(),
+            scope: watched.scope,
+            source: if watched.notifier.psi {
+                PressureSource::Psi
+            } else {
+                PressureSource::PressureLevel
+            },
+            cgroup_id: watched.cgroup_id,
+            cgroup_path: watched.path.clone(),
+            kubernetes: watched.path.as_deref().and_then(kubernetes_from_path),
+            container: container_from(&identity),
+            memcg,
+            memcg_stat,
+            psi,
+            limit_hits: (watched.scope == PressureScope::Cgroup).then_some(hits),
+            growth_bytes_per_minute: growth,
+            since: rfc3339(episode.since_wall),
+            duration_seconds: (duration * 10.0).round() / 10.0,
+            tasks_total: scene.as_ref().map(|s| s.total),
+            tasks: scene.map(|s| s.top),
+            explanation: String::new(),
+        };
+        event.explanation = explain_pressure(&event);
+        event
+    }
+
+    fn end_event(
+        &mut self,
+        watched: &Watched,
+        episode: Episode,
+        removed: bool,
+    ) -> PressureEndEvent {
+        let before = PressureBefore {
+            since: rfc3339(episode.since_wall),
+            peak_psi_some_avg10: episode.peak_some_avg10,
+        };
+        if let Some(path) = &watched.path {
+            self.ended.insert(path.clone(), (Instant::now(), before));
+        }
+        let identity = watched
+            .path
+            .as_deref()
+            .map(cgroup_layout::parse)
+            .unwrap_or_default();
+        let duration = episode.last.duration_since(episode.since).as_secs_f64();
+        PressureEndEvent {
+            time: rfc3339(SystemTime::now()),
+            node: self.node_name.clone(),
+            scope: watched.scope,
+            cgroup_id: watched.cgroup_id,
+            cgroup_path: watched.path.clone(),
+            kubernetes: watched.path.as_deref().and_then(kubernetes_from_path),
+            container: container_from(&identity),
+            since: rfc3339(episode.since_wall),
+            last: rfc3339(episode.last_wall),
+            duration_seconds: (duration * 10.0).round() / 10.0,
+            events: episode.events,
+            peak_psi_some_avg10: episode.peak_some_avg10,
+            cgroup_removed: removed,
+        }
+    }
+}
+
+impl Watched {
+    fn new(
+        scope: PressureScope,
+        path: Option<String>,
+        dir: PathBuf,
+        cgroup_id: Option<u64>,
+        notifier: Notifier,
+        wd: Option<i32>,
+    ) -> Self {
+        Self {
+            scope,
+            path,
+            dir,
+            cgroup_id,
+            notifier,
+            wd,
+            last_hits: None,
+            hits_since_event: 0,
+            last_rise: None,
+            last_notify: None,
+            last_read: None,
+            episode: None,
+            usage: VecDeque::new(),
+        }
+    }
+
+    fn psi(&self, v2: bool) -> Option<Psi> {
+        match self.scope {
+            // `dir` is the node's PSI file itself.
+            PressureScope::Node => cgroupfs::read_psi(&self.dir),
+            PressureScope::Cgroup if v2 => cgroupfs::read_psi(&self.dir.join("memory.pressure")),
+            PressureScope::Cgroup => None,
+        }
+    }
+
+    fn usage_now(&self, v2: bool) -> Option<u64> {
+        match self.scope {
+            PressureScope::Node => {
+                let meminfo = self.dir.parent()?.parent()?.join("meminfo");
+                cgroupfs::node_memory(&fs::read_to_string(meminfo).ok()?).usage_bytes
+            }
+            PressureScope::Cgroup => cgroupfs::usage_and_limit(&self.dir, v2).usage_bytes,
+        }
+    }
+
+    fn sample_usage(&mut self, now: Instant, v2: bool) {
+        if self
+            .usage
+            .back()
+            .is_some_and(|(at, _)| now.duration_since(*at) < Duration::from_secs(1))
+        {
+            return;
+        }
+        if let Some(usage) = self.usage_now(v2) {
+            self.usage.push_back((now, usage));
+        }
+        while self
+            .usage
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > Duration::from_secs(61))
+        {
+            self.usage.pop_front();
+        }
+    }
+
+    /// Usage growth over the last minute, scaled to a minute when the
+    /// samples span at least 10 s; `None` before that.
+    fn growth(&self, now: Instant) -> Option<i64> {
+        let (first_at, first) = *self.usage.front()?;
+        let (_, last) = *self.usage.back()?;
+        let span = now.duration_since(first_at).as_secs_f64();
+        if span < 10.0 {
+            return None;
+        }
+        let delta = last as f64 - first as f64;
+        Some((delta * 60.0 / span.min(60.0)).round() as i64)
+    }
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+/// One sentence: what fills the memory, how close to the limit, how fast it
+/// grew, the biggest process, for how long.
+pub fn explain_pressure(event: &PressureEvent) -> String {
+    let what = match event.scope {
+        PressureScope::Node => "node".to_string(),
+        PressureScope::Cgroup => event
+            .kubernetes
+            .as_ref()
+            .and_then(|k| {
+                Some(format!(
+                    "container {}/{}",
+                    k.pod.as_ref()?,
+                    k.container.as_ref()?
+                ))
+            })
+            .or_else(|| event.cgroup_path.clone())
+            .unwrap_or_else(|| "cgroup".into()),
+    };
+    let mut parts = Vec::new();
+    match (event.memcg.usage_bytes, event.memcg.limit_bytes) {
+        (Some(usage), Some(limit)) if limit > 0 => parts.push(format!(
+            "{what} at {}% of its {} {} ({} used)",
+            usage * 100 / limit,
+            explain::size(limit),
+            if event.scope == PressureScope::Node {
+                "RAM"
+            } else {
+                "limit"
+            },
+            explain::size(usage)
+        )),
+        _ => parts.push(format!("{what} under memory pressure")),
+    }
+    if let Some(stat) = event.memcg_stat {
+        let kinds = [
+            ("anonymous memory", stat.anon.saturating_sub(stat.shmem)),
+            ("page cache", stat.file.saturating_sub(stat.shmem)),
+            ("tmpfs/shmem", stat.shmem),
+            ("kernel memory", stat.kernel),
+        ];
+        if let Some((name, bytes)) = kinds.iter().max_by_key(|(_, b)| *b) {
+            parts.push(format!("mostly {name} ({})", explain::size(*bytes)));
+        }
+    }
+    if let Some(hits) = event.limit_hits.filter(|&h| h > 0) {
+        parts.push(format!("limit hit {hits} times"));
+    }
+    if let Some(psi) = event.psi {
+        parts.push(format!("stalled {:.0}% of the last 10 s", psi.some_avg10));
+    }
+    if let Some(growth) = event.growth_bytes_per_minute {
+        if growth >= 0 {
+            parts.push(format!(
+                "grew {} in the last minute",
+                explain::size(growth as u64)
+            ));
+        } else {
+            parts.push(format!(
+                "shrank {} in the last minute",
+                explain::size(growth.unsigned_abs())
+            ));
+        }
+    }
+    if let Some(top) = event.tasks.as_ref().and_then(|t| t.first()) {
+        parts.push(format!(
+            "biggest process {} ({}) RSS {}",
+            top.comm.as_deref().unwrap_or("?"),
+            top.pid,
+            explain::size(tasks::rss_total(top))
+        ));
+    }
+    parts.push(format!("for {:.0} s so far", event.duration_seconds));
+    parts.join(", ")
+}
+
+/// The memory hierarchy's root for pressure watching, and whether it is v2.
+pub fn memory_hierarchy(root: &Path) -> bool {
+    root.join("cgroup.controllers").exists()
+}

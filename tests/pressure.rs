@@ -1,0 +1,357 @@
+//! `memory_pressure`: a memory cgroup held at its limit with steady reclaim
+//! must be reported at most once per `--pressure-interval`, then once as
+//! `memory_pressure_end` when it stops; a quiet cgroup never; a kill that
+//! follows carries `pressure_before`.
+//!
+//! The pressure is real. On cgroup v1 (the host) `oom-hog --reclaim` keeps
+//! 59 MiB of anonymous memory in a 64 MiB cgroup and re-reads 16 MiB of
+//! files, so the kernel thrashes page cache (`memory.pressure_level`
+//! `medium`, `memory.failcnt` rising; at 56 MiB it only says `low`). On
+//! cgroup v2 (the VM kernels, whose root is a RAM disk with no page cache to
+//! reclaim) `memory.high` at half the limit throttles the same process:
+//! PSI stall and `memory.events` `high` rising.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use oom_probe_tests::{hog, root_or_skip, skipped, MemoryCgroup, Watcher};
+use serde_json::Value;
+
+const MIB: u64 = 1 << 20;
+const LIMIT: u64 = 64 * MIB;
+/// `--pressure-interval` and `--pressure-clear-after` in these tests.
+const INTERVAL_S: f64 = 3.0;
+const CLEAR_S: u64 = 3;
+
+fn pressure_args<'a>(cgroups: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--pressure-interval",
+        "3s",
+        "--pressure-clear-after",
+        "3s",
+        "--no-history",
+    ];
+    for cgroup in cgroups {
+        args.extend(["--pressure-cgroup", cgroup]);
+    }
+    args
+}
+
+/// True when this kernel can give the pressure these tests make (said
+/// loudly when not).
+fn pressure_available(test: &str, cgroup: &MemoryCgroup) -> bool {
+    let file = if cgroup.is_v2() {
+        "memory.pressure"
+    } else {
+        "memory.pressure_level"
+    };
+    if !cgroup.path().join(file).exists() {
+        skipped(
+            test,
+            &format!("this kernel has no {file} (PSI disabled or not built)"),
+        );
+        return false;
+    }
+    true
+}
+
+/// Starts the workload that holds `cgroup` at its limit for `seconds`
+/// (then exits, or with `then_oom` grows until the OOM killer kills it).
+fn hold_at_limit(cgroup: &MemoryCgroup, seconds: u32, then_oom: bool) -> Child {
+    let files = std::env::temp_dir().join(format!(
+        "oom-probe-pressure-{}-{}",
+        std::process::id(),
+        cgroup.relative_path().rsplit('-').next().unwrap_or("0")
+    ));
+    let (anon_mb, files_mb) = if cgroup.is_v2() {
+        // Throttled above memory.high: it stalls in every allocation.
+        cgroup
+            .write("memory.high", &(LIMIT / 2).to_string())
+            .expect("set memory.high");
+        (48, 0)
+    } else {
+        (59, 16)
+    };
+    let mut command: Command = hog();
+    command
+        .arg("--cgroup")
+        .arg(cgroup.path())
+        .arg("--reclaim")
+        .arg(&files)
+        .args(["--mb", &anon_mb.to_string()])
+        .args(["--files-mb", &files_mb.to_string()])
+        .args(["--seconds", &seconds.to_string()])
+        .stdout(Stdio::null());
+    if then_oom {
+        command.arg("--then-oom");
+    }
+    command.spawn().expect("start oom-hog --reclaim")
+}
+
+fn is_pressure(event: &Value, path: &str) -> bool {
+    let kind = event["type"].as_str().unwrap_or("");
+    kind.starts_with("memory_pressure") && event["cgroup_path"] == path
+}
+
+fn time_s(event: &Value, field: &str) -> f64 {
+    let text = event[field].as_str().expect("an RFC 3339 time");
+    let time = humantime_parse(text);
+    time.duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// RFC 3339 with milliseconds, UTC (what oom-probe writes).
+fn humantime_parse(text: &str) -> std::time::SystemTime {
+    // 2026-11-30T04:02:30.650Z
+    let (date, clock) = text.trim_end_matches('Z').split_once('T').unwrap();
+    let d: Vec<i64> = date.split('-').map(|p| p.parse().unwrap()).collect();
+    let (hms, millis) = clock.split_once('.').unwrap_or((clock, "0"));
+    let t: Vec<i64> = hms.split(':').map(|p| p.parse().unwrap()).collect();
+    // Days from civil (Howard Hinnant's algorithm).
+    let (y, m) = if d[1] <= 2 {
+        (d[0] - 1, d[1] + 9)
+    } else {
+        (d[0], d[1] - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d[2] - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    let secs = days * 86400 + t[0] * 3600 + t[1] * 60 + t[2];
+    std::time::UNIX_EPOCH
+        + Duration::from_secs(secs as u64)
+        + Duration::from_millis(millis.parse().unwrap())
+}
+
+#[test]
+fn a_cgroup_held_at_its_limit_is_warned_at_the_interval_then_ends_and_a_quiet_one_never() {
+    let test = "a_cgroup_held_at_its_limit_is_warned_at_the_interval_then_ends";
+    if !root_or_skip(test) {
+        return;
+    }
+    let busy = MemoryCgroup::create(LIMIT).expect("create the busy cgroup");
+    let quiet = MemoryCgroup::create(LIMIT).expect("create the quiet cgroup");
+    if !pressure_available(test, &busy) {
+        return;
+    }
+    let (busy_path, quiet_path) = (busy.relative_path(), quiet.relative_path());
+    let mut watcher =
+        Watcher::start(&pressure_args(&[busy_path, quiet_path])).expect("start the watcher");
+    let mut off = Watcher::start(&[
+        "--no-pressure",
+        "--no-history",
+        "--pressure-cgroup",
+        busy_path,
+    ])
+    .expect("start the watcher with --no-pressure");
+    // The quiet cgroup: a process that holds 16 MiB and sleeps.
+    let mut quiet_hog = hog()
+        .arg("--cgroup")
+        .arg(quiet.path())
+        .args(["--mb", "16"])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the quiet hog");
+    let mut busy_hog = hold_at_limit(&busy, 12, false);
+    let status = busy_hog.wait().expect("wait for the busy hog");
+    eprintln!("busy hog ended: {status}");
+    // Everything up to the end event (clear-after, plus a margin).
+    let events = watcher.events_within(Duration::from_secs(CLEAR_S + 12), |e| {
+        is_pressure(e, busy_path) || is_pressure(e, quiet_path)
+    });
+    let _ = quiet_hog.kill();
+    let _ = quiet_hog.wait();
+    assert!(
+        events.iter().all(|e| e["cgroup_path"] == busy_path),
+        "the quiet cgroup got events: {events:#?}"
+    );
+    let warnings: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "memory_pressure")
+        .collect();
+    let ends: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "memory_pressure_end")
+        .collect();
+    assert!(
+        warnings.len() >= 2,
+        "12 s at the limit must give at least 2 warnings at a 3 s interval: {events:#?}"
+    );
+    assert_eq!(ends.len(), 1, "one end event: {events:#?}");
+    let end = ends[0];
+    assert_eq!(
+        events.last().map(|e| &e["type"]),
+        Some(&Value::from("memory_pressure_end")),
+        "the end comes last: {events:#?}"
+    );
+    assert_eq!(end["events"], warnings.len(), "{end:#}");
+    assert_eq!(end["cgroup_removed"], false, "{end:#}");
+    assert_eq!(end["since"], warnings[0]["since"], "{end:#}");
+    // The interval: never two warnings closer than it (both times are
+    // oom-probe's own clock at emission, so this holds however slow the host).
+    for pair in warnings.windows(2) {
+        let gap = time_s(pair[1], "time") - time_s(pair[0], "time");
+        assert!(
+            gap >= INTERVAL_S - 0.002,
+            "warnings {gap:.3} s apart, interval {INTERVAL_S} s: {pair:#?}"
+        );
+    }
+    // And no more of them than the episode's length allows.
+    let episode = time_s(end, "last") - time_s(end, "since");
+    assert!(
+        warnings.len() as f64 <= episode / INTERVAL_S + 1.0,
+        "{} warnings in a {episode:.1} s episode",
+        warnings.len()
+    );
+    for warning in &warnings {
+        assert_eq!(warning["scope"], "cgroup", "{warning:#}");
+        assert_eq!(warning["since"], warnings[0]["since"], "{warning:#}");
+        assert!(
+            warning["cgroup_id"].as_u64().is_some_and(|id| id > 1),
+            "{warning:#}"
+        );
+        assert_eq!(warning["memcg"]["limit_bytes"], LIMIT, "{warning:#}");
+        let usage = warning["memcg"]["usage_bytes"].as_u64().unwrap();
+        assert!(
+            usage > LIMIT / 2 && usage <= LIMIT,
+            "usage {usage}: {warning:#}"
+        );
+        assert!(
+            warning["memcg_stat"]["anon"].as_u64().unwrap() > 32 * MIB,
+            "{warning:#}"
+        );
+        // A number; it may stay 0 on v1, where a charge that fails on a
+        // memory+swap limit equal to the memory limit is not counted.
+        assert!(warning["limit_hits"].as_u64().is_some(), "{warning:#}");
+        let tasks = warning["tasks"].as_array().expect("tasks");
+        assert!(!tasks.is_empty() && tasks.len() <= 5, "{warning:#}");
+        assert_eq!(tasks[0]["pid"], busy_hog.id(), "{warning:#}");
+        let explanation = warning["explanation"].as_str().unwrap();
+        assert!(
+            explanation.contains(busy_path) && explanation.contains("of its 64 MiB limit"),
+            "{explanation}"
+        );
+        if busy.is_v2() {
+            assert_eq!(warning["source"], "psi", "{warning:#}");
+            assert!(
+                warning["psi"]["some_total_us"]
+                    .as_u64()
+                    .is_some_and(|t| t > 0),
+                "{warning:#}"
+            );
+        } else {
+            assert_eq!(warning["source"], "pressure_level", "{warning:#}");
+            assert!(warning["psi"].is_null(), "{warning:#}");
+        }
+    }
+    let duration = end["duration_seconds"].as_f64().unwrap();
+    assert!(duration > 0.0, "{end:#}");
+    // --no-pressure: not one pressure event.
+    let unwanted = off.events_within(Duration::from_millis(200), |e| {
+        e["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("memory_pressure"))
+    });
+    assert!(unwanted.is_empty(), "--no-pressure printed {unwanted:#?}");
+}
+
+#[test]
+fn a_kill_after_pressure_carries_pressure_before() {
+    let test = "a_kill_after_pressure_carries_pressure_before";
+    if !root_or_skip(test) {
+        return;
+    }
+    let cgroup = MemoryCgroup::create(LIMIT).expect("create the cgroup");
+    if !pressure_available(test, &cgroup) {
+        return;
+    }
+    let path = cgroup.relative_path();
+    let mut watcher = Watcher::start(&pressure_args(&[path])).expect("start the watcher");
+    let mut hog = hold_at_limit(&cgroup, 5, true);
+    let status = hog.wait().expect("wait for the hog");
+    eprintln!("hog ended: {status}");
+    let events = watcher.events_within(Duration::from_secs(5), |e| {
+        is_pressure(e, path) || (e["type"] == "oom_kill" && e["victim"]["cgroup_path"] == path)
+    });
+    let kill = events
+        .iter()
+        .find(|e| e["type"] == "oom_kill")
+        .unwrap_or_else(|| panic!("no kill: {events:#?}"));
+    let first_warning = events
+        .iter()
+        .find(|e| e["type"] == "memory_pressure")
+        .unwrap_or_else(|| panic!("no warning before the kill: {events:#?}"));
+    let before = &kill["pressure_before"];
+    assert!(before.is_object(), "no pressure_before: {kill:#}");
+    // The episode the warnings told of, which the kill ends.
+    assert_eq!(before["since"], first_warning["since"], "{kill:#}");
+    assert!(
+        time_s(before, "since") <= time_s(kill, "time"),
+        "{before:#} after the kill {}",
+        kill["time"]
+    );
+    if cgroup.is_v2() {
+        assert!(
+            before["peak_psi_some_avg10"].as_f64().is_some(),
+            "{before:#}"
+        );
+    } else {
+        assert!(before["peak_psi_some_avg10"].is_null(), "{before:#}");
+    }
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Waits (up to 30 s: the watcher looks for cgroups every 5 s) until
+/// `pid` has `want` open fds; returns the last count.
+fn wait_for_fds(pid: u32, want: usize) -> usize {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = open_fds(pid);
+        if now == want || std::time::Instant::now() > deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn cgroups_made_later_are_watched_and_removed_ones_give_their_fds_back() {
+    let test = "cgroups_made_later_are_watched_and_removed_ones_give_their_fds_back";
+    if !root_or_skip(test) {
+        return;
+    }
+    let parent = MemoryCgroup::create(4 * LIMIT).expect("create the parent");
+    if !pressure_available(test, &parent) {
+        return;
+    }
+    // The parent itself is not a leaf once it has children; with none yet
+    // it is watched.
+    let watcher = Watcher::start(&pressure_args(&[parent.relative_path()])).expect("start");
+    let pid = watcher.pid();
+    std::thread::sleep(Duration::from_secs(1));
+    let base = open_fds(pid);
+    let children: Vec<MemoryCgroup> = (0..3)
+        .map(|_| parent.create_child(Some(LIMIT)).expect("create a child"))
+        .collect();
+    // Three new leaves watched (one notification fd each), the parent no
+    // longer a leaf (its fd closed).
+    let watching = wait_for_fds(pid, base + 2);
+    assert_eq!(
+        watching,
+        base + 2,
+        "fds after 3 cgroups appeared (base {base})"
+    );
+    drop(children);
+    // The children gone, the parent is a leaf again.
+    let after = wait_for_fds(pid, base);
+    assert_eq!(after, base, "fds after the cgroups were removed");
+}
