@@ -263,6 +263,12 @@ impl Watcher {
 }
 
 impl Watcher {
+    /// Its process id (to look at it in /proc, or signal it at a chosen
+    /// moment before [`Watcher::kill`] reaps it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILLs it (a crash, the OOM killer, `kill -9`) and reaps it.
     pub fn kill(mut self) -> Result<std::process::ExitStatus> {
         self.child.kill()?;

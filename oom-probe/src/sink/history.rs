@@ -181,18 +181,60 @@ pub struct HistoryReader {
 impl HistoryReader {
     /// Opens an existing store read-only; fails when the file is missing
     /// or not a history store.
+    ///
+    /// A store whose writer died without closing it (the agent SIGKILLed,
+    /// OOM-killed, the node reset) needs redb's recovery, which a read-only
+    /// open refuses while no writer lives to do it. Then the file is copied
+    /// to the temporary directory, the copy recovered (back to its last
+    /// commit: every event the agent printed) and read; the store itself is
+    /// left for the agent to recover at its next start, so `history` never
+    /// writes it and works on a read-only mount too.
     pub fn open(path: &Path) -> Result<Self, HistoryError> {
-        let db = Builder::new()
-            .set_concurrency_mode(ConcurrencyMode::SingleWriter)
-            .open_read_only(path)
-            .map_err(|source| HistoryError::Open {
-                path: path.into(),
-                source,
-            })?;
+        let open_error = |source| HistoryError::Open {
+            path: path.into(),
+            source,
+        };
+        let builder = || {
+            let mut builder = Builder::new();
+            builder.set_concurrency_mode(ConcurrencyMode::SingleWriter);
+            builder
+        };
+        let db = match builder().open_read_only(path) {
+            Err(redb::DatabaseError::RepairAborted) => {
+                Self::open_recovered_copy(path).map_err(open_error)?
+            }
+            other => other.map_err(open_error)?,
+        };
         Ok(Self {
             db,
             path: path.into(),
         })
+    }
+
+    /// Copies the store at `path` to the temporary directory, lets redb
+    /// recover the copy, opens it read-only and unlinks it (the open file
+    /// stays readable until dropped).
+    fn open_recovered_copy(path: &Path) -> Result<ReadOnlyDatabase, redb::DatabaseError> {
+        tracing::warn!(
+            "the history store {} was not closed (its writer stopped without closing it); \
+             reading a recovered copy: every committed event is in it",
+            path.display()
+        );
+        let copy = std::env::temp_dir().join(format!(
+            "oom-probe-history-recovered-{}.redb",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&copy);
+        let opened = (|| {
+            std::fs::copy(path, &copy)?;
+            let mut builder = Builder::new();
+            builder.set_concurrency_mode(ConcurrencyMode::SingleWriter);
+            // Opening for writing recovers the copy; closing it marks it clean.
+            drop(builder.open(&copy)?);
+            builder.open_read_only(&copy)
+        })();
+        let _ = std::fs::remove_file(&copy);
+        opened
     }
 
     /// Every event stored at or after `since` (all with `None`), oldest
