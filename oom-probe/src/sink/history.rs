@@ -389,6 +389,57 @@ mod tests {
         assert_eq!(stored.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
     }
 
+    /// Not a test on its own: the writer that dies without closing the
+    /// store, run in its own process by the test below.
+    #[test]
+    #[ignore = "run by a_store_left_unclosed_is_read_from_a_recovered_copy"]
+    fn writer_that_dies_without_closing() {
+        let Some(path) = std::env::var_os("OOM_PROBE_TEST_DYING_WRITER") else {
+            return;
+        };
+        let history = History::open(Path::new(&path), HistoryLimits::default()).unwrap();
+        history.append(&[event(1), event(2)]).unwrap();
+        history.append(&[event(3)]).unwrap();
+        // Like a SIGKILL: no destructor runs, the store is never closed.
+        std::process::exit(0);
+    }
+
+    #[test]
+    fn a_store_left_unclosed_is_read_from_a_recovered_copy() {
+        let file = TempFile::new("unclosed");
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--ignored",
+                "--exact",
+                "sink::history::tests::writer_that_dies_without_closing",
+            ])
+            .env("OOM_PROBE_TEST_DYING_WRITER", &file.0)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let before = std::fs::read(&file.0).unwrap();
+        // What a plain read-only open says of such a store.
+        assert!(matches!(
+            Builder::new()
+                .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+                .open_read_only(&file.0),
+            Err(redb::DatabaseError::RepairAborted)
+        ));
+        let reader = HistoryReader::open(&file.0).unwrap();
+        assert_eq!(counts(&reader, None), vec![1, 2, 3], "every commit");
+        assert_eq!(
+            std::fs::read(&file.0).unwrap(),
+            before,
+            "the reader never writes the store"
+        );
+        // The next writer recovers it in place and carries on.
+        drop(reader);
+        let history = History::open(&file.0, HistoryLimits::default()).unwrap();
+        history.append(&[event(4)]).unwrap();
+        let reader = HistoryReader::open(&file.0).unwrap();
+        assert_eq!(counts(&reader, None), vec![1, 2, 3, 4]);
+    }
+
     #[test]
     fn a_missing_store_is_an_error_for_the_reader() {
         let file = TempFile::new("missing");
