@@ -2,6 +2,7 @@
 //! fresh machine first, so the README's two commands are all a person types.
 
 mod bench;
+mod fuzz;
 mod setup;
 mod vm;
 
@@ -27,7 +28,7 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, then run everything CI runs: fmt, cargo-deny, clippy, unit and end-to-end tests, the kernel matrix.
+    /// Set up, then run everything CI runs: fmt, cargo-deny, clippy, fuzzing (20 s a target), unit and end-to-end tests, the kernel matrix.
     Test,
     /// Set up, build release binaries and measure latency, bursts and
     /// footprint next to bpftrace and a kmsg reader (root; prints a table and
@@ -43,6 +44,10 @@ enum Task {
     /// Boot each kernel of the matrix (6.1, 6.12) under QEMU and run the
     /// end-to-end tests in it.
     VmTest(vm::VmTestArgs),
+    /// Set up (cargo-fuzz, nightly) and run every fuzz target of fuzz/ for
+    /// a bounded time on its committed seeds; fails on a crash. Prints the
+    /// executions and coverage each reached.
+    Fuzz(fuzz::FuzzArgs),
     /// The /dev/kmsg regex reader the benchmark compares against.
     #[command(hide = true)]
     KmsgReader,
@@ -82,6 +87,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Task::VmTest(args) => vm::run(args).map(drop),
+        Task::Fuzz(args) => fuzz::run(&args),
     }
 }
 
@@ -145,6 +151,8 @@ fn test() -> Result<()> {
         ],
     )?;
     cargo(&toolchain, &["build", "--workspace", "--bins"])?;
+    // Every parser of outside input, fuzzed for a bounded time on its seeds.
+    fuzz::run(&fuzz::FuzzArgs::for_test_suite())?;
     // The static oom-probe of the kernel matrix (built here, reused by it):
     // the image test builds the Dockerfile's `prebuilt` target from it.
     vm::artifacts::ensure_target()?;
