@@ -160,31 +160,53 @@ fn test() -> Result<()> {
     // The end-to-end tests fail rather than skip when they cannot run; never
     // let an inherited OOM_PROBE_ALLOW_SKIP turn that into a silent pass.
     let mut test = setup::cargo_command(&toolchain);
-    test.args(["test", "--workspace"])
+    // --no-fail-fast: one run reports every failing test binary, and the
+    // kernel matrix runs even when a host test failed, so that a CI log
+    // shows every failure at once.
+    test.args(["test", "--workspace", "--no-fail-fast"])
         .env("OOM_PROBE_STATIC_BIN", &static_oom_probe)
         .env_remove("OOM_PROBE_ALLOW_SKIP");
-    let counts = run_counting_tests(&mut test)?;
-    println!("xtask: fmt, clippy, unit and end-to-end tests passed on the host");
-    let (vm_passed, vm_failed) = kernel_matrix()?;
-    println!("xtask: fmt, clippy, unit, end-to-end and kernel-matrix tests passed");
+    let host = run_counting_tests(&mut test)?;
+    if host.failure.is_none() {
+        println!("xtask: fmt, clippy, unit and end-to-end tests passed on the host");
+    }
+    let matrix = kernel_matrix()?;
     println!(
         "tests: {} passed, {} failed",
-        counts.passed + vm_passed,
-        counts.failed + vm_failed
+        host.passed + matrix.passed,
+        host.failed + matrix.failed
     );
-    Ok(())
+    if !host.failed_tests.is_empty() {
+        println!("failing host tests:");
+        for name in &host.failed_tests {
+            println!("    {name}");
+        }
+    }
+    match (host.failure, matrix.failure) {
+        (None, None) => {
+            println!("xtask: fmt, clippy, unit, end-to-end and kernel-matrix tests passed");
+            Ok(())
+        }
+        (Some(host), None) => bail!("{host}"),
+        (None, Some(matrix)) => bail!("kernel matrix: {matrix}"),
+        (Some(host), Some(matrix)) => bail!("{host}; kernel matrix: {matrix}"),
+    }
 }
 
 /// The QEMU kernel matrix, unless `OOM_PROBE_SKIP_VM=1` (said loudly; CI
 /// never sets it).
-fn kernel_matrix() -> Result<(u64, u64)> {
+fn kernel_matrix() -> Result<vm::Matrix> {
     if std::env::var_os("OOM_PROBE_SKIP_VM").is_some_and(|v| v == "1") {
         eprintln!(
             "\n*** SKIPPED the kernel matrix (cargo xtask vm-test): OOM_PROBE_SKIP_VM=1 ***\n"
         );
-        return Ok((0, 0));
+        return Ok(vm::Matrix {
+            passed: 0,
+            failed: 0,
+            failure: None,
+        });
     }
-    vm::run(vm::VmTestArgs::for_test_suite())
+    vm::run_matrix(vm::VmTestArgs::for_test_suite())
 }
 
 /// Tests passed and failed over every test binary of a `cargo test` run.
@@ -192,10 +214,15 @@ fn kernel_matrix() -> Result<(u64, u64)> {
 struct TestCounts {
     passed: u64,
     failed: u64,
+    /// The names of the failing tests (`test NAME ... FAILED` lines).
+    failed_tests: Vec<String>,
+    /// Why `cargo test` failed, when it did.
+    failure: Option<String>,
 }
 
 /// Runs `cargo test`, echoing its output and adding up its `test result:`
 /// lines, so the run ends on one total instead of the last binary's count.
+/// A failing run is returned, not an error: its counts still add up.
 fn run_counting_tests(command: &mut Command) -> Result<TestCounts> {
     eprintln!("xtask: running {command:?}");
     let mut child = command.stdout(std::process::Stdio::piped()).spawn()?;
@@ -207,16 +234,18 @@ fn run_counting_tests(command: &mut Command) -> Result<TestCounts> {
         if let Some(result) = line.strip_prefix("test result: ") {
             counts.passed += count_before(result, " passed");
             counts.failed += count_before(result, " failed");
+        } else if let Some(name) = line
+            .strip_prefix("test ")
+            .and_then(|rest| rest.strip_suffix(" ... FAILED"))
+        {
+            counts.failed_tests.push(name.to_string());
         }
     }
     let status = child.wait()?;
     if !status.success() {
-        println!(
-            "tests: {} passed, {} failed",
-            counts.passed,
-            counts.failed.max(1)
-        );
-        bail!("{command:?} failed with {status}");
+        // A binary that failed to build or crashed has no result line.
+        counts.failed = counts.failed.max(1);
+        counts.failure = Some(format!("{command:?} failed with {status}"));
     }
     Ok(counts)
 }
@@ -249,4 +278,35 @@ pub(crate) fn run(command: &mut Command) -> Result<()> {
         bail!("{command:?} failed with {status}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The counts and failing names of a `cargo test`-like run that fails,
+    /// from real output lines (passing and failing binaries).
+    #[test]
+    fn a_failing_run_keeps_its_counts_and_names() {
+        let mut command = Command::new("sh");
+        command.args([
+            "-c",
+            "echo 'test a ... ok'; echo 'test b ... FAILED'; \
+             echo 'test result: FAILED. 1 passed; 1 failed; 0 ignored'; \
+             echo 'test result: ok. 3 passed; 0 failed; 0 ignored'; exit 101",
+        ]);
+        let counts = run_counting_tests(&mut command).unwrap();
+        assert_eq!((counts.passed, counts.failed), (4, 1));
+        assert_eq!(counts.failed_tests, ["b"]);
+        assert!(counts.failure.unwrap().contains("101"));
+    }
+
+    #[test]
+    fn a_passing_run_has_no_failure() {
+        let mut command = Command::new("sh");
+        command.args(["-c", "echo 'test result: ok. 2 passed; 0 failed'"]);
+        let counts = run_counting_tests(&mut command).unwrap();
+        assert_eq!((counts.passed, counts.failed), (2, 0));
+        assert!(counts.failure.is_none());
+    }
 }

@@ -79,7 +79,28 @@ struct Outcome {
 
 /// Runs the VM matrix; fails when any selected kernel does not pass.
 /// Returns the tests passed and failed over all kernels.
-pub fn run(mut args: VmTestArgs) -> Result<(u64, u64)> {
+pub fn run(args: VmTestArgs) -> Result<(u64, u64)> {
+    let matrix = run_matrix(args)?;
+    match matrix.failure {
+        Some(failure) => bail!(failure),
+        None => Ok((matrix.passed, matrix.failed)),
+    }
+}
+
+/// The counts of a kernel-matrix run that booted, whatever its verdict.
+pub struct Matrix {
+    /// Tests passed over every kernel.
+    pub passed: u64,
+    /// Tests failed over every kernel.
+    pub failed: u64,
+    /// Why the matrix failed (a kernel that did not boot or had a failing
+    /// test), or `None` when every kernel passed.
+    pub failure: Option<String>,
+}
+
+/// Boots the kernels and runs the tests like [`run`], but returns the counts
+/// even when a kernel failed, so that the test suite can add them up.
+pub fn run_matrix(mut args: VmTestArgs) -> Result<Matrix> {
     if args.tests.is_empty() && args.test_exes.is_empty() {
         args.tests = KERNEL_TESTS.iter().map(|t| t.to_string()).collect();
     }
@@ -284,20 +305,26 @@ fn hook_lines(release: &str, check: &console::Check) -> String {
 
 /// Prints the test total over all kernels; Ok only when every selected
 /// kernel was booted and passed.
-fn finish(outcomes: &[Outcome], selected: usize) -> Result<(u64, u64)> {
+fn finish(outcomes: &[Outcome], selected: usize) -> Result<Matrix> {
     let tests_passed: u64 = outcomes.iter().map(|o| o.report.passed).sum();
     let tests_failed: u64 = outcomes.iter().map(|o| o.report.failed).sum();
     println!("tests: {tests_passed} passed, {tests_failed} failed");
     let passed = outcomes.iter().filter(|o| o.verdict.is_ok()).count();
-    if passed < selected {
-        bail!(
+    let failure = (passed < selected).then(|| {
+        format!(
             "{} of {selected} kernels failed ({} not booted)",
             selected - passed,
             selected - outcomes.len()
-        );
+        )
+    });
+    if failure.is_none() {
+        println!("xtask: {selected} of {selected} kernels passed");
     }
-    println!("xtask: {selected} of {selected} kernels passed");
-    Ok((tests_passed, tests_failed))
+    Ok(Matrix {
+        passed: tests_passed,
+        failed: tests_failed,
+        failure,
+    })
 }
 
 /// Where kernels and busybox are kept between runs:
