@@ -48,6 +48,11 @@ pub enum HistoryError {
         #[source]
         source: redb::Error,
     },
+    /// redb panicked inside on this file (it does on some corrupted
+    /// files: fuzzing found an `unreachable!` in its B-tree code); the
+    /// panic is caught and the store treated as unreadable.
+    #[error("history store {path} is corrupted (the database failed inside while reading it)")]
+    Corrupt { path: PathBuf },
     /// An event could not be turned into JSON (never expected).
     #[error("cannot serialize an event: {0}")]
     Json(#[from] serde_json::Error),
@@ -78,6 +83,8 @@ pub struct History {
     db: Database,
     path: PathBuf,
     limits: HistoryLimits,
+    /// Set when redb panicked in a write: the store is not touched again.
+    broken: std::sync::atomic::AtomicBool,
 }
 
 impl History {
@@ -85,6 +92,10 @@ impl History {
     /// they do not exist. Fails when another process has it open for
     /// writing.
     pub fn open(path: &Path, limits: HistoryLimits) -> Result<Self, HistoryError> {
+        guarded(path, || Self::open_unguarded(path, limits))
+    }
+
+    fn open_unguarded(path: &Path, limits: HistoryLimits) -> Result<Self, HistoryError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| HistoryError::Open {
                 path: path.into(),
@@ -102,6 +113,7 @@ impl History {
             db,
             path: path.into(),
             limits,
+            broken: false.into(),
         };
         // Create the table now, so that a reader finds it before the first kill.
         history.append_at(&[], SystemTime::now())?;
@@ -121,6 +133,21 @@ impl History {
 
     /// [`History::append`] with the clock given (tests).
     pub fn append_at(&self, events: &[Event], now: SystemTime) -> Result<(), HistoryError> {
+        use std::sync::atomic::Ordering;
+        let corrupt = || HistoryError::Corrupt {
+            path: self.path.clone(),
+        };
+        if self.broken.load(Ordering::Relaxed) {
+            return Err(corrupt());
+        }
+        let result = guarded(&self.path, || self.append_unguarded(events, now));
+        if matches!(result, Err(HistoryError::Corrupt { .. })) {
+            self.broken.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn append_unguarded(&self, events: &[Event], now: SystemTime) -> Result<(), HistoryError> {
         let lines = events
             .iter()
             .map(serde_json::to_string)
@@ -190,6 +217,10 @@ impl HistoryReader {
     /// left for the agent to recover at its next start, so `history` never
     /// writes it and works on a read-only mount too.
     pub fn open(path: &Path) -> Result<Self, HistoryError> {
+        guarded(path, || Self::open_unguarded(path))
+    }
+
+    fn open_unguarded(path: &Path) -> Result<Self, HistoryError> {
         let open_error = |source| HistoryError::Open {
             path: path.into(),
             source,
@@ -240,6 +271,10 @@ impl HistoryReader {
     /// Every event stored at or after `since` (all with `None`), oldest
     /// first, as of the last commit.
     pub fn read(&self, since: Option<SystemTime>) -> Result<Vec<StoredEvent>, HistoryError> {
+        guarded(&self.path, || self.read_unguarded(since))
+    }
+
+    fn read_unguarded(&self, since: Option<SystemTime>) -> Result<Vec<StoredEvent>, HistoryError> {
         let storage = |source: redb::Error| HistoryError::Storage {
             path: self.path.clone(),
             source,
@@ -265,6 +300,20 @@ impl HistoryReader {
         }
         Ok(events)
     }
+}
+
+/// Runs `operation` on the store at `path`, turning a panic inside redb
+/// into [`HistoryError::Corrupt`]; nothing of the failed operation is used
+/// afterwards.
+fn guarded<T>(
+    path: &Path,
+    operation: impl FnOnce() -> Result<T, HistoryError>,
+) -> Result<T, HistoryError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(operation)).unwrap_or_else(|_| {
+        Err(HistoryError::Corrupt {
+            path: path.to_path_buf(),
+        })
+    })
 }
 
 fn unix_ms(time: SystemTime) -> u64 {
@@ -438,6 +487,38 @@ mod tests {
         history.append(&[event(4)]).unwrap();
         let reader = HistoryReader::open(&file.0).unwrap();
         assert_eq!(counts(&reader, None), vec![1, 2, 3, 4]);
+    }
+
+    /// Found by the history_file fuzz target: redb 4.6 hits an
+    /// `unreachable!` in its B-tree code opening the table of this file.
+    #[test]
+    fn a_corrupted_store_is_an_error_not_a_panic() {
+        let file = TempFile::new("corrupt");
+        std::fs::write(
+            &file.0,
+            include_bytes!("../testdata/history-corrupt-fuzz.redb"),
+        )
+        .unwrap();
+        let read = HistoryReader::open(&file.0).and_then(|r| r.read(None));
+        assert!(
+            matches!(read, Err(HistoryError::Corrupt { .. })),
+            "{:?}",
+            read.map(|e| e.len())
+        );
+        // The agent's writer: an error at open or at the first write, and
+        // the store is not touched again.
+        std::fs::write(
+            &file.0,
+            include_bytes!("../testdata/history-corrupt-fuzz.redb"),
+        )
+        .unwrap();
+        if let Ok(history) = History::open(&file.0, HistoryLimits::default()) {
+            assert!(history.append(&[event(1)]).is_err());
+            assert!(matches!(
+                history.append(&[event(2)]),
+                Err(HistoryError::Corrupt { .. })
+            ));
+        }
     }
 
     #[test]
