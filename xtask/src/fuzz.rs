@@ -78,7 +78,7 @@ pub fn run(args: &FuzzArgs) -> Result<()> {
     let toolchain = setup::build_toolchain()?;
     setup::apt_install(&[("c++", "g++")])?;
     setup::cargo_fuzz()?;
-    crate::run(fuzz_command(&toolchain).args(["build", "--release"]))?;
+    crate::run(fuzz_command(&toolchain).arg("build"))?;
     let mut reached = Vec::new();
     for target in &targets {
         reached.push(run_target(&toolchain, target, args.seconds)?);
@@ -115,6 +115,24 @@ fn fuzz_command(toolchain: &setup::EbpfToolchain) -> Command {
         }
     }
     command.env_remove("CARGO").env_remove("RUSTUP_TOOLCHAIN");
+    // What `cargo run` (`cargo xtask`) set for xtask itself: some build
+    // scripts (ring's) rerun and rebuild everything above them when
+    // CARGO_MANIFEST_DIR differs from the last build's.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+            ]
+            .contains(&key.as_ref())
+        {
+            command.env_remove(key.as_ref());
+        }
+    }
     command
 }
 
@@ -124,7 +142,7 @@ fn run_target(toolchain: &setup::EbpfToolchain, target: &str, seconds: u64) -> R
     std::fs::create_dir_all(&corpus)?;
     let mut command = fuzz_command(toolchain);
     command
-        .args(["run", "--release", target])
+        .args(["run", target])
         .arg(&corpus)
         .arg(&seeds)
         .arg("--")

@@ -151,8 +151,6 @@ fn test() -> Result<()> {
         ],
     )?;
     cargo(&toolchain, &["build", "--workspace", "--bins"])?;
-    // Every parser of outside input, fuzzed for a bounded time on its seeds.
-    fuzz::run(&fuzz::FuzzArgs::for_test_suite())?;
     // The static oom-probe of the kernel matrix (built here, reused by it):
     // the image test builds the Dockerfile's `prebuilt` target from it.
     vm::artifacts::ensure_target()?;
@@ -171,25 +169,36 @@ fn test() -> Result<()> {
         println!("xtask: fmt, clippy, unit and end-to-end tests passed on the host");
     }
     let matrix = kernel_matrix()?;
+    // Every parser of outside input, fuzzed for a bounded time on its
+    // seeds; after the tests, so a crash does not hide their results.
+    let fuzzing = fuzz::run(&fuzz::FuzzArgs::for_test_suite()).err();
     println!(
         "tests: {} passed, {} failed",
         host.passed + matrix.passed,
         host.failed + matrix.failed
     );
+    if let Some(fuzzing) = &fuzzing {
+        println!("fuzzing failed: {fuzzing:#}");
+    }
     if !host.failed_tests.is_empty() {
         println!("failing host tests:");
         for name in &host.failed_tests {
             println!("    {name}");
         }
     }
-    match (host.failure, matrix.failure) {
-        (None, None) => {
-            println!("xtask: fmt, clippy, unit, end-to-end and kernel-matrix tests passed");
-            Ok(())
-        }
-        (Some(host), None) => bail!("{host}"),
-        (None, Some(matrix)) => bail!("kernel matrix: {matrix}"),
-        (Some(host), Some(matrix)) => bail!("{host}; kernel matrix: {matrix}"),
+    let failures: Vec<String> = [
+        host.failure,
+        matrix.failure.map(|m| format!("kernel matrix: {m}")),
+        fuzzing.map(|f| format!("fuzzing: {f:#}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if failures.is_empty() {
+        println!("xtask: fmt, clippy, unit, end-to-end, kernel-matrix tests and fuzzing passed");
+        Ok(())
+    } else {
+        bail!("{}", failures.join("; "))
     }
 }
 
