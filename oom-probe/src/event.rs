@@ -49,6 +49,25 @@ impl Event {
         }
     }
 
+    /// The stable event id (kills and unobserved kills; `None` for an
+    /// eviction).
+    pub fn event_id(&self) -> Option<&str> {
+        match self {
+            Self::OomKill(kill) | Self::UserspaceKill(kill) => Some(&kill.event_id),
+            Self::OomKillUnobserved(missed) => Some(&missed.event_id),
+            Self::Eviction(_) => None,
+        }
+    }
+
+    /// Marks the event as printed again after a crash (`replayed: true`).
+    pub fn mark_replayed(&mut self) {
+        match self {
+            Self::OomKill(kill) | Self::UserspaceKill(kill) => kill.replayed = true,
+            Self::OomKillUnobserved(missed) => missed.replayed = true,
+            Self::Eviction(_) => {}
+        }
+    }
+
     /// [`Event::as_kill`], mutable (the namer fills `kubernetes` in place).
     pub fn as_kill_mut(&mut self) -> Option<(KillKind, &mut OomKillEvent)> {
         match self {
@@ -166,6 +185,17 @@ pub struct OomKillEvent {
     /// How `tasks` were taken: `procfs` (from userspace right after the
     /// event: `cgroup.procs` and `/proc/<pid>/status`).
     pub tasks_source: Option<TasksSource>,
+    /// This kill's stable id, from what the kernel gave: the first 8 hex
+    /// digits of the boot id, `kernel_time_ns`, the victim's pid and its
+    /// memory cgroup id (0 when unknown), joined by `-`. The same kill
+    /// printed again after a crash (`replayed`) has the same id.
+    #[serde(default)]
+    pub event_id: String,
+    /// True when this event was committed before a crash of the agent and
+    /// may already have been printed then: the same event again, never a
+    /// second kill (see the README's reliability section).
+    #[serde(default)]
+    pub replayed: bool,
 }
 
 /// One process of the scene at the kill.
@@ -328,6 +358,15 @@ pub struct UnobservedKills {
     pub cgroup_path: Option<String>,
     /// How many kills were missed.
     pub count: u64,
+    /// Stable id: the boot id's first 8 hex digits, `unobserved`, the
+    /// cgroup id and the range of the cgroup's kernel kill counter these
+    /// kills cover (`<first>-<last>`), joined by `-`.
+    #[serde(default)]
+    pub event_id: String,
+    /// True when printed again after a crash of the agent (see
+    /// [`OomKillEvent::replayed`]).
+    #[serde(default)]
+    pub replayed: bool,
 }
 
 /// Where the victim ran in Kubernetes: from the cgroup path (ids), the
@@ -443,6 +482,8 @@ mod tests {
             tasks: None,
             tasks_total: None,
             tasks_source: None,
+            event_id: "0f1e2d3c-8743859654490-16669-226283".into(),
+            replayed: false,
         }))
     }
 
@@ -515,6 +556,8 @@ mod tests {
             tasks: None,
             tasks_total: None,
             tasks_source: None,
+            event_id: "0f1e2d3c-8780000000000-4242-77".into(),
+            replayed: false,
         }))
     }
 
@@ -525,6 +568,8 @@ mod tests {
             cgroup_id: 226_283,
             cgroup_path: Some("/oom-probe-readme".into()),
             count: 2,
+            event_id: "0f1e2d3c-unobserved-226283-4-5".into(),
+            replayed: true,
         })
     }
 

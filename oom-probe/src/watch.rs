@@ -18,8 +18,11 @@ use oom_probe_cgroupfs::{CgroupResolver, Hierarchies};
 
 use crate::{
     decode,
-    enrich::{unobserved::KillLedger, Enricher},
-    event::{Event, KillKind},
+    enrich::{
+        unobserved::{Counts, KillLedger},
+        Enricher,
+    },
+    event::Event,
     kube::{
         events::EventPoster,
         names::{self as kubernetes, Namer, SourceOptions},
@@ -108,24 +111,11 @@ pub async fn watch(options: WatchOptions) -> Result<()> {
     let metrics = Arc::new(Metrics::new(options.metrics_series_ttl));
     // A history store that cannot be opened (a missing or read-only state
     // directory, a full disk, a corrupt file) must not stop the reporting:
-    // say so, go on, and count every event it could not keep.
-    let history = match &options.history {
-        Some(path) => match History::open(path, options.history_limits) {
-            Ok(history) => {
-                tracing::info!("keeping every event in {}", path.display());
-                Some(Ok(history))
-            }
-            Err(err) => {
-                tracing::error!(
-                    "cannot open the history store {}: {err:#}; events are still reported, \
-                     and counted in oom_probe_history_write_failures_total",
-                    path.display()
-                );
-                Some(Err(()))
-            }
-        },
-        None => None,
-    };
+    // say so, go on, count every event it could not keep, and try again.
+    let history = options
+        .history
+        .as_ref()
+        .map(|path| HistorySlot::open(path.clone(), options.history_limits));
     let ready = Arc::new(AtomicBool::new(false));
     if let Some(addr) = options.listen {
         let listener = http::bind(addr).await?;
@@ -181,7 +171,11 @@ pub async fn watch(options: WatchOptions) -> Result<()> {
         kills: 0,
         undecodable: 0,
         lost_reported: 0,
+        state_failing: false,
+        fault: Fault::from_env(),
+        batches: 0,
     };
+    pump.replay()?;
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
     let mut lost_tick = tokio::time::interval(Duration::from_secs(1));
     let mut reconcile_tick = tokio::time::interval(options.reconcile_interval);
@@ -200,10 +194,14 @@ pub async fn watch(options: WatchOptions) -> Result<()> {
             }
             _ = lost_tick.tick() => pump.report_lost(&lost),
             _ = reconcile_tick.tick() => {
-                // Drain first: a kill the kernel has counted is already in the buffer.
+                // Counters first, then drain: every kill the kernel had
+                // counted is then in the buffer, and seen before comparing.
+                let counts = pump.enricher.cgroups().map(KillLedger::snapshot);
                 let events = pump.drain(ring.get_mut());
                 pump.emit_all(events).await?;
-                pump.reconcile()?;
+                if let Some(counts) = counts {
+                    pump.reconcile(counts)?;
+                }
                 pump.metrics.expire_idle_series();
             }
             _ = tokio::signal::ctrl_c() => break,
@@ -276,12 +274,51 @@ struct Pump<W: Write> {
     poster: Option<EventPoster>,
     enricher: Enricher,
     ledger: KillLedger,
-    /// `None`: no history wanted; `Some(Err)`: wanted, but it could not be
-    /// opened (every event is then counted as not kept).
-    history: Option<Result<History, ()>>,
+    /// `None`: no history wanted.
+    history: Option<HistorySlot>,
     kills: u64,
     undecodable: u64,
     lost_reported: u64,
+    /// The last state-file write failed (said once, until one succeeds).
+    state_failing: bool,
+    /// A crash to inject (tests of the commit protocol).
+    fault: Option<Fault>,
+    /// Non-empty batches published so far.
+    batches: u64,
+}
+
+/// A crash the tests inject at a precise point of the commit protocol, from
+/// `OOM_PROBE_FAULT`: `crash-after-commit:N` (SIGKILL itself after the Nth
+/// non-empty batch is committed, before it is printed) or
+/// `crash-after-print:N` (after it is printed, before it is dropped from the
+/// state file). Not a user option: a SIGKILL can land anywhere, these make
+/// the two windows that matter testable without luck.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    AfterCommit(u64),
+    AfterPrint(u64),
+}
+
+impl Fault {
+    fn from_env() -> Option<Self> {
+        let spec = std::env::var("OOM_PROBE_FAULT").ok()?;
+        let (point, n) = spec.split_once(':')?;
+        let n = n.parse().ok()?;
+        match point {
+            "crash-after-commit" => Some(Self::AfterCommit(n)),
+            "crash-after-print" => Some(Self::AfterPrint(n)),
+            _ => None,
+        }
+    }
+
+    /// SIGKILLs this process when `self` is `at` the `batch`th batch.
+    fn crash_if(this: Option<Self>, at: fn(u64) -> Self, batch: u64) {
+        if this == Some(at(batch)) {
+            tracing::warn!("OOM_PROBE_FAULT: crashing at {:?}", at(batch));
+            // SAFETY: kill and getpid have no memory-safety preconditions.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        }
+    }
 }
 
 impl<W: Write> Pump<W> {
@@ -301,8 +338,7 @@ impl<W: Write> Pump<W> {
         events
     }
 
-    /// Names pods (bounded waits), stores the events in one commit and
-    /// writes them.
+    /// Names pods (bounded waits), then publishes the batch.
     async fn emit_all(&mut self, mut events: Vec<Event>) -> Result<()> {
         for event in &mut events {
             if let Some((kind, kill)) = event.as_kill_mut() {
@@ -312,11 +348,101 @@ impl<W: Write> Pump<W> {
                 }
             }
         }
-        self.keep(&events);
-        for event in &events {
+        self.publish(&events)
+    }
+
+    /// The commit protocol of a batch (see `enrich::unobserved`): account
+    /// for its kills and write them with the batch to the state file, store
+    /// the batch in the history, print it, then drop it from the state file.
+    fn publish(&mut self, events: &[Event]) -> Result<()> {
+        for event in events {
+            if let Event::OomKill(kill) = event {
+                if let Some(id) = kill.victim.cgroup_id {
+                    self.ledger.observed(id);
+                }
+            }
+        }
+        let committed = self.ledger.commit(events);
+        self.state_written(committed);
+        let fault = match events.is_empty() {
+            true => None,
+            false => {
+                self.batches += 1;
+                self.fault
+            }
+        };
+        Fault::crash_if(fault, Fault::AfterCommit, self.batches);
+        self.keep(events);
+        for event in events {
             self.write(event)?;
         }
-        self.ledger.save();
+        Fault::crash_if(fault, Fault::AfterPrint, self.batches);
+        let printed = self.ledger.printed();
+        self.state_written(printed);
+        Ok(())
+    }
+
+    /// Says when state-file writes start failing (once) and when they work
+    /// again, and counts every failed write.
+    fn state_written(&mut self, result: Result<bool>) {
+        match result {
+            Ok(true) if self.state_failing => {
+                self.state_failing = false;
+                tracing::info!("the state file is written again");
+            }
+            Ok(_) => {}
+            Err(err) => {
+                self.metrics.add_state_write_failure();
+                if !std::mem::replace(&mut self.state_failing, true) {
+                    tracing::error!(
+                        "{err:#}; events are still reported, but a restart may report their \
+                         kills again as unobserved (counted in \
+                         oom_probe_state_write_failures_total)"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Prints again, marked `replayed`, the batch a crashed run committed
+    /// and may not have printed; stores in the history only what the
+    /// history does not hold yet. Its kills were accounted for then, and are
+    /// not counted again in the metrics.
+    fn replay(&mut self) -> Result<()> {
+        let mut events = self.ledger.pending().to_vec();
+        if events.is_empty() {
+            return Ok(());
+        }
+        tracing::warn!(
+            "printing again {} event(s) committed before a crash (replayed: true)",
+            events.len()
+        );
+        for event in &mut events {
+            event.mark_replayed();
+        }
+        if let Some(history) = self.history.as_ref().and_then(|h| h.store.as_ref()) {
+            let ids: Vec<&str> = events.iter().filter_map(Event::event_id).collect();
+            let stored = history.stored_ids(&ids).unwrap_or_else(|err| {
+                tracing::error!("cannot search the history store: {err}");
+                Default::default()
+            });
+            let missing: Vec<Event> = events
+                .iter()
+                .filter(|e| e.event_id().is_none_or(|id| !stored.contains(id)))
+                .cloned()
+                .collect();
+            self.keep(&missing);
+        }
+        for event in &events {
+            if self.filter.matches(event) {
+                self.output
+                    .write(event)
+                    .map_err(|e| anyhow::anyhow!("cannot write event: {e}"))?;
+            }
+        }
+        self.metrics.add_replayed(events.len() as u64);
+        let printed = self.ledger.printed();
+        self.state_written(printed);
         Ok(())
     }
 
@@ -330,29 +456,19 @@ impl<W: Write> Pump<W> {
     /// that what the stream showed is in the store. A failed commit is
     /// logged and the events are still printed: the stream comes first.
     fn keep(&mut self, events: &[Event]) {
-        let Some(history) = &self.history else { return };
+        let Some(history) = &mut self.history else {
+            return;
+        };
         if events.is_empty() {
             return;
         }
-        let not_kept = events.len() as u64;
-        match history {
-            Ok(history) => {
-                if let Err(err) = history.append(events) {
-                    tracing::error!("{not_kept} event(s) not kept in the history store: {err}");
-                    self.metrics.add_history_write_failures(not_kept);
-                }
-            }
-            Err(()) => self.metrics.add_history_write_failures(not_kept),
+        if !history.append(events) {
+            self.metrics.add_history_write_failures(events.len() as u64);
         }
     }
 
     fn write(&mut self, event: &Event) -> Result<()> {
-        if let Some((kind, kill)) = event.as_kill() {
-            if kind == KillKind::OomKill {
-                if let Some(id) = kill.victim.cgroup_id {
-                    self.ledger.observed(id);
-                }
-            }
+        if event.as_kill().is_some() {
             self.kills += 1;
         }
         self.metrics.record(event);
@@ -364,16 +480,18 @@ impl<W: Write> Pump<W> {
             .map_err(|e| anyhow::anyhow!("cannot write event: {e}"))
     }
 
-    fn reconcile(&mut self) -> Result<()> {
+    /// Reports the kills the kernel counted in `counts` (read before the
+    /// last drain) that nobody accounted for.
+    fn reconcile(&mut self, counts: Counts) -> Result<()> {
         let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
         let node = self.enricher.node().to_string();
-        let Some(cgroups) = self.enricher.cgroups() else {
-            return Ok(());
-        };
-        for missed in self.ledger.reconcile(cgroups, &time, &node) {
-            self.emit(&Event::OomKillUnobserved(missed))?;
-        }
-        Ok(())
+        let missed: Vec<Event> = self
+            .ledger
+            .reconcile(counts, &time, &node)
+            .into_iter()
+            .map(Event::OomKillUnobserved)
+            .collect();
+        self.publish(&missed)
     }
 
     fn report_lost(&mut self, lost: &LostCounter) {
@@ -389,6 +507,80 @@ impl<W: Write> Pump<W> {
             }
             Ok(_) => {}
             Err(err) => tracing::warn!("cannot read the lost-record counter: {err}"),
+        }
+    }
+}
+
+/// The history store, or why it is not there now. A store that failed (it
+/// could not be opened, or a commit failed: redb then refuses every
+/// transaction until reopened) is reopened at the next batch, at most every
+/// [`HistorySlot::RETRY`]; the first failure of a streak is logged, and its
+/// end.
+struct HistorySlot {
+    path: PathBuf,
+    limits: HistoryLimits,
+    store: Option<History>,
+    failing: bool,
+    last_try: std::time::Instant,
+}
+
+impl HistorySlot {
+    const RETRY: Duration = Duration::from_secs(5);
+
+    fn open(path: PathBuf, limits: HistoryLimits) -> Self {
+        let mut slot = Self {
+            path,
+            limits,
+            store: None,
+            failing: false,
+            last_try: std::time::Instant::now(),
+        };
+        slot.try_open();
+        if slot.store.is_some() {
+            tracing::info!("keeping every event in {}", slot.path.display());
+        }
+        slot
+    }
+
+    fn try_open(&mut self) {
+        self.last_try = std::time::Instant::now();
+        match History::open(&self.path, self.limits) {
+            Ok(store) => self.store = Some(store),
+            Err(err) => self.failed(&err),
+        }
+    }
+
+    fn failed(&mut self, err: &dyn std::fmt::Display) {
+        if !std::mem::replace(&mut self.failing, true) {
+            tracing::error!(
+                "{err:#}; events are still reported, and counted in \
+                 oom_probe_history_write_failures_total until the store works again"
+            );
+        }
+    }
+
+    /// Stores `events`; false when they could not be kept.
+    fn append(&mut self, events: &[Event]) -> bool {
+        if self.store.is_none() && self.last_try.elapsed() >= Self::RETRY {
+            self.try_open();
+        }
+        let Some(store) = &self.store else {
+            return false;
+        };
+        match store.append(events) {
+            Ok(()) => {
+                if std::mem::take(&mut self.failing) {
+                    tracing::info!("the history store {} works again", self.path.display());
+                }
+                true
+            }
+            Err(err) => {
+                // Closed now, reopened at a later batch.
+                self.store = None;
+                self.last_try = std::time::Instant::now();
+                self.failed(&err);
+                false
+            }
         }
     }
 }

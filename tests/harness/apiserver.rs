@@ -167,6 +167,14 @@ impl ApiServer {
         self.shared.notify();
     }
 
+    /// While `true`, holds every request unanswered (the connection stays
+    /// open, nothing is sent) and open watches send nothing: an API server
+    /// that hangs. `false` answers the held requests and serves normally.
+    pub fn hang_requests(&self, hang: bool) {
+        self.shared.lock().hanging = hang;
+        self.shared.notify();
+    }
+
     /// While `Some(status)`, answers every request with that HTTP status and
     /// ends open watches: an API server that is down or overloaded, for
     /// tests of what clients do meanwhile. `None` serves normally again.
@@ -263,6 +271,8 @@ struct State {
     log: Vec<Change>,
     requests: Vec<RecordedRequest>,
     failing: Option<u16>,
+    /// Requests are held unanswered and open watches send nothing.
+    hanging: bool,
     /// Changes up to this version are no longer in `log`.
     forgotten_through: u64,
 }
@@ -348,11 +358,14 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         query,
         body,
     };
-    let failing = {
-        let mut state = shared.lock();
-        state.requests.push(request.clone());
-        state.failing
-    };
+    shared.lock().requests.push(request.clone());
+    let mut changed = shared.changed.subscribe();
+    while shared.lock().hanging {
+        if changed.changed().await.is_err() {
+            break;
+        }
+    }
+    let failing = shared.lock().failing;
     if let Some(code) = failing {
         let code = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
         return Ok(status(code, "the test made this server fail"));
@@ -474,6 +487,11 @@ async fn stream_watch(
         }
     }
     loop {
+        while shared.lock().hanging {
+            if changed.changed().await.is_err() {
+                return;
+            }
+        }
         {
             let state = shared.lock();
             if state.failing.is_some() {

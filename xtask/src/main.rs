@@ -4,6 +4,7 @@
 mod bench;
 mod fuzz;
 mod setup;
+mod soak;
 mod vm;
 
 use std::process::Command;
@@ -34,6 +35,11 @@ enum Task {
     /// footprint next to bpftrace and a kmsg reader (root; prints a table and
     /// writes JSON).
     Bench(bench::BenchArgs),
+    /// Set up, build release binaries and run the agent under continuous
+    /// kills in cgroups created and removed all the time (root; `--minutes`,
+    /// default 10): checks every kill is counted once and prints the RSS
+    /// curve.
+    Soak(soak::SoakArgs),
     /// Set up and build the static (musl) oom-probe the image holds; print
     /// its path, and copy it to --out if given (the Dockerfile's build stage).
     Static {
@@ -74,6 +80,22 @@ fn main() -> Result<()> {
                 ],
             )?;
             bench::run(&args)
+        }
+        Task::Soak(args) => {
+            let toolchain = setup::build_toolchain()?;
+            let mut build = vec!["build"];
+            if !args.debug {
+                build.push("--release");
+            }
+            build.extend([
+                "--package",
+                "oom-probe",
+                "--package",
+                "oom-probe-tests",
+                "--bins",
+            ]);
+            cargo(&toolchain, &build)?;
+            soak::run(&args)
         }
         Task::KmsgReader => bench::kmsg_reader(),
         Task::Static { out } => {

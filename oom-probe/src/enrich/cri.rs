@@ -17,7 +17,7 @@ use std::{
     fs, io,
     os::unix::fs::FileTypeExt,
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -43,6 +43,13 @@ pub const DEFAULT_SOCKETS: [&str; 4] = [
 /// (all its RPCs together) may take, so a hung runtime holds an event back
 /// by at most this. A healthy runtime answers in about a millisecond.
 pub const CALL_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// After a call timed out, the runtime is not asked again for this long:
+/// events are named from the cgroup path alone meanwhile (each such lookup
+/// fails at once with [`CriError::Paused`]), so a hung runtime costs one
+/// [`CALL_TIMEOUT`] per pause, not one per kill of a burst. Cached answers
+/// are still used.
+pub const PAUSE_AFTER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long an answer is reused. What the runtime says about a container id
 /// never changes (ids are not reused), so this only bounds staleness after
@@ -138,6 +145,16 @@ pub enum CriError {
         /// The socket of the runtime that kept silent.
         socket: PathBuf,
     },
+    /// Not asked: the runtime timed out less than [`PAUSE_AFTER_TIMEOUT`] ago.
+    #[error(
+        "the container runtime at {} is not asked for {} s after it timed out",
+        socket.display(),
+        PAUSE_AFTER_TIMEOUT.as_secs()
+    )]
+    Paused {
+        /// The socket of the runtime that timed out.
+        socket: PathBuf,
+    },
     /// The runtime answered a call with an error.
     #[error(
         "CRI {method} on {} failed: {:?}: {}",
@@ -162,6 +179,8 @@ pub struct CriClient {
     runtime: String,
     client: RuntimeServiceClient<Channel>,
     cache: Mutex<Cache>,
+    /// Not asked again before this, after a timeout.
+    paused_until: Mutex<Option<Instant>>,
 }
 
 impl CriClient {
@@ -211,6 +230,7 @@ impl CriClient {
             socket,
             client,
             cache: Mutex::new(Cache::default()),
+            paused_until: Mutex::new(None),
         })
     }
 
@@ -227,7 +247,8 @@ impl CriClient {
     /// Names the container with this id (as in its cgroup path) and its pod.
     /// Answers, "no such container" included, are cached; errors are not,
     /// so a runtime that comes back is asked again. Never takes longer than
-    /// [`CALL_TIMEOUT`].
+    /// [`CALL_TIMEOUT`]; after a timeout, uncached lookups fail at once with
+    /// [`CriError::Paused`] for [`PAUSE_AFTER_TIMEOUT`].
     pub async fn container(&self, container_id: &str) -> Result<CriContainer, CriError> {
         let not_found = || CriError::NotFound {
             container_id: container_id.to_string(),
@@ -235,11 +256,28 @@ impl CriClient {
         if let Some(cached) = self.cache().get(container_id, Instant::now()) {
             return cached.ok_or_else(not_found);
         }
-        let found = tokio::time::timeout(CALL_TIMEOUT, self.look_up(container_id))
-            .await
-            .map_err(|_| CriError::Timeout {
+        let paused_until = *self
+            .paused_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if paused_until.is_some_and(|until| Instant::now() < until) {
+            return Err(CriError::Paused {
                 socket: self.socket.clone(),
-            })??;
+            });
+        }
+        let found = match tokio::time::timeout(CALL_TIMEOUT, self.look_up(container_id)).await {
+            Ok(found) => found?,
+            Err(_) => {
+                *self
+                    .paused_until
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) =
+                    Some(Instant::now() + PAUSE_AFTER_TIMEOUT);
+                return Err(CriError::Timeout {
+                    socket: self.socket.clone(),
+                });
+            }
+        };
         self.cache()
             .insert(container_id.to_string(), found.clone(), Instant::now());
         found.ok_or_else(not_found)
@@ -559,8 +597,23 @@ mod tests {
             took >= CALL_TIMEOUT && took < CALL_TIMEOUT + SLACK,
             "took {took:?}"
         );
+        // After a timeout the runtime is not asked for a while: no wait.
+        let started = Instant::now();
+        let err = rt.block_on(client.container(&"2".repeat(64))).unwrap_err();
+        assert!(matches!(err, CriError::Paused { .. }), "{err}");
+        assert!(
+            started.elapsed() < CALL_TIMEOUT,
+            "took {:?}",
+            started.elapsed()
+        );
+        // A cached answer is still given.
+        assert_eq!(
+            rt.block_on(client.container(container.id())).unwrap(),
+            first
+        );
         // A timeout is not cached: once the runtime is back, it is asked again.
         drop(frozen);
+        std::thread::sleep(PAUSE_AFTER_TIMEOUT);
         let err = rt.block_on(client.container(&"1".repeat(64))).unwrap_err();
         assert!(matches!(err, CriError::NotFound { .. }), "{err}");
     }

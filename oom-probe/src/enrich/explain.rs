@@ -283,6 +283,8 @@ mod tests {
             tasks: None,
             tasks_total: None,
             tasks_source: None,
+            event_id: String::new(),
+            replayed: false,
         }
     }
 

@@ -44,6 +44,15 @@ pub struct Enricher {
     next_oom_id: u64,
     /// Where `/proc` is (the host's, for the tasks of a kill).
     procfs: std::path::PathBuf,
+    /// The boot id's first 8 hex digits, the first part of every event id.
+    boot_id: String,
+}
+
+/// A kill's stable event id: `<boot>-<kernel_time_ns>-<pid>-<cgroup id>`
+/// (cgroup id 0 when unknown). Everything in it comes from the kernel, so the
+/// same kill gets the same id in whichever process prints it.
+pub fn kill_id(boot: &str, kernel_time_ns: u64, pid: u32, cgroup_id: Option<u64>) -> String {
+    format!("{boot}-{kernel_time_ns}-{pid}-{}", cgroup_id.unwrap_or(0))
 }
 
 /// What identifies one OOM decision when the kernel does not say.
@@ -88,6 +97,7 @@ impl Enricher {
             pending_contexts: HashMap::new(),
             last_decision: None,
             next_oom_id: 1,
+            boot_id: unobserved::short_boot_id(),
         }
     }
 
@@ -266,6 +276,8 @@ impl Enricher {
             tasks: None,
             tasks_total: None,
             tasks_source: None,
+            event_id: kill_id(&self.boot_id, r.kernel_time_ns, r.tgid, cgroup_id),
+            replayed: false,
         };
         if let Some(scene) = self.scene(&event) {
             event.tasks = Some(scene.top);

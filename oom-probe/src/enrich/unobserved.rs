@@ -5,9 +5,19 @@
 //!
 //! The counters are local to each cgroup (`memory.events.local` on v2,
 //! `memory.oom_control` on v1). The kernel bumps a counter only after the
-//! victim's record is in the ring buffer, so reconciling right after a drain
-//! never mistakes an in-flight kill for a missed one. What has been accounted
-//! for is kept in a state file, so a restart never replays or doubles a kill.
+//! victim's record is in the ring buffer, so the counters are read first
+//! ([`KillLedger::snapshot`]), the ring buffer drained after, and only then
+//! compared ([`KillLedger::reconcile`]): every kill the snapshot counted has
+//! then been seen, and an in-flight kill is never mistaken for a missed one.
+//!
+//! The state file is the commit point of the event stream (a write-ahead
+//! log): before a batch of events is printed, the counts it accounts for and
+//! the batch itself are written together ([`KillLedger::commit`]); once it
+//! is printed the batch is dropped ([`KillLedger::printed`]). A crash before
+//! the commit loses nothing (the kernel's counters report those kills as
+//! unobserved); a crash after it leaves the batch in the file, and the next
+//! run prints it again marked `replayed` ([`KillLedger::pending`]), with the
+//! same event ids. So every kill is counted once: reported or unobserved.
 
 use std::{
     collections::HashMap,
@@ -23,9 +33,10 @@ use oom_probe_cgroupfs::{
     CgroupResolver,
 };
 
-use crate::event::UnobservedKills;
+use crate::event::{Event, UnobservedKills};
 
-/// Kernel kill counts already accounted for, per cgroup id.
+/// Kernel kill counts already accounted for, per cgroup id, and the batch of
+/// events committed but maybe not printed.
 pub struct KillLedger {
     state_file: Option<PathBuf>,
     state: State,
@@ -34,6 +45,10 @@ pub struct KillLedger {
     has_baseline: bool,
     /// Kills accounted for since the state file was last written.
     dirty: bool,
+    boot: String,
+    /// Cgroups with a kill accounted for since the last reconcile: kept even
+    /// when the snapshot does not know them yet (made after it was taken).
+    recent: std::collections::HashSet<u64>,
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -41,7 +56,14 @@ struct State {
     /// Counters reset at reboot; a state from another boot is discarded.
     boot_id: String,
     accounted: HashMap<u64, u64>,
+    /// Events committed and not yet known to be printed, in order.
+    #[serde(default)]
+    pending: Vec<Event>,
 }
+
+/// The kernel's per-cgroup kill counters at one moment: `(cgroup id, path,
+/// count)` for every memory cgroup whose counter could be read.
+pub struct Counts(Vec<(u64, String, u64)>);
 
 impl KillLedger {
     /// Loads the state file; a missing, corrupt or other-boot file starts a
@@ -61,7 +83,11 @@ impl KillLedger {
                 }
                 Ok(None) => None,
                 Err(err) => {
-                    tracing::warn!("ignoring state file {}: {err:#}", path.display());
+                    tracing::error!(
+                        "ignoring state file {}: {err:#}; starting fresh (kills made while \
+                         oom-probe was down are not reported this time)",
+                        path.display()
+                    );
                     None
                 }
             });
@@ -69,12 +95,15 @@ impl KillLedger {
         let state = loaded.unwrap_or(State {
             boot_id,
             accounted: HashMap::new(),
+            pending: Vec::new(),
         });
         Self {
             state_file,
             state,
             has_baseline,
             dirty: false,
+            boot: short_boot_id(),
+            recent: Default::default(),
         }
     }
 
@@ -87,6 +116,8 @@ impl KillLedger {
             state: parse_state(bytes)?,
             has_baseline: true,
             dirty: false,
+            boot: short_boot_id(),
+            recent: Default::default(),
         })
     }
 
@@ -96,30 +127,80 @@ impl KillLedger {
         self.state.accounted.keys().copied().collect()
     }
 
-    /// Accounts for a kill oom-probe reported in cgroup `id`; [`save`]
-    /// after each batch makes it survive a restart.
+    /// The events the previous run committed and may not have printed
+    /// (it crashed in between), in order; empty after a clean stop.
+    pub fn pending(&self) -> &[Event] {
+        &self.state.pending
+    }
+
+    /// Accounts for a kill oom-probe is about to report in cgroup `id`;
+    /// [`commit`] makes it survive a restart.
     ///
-    /// [`save`]: KillLedger::save
+    /// [`commit`]: KillLedger::commit
     pub fn observed(&mut self, cgroup_id: u64) {
         *self.state.accounted.entry(cgroup_id).or_default() += 1;
+        self.recent.insert(cgroup_id);
         self.dirty = true;
     }
 
-    /// Reads every cgroup's counter and reports kills nobody accounted for.
-    pub fn reconcile(
-        &mut self,
-        cgroups: &mut CgroupResolver,
-        time: &str,
-        node: &str,
-    ) -> Vec<UnobservedKills> {
+    /// Writes the counts accounted for so far together with `events`, the
+    /// batch about to be printed: once per batch, not once per kill (a
+    /// burst of 500 is a few writes). Nothing is written when nothing
+    /// changed. Returns whether the file was written. Errors: the state
+    /// file could not be written (the events are still printed; the caller
+    /// counts the failure).
+    pub fn commit(&mut self, events: &[Event]) -> Result<bool> {
+        if !self.dirty && events.is_empty() {
+            return Ok(false);
+        }
+        self.state.pending = events.to_vec();
+        self.dirty = false;
+        self.write()
+    }
+
+    /// The committed batch has been printed: drops it from the state file.
+    /// Returns whether the file was written.
+    pub fn printed(&mut self) -> Result<bool> {
+        if self.state.pending.is_empty() {
+            return Ok(false);
+        }
+        self.state.pending.clear();
+        self.write()
+    }
+
+    fn write(&mut self) -> Result<bool> {
+        let Some(path) = &self.state_file else {
+            return Ok(false);
+        };
+        write_state(path, &self.state).with_context(|| format!("state file {}", path.display()))?;
+        Ok(true)
+    }
+
+    /// Reads every cgroup's kill counter (refreshing the cgroup names first).
+    pub fn snapshot(cgroups: &mut CgroupResolver) -> Counts {
         cgroups.refresh();
         let root = cgroups.root().to_path_buf();
+        Counts(
+            cgroups
+                .known()
+                .filter_map(|(id, path)| {
+                    let count = kernel_oom_kills(&root.join(path.trim_start_matches('/')))?;
+                    Some((id, path.to_string(), count))
+                })
+                .collect(),
+        )
+    }
+
+    /// Compares a [`snapshot`] taken before the last drain with the kills
+    /// accounted for, and returns the kills nobody accounted for. The new
+    /// counts are written at the next [`commit`].
+    ///
+    /// [`snapshot`]: KillLedger::snapshot
+    /// [`commit`]: KillLedger::commit
+    pub fn reconcile(&mut self, counts: Counts, time: &str, node: &str) -> Vec<UnobservedKills> {
         let mut unobserved = Vec::new();
         let mut seen = HashMap::new();
-        for (id, path) in cgroups.known() {
-            let Some(count) = kernel_oom_kills(&root.join(path.trim_start_matches('/'))) else {
-                continue;
-            };
+        for (id, path, count) in counts.0 {
             seen.insert(id, count);
             let accounted = self.state.accounted.get(&id).copied().unwrap_or(0);
             if self.has_baseline && count > accounted {
@@ -127,14 +208,18 @@ impl KillLedger {
                     time: time.to_string(),
                     node: node.to_string(),
                     cgroup_id: id,
-                    cgroup_path: Some(path.to_string()),
+                    cgroup_path: Some(path),
                     count: count - accounted,
+                    event_id: format!("{}-unobserved-{id}-{}-{count}", self.boot, accounted + 1),
+                    replayed: false,
                 });
             }
         }
         // Keep the larger of the two: a kill reported but not yet counted by
-        // the kernel stays accounted for. Removed cgroups are forgotten.
-        self.state.accounted = seen
+        // the kernel stays accounted for. Removed cgroups are forgotten, but
+        // not one with a kill since the last reconcile that the snapshot
+        // missed (made between the snapshot and the drain).
+        let mut accounted: HashMap<u64, u64> = seen
             .into_iter()
             .map(|(id, count)| {
                 (
@@ -143,22 +228,15 @@ impl KillLedger {
                 )
             })
             .collect();
+        for id in self.recent.drain() {
+            if let Some(&kept) = self.state.accounted.get(&id) {
+                accounted.entry(id).or_insert(kept);
+            }
+        }
+        self.state.accounted = accounted;
         self.has_baseline = true;
         self.dirty = true;
-        self.save();
         unobserved
-    }
-
-    /// Writes the state file if anything changed since the last write: once
-    /// per drained batch, not once per kill (a burst of 500 is one write).
-    pub fn save(&mut self) {
-        if !std::mem::take(&mut self.dirty) {
-            return;
-        }
-        let Some(path) = &self.state_file else { return };
-        if let Err(err) = write_state(path, &self.state) {
-            tracing::warn!("cannot write state file {}: {err:#}", path.display());
-        }
     }
 }
 
@@ -174,21 +252,41 @@ fn parse_state(bytes: &[u8]) -> Result<State> {
     serde_json::from_slice(bytes).context("not an oom-probe state file")
 }
 
-/// Writes atomically (temp file + rename) so a crash never leaves half a file.
+/// Writes atomically (temp file + rename) so a crash never leaves half a
+/// file; a temp file that could not be written whole is removed.
 fn write_state(path: &Path, state: &State) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).context("cannot create its directory")?;
     }
     let temp = path.with_extension("tmp");
-    fs::write(&temp, serde_json::to_vec(state)?)?;
-    fs::rename(&temp, path)?;
-    Ok(())
+    let written = fs::write(&temp, serde_json::to_vec(state)?)
+        .and_then(|()| fs::rename(&temp, path))
+        .context("cannot write it");
+    if written.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    written
 }
 
 fn boot_id() -> String {
     fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
+}
+
+/// The first 8 hex digits of this boot's id (`/proc/sys/kernel/random/boot_id`),
+/// the first part of every event id; `00000000` when it cannot be read.
+pub fn short_boot_id() -> String {
+    let id: String = boot_id()
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(8)
+        .collect();
+    if id.len() == 8 {
+        id
+    } else {
+        "00000000".into()
+    }
 }
 
 /// The kernel's count of OOM kills in this one cgroup (not its children).
@@ -253,6 +351,105 @@ mod tests {
         }
     }
 
+    /// Snapshot, compare and commit, as the agent does after a drain.
+    fn reconcile(ledger: &mut KillLedger, resolver: &mut CgroupResolver) -> Vec<UnobservedKills> {
+        let counts = KillLedger::snapshot(resolver);
+        let missed = ledger.reconcile(counts, "t", "n");
+        let events: Vec<Event> = missed
+            .iter()
+            .cloned()
+            .map(Event::OomKillUnobserved)
+            .collect();
+        ledger.commit(&events).unwrap();
+        ledger.printed().unwrap();
+        missed
+    }
+
+    #[test]
+    fn a_batch_committed_but_not_printed_is_pending_after_a_crash() {
+        let cgroups = FakeCgroups::new("pending");
+        let state = cgroups.0.join("state/ledger.json");
+        let pod = cgroups.set_kills("pod", 0);
+        let mut resolver = CgroupResolver::new(&cgroups.0);
+        let mut ledger = KillLedger::load(Some(state.clone()));
+        reconcile(&mut ledger, &mut resolver);
+        let batch = vec![Event::OomKillUnobserved(UnobservedKills {
+            time: "t".into(),
+            node: "n".into(),
+            cgroup_id: pod,
+            cgroup_path: None,
+            count: 1,
+            event_id: "x-1".into(),
+            replayed: false,
+        })];
+        ledger.observed(pod);
+        ledger.commit(&batch).unwrap();
+        // A crash here: committed, maybe not printed.
+        drop(ledger);
+        cgroups.set_kills("pod", 1);
+        let mut ledger = KillLedger::load(Some(state.clone()));
+        assert_eq!(ledger.pending(), batch.as_slice());
+        // Accounted for already: the kernel's count is not a missed kill.
+        assert!(reconcile(&mut ledger, &mut resolver).is_empty());
+        ledger.printed().unwrap();
+        assert!(KillLedger::load(Some(state)).pending().is_empty());
+    }
+
+    #[test]
+    fn an_unwritable_state_file_is_an_error_and_the_counts_go_on() {
+        let cgroups = FakeCgroups::new("unwritable");
+        // A directory where the file should be: it cannot be replaced.
+        let state = cgroups.0.join("state.json");
+        fs::create_dir_all(state.join("x")).unwrap();
+        let pod = cgroups.set_kills("pod", 0);
+        let mut resolver = CgroupResolver::new(&cgroups.0);
+        let mut ledger = KillLedger::load(Some(state));
+        let counts = KillLedger::snapshot(&mut resolver);
+        assert!(ledger.reconcile(counts, "t", "n").is_empty());
+        let err = ledger.commit(&[]).unwrap_err();
+        assert!(format!("{err:#}").contains("state.json"), "{err:#}");
+        ledger.observed(pod);
+        cgroups.set_kills("pod", 1);
+        let counts = KillLedger::snapshot(&mut resolver);
+        assert!(
+            ledger.reconcile(counts, "t", "n").is_empty(),
+            "kept in memory"
+        );
+    }
+
+    #[test]
+    fn missed_kills_have_a_stable_id_naming_the_counter_range() {
+        let cgroups = FakeCgroups::new("ids");
+        let pod = cgroups.set_kills("pod", 2);
+        let mut resolver = CgroupResolver::new(&cgroups.0);
+        let mut ledger = KillLedger::load(None);
+        reconcile(&mut ledger, &mut resolver);
+        cgroups.set_kills("pod", 5);
+        let missed = reconcile(&mut ledger, &mut resolver);
+        assert_eq!(
+            missed[0].event_id,
+            format!("{}-unobserved-{pod}-3-5", short_boot_id())
+        );
+    }
+
+    #[test]
+    fn a_kill_in_a_cgroup_made_after_the_snapshot_is_not_counted_twice() {
+        let cgroups = FakeCgroups::new("late");
+        cgroups.set_kills("old", 0);
+        let mut resolver = CgroupResolver::new(&cgroups.0);
+        let mut ledger = KillLedger::load(None);
+        reconcile(&mut ledger, &mut resolver);
+        let counts = KillLedger::snapshot(&mut resolver);
+        // Made, and its kill drained, after the snapshot.
+        let new = cgroups.set_kills("new", 1);
+        ledger.observed(new);
+        assert!(ledger.reconcile(counts, "t", "n").is_empty());
+        assert!(
+            reconcile(&mut ledger, &mut resolver).is_empty(),
+            "never twice"
+        );
+    }
+
     #[test]
     fn reports_each_missed_kill_once_across_restarts() {
         let cgroups = FakeCgroups::new("restarts");
@@ -262,16 +459,16 @@ mod tests {
 
         // First run ever: history before it is not reported.
         let mut ledger = KillLedger::load(Some(state.clone()));
-        assert!(ledger.reconcile(&mut resolver, "t", "n").is_empty());
+        assert!(reconcile(&mut ledger, &mut resolver).is_empty());
         // One kill seen, then one while "down".
         ledger.observed(pod);
-        ledger.save();
+        ledger.commit(&[]).unwrap();
         cgroups.set_kills("pod", 3);
         drop(ledger);
         cgroups.set_kills("pod", 4);
 
         let mut ledger = KillLedger::load(Some(state.clone()));
-        let missed = ledger.reconcile(&mut resolver, "t", "n");
+        let missed = reconcile(&mut ledger, &mut resolver);
         assert_eq!(missed.len(), 1);
         assert_eq!((missed[0].cgroup_id, missed[0].count), (pod, 1));
         assert_eq!(missed[0].cgroup_path.as_deref(), Some("/pod"));
@@ -279,7 +476,7 @@ mod tests {
 
         let mut ledger = KillLedger::load(Some(state));
         assert!(
-            ledger.reconcile(&mut resolver, "t", "n").is_empty(),
+            reconcile(&mut ledger, &mut resolver).is_empty(),
             "never twice"
         );
     }
@@ -290,11 +487,11 @@ mod tests {
         let pod = cgroups.set_kills("pod", 0);
         let mut resolver = CgroupResolver::new(&cgroups.0);
         let mut ledger = KillLedger::load(None);
-        ledger.reconcile(&mut resolver, "t", "n");
+        reconcile(&mut ledger, &mut resolver);
         ledger.observed(pod);
-        assert!(ledger.reconcile(&mut resolver, "t", "n").is_empty());
+        assert!(reconcile(&mut ledger, &mut resolver).is_empty());
         cgroups.set_kills("pod", 1);
-        assert!(ledger.reconcile(&mut resolver, "t", "n").is_empty());
+        assert!(reconcile(&mut ledger, &mut resolver).is_empty());
     }
 
     #[test]
@@ -305,7 +502,7 @@ mod tests {
         cgroups.set_kills("pod", 5);
         let mut resolver = CgroupResolver::new(&cgroups.0);
         let mut ledger = KillLedger::load(Some(state.clone()));
-        assert!(ledger.reconcile(&mut resolver, "t", "n").is_empty());
+        assert!(reconcile(&mut ledger, &mut resolver).is_empty());
         assert!(read_state(&state).unwrap().is_some(), "rewritten");
     }
 }

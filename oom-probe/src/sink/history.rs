@@ -187,6 +187,45 @@ impl History {
     }
 }
 
+impl History {
+    /// Which of `ids` (stable event ids) the store already holds, looking
+    /// from the newest event back until all are found: the agent asks this
+    /// at start for the events a crashed run committed, so that printing
+    /// them again does not store them twice.
+    pub fn stored_ids(
+        &self,
+        ids: &[&str],
+    ) -> Result<std::collections::HashSet<String>, HistoryError> {
+        let storage = |source: redb::Error| HistoryError::Storage {
+            path: self.path.clone(),
+            source,
+        };
+        let mut found = std::collections::HashSet::new();
+        if ids.is_empty() {
+            return Ok(found);
+        }
+        let txn = self.db.begin_read().map_err(|e| storage(e.into()))?;
+        let table = match txn.open_table(EVENTS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(found),
+            Err(e) => return Err(storage(e.into())),
+        };
+        for entry in table.iter().map_err(|e| storage(e.into()))?.rev() {
+            let (_, value) = entry.map_err(|e| storage(e.into()))?;
+            let (_, json) = value.value();
+            for id in ids {
+                if json.contains(&format!("\"event_id\":\"{id}\"")) {
+                    found.insert(id.to_string());
+                }
+            }
+            if found.len() == ids.len() {
+                break;
+            }
+        }
+        Ok(found)
+    }
+}
+
 /// One stored event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredEvent {
@@ -333,6 +372,8 @@ mod tests {
             cgroup_id: 7,
             cgroup_path: Some("/x".into()),
             count,
+            event_id: format!("e{count}"),
+            replayed: false,
         })
     }
 
@@ -519,6 +560,18 @@ mod tests {
                 Err(HistoryError::Corrupt { .. })
             ));
         }
+    }
+
+    #[test]
+    fn stored_ids_finds_what_a_crashed_run_committed() {
+        let file = TempFile::new("ids");
+        let history = History::open(&file.0, HistoryLimits::default()).unwrap();
+        history.append(&[event(1), event(2)]).unwrap();
+        let found = history.stored_ids(&["e2", "e9"]).unwrap();
+        assert_eq!(
+            found.into_iter().collect::<Vec<_>>(),
+            vec!["e2".to_string()]
+        );
     }
 
     #[test]

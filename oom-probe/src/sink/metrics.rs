@@ -34,6 +34,8 @@ pub struct Metrics {
     lost: Counter,
     enrichment_failures: Counter,
     history_write_failures: Counter,
+    state_write_failures: Counter,
+    replayed: Counter,
     /// Unix time of each kill series' last kill: an alert on it fires for
     /// a container's first kill too, which `increase()` over a counter
     /// created at that kill cannot see.
@@ -78,6 +80,18 @@ impl Metrics {
             "Events the history store could not keep (it could not be opened, or a commit failed); they were still emitted",
             history_write_failures.clone(),
         );
+        let state_write_failures = Counter::default();
+        registry.register(
+            "state_write_failures",
+            "Writes of the state file (kill counts and the batch about to be printed) that failed; the events were still emitted, but a restart may report their kills again as unobserved",
+            state_write_failures.clone(),
+        );
+        let replayed = Counter::default();
+        registry.register(
+            "replayed_events",
+            "Events a crashed run had committed and maybe printed, printed again at start with replayed: true (not counted again in oom_probe_kills_total)",
+            replayed.clone(),
+        );
         let last_kill = Family::<KillLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "last_kill_timestamp_seconds",
@@ -100,6 +114,8 @@ impl Metrics {
             lost,
             enrichment_failures,
             history_write_failures,
+            state_write_failures,
+            replayed,
             last_kill,
             last_moved: Mutex::new(HashMap::new()),
             series_ttl,
@@ -154,6 +170,16 @@ impl Metrics {
     /// Counts events the history store could not keep.
     pub fn add_history_write_failures(&self, events: u64) {
         self.history_write_failures.inc_by(events);
+    }
+
+    /// Counts one failed write of the state file.
+    pub fn add_state_write_failure(&self) {
+        self.state_write_failures.inc();
+    }
+
+    /// Counts events printed again after a crash.
+    pub fn add_replayed(&self, events: u64) {
+        self.replayed.inc_by(events);
     }
 
     /// Drops kill series that have not moved for the TTL.

@@ -55,8 +55,11 @@ impl<W: Write> Output<W> {
     pub fn write(&mut self, event: &Event) -> io::Result<()> {
         match self.format {
             OutputFormat::Json => {
-                serde_json::to_writer(&mut self.writer, event)?;
-                self.writer.write_all(b"\n")?;
+                // One write(2) per line: a crash never leaves half an event
+                // in a pipe behind a buffer that flushed early.
+                let mut line = serde_json::to_vec(event)?;
+                line.push(b'\n');
+                self.writer.write_all(&line)?;
             }
             OutputFormat::Table => {
                 if !self.header_written {
@@ -261,6 +264,8 @@ mod tests {
             tasks: None,
             tasks_total: None,
             tasks_source: None,
+            event_id: String::new(),
+            replayed: false,
         }))
     }
 
@@ -354,6 +359,8 @@ mod tests {
             cgroup_id: 5,
             cgroup_path: Some("/kubepods/pod1".into()),
             count: 2,
+            event_id: String::new(),
+            replayed: false,
         }))
         .unwrap();
         let text = String::from_utf8(out.writer).unwrap();
