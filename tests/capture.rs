@@ -544,3 +544,43 @@ fn back_to_back_decisions_in_one_memcg_get_two_oom_ids() {
     assert_eq!(ids.len(), events.len(), "one id per decision: {events:#?}");
     assert_eq!(cgroup.kernel_oom_kills().unwrap(), events.len() as u64);
 }
+
+/// Naming a cgroup id costs the same with 5 or 5,000 cgroups: the id is
+/// opened as a kernfs file handle on the hierarchy's mount. The path is the
+/// one a walk of the hierarchy gives, names that are not text included, and
+/// an id whose cgroup is gone (and was never seen) has none.
+#[test]
+fn cgroup_ids_are_named_by_file_handle_as_a_walk_names_them() {
+    use oom_probe_cgroupfs::{
+        resolver::{CgroupResolver, Lookup},
+        testing::memory_root,
+    };
+    use std::os::unix::fs::MetadataExt;
+    if !root_or_skip("cgroup_ids_are_named_by_file_handle_as_a_walk_names_them") {
+        return;
+    }
+    let (root, _) = memory_root().unwrap();
+    let parent = MemoryCgroup::create(16 * MIB).unwrap();
+    let child = parent.create_child_named("pod\u{1b}x", None).unwrap();
+    let id = std::fs::metadata(child.path()).unwrap().ino();
+    let expected = format!("{}/pod\\x1bx", parent.relative_path());
+    let mut by_handle = CgroupResolver::new(&root);
+    assert_eq!(by_handle.path_of(id).as_deref(), Some(expected.as_str()));
+    assert_eq!(by_handle.lookup(), Lookup::Handle);
+    // Named without a walk: the walk's cache is still empty but for it.
+    assert_eq!(by_handle.known().count(), 1);
+    let mut walked = CgroupResolver::new(&root).walk_only();
+    assert_eq!(walked.path_of(id).as_deref(), Some(expected.as_str()));
+    assert_eq!(
+        by_handle
+            .path_of(std::fs::metadata(&root).unwrap().ino())
+            .as_deref(),
+        Some("/")
+    );
+    drop(child);
+    // Seen before it was removed: still named; never seen: no name.
+    assert_eq!(by_handle.path_of(id).as_deref(), Some(expected.as_str()));
+    let mut fresh = CgroupResolver::new(&root);
+    assert_eq!(fresh.path_of(id), None);
+    assert_eq!(fresh.lookup(), Lookup::Handle);
+}

@@ -107,7 +107,7 @@ impl Filter {
 }
 
 /// Runs until SIGINT/SIGTERM (or `max_events`), then drains what is left.
-pub async fn watch(options: WatchOptions) -> Result<()> {
+pub async fn watch(mut options: WatchOptions) -> Result<()> {
     let metrics = Arc::new(Metrics::new(options.metrics_series_ttl));
     // A history store that cannot be opened (a missing or read-only state
     // directory, a full disk, a corrupt file) must not stop the reporting:
@@ -137,14 +137,17 @@ pub async fn watch(options: WatchOptions) -> Result<()> {
         None => Hierarchies::discover()?,
     };
     let memcg_paths = hierarchies.memory_root().map(CgroupResolver::new);
-    let api = kubernetes::api_client(&options.sources).await;
-    let poster = api
-        .clone()
-        .filter(|_| options.events)
-        .map(|client| EventPoster::start(client, &options.node, metrics.clone()));
-    let namer = Namer::connect(&options.sources, api, &options.node, metrics.clone()).await?;
-    let mut evictions = namer.take_evictions();
-    announce(&probes, memcg_paths.as_ref(), &options.node, &namer);
+    // The naming sources (API server, container runtime) connect off the
+    // critical path: the ready line follows the probes, and the first kill
+    // that needs names waits for them (their calls are bounded).
+    let naming = tokio::spawn(connect_naming(
+        std::mem::take(&mut options.sources),
+        options.events,
+        options.node.clone(),
+        metrics.clone(),
+    ));
+    let mut evictions = None;
+    announce(&probes, memcg_paths.as_ref(), &options.node);
     let mut enricher = Enricher::new(
         options.node.clone(),
         memcg_paths,
@@ -158,13 +161,14 @@ pub async fn watch(options: WatchOptions) -> Result<()> {
     let mut ring = unsafe { AsyncFd::register(probes.take_ring_buffer()?) }
         .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
     let lost = probes.take_lost_counter()?;
+    release_start_up_heap();
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut pump = Pump {
         output: Output::new(options.output, io::stdout().lock()),
         metrics,
         filter: options.filter,
-        namer,
-        poster,
+        naming: Naming::Connecting(naming),
+        late_evictions: None,
         enricher,
         ledger: KillLedger::load(options.state_file.clone()),
         history,
@@ -181,12 +185,18 @@ pub async fn watch(options: WatchOptions) -> Result<()> {
     let mut reconcile_tick = tokio::time::interval(options.reconcile_interval);
     let done = |pump: &Pump<_>| options.max_events.is_some_and(|max| pump.kills >= max);
     while !done(&pump) {
+        if let Some(late) = pump.late_evictions.take() {
+            evictions = Some(late);
+        }
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
                 let events = pump.drain(guard.get_inner_mut());
                 guard.clear_ready();
                 pump.emit_all(events).await?;
+            }
+            connected = pump.naming.connected(), if pump.naming.is_connecting() => {
+                evictions = pump.naming.finish(connected)?;
             }
             Some(eviction) = next_eviction(&mut evictions) => {
                 let event = Event::Eviction(Box::new(kubernetes::eviction_event(eviction, &options.node)));
@@ -220,6 +230,17 @@ pub async fn watch(options: WatchOptions) -> Result<()> {
     Ok(())
 }
 
+/// Hands the heap freed after start-up (the parsed kernel BTF, tens of MiB)
+/// back to the kernel: glibc keeps freed memory for reuse, so without this
+/// the idle RSS would stay at the start-up's peak. musl returns it by itself.
+fn release_start_up_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The next eviction, or never when no API server is in use.
 async fn next_eviction(
     evictions: &mut Option<tokio::sync::mpsc::Receiver<crate::kube::pod::Eviction>>,
@@ -230,7 +251,87 @@ async fn next_eviction(
     }
 }
 
-fn announce(probes: &Probes, memcg_paths: Option<&CgroupResolver>, node: &str, namer: &Namer) {
+/// The naming sources and the Event poster, connected.
+type Connected = Result<(Namer, Option<EventPoster>)>;
+
+async fn connect_naming(
+    sources: SourceOptions,
+    events: bool,
+    node: String,
+    metrics: Arc<Metrics>,
+) -> Connected {
+    let api = kubernetes::api_client(&sources).await;
+    let poster = api
+        .clone()
+        .filter(|_| events)
+        .map(|client| EventPoster::start(client, &node, metrics.clone()));
+    let namer = Namer::connect(&sources, api, &node, metrics).await?;
+    Ok((namer, poster))
+}
+
+/// Pod and container naming: connecting at first, then ready.
+enum Naming {
+    Connecting(tokio::task::JoinHandle<Connected>),
+    Ready {
+        namer: Box<Namer>,
+        poster: Option<EventPoster>,
+    },
+}
+
+impl Naming {
+    fn is_connecting(&self) -> bool {
+        matches!(self, Self::Connecting(_))
+    }
+
+    /// Waits for the connection (immediately ready once connected).
+    async fn connected(&mut self) -> Connected {
+        match self {
+            Self::Connecting(task) => task
+                .await
+                .map_err(|e| anyhow::anyhow!("naming sources failed: {e}"))?,
+            Self::Ready { .. } => Err(anyhow::anyhow!("already connected")),
+        }
+    }
+
+    /// Keeps what connected and says which sources name pods; an error
+    /// (an explicit `--cri-socket` that does not work) stops oom-probe.
+    /// Returns the evictions, when an API server is in use.
+    fn finish(
+        &mut self,
+        connected: Connected,
+    ) -> Result<Option<tokio::sync::mpsc::Receiver<crate::kube::pod::Eviction>>> {
+        let (namer, poster) = connected?;
+        tracing::info!("{}", namer.describe());
+        let evictions = namer.take_evictions();
+        *self = Self::Ready {
+            namer: Box::new(namer),
+            poster,
+        };
+        Ok(evictions)
+    }
+
+    /// The namer and poster, after waiting for them if they are still
+    /// connecting.
+    async fn ready(
+        &mut self,
+    ) -> Result<(
+        &mut Namer,
+        Option<&EventPoster>,
+        Option<tokio::sync::mpsc::Receiver<crate::kube::pod::Eviction>>,
+    )> {
+        let mut evictions = None;
+        if self.is_connecting() {
+            let connected = self.connected().await;
+            evictions = self.finish(connected)?;
+        }
+        match self {
+            Self::Ready { namer, poster } => Ok((namer, poster.as_ref(), evictions)),
+            Self::Connecting(_) => unreachable!("finished above"),
+        }
+    }
+}
+
+fn announce(probes: &Probes, memcg_paths: Option<&CgroupResolver>, node: &str) {
     for missing in &probes.layout.missing {
         tracing::warn!("this kernel's BTF lacks {missing}; those fields will be null");
     }
@@ -258,9 +359,8 @@ fn announce(probes: &Probes, memcg_paths: Option<&CgroupResolver>, node: &str, n
         Err(why) => format!("userspace OOM killers are not seen ({why})"),
     };
     tracing::info!(
-        "watching OOM kills on {node} via {}; {decision}; {userspace}; {}",
+        "watching OOM kills on {node} via {}; {decision}; {userspace}",
         probes.victim_hook,
-        namer.describe(),
     );
 }
 
@@ -270,8 +370,9 @@ struct Pump<W: Write> {
     output: Output<W>,
     metrics: Arc<Metrics>,
     filter: Filter,
-    namer: Namer,
-    poster: Option<EventPoster>,
+    naming: Naming,
+    /// Evictions, once the naming sources connected while an event waited.
+    late_evictions: Option<tokio::sync::mpsc::Receiver<crate::kube::pod::Eviction>>,
     enricher: Enricher,
     ledger: KillLedger,
     /// `None`: no history wanted.
@@ -342,9 +443,13 @@ impl<W: Write> Pump<W> {
     async fn emit_all(&mut self, mut events: Vec<Event>) -> Result<()> {
         for event in &mut events {
             if let Some((kind, kill)) = event.as_kill_mut() {
-                self.namer.name(kill).await;
-                if let Some(poster) = &self.poster {
+                let (namer, poster, evictions) = self.naming.ready().await?;
+                namer.name(kill).await;
+                if let Some(poster) = poster {
                     poster.post(kind, kill);
+                }
+                if evictions.is_some() {
+                    self.late_evictions = evictions;
                 }
             }
         }

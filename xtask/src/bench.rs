@@ -18,7 +18,7 @@
 use std::{
     fs,
     io::{BufRead, BufReader},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::mpsc::{self, Receiver, Sender},
     thread,
@@ -48,6 +48,19 @@ pub struct BenchArgs {
     /// Where the JSON goes.
     #[arg(long, default_value = "target/bench/results.json")]
     json: PathBuf,
+    /// Runs of each start-up measurement (the median is printed).
+    #[arg(long, default_value_t = 9)]
+    startup_runs: usize,
+    /// Another oom-probe binary (e.g. an older build) whose start-up and
+    /// footprint are measured in the same run, interleaved with this one's.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
+    /// Cgroup counts for the naming and reconciliation costs.
+    #[arg(long, value_delimiter = ',', default_value = "100,1000,5000")]
+    cgroups: Vec<usize>,
+    /// Times each burst is repeated, for the spread of lost records.
+    #[arg(long, default_value_t = 3)]
+    burst_repeats: usize,
 }
 
 /// One kill as one tool saw it.
@@ -63,20 +76,33 @@ const MIB: u64 = 1 << 20;
 
 /// Runs every phase with binaries already built in `target/release`.
 pub fn run(args: &BenchArgs) -> Result<()> {
-    let startup = measure_startup(5)?;
+    let startup = measure_startup(args.startup_runs, args.baseline.as_deref())?;
+    let cgroups = args
+        .cgroups
+        .iter()
+        .map(|&n| cgroup_scaling(n))
+        .collect::<Result<Vec<_>>>()?;
     let side_by_side = side_by_side(args.kills)?;
     let idle = idle_footprint(args.idle_seconds)?;
     let kubernetes = kubernetes_enrichment(args.kills.min(100), 250)?;
     let mut bursts = Vec::new();
     for &n in &args.bursts {
         for &ring in &args.ring_sizes {
-            bursts.push(burst(n, ring)?);
+            let runs = (0..args.burst_repeats.max(1))
+                .map(|_| burst(n, ring))
+                .collect::<Result<Vec<_>>>()?;
+            bursts.push(json!({
+                "processes": n,
+                "ring_buffer_bytes": ring,
+                "runs": runs,
+            }));
         }
     }
     let results = json!({
         "machine": machine(),
         "date": humantime_now(),
-        "startup_ms": startup,
+        "startup": startup,
+        "cgroups": cgroups,
         "side_by_side": side_by_side,
         "idle": idle,
         "kubernetes": kubernetes,
@@ -92,7 +118,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 }
 
 fn oom_probe() -> Command {
-    let mut command = Command::new("target/release/oom-probe");
+    oom_probe_at(Path::new("target/release/oom-probe"))
+}
+
+fn oom_probe_at(binary: &Path) -> Command {
+    let mut command = Command::new(binary);
     command
         .args(["watch", "--output", "json"])
         .stdin(Stdio::null());
@@ -103,17 +133,178 @@ fn hog() -> Command {
     Command::new("target/release/oom-hog")
 }
 
-/// Median time from exec to the "watching" line, in milliseconds.
-fn measure_startup(runs: usize) -> Result<f64> {
-    let mut times = Vec::new();
-    for _ in 0..runs {
-        let started = Instant::now();
-        let (mut child, _, _) = spawn_until_ready(&mut oom_probe(), false)?;
-        times.push(started.elapsed().as_secs_f64() * 1000.0);
-        stop(&mut child);
+/// Start-up of oom-probe (and of `baseline`, interleaved run by run, so
+/// both see the same machine load), and of bpftrace with one probe: the
+/// median over `runs` of exec to the ready line (oom-probe: "watching",
+/// probes attached; bpftrace: "Attaching 1 probe"), with oom-probe's peak
+/// (VmHWM) and its RSS one second after.
+fn measure_startup(runs: usize, baseline: Option<&Path>) -> Result<Value> {
+    let mut binaries = vec![("oom-probe", PathBuf::from("target/release/oom-probe"))];
+    if let Some(path) = baseline {
+        binaries.push(("baseline", path.to_path_buf()));
     }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    let mut samples: Vec<Vec<(f64, u64, u64)>> = vec![Vec::new(); binaries.len()];
+    let mut bpftrace = Vec::new();
+    for _ in 0..runs.max(1) {
+        for (i, (_, binary)) in binaries.iter().enumerate() {
+            let started = Instant::now();
+            // Its pipes stay open: a log line to a closed stderr stops it.
+            let (mut child, _stdout, _stderr) =
+                spawn_until_ready(&mut oom_probe_at(binary), false)?;
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            thread::sleep(Duration::from_secs(1));
+            let stats = process_stats(child.id());
+            samples[i].push((ms, stats.hwm_kib, stats.rss_kib));
+            stop(&mut child);
+        }
+        if let Ok(ms) = bpftrace_startup() {
+            bpftrace.push(ms);
+        }
+    }
+    let median = |mut values: Vec<f64>| -> Value {
+        if values.is_empty() {
+            return Value::Null;
+        }
+        values.sort_by(f64::total_cmp);
+        json!((values[values.len() / 2] * 10.0).round() / 10.0)
+    };
+    let mut tools = Vec::new();
+    for ((name, binary), runs) in binaries.iter().zip(samples) {
+        tools.push(json!({
+            "tool": name,
+            "binary": binary.display().to_string(),
+            "startup_ms": median(runs.iter().map(|r| r.0).collect()),
+            "startup_ms_all": runs.iter().map(|r| (r.0 * 10.0).round() / 10.0).collect::<Vec<_>>(),
+            "hwm_kib": median(runs.iter().map(|r| r.1 as f64).collect()),
+            "rss_kib_after_1s": median(runs.iter().map(|r| r.2 as f64).collect()),
+        }));
+    }
+    tools.push(json!({
+        "tool": "bpftrace",
+        "startup_ms": median(bpftrace.clone()),
+        "startup_ms_all": bpftrace,
+    }));
+    Ok(json!({ "runs": runs, "tools": tools }))
+}
+
+/// Exec of bpftrace with one mark_victim probe to its "Attaching" line.
+fn bpftrace_startup() -> Result<f64> {
+    let started = Instant::now();
+    let mut child = Command::new("bpftrace")
+        .args([
+            "-e",
+            "tracepoint:oom:mark_victim { printf(\"%d\\n\", args->pid); }",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot run bpftrace")?;
+    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut attached = None;
+    for line in stdout.lines().map_while(Result::ok) {
+        if line.contains("Attaching") {
+            attached = Some(started.elapsed().as_secs_f64() * 1000.0);
+            break;
+        }
+    }
+    stop(&mut child);
+    attached.context("bpftrace never said it was attaching")
+}
+
+/// The cost of naming a cgroup id and of a reconciliation tick with `n`
+/// cgroups present (created here, under one parent, and removed after):
+/// - naming by kernfs file handle (what oom-probe does), per id, over up to
+///   100 ids, against one walk of the hierarchy (the fallback, and what
+///   every unknown id cost before);
+/// - a full reconciliation (walk, and every cgroup's kill counter read),
+///   in CPU time, which oom-probe does only when the node's kill count says
+///   a kill may be unaccounted for;
+/// - oom-probe's own CPU per tick with `--reconcile-interval 0.1` for 5 s
+///   (the steady state: one read of /proc/vmstat per tick).
+fn cgroup_scaling(n: usize) -> Result<Value> {
+    use oom_probe_cgroupfs::{counters, resolver::CgroupResolver, testing::memory_root};
+    use std::os::unix::fs::MetadataExt;
+    let (root, _) = memory_root()?;
+    let parent = MemoryCgroup::create(64 * MIB)?;
+    let mut children = Vec::with_capacity(n);
+    for _ in 0..n {
+        children.push(parent.create_child(None)?);
+    }
+    let total = CgroupResolver::new(&root).walk().len();
+    let ids: Vec<u64> = children
+        .iter()
+        .rev()
+        .take(100)
+        .filter_map(|c| fs::metadata(c.path()).ok().map(|m| m.ino()))
+        .collect();
+    let mut by_handle = CgroupResolver::new(&root);
+    by_handle.path_of(fs::metadata(&root)?.ino()); // decides how to look up
+    let lookup = format!("{:?}", by_handle.lookup());
+    let started = thread_cpu_ns();
+    let wall = Instant::now();
+    let named = ids
+        .iter()
+        .filter(|&&id| by_handle.path_of(id).is_some())
+        .count();
+    let handle_cpu_ns = thread_cpu_ns() - started;
+    let handle_wall = wall.elapsed();
+    let started = thread_cpu_ns();
+    let walked = CgroupResolver::new(&root)
+        .walk_only()
+        .path_of(ids[0])
+        .is_some();
+    let walk_cpu_ns = thread_cpu_ns() - started;
+    let started = thread_cpu_ns();
+    let resolver = CgroupResolver::new(&root);
+    let counted = resolver
+        .walk()
+        .iter()
+        .filter(|(_, path)| {
+            counters::oom_kills(
+                &root.join(path.trim_start_matches('/')),
+                counters::Scope::Local,
+            )
+            .is_ok()
+        })
+        .count();
+    let full_cpu_ns = thread_cpu_ns() - started;
+    let (tx, _rx) = mpsc::channel();
+    let mut tool = start_oom_probe(&tx, 256 * 1024, &["--reconcile-interval", "0.1"])?;
+    thread::sleep(Duration::from_secs(1)); // past the first (baseline) walk
+    let before = process_stats(tool.child.id());
+    let seconds = 5;
+    thread::sleep(Duration::from_secs(seconds));
+    let after = process_stats(tool.child.id());
+    stop(&mut tool.child);
+    let ticks = seconds * 10;
+    drop(children);
+    drop(parent);
+    Ok(json!({
+        "cgroups_created": n,
+        "cgroups_in_hierarchy": total,
+        "lookup": lookup,
+        "named_by_handle": named,
+        "name_by_handle_us": handle_cpu_ns as f64 / named.max(1) as f64 / 1000.0,
+        "name_by_handle_wall_us": handle_wall.as_secs_f64() * 1e6 / named.max(1) as f64,
+        "walk_found": walked,
+        "name_by_walk_us": walk_cpu_ns as f64 / 1000.0,
+        "full_reconcile_cpu_ms": full_cpu_ns as f64 / 1e6,
+        "counters_read": counted,
+        "agent_tick_cpu_ms": after.cpu_ms.saturating_sub(before.cpu_ms) as f64 / ticks as f64,
+        "agent_rss_kib": after.rss_kib,
+    }))
+}
+
+/// CPU time of the calling thread, in nanoseconds.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// A tool under test: its process, and its stderr lines where it is ours.
@@ -398,10 +589,11 @@ fn idle_footprint(seconds: u64) -> Result<Value> {
 fn burst(n: usize, ring: u32) -> Result<Value> {
     let (tx, rx): (Sender<Sighting>, Receiver<Sighting>) = mpsc::channel();
     let mut tool = start_oom_probe(&tx, ring, &[])?;
-    let before = process_stats(tool.child.id());
     let cgroups: Vec<MemoryCgroup> = (0..n)
         .map(|_| MemoryCgroup::create(8 * MIB))
         .collect::<std::io::Result<_>>()?;
+    let before = process_stats(tool.child.id());
+    let started = Instant::now();
     let mut hogs: Vec<Child> = cgroups
         .iter()
         .map(|c| {
@@ -416,6 +608,7 @@ fn burst(n: usize, ring: u32) -> Result<Value> {
     for hog in &mut hogs {
         hog.wait()?;
     }
+    let killed_in = started.elapsed();
     thread::sleep(Duration::from_secs(2));
     let during = process_stats(tool.child.id());
     let kernel: u64 = cgroups
@@ -425,7 +618,7 @@ fn burst(n: usize, ring: u32) -> Result<Value> {
     stop(&mut tool.child);
     thread::sleep(Duration::from_millis(200));
     let lost = lost_from_stderr(&tool);
-    let reported = rx.try_iter().filter(|s| pids.contains(&s.pid)).count();
+    let reported = rx.try_iter().filter(|s| pids.contains(&s.pid)).count() as u64;
     Ok(json!({
         "processes": n,
         "ring_buffer_bytes": ring,
@@ -434,6 +627,10 @@ fn burst(n: usize, ring: u32) -> Result<Value> {
         "lost": lost,
         "rss_kib": during.rss_kib,
         "cpu_ms": during.cpu_ms.saturating_sub(before.cpu_ms),
+        "killed_in_ms": killed_in.as_millis() as u64,
+        "kernel_kills_per_s": kernel as f64 / killed_in.as_secs_f64().max(1e-3),
+        "cpu_us_per_kill": (during.cpu_ms.saturating_sub(before.cpu_ms) * 1000) as f64
+            / reported.max(1) as f64,
     }))
 }
 
@@ -457,21 +654,27 @@ fn lost_from_stderr(tool: &Running) -> u64 {
 /// RSS and CPU time of a process, from /proc.
 struct ProcessStats {
     rss_kib: u64,
+    /// Peak RSS (VmHWM).
+    hwm_kib: u64,
     cpu_ms: u64,
 }
 
 fn process_stats(pid: u32) -> ProcessStats {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss_kib = status
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmRSS:")?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0);
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    let rss_kib = field("VmRSS:");
+    let hwm_kib = field("VmHWM:");
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the ")" of comm: utime and stime are the 12th and 13th.
     let ticks: u64 = stat
@@ -489,6 +692,7 @@ fn process_stats(pid: u32) -> ProcessStats {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     ProcessStats {
         rss_kib,
+        hwm_kib,
         cpu_ms: ticks * 1000 / hz,
     }
 }
@@ -546,10 +750,41 @@ fn print_table(results: &Value) {
         cell(&results["machine"]),
         cell(&results["date"])
     );
+    let startup = &results["startup"];
     println!(
-        "start-up (exec to probes attached): {:.0} ms median",
-        results["startup_ms"].as_f64().unwrap_or(0.0)
+        "\nstart-up, median of {} runs (exec to the ready line; oom-probe: probes attached):",
+        cell(&startup["runs"])
     );
+    println!(
+        "{:<12} {:>11} {:>13} {:>16}",
+        "tool", "start ms", "peak KiB", "RSS KiB at 1 s"
+    );
+    for tool in startup["tools"].as_array().into_iter().flatten() {
+        println!(
+            "{:<12} {:>11} {:>13} {:>16}",
+            cell(&tool["tool"]),
+            cell(&tool["startup_ms"]),
+            cell(&tool["hwm_kib"]),
+            cell(&tool["rss_kib_after_1s"])
+        );
+    }
+    println!("\ncost with the node's cgroups (naming one id; a reconciliation tick):");
+    println!(
+        "{:>8} {:>8} {:>10} {:>11} {:>12} {:>14}",
+        "cgroups", "lookup", "handle us", "walk us", "full tick ms", "agent tick ms"
+    );
+    for row in results["cgroups"].as_array().into_iter().flatten() {
+        let number = |v: &Value| v.as_f64().map_or("-".into(), |v| format!("{v:.3}"));
+        println!(
+            "{:>8} {:>8} {:>10} {:>11} {:>12} {:>14}",
+            cell(&row["cgroups_in_hierarchy"]),
+            cell(&row["lookup"]),
+            number(&row["name_by_handle_us"]),
+            number(&row["name_by_walk_us"]),
+            number(&row["full_reconcile_cpu_ms"]),
+            number(&row["agent_tick_cpu_ms"])
+        );
+    }
     let side = &results["side_by_side"];
     println!(
         "\nside by side, {} sequential kills (kernel counted {}):",
@@ -598,21 +833,33 @@ fn print_table(results: &Value) {
         cell(&idle["rss_kib"]),
         cell(&idle["cpu_ms"])
     );
-    println!("\nbursts (all killed at once, one cgroup each):");
+    println!("\nbursts (all killed at once, one cgroup each), every run:");
     println!(
-        "{:>9} {:>10} {:>8} {:>9} {:>6} {:>9} {:>7}",
-        "processes", "ring bytes", "kernel", "reported", "lost", "RSS KiB", "CPU ms"
+        "{:>9} {:>10} {:>8} {:>9} {:>6} {:>9} {:>7} {:>8} {:>10}",
+        "processes",
+        "ring bytes",
+        "kernel",
+        "reported",
+        "lost",
+        "RSS KiB",
+        "CPU ms",
+        "kills/s",
+        "CPU us/kill"
     );
     for b in results["bursts"].as_array().into_iter().flatten() {
-        println!(
-            "{:>9} {:>10} {:>8} {:>9} {:>6} {:>9} {:>7}",
-            cell(&b["processes"]),
-            cell(&b["ring_buffer_bytes"]),
-            cell(&b["kernel_counted"]),
-            cell(&b["reported"]),
-            cell(&b["lost"]),
-            cell(&b["rss_kib"]),
-            cell(&b["cpu_ms"])
-        );
+        for run in b["runs"].as_array().into_iter().flatten() {
+            println!(
+                "{:>9} {:>10} {:>8} {:>9} {:>6} {:>9} {:>7} {:>8.0} {:>10.0}",
+                cell(&b["processes"]),
+                cell(&b["ring_buffer_bytes"]),
+                cell(&run["kernel_counted"]),
+                cell(&run["reported"]),
+                cell(&run["lost"]),
+                cell(&run["rss_kib"]),
+                cell(&run["cpu_ms"]),
+                run["kernel_kills_per_s"].as_f64().unwrap_or(0.0),
+                run["cpu_us_per_kill"].as_f64().unwrap_or(0.0)
+            );
+        }
     }
 }

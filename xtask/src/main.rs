@@ -67,6 +67,8 @@ fn main() -> Result<()> {
         Task::Bench(args) => {
             let toolchain = setup::build_toolchain()?;
             setup::apt_install(&[("bpftrace", "bpftrace")])?;
+            // bpftrace finds oom:mark_victim through tracefs.
+            setup::mount_tracefs();
             cargo(
                 &toolchain,
                 &[

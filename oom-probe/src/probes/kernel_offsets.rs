@@ -53,15 +53,60 @@ impl KernelLayout {
     }
 }
 
-/// Reads the running kernel's BTF; the error says what to do when it is absent.
-pub fn load_vmlinux_btf() -> Result<Btf> {
+/// The running kernel's BTF, raw: mapped read-only where the kernel allows
+/// it (6.16 and later: no copy and no read calls), else read into one
+/// buffer of the file's size (sysfs hands it out 4 KiB per read). Read once
+/// at start-up, parsed by [`parse_btf`] for the offsets and by aya for the
+/// tp_btf and fentry attach, then dropped.
+pub enum BtfBytes {
+    /// A private read-only map of [`VMLINUX_BTF`].
+    Mapped(memmap2::Mmap),
+    /// The file read in full, where mapping it is refused.
+    Read(Vec<u8>),
+}
+
+impl std::ops::Deref for BtfBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Mapped(map) => map,
+            Self::Read(bytes) => bytes,
+        }
+    }
+}
+
+/// Reads the running kernel's BTF (see [`BtfBytes`]); the error says what
+/// to do when it is absent.
+pub fn read_vmlinux_btf() -> Result<BtfBytes> {
     if !std::path::Path::new(VMLINUX_BTF).exists() {
         bail!(
             "{VMLINUX_BTF} is missing: this kernel was built without CONFIG_DEBUG_INFO_BTF, \
              and oom-probe needs BTF to read kernel structures on any kernel version"
         );
     }
-    Btf::from_file(VMLINUX_BTF).with_context(|| format!("cannot parse {VMLINUX_BTF}"))
+    let file =
+        std::fs::File::open(VMLINUX_BTF).with_context(|| format!("cannot open {VMLINUX_BTF}"))?;
+    // SAFETY: the kernel's BTF never changes while it runs, and the map is
+    // private and read-only.
+    if let Ok(map) = unsafe { memmap2::MmapOptions::new().map_copy_read_only(&file) } {
+        return Ok(BtfBytes::Mapped(map));
+    }
+    let size = file.metadata().map_or(0, |m| m.len() as usize);
+    let mut bytes = Vec::with_capacity(size);
+    std::io::Read::read_to_end(&mut &file, &mut bytes)
+        .with_context(|| format!("cannot read {VMLINUX_BTF}"))?;
+    Ok(BtfBytes::Read(bytes))
+}
+
+/// Parses BTF read by [`read_vmlinux_btf`] for [`resolve`].
+pub fn parse_btf(bytes: &[u8]) -> Result<Btf> {
+    Btf::from_bytes(bytes).with_context(|| format!("cannot parse {VMLINUX_BTF}"))
+}
+
+/// Reads and parses the running kernel's BTF.
+pub fn load_vmlinux_btf() -> Result<Btf> {
+    parse_btf(&read_vmlinux_btf()?)
 }
 
 /// Resolves every offset group; never fails as a whole.

@@ -219,9 +219,18 @@ impl LostCounter {
 /// Loads the object with offsets for this kernel; attaches nothing.
 fn load(ring_buffer_bytes: u32) -> Result<(Ebpf, KernelLayout, Btf)> {
     raise_memlock_limit();
-    let layout = kernel_offsets::resolve(&kernel_offsets::load_vmlinux_btf()?);
-    let btf = Btf::from_sys_fs().context("cannot read kernel BTF for tp_btf/fentry")?;
-    let ebpf = EbpfLoader::new()
+    // aya's loader parses the kernel's BTF on its own as it is made; drop
+    // that parse at once (ours replaces it), so no two parses weigh at once.
+    let mut loader = EbpfLoader::new();
+    loader.btf(None);
+    // One read of the kernel's BTF for both parses; the offsets' parse is
+    // dropped before aya's is made.
+    let bytes = kernel_offsets::read_vmlinux_btf()?;
+    let layout = kernel_offsets::resolve(&kernel_offsets::parse_btf(&bytes)?);
+    let btf = Btf::parse(&bytes, aya::Endianness::default())
+        .context("cannot parse kernel BTF for tp_btf/fentry")?;
+    drop(bytes);
+    let ebpf = loader
         .btf(Some(&btf))
         .override_global(OFFSETS_GLOBAL, &layout.offsets, true)
         .map_max_entries(EVENTS_MAP, ring_buffer_bytes)
