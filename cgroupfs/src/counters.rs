@@ -28,15 +28,12 @@ pub fn oom_kills(dir: &Path, scope: Scope) -> io::Result<u64> {
             Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
             Err(err) => return Err(err),
         };
-        return text
-            .lines()
-            .find_map(|line| line.strip_prefix("oom_kill ")?.trim().parse().ok())
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("no oom_kill in {}/{file}", dir.display()),
-                )
-            });
+        return parse_oom_kill(&text).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("no oom_kill in {}/{file}", dir.display()),
+            )
+        });
     }
     Err(io::Error::new(
         io::ErrorKind::NotFound,
@@ -45,6 +42,14 @@ pub fn oom_kills(dir: &Path, scope: Scope) -> io::Result<u64> {
             dir.display()
         ),
     ))
+}
+
+/// The `oom_kill` count in the text of `memory.events`,
+/// `memory.events.local` or `memory.oom_control` (`key value` lines, any
+/// order, unknown keys ignored); `None` when no line is `oom_kill <u64>`.
+pub fn parse_oom_kill(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix("oom_kill ")?.trim().parse().ok())
 }
 
 /// The kernel's count of every OOM kill on the node since boot (`oom_kill`

@@ -15,6 +15,8 @@ pub mod clock;
 pub mod decode;
 pub mod enrich;
 pub mod event;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod kube;
 pub mod node;
 pub mod pressure;

@@ -263,7 +263,8 @@ impl Watcher {
 }
 
 impl Watcher {
-    /// Its process id.
+    /// Its process id (to look at it in /proc, or signal it at a chosen
+    /// moment before [`Watcher::kill`] reaps it).
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -2,6 +2,7 @@
 //! fresh machine first, so the README's two commands are all a person types.
 
 mod bench;
+mod fuzz;
 mod setup;
 mod soak;
 mod vm;
@@ -28,7 +29,7 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, then run everything CI runs: fmt, cargo-deny, clippy, unit and end-to-end tests, the kernel matrix.
+    /// Set up, then run everything CI runs: fmt, cargo-deny, clippy, fuzzing (20 s a target), unit and end-to-end tests, the kernel matrix.
     Test,
     /// Set up, build release binaries and measure latency, bursts and
     /// footprint next to bpftrace and a kmsg reader (root; prints a table and
@@ -49,6 +50,10 @@ enum Task {
     /// Boot each kernel of the matrix (6.1, 6.12) under QEMU and run the
     /// end-to-end tests in it.
     VmTest(vm::VmTestArgs),
+    /// Set up (cargo-fuzz, nightly) and run every fuzz target of fuzz/ for
+    /// a bounded time on its committed seeds; fails on a crash. Prints the
+    /// executions and coverage each reached.
+    Fuzz(fuzz::FuzzArgs),
     /// The /dev/kmsg regex reader the benchmark compares against.
     #[command(hide = true)]
     KmsgReader,
@@ -106,6 +111,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Task::VmTest(args) => vm::run(args).map(drop),
+        Task::Fuzz(args) => fuzz::run(&args),
     }
 }
 
@@ -187,25 +193,36 @@ fn test() -> Result<()> {
         println!("xtask: fmt, clippy, unit and end-to-end tests passed on the host");
     }
     let matrix = kernel_matrix()?;
+    // Every parser of outside input, fuzzed for a bounded time on its
+    // seeds; after the tests, so a crash does not hide their results.
+    let fuzzing = fuzz::run(&fuzz::FuzzArgs::for_test_suite()).err();
     println!(
         "tests: {} passed, {} failed",
         host.passed + matrix.passed,
         host.failed + matrix.failed
     );
+    if let Some(fuzzing) = &fuzzing {
+        println!("fuzzing failed: {fuzzing:#}");
+    }
     if !host.failed_tests.is_empty() {
         println!("failing host tests:");
         for name in &host.failed_tests {
             println!("    {name}");
         }
     }
-    match (host.failure, matrix.failure) {
-        (None, None) => {
-            println!("xtask: fmt, clippy, unit, end-to-end and kernel-matrix tests passed");
-            Ok(())
-        }
-        (Some(host), None) => bail!("{host}"),
-        (None, Some(matrix)) => bail!("kernel matrix: {matrix}"),
-        (Some(host), Some(matrix)) => bail!("{host}; kernel matrix: {matrix}"),
+    let failures: Vec<String> = [
+        host.failure,
+        matrix.failure.map(|m| format!("kernel matrix: {m}")),
+        fuzzing.map(|f| format!("fuzzing: {f:#}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if failures.is_empty() {
+        println!("xtask: fmt, clippy, unit, end-to-end, kernel-matrix tests and fuzzing passed");
+        Ok(())
+    } else {
+        bail!("{}", failures.join("; "))
     }
 }
 

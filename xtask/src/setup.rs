@@ -26,6 +26,14 @@ pub struct EbpfToolchain {
     needs_bootstrap: bool,
 }
 
+impl EbpfToolchain {
+    /// The rustup toolchain's name (`nightly`, or `stable` with
+    /// `RUSTC_BOOTSTRAP=1`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 /// A `cargo` command that builds the eBPF side with `toolchain`
 /// (oom-probe's build.rs reads `OOM_PROBE_EBPF_TOOLCHAIN`).
 pub fn cargo_command(toolchain: &EbpfToolchain) -> Command {
@@ -152,6 +160,40 @@ pub fn cargo_deny() -> Result<()> {
         .status()?;
     if !status.success() {
         bail!("cargo install cargo-deny failed with {status}");
+    }
+    Ok(())
+}
+
+/// The cargo-fuzz release `cargo xtask fuzz` (and `test`) runs the fuzz
+/// targets with.
+const CARGO_FUZZ_VERSION: &str = "0.13.1";
+
+/// Installs cargo-fuzz from crates.io (`cargo install --locked`) unless
+/// this version is there.
+pub fn cargo_fuzz() -> Result<()> {
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let installed = Command::new(&cargo)
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|out| {
+            out.status.success()
+                && String::from_utf8_lossy(&out.stdout).contains(CARGO_FUZZ_VERSION)
+        });
+    if installed {
+        return Ok(());
+    }
+    eprintln!("xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION}");
+    let status = Command::new(&cargo)
+        .args([
+            "install",
+            "cargo-fuzz",
+            "--locked",
+            "--version",
+            CARGO_FUZZ_VERSION,
+        ])
+        .status()?;
+    if !status.success() {
+        bail!("cargo install cargo-fuzz failed with {status}");
     }
     Ok(())
 }

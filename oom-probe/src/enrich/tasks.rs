@@ -101,7 +101,8 @@ fn scene(pids: impl Iterator<Item = u32>, procfs: &Path, victim: Task) -> Scene 
 
 /// Total resident bytes of a task, for ranking.
 pub fn rss_total(task: &Task) -> u64 {
-    task.rss_bytes.map_or(0, |r| r.anon + r.file + r.shmem)
+    task.rss_bytes
+        .map_or(0, |r| r.anon.saturating_add(r.file).saturating_add(r.shmem))
 }
 
 /// One process from `/proc/<pid>/status`; `None` for a process gone
@@ -131,7 +132,7 @@ pub fn parse_status(pid: u32, status: &str) -> Option<Task> {
             value
                 .strip_suffix("kB")
                 .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(|v| v * 1024)
+                .and_then(|v| v.checked_mul(1024))
         };
         match key {
             "Name" => comm = Some(value.to_string()),
@@ -178,6 +179,20 @@ pub fn memory_cgroup_of(procfs: &Path, pid: u32) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the memcg_files fuzz target: a size in kB beyond what fits
+    /// in bytes overflowed (a panic with overflow checks, a wrong figure
+    /// without); it is now unreadable, and sums saturate.
+    #[test]
+    fn sizes_too_big_for_bytes_are_not_read() {
+        // 2^54 kB is 2^64 bytes: one more than a u64 holds.
+        let status = "Name:\tx\nRssAnon:\t18014398509481984 kB\n";
+        assert!(parse_status(1, status).is_none(), "no readable RssAnon");
+        let status = "Name:\tx\nRssAnon:\t18014398509481983 kB\nRssFile:\t18014398509481983 kB\nRssShmem:\t1 kB\n";
+        let task = parse_status(1, status).unwrap();
+        assert_eq!(task.rss_bytes.unwrap().anon, u64::MAX - 1023);
+        assert_eq!(rss_total(&task), u64::MAX);
+    }
 
     const STATUS: &str = "Name:\tgunicorn\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t4242\n\
         NSpid:\t4242\t12\nVmRSS:\t  3000 kB\nRssAnon:\t    2048 kB\nRssFile:\t     512 kB\n\

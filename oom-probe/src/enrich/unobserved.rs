@@ -107,6 +107,26 @@ impl KillLedger {
         }
     }
 
+    /// A ledger from a state file's bytes, not tied to a file (the fuzzer
+    /// and tests); the boot is not checked.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn from_state_bytes(bytes: &[u8]) -> Result<Self> {
+        Ok(Self {
+            state_file: None,
+            state: parse_state(bytes)?,
+            has_baseline: true,
+            dirty: false,
+            boot: short_boot_id(),
+            recent: Default::default(),
+        })
+    }
+
+    /// The cgroup ids the ledger accounts for (the fuzzer and tests).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn cgroup_ids(&self) -> Vec<u64> {
+        self.state.accounted.keys().copied().collect()
+    }
+
     /// The events the previous run committed and may not have printed
     /// (it crashed in between), in order; empty after a clean stop.
     pub fn pending(&self) -> &[Event] {
@@ -222,12 +242,14 @@ impl KillLedger {
 
 fn read_state(path: &Path) -> Result<Option<State>> {
     match fs::read(path) {
-        Ok(bytes) => Ok(Some(
-            serde_json::from_slice(&bytes).context("not an oom-probe state file")?,
-        )),
+        Ok(bytes) => Ok(Some(parse_state(&bytes)?)),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(err) => Err(err.into()),
     }
+}
+
+fn parse_state(bytes: &[u8]) -> Result<State> {
+    serde_json::from_slice(bytes).context("not an oom-probe state file")
 }
 
 /// Writes atomically (temp file + rename) so a crash never leaves half a
@@ -276,6 +298,29 @@ fn kernel_oom_kills(dir: &Path) -> Option<u64> {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn a_state_file_is_read_as_written_and_garbage_is_refused() {
+        let ledger = KillLedger::from_state_bytes(
+            br#"{"boot_id":"b","accounted":{"7":2,"18446744073709551615":1}}"#,
+        )
+        .unwrap();
+        let mut ids = ledger.cgroup_ids();
+        ids.sort();
+        assert_eq!(ids, [7, u64::MAX]);
+        for garbage in [
+            &b""[..],
+            b"{",
+            b"\xff\xfe",
+            br#"{"boot_id":1}"#,
+            br#"{"accounted":{"x":1}}"#,
+        ] {
+            assert!(
+                KillLedger::from_state_bytes(garbage).is_err(),
+                "{garbage:?}"
+            );
+        }
+    }
 
     /// A fake cgroupfs: directories with `memory.oom_control` files.
     struct FakeCgroups(PathBuf);

@@ -48,6 +48,11 @@ pub enum HistoryError {
         #[source]
         source: redb::Error,
     },
+    /// redb panicked inside on this file (it does on some corrupted
+    /// files: fuzzing found an `unreachable!` in its B-tree code); the
+    /// panic is caught and the store treated as unreadable.
+    #[error("history store {path} is corrupted (the database failed inside while reading it)")]
+    Corrupt { path: PathBuf },
     /// An event could not be turned into JSON (never expected).
     #[error("cannot serialize an event: {0}")]
     Json(#[from] serde_json::Error),
@@ -78,6 +83,8 @@ pub struct History {
     db: Database,
     path: PathBuf,
     limits: HistoryLimits,
+    /// Set when redb panicked in a write: the store is not touched again.
+    broken: std::sync::atomic::AtomicBool,
 }
 
 impl History {
@@ -85,6 +92,10 @@ impl History {
     /// they do not exist. Fails when another process has it open for
     /// writing.
     pub fn open(path: &Path, limits: HistoryLimits) -> Result<Self, HistoryError> {
+        guarded(path, || Self::open_unguarded(path, limits))
+    }
+
+    fn open_unguarded(path: &Path, limits: HistoryLimits) -> Result<Self, HistoryError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| HistoryError::Open {
                 path: path.into(),
@@ -102,6 +113,7 @@ impl History {
             db,
             path: path.into(),
             limits,
+            broken: false.into(),
         };
         // Create the table now, so that a reader finds it before the first kill.
         history.append_at(&[], SystemTime::now())?;
@@ -121,6 +133,21 @@ impl History {
 
     /// [`History::append`] with the clock given (tests).
     pub fn append_at(&self, events: &[Event], now: SystemTime) -> Result<(), HistoryError> {
+        use std::sync::atomic::Ordering;
+        let corrupt = || HistoryError::Corrupt {
+            path: self.path.clone(),
+        };
+        if self.broken.load(Ordering::Relaxed) {
+            return Err(corrupt());
+        }
+        let result = guarded(&self.path, || self.append_unguarded(events, now));
+        if matches!(result, Err(HistoryError::Corrupt { .. })) {
+            self.broken.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn append_unguarded(&self, events: &[Event], now: SystemTime) -> Result<(), HistoryError> {
         let lines = events
             .iter()
             .map(serde_json::to_string)
@@ -220,23 +247,73 @@ pub struct HistoryReader {
 impl HistoryReader {
     /// Opens an existing store read-only; fails when the file is missing
     /// or not a history store.
+    ///
+    /// A store whose writer died without closing it (the agent SIGKILLed,
+    /// OOM-killed, the node reset) needs redb's recovery, which a read-only
+    /// open refuses while no writer lives to do it. Then the file is copied
+    /// to the temporary directory, the copy recovered (back to its last
+    /// commit: every event the agent printed) and read; the store itself is
+    /// left for the agent to recover at its next start, so `history` never
+    /// writes it and works on a read-only mount too.
     pub fn open(path: &Path) -> Result<Self, HistoryError> {
-        let db = Builder::new()
-            .set_concurrency_mode(ConcurrencyMode::SingleWriter)
-            .open_read_only(path)
-            .map_err(|source| HistoryError::Open {
-                path: path.into(),
-                source,
-            })?;
+        guarded(path, || Self::open_unguarded(path))
+    }
+
+    fn open_unguarded(path: &Path) -> Result<Self, HistoryError> {
+        let open_error = |source| HistoryError::Open {
+            path: path.into(),
+            source,
+        };
+        let builder = || {
+            let mut builder = Builder::new();
+            builder.set_concurrency_mode(ConcurrencyMode::SingleWriter);
+            builder
+        };
+        let db = match builder().open_read_only(path) {
+            Err(redb::DatabaseError::RepairAborted) => {
+                Self::open_recovered_copy(path).map_err(open_error)?
+            }
+            other => other.map_err(open_error)?,
+        };
         Ok(Self {
             db,
             path: path.into(),
         })
     }
 
+    /// Copies the store at `path` to the temporary directory, lets redb
+    /// recover the copy, opens it read-only and unlinks it (the open file
+    /// stays readable until dropped).
+    fn open_recovered_copy(path: &Path) -> Result<ReadOnlyDatabase, redb::DatabaseError> {
+        tracing::warn!(
+            "the history store {} was not closed (its writer stopped without closing it); \
+             reading a recovered copy: every committed event is in it",
+            path.display()
+        );
+        let copy = std::env::temp_dir().join(format!(
+            "oom-probe-history-recovered-{}.redb",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&copy);
+        let opened = (|| {
+            std::fs::copy(path, &copy)?;
+            let mut builder = Builder::new();
+            builder.set_concurrency_mode(ConcurrencyMode::SingleWriter);
+            // Opening for writing recovers the copy; closing it marks it clean.
+            drop(builder.open(&copy)?);
+            builder.open_read_only(&copy)
+        })();
+        let _ = std::fs::remove_file(&copy);
+        opened
+    }
+
     /// Every event stored at or after `since` (all with `None`), oldest
     /// first, as of the last commit.
     pub fn read(&self, since: Option<SystemTime>) -> Result<Vec<StoredEvent>, HistoryError> {
+        guarded(&self.path, || self.read_unguarded(since))
+    }
+
+    fn read_unguarded(&self, since: Option<SystemTime>) -> Result<Vec<StoredEvent>, HistoryError> {
         let storage = |source: redb::Error| HistoryError::Storage {
             path: self.path.clone(),
             source,
@@ -262,6 +339,20 @@ impl HistoryReader {
         }
         Ok(events)
     }
+}
+
+/// Runs `operation` on the store at `path`, turning a panic inside redb
+/// into [`HistoryError::Corrupt`]; nothing of the failed operation is used
+/// afterwards.
+fn guarded<T>(
+    path: &Path,
+    operation: impl FnOnce() -> Result<T, HistoryError>,
+) -> Result<T, HistoryError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(operation)).unwrap_or_else(|_| {
+        Err(HistoryError::Corrupt {
+            path: path.to_path_buf(),
+        })
+    })
 }
 
 fn unix_ms(time: SystemTime) -> u64 {
@@ -386,6 +477,89 @@ mod tests {
         history.append(&[event(2)]).unwrap();
         let stored = HistoryReader::open(&file.0).unwrap().read(None).unwrap();
         assert_eq!(stored.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
+    }
+
+    /// Not a test on its own: the writer that dies without closing the
+    /// store, run in its own process by the test below.
+    #[test]
+    #[ignore = "run by a_store_left_unclosed_is_read_from_a_recovered_copy"]
+    fn writer_that_dies_without_closing() {
+        let Some(path) = std::env::var_os("OOM_PROBE_TEST_DYING_WRITER") else {
+            return;
+        };
+        let history = History::open(Path::new(&path), HistoryLimits::default()).unwrap();
+        history.append(&[event(1), event(2)]).unwrap();
+        history.append(&[event(3)]).unwrap();
+        // Like a SIGKILL: no destructor runs, the store is never closed.
+        std::process::exit(0);
+    }
+
+    #[test]
+    fn a_store_left_unclosed_is_read_from_a_recovered_copy() {
+        let file = TempFile::new("unclosed");
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--ignored",
+                "--exact",
+                "sink::history::tests::writer_that_dies_without_closing",
+            ])
+            .env("OOM_PROBE_TEST_DYING_WRITER", &file.0)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let before = std::fs::read(&file.0).unwrap();
+        // What a plain read-only open says of such a store.
+        assert!(matches!(
+            Builder::new()
+                .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+                .open_read_only(&file.0),
+            Err(redb::DatabaseError::RepairAborted)
+        ));
+        let reader = HistoryReader::open(&file.0).unwrap();
+        assert_eq!(counts(&reader, None), vec![1, 2, 3], "every commit");
+        assert_eq!(
+            std::fs::read(&file.0).unwrap(),
+            before,
+            "the reader never writes the store"
+        );
+        // The next writer recovers it in place and carries on.
+        drop(reader);
+        let history = History::open(&file.0, HistoryLimits::default()).unwrap();
+        history.append(&[event(4)]).unwrap();
+        let reader = HistoryReader::open(&file.0).unwrap();
+        assert_eq!(counts(&reader, None), vec![1, 2, 3, 4]);
+    }
+
+    /// Found by the history_file fuzz target: redb 4.6 hits an
+    /// `unreachable!` in its B-tree code opening the table of this file.
+    #[test]
+    fn a_corrupted_store_is_an_error_not_a_panic() {
+        let file = TempFile::new("corrupt");
+        std::fs::write(
+            &file.0,
+            include_bytes!("../testdata/history-corrupt-fuzz.redb"),
+        )
+        .unwrap();
+        let read = HistoryReader::open(&file.0).and_then(|r| r.read(None));
+        assert!(
+            matches!(read, Err(HistoryError::Corrupt { .. })),
+            "{:?}",
+            read.map(|e| e.len())
+        );
+        // The agent's writer: an error at open or at the first write, and
+        // the store is not touched again.
+        std::fs::write(
+            &file.0,
+            include_bytes!("../testdata/history-corrupt-fuzz.redb"),
+        )
+        .unwrap();
+        if let Ok(history) = History::open(&file.0, HistoryLimits::default()) {
+            assert!(history.append(&[event(1)]).is_err());
+            assert!(matches!(
+                history.append(&[event(2)]),
+                Err(HistoryError::Corrupt { .. })
+            ));
+        }
     }
 
     #[test]
