@@ -145,12 +145,12 @@ pub async fn watch(mut options: WatchOptions) -> Result<()> {
     // The naming sources (API server, container runtime) connect off the
     // critical path: the ready line follows the probes, and the first kill
     // that needs names waits for them (their calls are bounded).
-    let naming = tokio::spawn(connect_naming(
-        std::mem::take(&mut options.sources),
-        options.events,
-        options.node.clone(),
-        metrics.clone(),
-    ));
+    let naming = Naming::connect(NamingSources {
+        sources: std::mem::take(&mut options.sources),
+        events: options.events,
+        node: options.node.clone(),
+        metrics: metrics.clone(),
+    });
     let mut evictions = None;
     announce(&probes, memcg_paths.as_ref(), &options.node);
     // Memory pressure watching starts after the ready line: its first walk
@@ -205,8 +205,9 @@ pub async fn watch(mut options: WatchOptions) -> Result<()> {
         output: Output::new(options.output, io::stdout().lock()),
         metrics,
         filter: options.filter,
-        naming: Naming::Connecting(naming),
+        naming,
         late_evictions: None,
+        warned_connecting: false,
         enricher,
         ledger: KillLedger::load(options.state_file.clone()),
         history,
@@ -325,9 +326,33 @@ async fn connect_naming(
     Ok((namer, poster))
 }
 
-/// Pod and container naming: connecting at first, then ready.
+/// How long an event waits for naming sources that are still connecting
+/// before it goes out unnamed: a CRI connect and one call, each bounded by
+/// [`crate::enrich::cri::CALL_TIMEOUT`].
+const CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What connecting the naming sources needs, kept to connect again.
+#[derive(Clone)]
+struct NamingSources {
+    sources: SourceOptions,
+    events: bool,
+    node: String,
+    metrics: Arc<Metrics>,
+}
+
+/// How long after a failed connection the naming sources are tried again.
+const CONNECT_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Pod and container naming: connecting at first (again after a failure),
+/// then ready.
 enum Naming {
-    Connecting(tokio::task::JoinHandle<Connected>),
+    Connecting {
+        task: tokio::task::JoinHandle<Connected>,
+        sources: NamingSources,
+        /// An event already waited [`CONNECT_WAIT`] in vain for this
+        /// connection: the next ones go out unnamed without waiting.
+        waited_out: bool,
+    },
     Ready {
         namer: Box<Namer>,
         poster: Option<EventPoster>,
@@ -335,28 +360,68 @@ enum Naming {
 }
 
 impl Naming {
+    /// Starts connecting in a task of its own (after the ready line).
+    fn connect(sources: NamingSources) -> Self {
+        Self::connecting(sources, std::time::Duration::ZERO, false)
+    }
+
+    fn connecting(sources: NamingSources, after: std::time::Duration, waited_out: bool) -> Self {
+        let NamingSources {
+            sources: options,
+            events,
+            node,
+            metrics,
+        } = sources.clone();
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            connect_naming(options, events, node, metrics).await
+        });
+        Self::Connecting {
+            task,
+            sources,
+            waited_out,
+        }
+    }
+
     fn is_connecting(&self) -> bool {
-        matches!(self, Self::Connecting(_))
+        matches!(self, Self::Connecting { .. })
     }
 
     /// Waits for the connection (immediately ready once connected).
     async fn connected(&mut self) -> Connected {
         match self {
-            Self::Connecting(task) => task
+            Self::Connecting { task, .. } => task
                 .await
                 .map_err(|e| anyhow::anyhow!("naming sources failed: {e}"))?,
             Self::Ready { .. } => Err(anyhow::anyhow!("already connected")),
         }
     }
 
-    /// Keeps what connected and says which sources name pods; an error
-    /// (an explicit `--cri-socket` that does not work) stops oom-probe.
+    /// Keeps what connected and says which sources name pods. A failure
+    /// (a runtime that does not answer, a `--cri-socket` that does not
+    /// work) is said, and the sources are tried again after
+    /// [`CONNECT_RETRY`]: the agent keeps reporting, unnamed meanwhile.
     /// Returns the evictions, when an API server is in use.
     fn finish(
         &mut self,
         connected: Connected,
     ) -> Result<Option<tokio::sync::mpsc::Receiver<crate::kube::pod::Eviction>>> {
-        let (namer, poster) = connected?;
+        let (namer, poster) = match connected {
+            Ok(connected) => connected,
+            Err(err) => {
+                let Self::Connecting { sources, .. } = self else {
+                    return Ok(None);
+                };
+                tracing::error!(
+                    "cannot connect the naming sources ({err:#}); trying again in {} s, \
+                     events go out unnamed meanwhile",
+                    CONNECT_RETRY.as_secs()
+                );
+                sources.metrics.add_enrichment_failure();
+                *self = Self::connecting(sources.clone(), CONNECT_RETRY, true);
+                return Ok(None);
+            }
+        };
         tracing::info!("{}", namer.describe());
         let evictions = namer.take_evictions();
         *self = Self::Ready {
@@ -366,23 +431,37 @@ impl Naming {
         Ok(evictions)
     }
 
-    /// The namer and poster, after waiting for them if they are still
-    /// connecting.
+    /// The namer and poster, after waiting up to [`CONNECT_WAIT`] for them
+    /// if they are still connecting (not at all once an event waited in
+    /// vain); `None` when they are not connected by then: the event goes
+    /// out unnamed.
     async fn ready(
         &mut self,
-    ) -> Result<(
-        &mut Namer,
-        Option<&EventPoster>,
-        Option<tokio::sync::mpsc::Receiver<crate::kube::pod::Eviction>>,
-    )> {
+    ) -> Result<
+        Option<(
+            &mut Namer,
+            Option<&EventPoster>,
+            Option<tokio::sync::mpsc::Receiver<crate::kube::pod::Eviction>>,
+        )>,
+    > {
         let mut evictions = None;
-        if self.is_connecting() {
-            let connected = self.connected().await;
-            evictions = self.finish(connected)?;
+        if let Self::Connecting { waited_out, .. } = self {
+            if *waited_out {
+                return Ok(None);
+            }
+            match tokio::time::timeout(CONNECT_WAIT, self.connected()).await {
+                Ok(connected) => evictions = self.finish(connected)?,
+                Err(_) => {
+                    if let Self::Connecting { waited_out, .. } = self {
+                        *waited_out = true;
+                    }
+                    return Ok(None);
+                }
+            }
         }
         match self {
-            Self::Ready { namer, poster } => Ok((namer, poster.as_ref(), evictions)),
-            Self::Connecting(_) => unreachable!("finished above"),
+            Self::Ready { namer, poster } => Ok(Some((namer, poster.as_ref(), evictions))),
+            Self::Connecting { .. } => Ok(None),
         }
     }
 }
@@ -429,6 +508,9 @@ struct Pump<W: Write> {
     naming: Naming,
     /// Evictions, once the naming sources connected while an event waited.
     late_evictions: Option<tokio::sync::mpsc::Receiver<crate::kube::pod::Eviction>>,
+    /// Said once that events went out unnamed while the naming sources
+    /// were still connecting.
+    warned_connecting: bool,
     enricher: Enricher,
     ledger: KillLedger,
     /// `None`: no history wanted.
@@ -508,7 +590,10 @@ impl<W: Write> Pump<W> {
                         .or(kill.victim.cgroup_path.as_deref());
                     kill.pressure_before = path.and_then(|p| pressure.before_kill(p));
                 }
-                let (namer, poster, evictions) = self.naming.ready().await?;
+                let Some((namer, poster, evictions)) = self.naming.ready().await? else {
+                    self.unnamed_while_connecting();
+                    continue;
+                };
                 namer.name(kill).await;
                 if let Some(poster) = poster {
                     poster.post(kind, kill);
@@ -619,12 +704,29 @@ impl<W: Write> Pump<W> {
     /// Names the pod and container of a pressure event, after waiting for
     /// the naming sources if they are still connecting.
     async fn name_kubernetes(&mut self, k8s: &mut crate::event::Kubernetes) -> Result<()> {
-        let (namer, _, evictions) = self.naming.ready().await?;
+        let Some((namer, _, evictions)) = self.naming.ready().await? else {
+            self.unnamed_while_connecting();
+            return Ok(());
+        };
         namer.name_kubernetes(k8s).await;
         if evictions.is_some() {
             self.late_evictions = evictions;
         }
         Ok(())
+    }
+
+    /// An event goes out unnamed because the naming sources are still
+    /// connecting after [`CONNECT_WAIT`]: counted as an enrichment failure,
+    /// said once.
+    fn unnamed_while_connecting(&mut self) {
+        self.metrics.add_enrichment_failure();
+        if !self.warned_connecting {
+            self.warned_connecting = true;
+            tracing::warn!(
+                "the naming sources (API server, container runtime) are still connecting; \
+                 events go out unnamed until they answer"
+            );
+        }
     }
 
     /// Names, stores and writes `memory_pressure` and `memory_pressure_end`.

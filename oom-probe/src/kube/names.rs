@@ -22,7 +22,7 @@ use crate::{
 };
 
 /// Where to find the container runtime and the API server.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct SourceOptions {
     /// `--cri-socket`: required to work when given; auto-detected otherwise.
     pub cri_socket: Option<PathBuf>,
