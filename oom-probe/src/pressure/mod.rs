@@ -597,7 +597,7 @@ impl PressureWatcher {
         let psi = watched.psi(v2);
         let episode = watched.episode.get_or_insert_with(|| Episode {
             since: now,
-            since_wall: SystemTime::now(),
+            since_wall: wall_time_of(now),
             last: now,
             last_wall: SystemTime::now(),
             last_event: None,
@@ -703,7 +703,10 @@ impl PressureWatcher {
         let growth = watched.growth(now);
         let duration = now.duration_since(episode.since).as_secs_f64();
         let mut event = PressureEvent {
-            time: rfc3339(SystemTime::now()),
+            // The notification's time, the instant the interval is counted
+            // from (not after the files were read: on a slow machine that
+            // put two events closer together than the interval).
+            time: rfc3339(wall_time_of(now)),
             node: self.node_name.clone(),
             scope: watched.scope,
             source: if watched.notifier.psi {
@@ -877,6 +880,14 @@ impl Watched {
         let delta = last as f64 - first as f64;
         Some((delta * 60.0 / span.min(60.0)).round() as i64)
     }
+}
+
+/// The wall-clock time at which `Instant` `at` was (now, if in the future).
+fn wall_time_of(at: Instant) -> SystemTime {
+    let ago = Instant::now().saturating_duration_since(at);
+    SystemTime::now()
+        .checked_sub(ago)
+        .unwrap_or_else(SystemTime::now)
 }
 
 fn rfc3339(time: SystemTime) -> String {
