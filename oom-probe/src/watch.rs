@@ -19,7 +19,7 @@ use oom_probe_cgroupfs::{CgroupResolver, Hierarchies};
 use crate::{
     decode,
     enrich::{
-        unobserved::{Counts, KillLedger},
+        unobserved::{Counts, KillLedger, LostByCgroup, LostKills},
         Enricher,
     },
     event::Event,
@@ -198,7 +198,7 @@ pub async fn watch(mut options: WatchOptions) -> Result<()> {
     // unchanged for as long as it lives, which is as long as the AsyncFd.
     let mut ring = unsafe { AsyncFd::register(probes.take_ring_buffer()?) }
         .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
-    let lost = probes.take_lost_counter()?;
+    let mut lost = probes.take_lost_counter()?;
     release_start_up_heap();
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut pump = Pump {
@@ -215,6 +215,8 @@ pub async fn watch(mut options: WatchOptions) -> Result<()> {
         kills: 0,
         undecodable: 0,
         lost_reported: 0,
+        lost_without_cgroup: 0,
+        lost_kills: LostKills::new(),
         state_failing: false,
         fault: Fault::from_env(),
         batches: 0,
@@ -245,6 +247,7 @@ pub async fn watch(mut options: WatchOptions) -> Result<()> {
             changes = next_pressure(&mut pump.pressure) => pump.emit_pressure(changes).await?,
             _ = lost_tick.tick() => {
                 pump.report_lost(&lost);
+                pump.drain_lost(&mut lost)?;
                 let mut changes = Vec::new();
                 if let Some(pressure) = &mut pump.pressure {
                     changes.extend(pressure.tick());
@@ -258,6 +261,9 @@ pub async fn watch(mut options: WatchOptions) -> Result<()> {
                 let counts = pump.enricher.cgroups().map(KillLedger::snapshot);
                 let events = pump.drain(ring.get_mut());
                 pump.emit_all(events).await?;
+                // Then the kills whose records the ring had no room for:
+                // the kernel counted them in `counts`, they are not missed.
+                pump.drain_lost(&mut lost)?;
                 if let Some(counts) = counts {
                     pump.reconcile(counts)?;
                 }
@@ -270,6 +276,7 @@ pub async fn watch(mut options: WatchOptions) -> Result<()> {
     let events = pump.drain(ring.get_mut());
     pump.emit_all(events).await?;
     pump.report_lost(&lost);
+    pump.drain_lost(&mut lost)?;
     tracing::info!(
         "stopped after {} kill(s); {} record(s) lost, {} undecodable",
         pump.kills,
@@ -519,6 +526,10 @@ struct Pump<W: Write> {
     kills: u64,
     undecodable: u64,
     lost_reported: u64,
+    /// Kill records lost without their cgroup (lost-kill map full), said.
+    lost_without_cgroup: u64,
+    /// Kill records lost by cgroup, drained from the eBPF map.
+    lost_kills: LostKills,
     /// The last state-file write failed (said once, until one succeeds).
     state_failing: bool,
     /// A crash to inject (tests of the commit protocol).
@@ -804,7 +815,46 @@ impl<W: Write> Pump<W> {
         self.publish(&missed)
     }
 
+    /// Reports, as `oom_kill_unobserved` with reason `ring_buffer_full`,
+    /// the kernel OOM kills whose records the ring buffer had no room for,
+    /// from the eBPF side's count per victim cgroup, and accounts them in
+    /// the ledger.
+    fn drain_lost(&mut self, lost: &mut LostCounter) -> Result<()> {
+        let drained = match self.enricher.cgroups() {
+            Some(cgroups) => self.lost_kills.drain(lost, |id| cgroups.exists(id)),
+            // No memory hierarchy to ask: a cgroup's entry is never removed.
+            None => self.lost_kills.drain(lost, |_| true),
+        };
+        if drained.is_empty() {
+            return Ok(());
+        }
+        let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        let node = self.enricher.node().to_string();
+        let mut events = Vec::with_capacity(drained.len());
+        for kill in &drained {
+            let path = match (kill.cgroup_id, self.enricher.cgroups()) {
+                (0, _) | (_, None) => None,
+                (id, Some(cgroups)) => cgroups.path_of(id),
+            };
+            events.push(Event::OomKillUnobserved(
+                self.ledger.lost(kill, path, &time, &node),
+            ));
+        }
+        self.publish(&events)
+    }
+
     fn report_lost(&mut self, lost: &LostCounter) {
+        match lost.without_cgroup() {
+            Ok(total) if total > self.lost_without_cgroup => {
+                tracing::error!(
+                    "{} OOM-kill record(s) lost without their cgroup (the lost-kill map was \
+                     full); the kernel's counters report them if their cgroups still exist",
+                    total - self.lost_without_cgroup
+                );
+                self.lost_without_cgroup = total;
+            }
+            _ => {}
+        }
         match lost.total() {
             Ok(total) if total > self.lost_reported => {
                 tracing::error!(
@@ -892,5 +942,17 @@ impl HistorySlot {
                 false
             }
         }
+    }
+}
+
+impl LostByCgroup for LostCounter {
+    fn by_cgroup(&self) -> Vec<(u64, u64)> {
+        LostCounter::by_cgroup(self)
+    }
+    fn of_cgroup(&self, id: u64) -> u64 {
+        LostCounter::of_cgroup(self, id)
+    }
+    fn forget(&mut self, id: u64) -> Result<()> {
+        LostCounter::forget(self, id)
     }
 }

@@ -33,7 +33,7 @@ use oom_probe_cgroupfs::{
     CgroupResolver,
 };
 
-use crate::event::{Event, UnobservedKills};
+use crate::event::{Event, UnobservedKills, UnobservedReason};
 
 /// Kernel kill counts already accounted for, per cgroup id, and the batch of
 /// events committed but maybe not printed.
@@ -176,6 +176,58 @@ impl KillLedger {
         Ok(true)
     }
 
+    /// Accounts for `count` kills in cgroup `cgroup_id` whose records the
+    /// ring buffer had no room for (from [`LostKills::drain`]) and returns
+    /// the `oom_kill_unobserved` event that reports them; a later
+    /// [`reconcile`] does not count them again. Cgroup id 0 (the victim's
+    /// cgroup could not be read) is not accounted in any cgroup.
+    ///
+    /// [`reconcile`]: KillLedger::reconcile
+    pub fn lost(
+        &mut self,
+        lost: &LostKill,
+        cgroup_path: Option<String>,
+        time: &str,
+        node: &str,
+    ) -> UnobservedKills {
+        let event_id = if lost.cgroup_id == 0 {
+            format!(
+                "{}-lost-0-{}-{}-{}",
+                self.boot,
+                lost.run,
+                lost.first,
+                lost.first + lost.count - 1
+            )
+        } else {
+            let accounted = self
+                .state
+                .accounted
+                .get(&lost.cgroup_id)
+                .copied()
+                .unwrap_or(0);
+            for _ in 0..lost.count {
+                self.observed(lost.cgroup_id);
+            }
+            format!(
+                "{}-unobserved-{}-{}-{}",
+                self.boot,
+                lost.cgroup_id,
+                accounted + 1,
+                accounted + lost.count
+            )
+        };
+        UnobservedKills {
+            time: time.to_string(),
+            node: node.to_string(),
+            cgroup_id: lost.cgroup_id,
+            cgroup_path,
+            count: lost.count,
+            event_id,
+            replayed: false,
+            reason: UnobservedReason::RingBufferFull,
+        }
+    }
+
     /// Reads every cgroup's kill counter (refreshing the cgroup names first).
     pub fn snapshot(cgroups: &mut CgroupResolver) -> Counts {
         cgroups.refresh();
@@ -212,6 +264,7 @@ impl KillLedger {
                     count: count - accounted,
                     event_id: format!("{}-unobserved-{id}-{}-{count}", self.boot, accounted + 1),
                     replayed: false,
+                    reason: UnobservedReason::CounterAhead,
                 });
             }
         }
@@ -237,6 +290,109 @@ impl KillLedger {
         self.has_baseline = true;
         self.dirty = true;
         unobserved
+    }
+}
+
+/// The eBPF side's count of kernel OOM-kill records the ring buffer had no
+/// room for, per victim memory cgroup id (the `LOST_BY_CGROUP` map).
+pub trait LostByCgroup {
+    /// Every `(cgroup id, count)` in the map now.
+    fn by_cgroup(&self) -> Vec<(u64, u64)>;
+    /// One cgroup's count now (0 when it has no entry).
+    fn of_cgroup(&self, id: u64) -> u64;
+    /// Removes a cgroup's entry. Errors: the kernel refused.
+    fn forget(&mut self, id: u64) -> Result<()>;
+}
+
+/// New lost kill records of one cgroup, from [`LostKills::drain`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LostKill {
+    /// The victim's memory cgroup id; 0 when the eBPF side could not read it.
+    pub cgroup_id: u64,
+    /// Kills lost since the last drain.
+    pub count: u64,
+    /// Position of the first of them in the map's count for this cgroup
+    /// (1-based), for the event id of cgroup 0.
+    pub first: u64,
+    /// This agent run (its start time, ns since the epoch), for the event
+    /// id of cgroup 0, whose map count restarts at every run.
+    pub run: u128,
+}
+
+/// Drains the lost-kill map: what each entry gained since the last drain.
+/// The map is only read, never reset, so a kill counted while userspace
+/// reads is never missed; an entry is removed (room made) only after its
+/// cgroup is gone, when no kill can be counted in it any more.
+pub struct LostKills {
+    drained: HashMap<u64, u64>,
+    run: u128,
+    /// Lost kills drained since start.
+    total: u64,
+}
+
+impl Default for LostKills {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LostKills {
+    /// Nothing drained yet.
+    pub fn new() -> Self {
+        Self {
+            drained: HashMap::new(),
+            run: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+            total: 0,
+        }
+    }
+
+    /// Lost kill records drained since start, every cgroup.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// The kills `map` counted since the last drain, per cgroup. `exists`
+    /// says whether a cgroup exists now; it is asked before the final read
+    /// of a cgroup's entry, which is then removed.
+    pub fn drain(
+        &mut self,
+        map: &mut impl LostByCgroup,
+        mut exists: impl FnMut(u64) -> bool,
+    ) -> Vec<LostKill> {
+        let mut new = Vec::new();
+        for (id, mut count) in map.by_cgroup() {
+            // Gone first, then read: nothing can be counted in it after.
+            let gone = id != 0 && !exists(id);
+            if gone {
+                count = map.of_cgroup(id).max(count);
+            }
+            let before = self.drained.get(&id).copied().unwrap_or(0);
+            if count > before {
+                new.push(LostKill {
+                    cgroup_id: id,
+                    count: count - before,
+                    first: before + 1,
+                    run: self.run,
+                });
+                self.total += count - before;
+            }
+            if gone {
+                match map.forget(id) {
+                    Ok(()) => {
+                        self.drained.remove(&id);
+                    }
+                    Err(err) => {
+                        tracing::warn!("cannot remove cgroup {id} from the lost-kill map: {err:#}");
+                        self.drained.insert(id, count);
+                    }
+                }
+            } else {
+                self.drained.insert(id, count);
+            }
+        }
+        new
     }
 }
 
@@ -381,6 +537,7 @@ mod tests {
             count: 1,
             event_id: "x-1".into(),
             replayed: false,
+            reason: UnobservedReason::CounterAhead,
         })];
         ledger.observed(pod);
         ledger.commit(&batch).unwrap();
@@ -492,6 +649,75 @@ mod tests {
         assert!(reconcile(&mut ledger, &mut resolver).is_empty());
         cgroups.set_kills("pod", 1);
         assert!(reconcile(&mut ledger, &mut resolver).is_empty());
+    }
+
+    /// The eBPF map, in memory.
+    #[derive(Default)]
+    struct FakeLostMap(HashMap<u64, u64>);
+
+    impl LostByCgroup for FakeLostMap {
+        fn by_cgroup(&self) -> Vec<(u64, u64)> {
+            let mut entries: Vec<_> = self.0.iter().map(|(&k, &v)| (k, v)).collect();
+            entries.sort();
+            entries
+        }
+        fn of_cgroup(&self, id: u64) -> u64 {
+            self.0.get(&id).copied().unwrap_or(0)
+        }
+        fn forget(&mut self, id: u64) -> Result<()> {
+            self.0.remove(&id);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lost_kills_are_reported_once_and_never_again_by_the_counters() {
+        let cgroups = FakeCgroups::new("lost");
+        let pod = cgroups.set_kills("pod", 0);
+        let gone = cgroups.set_kills("gone", 0);
+        let mut resolver = CgroupResolver::new(&cgroups.0);
+        let mut ledger = KillLedger::load(None);
+        reconcile(&mut ledger, &mut resolver);
+        let mut map = FakeLostMap::default();
+        let mut lost = LostKills::new();
+        // Two kills lost in pod, one in a cgroup removed before the drain.
+        map.0.insert(pod, 2);
+        map.0.insert(gone, 1);
+        cgroups.set_kills("pod", 2);
+        let drained = lost.drain(&mut map, |id| id != gone);
+        assert_eq!(
+            drained
+                .iter()
+                .map(|l| (l.cgroup_id, l.count))
+                .collect::<Vec<_>>(),
+            {
+                let mut want = vec![(pod, 2), (gone, 1)];
+                want.sort();
+                want
+            }
+        );
+        assert!(!map.0.contains_key(&gone), "room made once it is gone");
+        let events: Vec<_> = drained
+            .iter()
+            .map(|l| ledger.lost(l, None, "t", "n"))
+            .collect();
+        let pod_event = events.iter().find(|e| e.cgroup_id == pod).unwrap();
+        assert_eq!(pod_event.reason, UnobservedReason::RingBufferFull);
+        assert_eq!(
+            pod_event.event_id,
+            format!("{}-unobserved-{pod}-1-2", short_boot_id())
+        );
+        // Counted by the kernel too: not missed a second time.
+        assert!(reconcile(&mut ledger, &mut resolver).is_empty());
+        // Nothing new in the map: nothing drained again; one more is.
+        assert!(lost.drain(&mut map, |_| true).is_empty());
+        map.0.insert(pod, 3);
+        let again = lost.drain(&mut map, |_| true);
+        assert_eq!(
+            (again[0].cgroup_id, again[0].count, again[0].first),
+            (pod, 1, 3)
+        );
+        assert_eq!(lost.total(), 4);
     }
 
     #[test]
