@@ -14,7 +14,7 @@ use anyhow::Result;
 use aya::maps::{MapData, RingBuf};
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
-use oom_probe_cgroupfs::{CgroupResolver, Hierarchies};
+use oom_probe_cgroupfs::{counters, CgroupResolver, Hierarchies};
 
 use crate::{
     decode,
@@ -256,17 +256,31 @@ pub async fn watch(mut options: WatchOptions) -> Result<()> {
                 pump.emit_pressure(changes).await?;
             }
             _ = reconcile_tick.tick() => {
-                // Counters first, then drain: every kill the kernel had
-                // counted is then in the buffer, and seen before comparing.
-                let counts = pump.enricher.cgroups().map(KillLedger::snapshot);
+                let cpu = thread_cpu_time();
+                // The node's count first, then drain: a kill it counted is
+                // then reported, or drained as lost, before comparing.
+                let node_kills = counters::node_oom_kills().ok();
                 let events = pump.drain(ring.get_mut());
                 pump.emit_all(events).await?;
-                // Then the kills whose records the ring had no room for:
-                // the kernel counted them in `counts`, they are not missed.
                 pump.drain_lost(&mut lost)?;
-                if let Some(counts) = counts {
-                    pump.reconcile(counts)?;
+                let walk = pump.enricher.cgroups().is_some()
+                    && pump.ledger.walk_needed(node_kills);
+                if walk {
+                    pump.ledger.walking(counters::node_oom_kills().ok());
+                    // Counters first, then drain: every kill the kernel had
+                    // counted is then in the buffer, and seen before comparing.
+                    let counts = pump.enricher.cgroups().map(KillLedger::snapshot);
+                    let events = pump.drain(ring.get_mut());
+                    pump.emit_all(events).await?;
+                    // Then the kills whose records the ring had no room for:
+                    // the kernel counted them in `counts`, they are not missed.
+                    pump.drain_lost(&mut lost)?;
+                    if let Some(counts) = counts {
+                        pump.reconcile(counts)?;
+                    }
                 }
+                pump.metrics
+                    .add_reconcile_tick(thread_cpu_time().saturating_sub(cpu), walk);
                 pump.metrics.expire_idle_series();
             }
             _ = tokio::signal::ctrl_c() => break,
@@ -284,6 +298,17 @@ pub async fn watch(mut options: WatchOptions) -> Result<()> {
         pump.undecodable
     );
     Ok(())
+}
+
+/// CPU time of the calling thread so far (`CLOCK_THREAD_CPUTIME_ID`).
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// Hands the heap freed after start-up (the parsed kernel BTF, tens of MiB)
@@ -623,6 +648,7 @@ impl<W: Write> Pump<W> {
     fn publish(&mut self, events: &[Event]) -> Result<()> {
         for event in events {
             if let Event::OomKill(kill) = event {
+                self.ledger.kernel_kill_reported();
                 if let Some(id) = kill.victim.cgroup_id {
                     self.ledger.observed(id);
                 }
@@ -852,6 +878,7 @@ impl<W: Write> Pump<W> {
                     total - self.lost_without_cgroup
                 );
                 self.lost_without_cgroup = total;
+                self.ledger.force_walk();
             }
             _ => {}
         }

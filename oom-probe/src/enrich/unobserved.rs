@@ -49,6 +49,11 @@ pub struct KillLedger {
     /// Cgroups with a kill accounted for since the last reconcile: kept even
     /// when the snapshot does not know them yet (made after it was taken).
     recent: std::collections::HashSet<u64>,
+    /// The node's kill count (`/proc/vmstat`) read just before the last
+    /// walk of every cgroup's counter; `None`: walk at the next tick.
+    node_kills_at_walk: Option<u64>,
+    /// Kernel kills reported, or drained as lost records, since then.
+    seen_since_walk: u64,
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -104,6 +109,8 @@ impl KillLedger {
             dirty: false,
             boot: short_boot_id(),
             recent: Default::default(),
+            node_kills_at_walk: None,
+            seen_since_walk: 0,
         }
     }
 
@@ -118,6 +125,8 @@ impl KillLedger {
             dirty: false,
             boot: short_boot_id(),
             recent: Default::default(),
+            node_kills_at_walk: None,
+            seen_since_walk: 0,
         })
     }
 
@@ -141,6 +150,48 @@ impl KillLedger {
         *self.state.accounted.entry(cgroup_id).or_default() += 1;
         self.recent.insert(cgroup_id);
         self.dirty = true;
+    }
+
+    /// One kill of the kernel OOM killer reported (an `oom_kill`, with or
+    /// without its cgroup), for [`walk_needed`].
+    ///
+    /// [`walk_needed`]: KillLedger::walk_needed
+    pub fn kernel_kill_reported(&mut self) {
+        self.seen_since_walk += 1;
+    }
+
+    /// Whether this tick must read every cgroup's counter ([`snapshot`]),
+    /// given `node_kills`, the node's count of OOM kills (`oom_kill` in
+    /// `/proc/vmstat`) read before this tick's drain: yes at the first tick,
+    /// when the count is unknown, after [`force_walk`], and when the node
+    /// counted more kills since the last walk than were reported or drained
+    /// as lost records since. Otherwise no kill can be unaccounted for (the
+    /// kernel bumps the node count next to the cgroup's, before the
+    /// victim's record), and the tick costs one read of `/proc/vmstat`,
+    /// whatever the number of cgroups.
+    ///
+    /// [`snapshot`]: KillLedger::snapshot
+    /// [`force_walk`]: KillLedger::force_walk
+    pub fn walk_needed(&self, node_kills: Option<u64>) -> bool {
+        match (node_kills, self.node_kills_at_walk) {
+            (Some(now), Some(then)) => now.saturating_sub(then) > self.seen_since_walk,
+            _ => true,
+        }
+    }
+
+    /// A walk starts: `node_kills` is the node's count read just before its
+    /// [`snapshot`]; kills are counted from here for [`walk_needed`].
+    ///
+    /// [`snapshot`]: KillLedger::snapshot
+    /// [`walk_needed`]: KillLedger::walk_needed
+    pub fn walking(&mut self, node_kills: Option<u64>) {
+        self.node_kills_at_walk = node_kills;
+        self.seen_since_walk = 0;
+    }
+
+    /// Makes the next tick walk (records were lost without their cgroup).
+    pub fn force_walk(&mut self) {
+        self.node_kills_at_walk = None;
     }
 
     /// Writes the counts accounted for so far together with `events`, the
@@ -190,6 +241,7 @@ impl KillLedger {
         time: &str,
         node: &str,
     ) -> UnobservedKills {
+        self.seen_since_walk += lost.count;
         let event_id = if lost.cgroup_id == 0 {
             format!(
                 "{}-lost-0-{}-{}-{}",
@@ -718,6 +770,57 @@ mod tests {
             (pod, 1, 3)
         );
         assert_eq!(lost.total(), 4);
+    }
+
+    /// One tick as the agent runs it: node count, drain, and a walk only
+    /// when the node count says a kill may be unaccounted for.
+    fn tick(
+        ledger: &mut KillLedger,
+        resolver: &mut CgroupResolver,
+        node_kills: u64,
+        reported: &[u64],
+    ) -> Option<Vec<UnobservedKills>> {
+        for &id in reported {
+            ledger.observed(id);
+            ledger.kernel_kill_reported();
+        }
+        if !ledger.walk_needed(Some(node_kills)) {
+            return None;
+        }
+        ledger.walking(Some(node_kills));
+        Some(reconcile(ledger, resolver))
+    }
+
+    #[test]
+    fn the_node_count_spares_the_walk_until_a_kill_is_unaccounted() {
+        let cgroups = FakeCgroups::new("node-count");
+        let pod = cgroups.set_kills("pod", 0);
+        let mut resolver = CgroupResolver::new(&cgroups.0);
+        let mut ledger = KillLedger::load(None);
+        // Start-up: always a walk (the baseline).
+        assert_eq!(tick(&mut ledger, &mut resolver, 100, &[]), Some(vec![]));
+        // One kill reported, one counted by the node: no walk, so a
+        // counter the walk would have read is not even looked at.
+        cgroups.set_kills("pod", 5);
+        assert_eq!(tick(&mut ledger, &mut resolver, 101, &[pod]), None);
+        assert_eq!(tick(&mut ledger, &mut resolver, 101, &[]), None);
+        // The node counted one more than was reported: walk, and the pod's
+        // counter tells which (5 counted, 1 reported).
+        let missed = tick(&mut ledger, &mut resolver, 102, &[]).unwrap();
+        assert_eq!((missed[0].cgroup_id, missed[0].count), (pod, 4));
+        // A lost record drained counts as seen: no walk for it.
+        let lost = LostKill {
+            cgroup_id: pod,
+            count: 1,
+            first: 1,
+            run: 0,
+        };
+        ledger.lost(&lost, None, "t", "n");
+        cgroups.set_kills("pod", 6);
+        assert_eq!(tick(&mut ledger, &mut resolver, 103, &[]), None);
+        // Forced (records lost without their cgroup): a walk, nothing new.
+        ledger.force_walk();
+        assert_eq!(tick(&mut ledger, &mut resolver, 103, &[]), Some(vec![]));
     }
 
     #[test]
