@@ -276,6 +276,16 @@ pub async fn watch(mut options: WatchOptions) -> Result<()> {
                     // the kernel counted them in `counts`, they are not missed.
                     pump.drain_lost(&mut lost)?;
                     if let Some(counts) = counts {
+                        if pump.ledger.has_unaccounted(&counts) {
+                            // The kernel bumps the counters a few
+                            // instructions before the victim's record (under
+                            // the victim's task lock): let a kill counted in
+                            // the snapshot but still in flight land first.
+                            std::thread::sleep(SETTLE);
+                            let events = pump.drain(ring.get_mut());
+                            pump.emit_all(events).await?;
+                            pump.drain_lost(&mut lost)?;
+                        }
                         pump.reconcile(counts)?;
                     }
                 }
@@ -299,6 +309,14 @@ pub async fn watch(mut options: WatchOptions) -> Result<()> {
     );
     Ok(())
 }
+
+/// How long a reconciliation that found a kill unaccounted for waits for
+/// records in flight before it reports the kill as unobserved: the kernel
+/// counts a kill (`memcg_memory_event_mm`) just before it sends the SIGKILL
+/// and marks the victim (`mark_victim`, which writes the record), all under
+/// the victim's task lock, so microseconds; 10 ms is a thousand times that,
+/// and the wait only happens when something looks missed.
+const SETTLE: Duration = Duration::from_millis(10);
 
 /// CPU time of the calling thread so far (`CLOCK_THREAD_CPUTIME_ID`).
 fn thread_cpu_time() -> Duration {

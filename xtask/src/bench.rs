@@ -73,6 +73,9 @@ pub struct BenchArgs {
     /// Run only the pressure phase.
     #[arg(long)]
     pressure_only: bool,
+    /// Run only the naming and reconciliation costs (`--cgroups`).
+    #[arg(long, conflicts_with = "pressure_only")]
+    cgroups_only: bool,
 }
 
 /// One kill as one tool saw it.
@@ -88,6 +91,20 @@ const MIB: u64 = 1 << 20;
 
 /// Runs every phase with binaries already built in `target/release`.
 pub fn run(args: &BenchArgs) -> Result<()> {
+    if args.cgroups_only {
+        let cgroups = args
+            .cgroups
+            .iter()
+            .map(|&n| cgroup_scaling(n))
+            .collect::<Result<Vec<_>>>()?;
+        let results = json!({
+            "machine": machine(),
+            "date": humantime_now(),
+            "cgroups": cgroups,
+        });
+        print_cgroups(&results);
+        return write_json(&args.json, &results);
+    }
     let pressure = args
         .pressure_cgroups
         .iter()
@@ -411,6 +428,40 @@ fn cgroup_scaling(n: usize) -> Result<Value> {
             / ticks.max(1.0),
         "agent_rss_kib": after.rss_kib,
     }))
+}
+
+/// Prints the naming and reconciliation costs of `results["cgroups"]`.
+fn print_cgroups(results: &Value) {
+    println!("\ncost with the node's cgroups (naming one id; a reconciliation tick):");
+    println!(
+        "{:>8} {:>8} {:>10} {:>11} {:>12} {:>14} {:>12} {:>16}",
+        "cgroups",
+        "lookup",
+        "handle us",
+        "walk us",
+        "full tick ms",
+        "agent tick ms",
+        "ticks/walks",
+        "process ms/tick"
+    );
+    for row in results["cgroups"].as_array().into_iter().flatten() {
+        let number = |v: &Value| v.as_f64().map_or("-".into(), |v| format!("{v:.3}"));
+        println!(
+            "{:>8} {:>8} {:>10} {:>11} {:>12} {:>14} {:>12} {:>16}",
+            cell(&row["cgroups_in_hierarchy"]),
+            cell(&row["lookup"]),
+            number(&row["name_by_handle_us"]),
+            number(&row["name_by_walk_us"]),
+            number(&row["full_reconcile_cpu_ms"]),
+            number(&row["agent_tick_cpu_ms"]),
+            format!(
+                "{}/{}",
+                cell(&row["agent_ticks"]),
+                cell(&row["agent_walks"])
+            ),
+            number(&row["agent_process_cpu_ms_per_tick"])
+        );
+    }
 }
 
 /// `[ticks, walks, CPU seconds]` of oom-probe's reconciliation so far, from
@@ -901,36 +952,7 @@ fn print_table(results: &Value) {
             cell(&tool["rss_kib_after_1s"])
         );
     }
-    println!("\ncost with the node's cgroups (naming one id; a reconciliation tick):");
-    println!(
-        "{:>8} {:>8} {:>10} {:>11} {:>12} {:>14} {:>12} {:>16}",
-        "cgroups",
-        "lookup",
-        "handle us",
-        "walk us",
-        "full tick ms",
-        "agent tick ms",
-        "ticks/walks",
-        "process ms/tick"
-    );
-    for row in results["cgroups"].as_array().into_iter().flatten() {
-        let number = |v: &Value| v.as_f64().map_or("-".into(), |v| format!("{v:.3}"));
-        println!(
-            "{:>8} {:>8} {:>10} {:>11} {:>12} {:>14} {:>12} {:>16}",
-            cell(&row["cgroups_in_hierarchy"]),
-            cell(&row["lookup"]),
-            number(&row["name_by_handle_us"]),
-            number(&row["name_by_walk_us"]),
-            number(&row["full_reconcile_cpu_ms"]),
-            number(&row["agent_tick_cpu_ms"]),
-            format!(
-                "{}/{}",
-                cell(&row["agent_ticks"]),
-                cell(&row["agent_walks"])
-            ),
-            number(&row["agent_process_cpu_ms_per_tick"])
-        );
-    }
+    print_cgroups(results);
     let side = &results["side_by_side"];
     println!(
         "\nside by side, {} sequential kills (kernel counted {}):",

@@ -4,11 +4,24 @@
 //! buffer overflowed).
 //!
 //! The counters are local to each cgroup (`memory.events.local` on v2,
-//! `memory.oom_control` on v1). The kernel bumps a counter only after the
-//! victim's record is in the ring buffer, so the counters are read first
-//! ([`KillLedger::snapshot`]), the ring buffer drained after, and only then
-//! compared ([`KillLedger::reconcile`]): every kill the snapshot counted has
-//! then been seen, and an in-flight kill is never mistaken for a missed one.
+//! `memory.oom_control` on v1). The kernel bumps a counter (and the node's
+//! `oom_kill` in `/proc/vmstat`) a few instructions before it marks the
+//! victim, which writes the record (`__oom_kill_process`: the counters, the
+//! SIGKILL, `mark_oom_victim`, all under the victim's task lock). So the
+//! counters are read first ([`KillLedger::snapshot`]), the ring buffer and
+//! the lost-record map ([`LostKills`]) drained after, and only then compared
+//! ([`KillLedger::reconcile`]); when the comparison would report a kill, the
+//! agent drains once more a few milliseconds later, so a record still in
+//! flight at the snapshot is seen and not mistaken for a missed kill.
+//!
+//! A record the ring buffer had no room for is counted by the eBPF side
+//! under the victim's memory cgroup id, and reported from there
+//! ([`KillLedger::lost`]), even when the cgroup, and its counter, are gone
+//! before the next comparison (v1 counters do not propagate to the parent).
+//!
+//! Reading every cgroup's counter costs one directory and one file read per
+//! cgroup; it is done only when the node's count says a kill may be
+//! unaccounted for ([`KillLedger::walk_needed`]).
 //!
 //! The state file is the commit point of the event stream (a write-ahead
 //! log): before a batch of events is printed, the counts it accounts for and
@@ -293,6 +306,18 @@ impl KillLedger {
                 })
                 .collect(),
         )
+    }
+
+    /// Whether [`reconcile`] would report kills from `counts` now: some
+    /// cgroup's counter is above what is accounted for.
+    ///
+    /// [`reconcile`]: KillLedger::reconcile
+    pub fn has_unaccounted(&self, counts: &Counts) -> bool {
+        self.has_baseline
+            && counts
+                .0
+                .iter()
+                .any(|(id, _, count)| *count > self.state.accounted.get(id).copied().unwrap_or(0))
     }
 
     /// Compares a [`snapshot`] taken before the last drain with the kills
