@@ -1074,21 +1074,7 @@ fn an_api_server_that_fails_or_hangs_holds_no_event_back_and_names_come_back() {
     assert!(metric(&addr, "oom_probe_enrichment_failures_total") > before);
     thread::sleep(Duration::from_secs(3));
     server.fail_requests(None);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut round = 0;
-    loop {
-        let comm = format!("api-back-{round}");
-        kill_in(&cgroup(1), &comm);
-        if event_of(&printed, &comm)["kubernetes"]["pod"] == "web-1" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "names never came back after the 500s"
-        );
-        round += 1;
-        thread::sleep(Duration::from_millis(500));
-    }
+    let round = until_named(&printed, &cgroup(1), "api-back", "web-1", "after the 500s");
     eprintln!("after the 500s, names came back at kill {round}");
 
     // Hung: requests held, the watch silent.
@@ -1106,21 +1092,37 @@ fn an_api_server_that_fails_or_hangs_holds_no_event_back_and_names_come_back() {
     eprintln!("hung API server: kill to event {} ms", took.as_millis());
     thread::sleep(Duration::from_secs(3));
     server.hang_requests(false);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut round = 0;
-    loop {
-        let comm = format!("api-unhung-{round}");
-        kill_in(&cgroup(2), &comm);
-        if event_of(&printed, &comm)["kubernetes"]["pod"] == "web-2" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "names never came back after the hang"
-        );
-        round += 1;
-        thread::sleep(Duration::from_millis(500));
-    }
+    let round = until_named(
+        &printed,
+        &cgroup(2),
+        "api-unhung",
+        "web-2",
+        "after the hang",
+    );
     eprintln!("after the hang, names came back at kill {round}");
     agent.terminate();
+}
+
+/// Kills a process in `cgroup` every 500 ms (comms `<prefix>-0`, `-1`, ...)
+/// until one comes out named `pod`, for at most a minute; returns how many
+/// kills came out unnamed before it. Panics when the names never came back
+/// (`after` says after what).
+fn until_named(
+    printed: &Arc<Mutex<Printed>>,
+    cgroup: &std::path::Path,
+    prefix: &str,
+    pod: &str,
+    after: &str,
+) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for round in 0.. {
+        let comm = format!("{prefix}-{round}");
+        kill_in(cgroup, &comm);
+        if event_of(printed, &comm)["kubernetes"]["pod"] == pod {
+            return round;
+        }
+        assert!(Instant::now() < deadline, "names never came back {after}");
+        thread::sleep(Duration::from_millis(500));
+    }
+    unreachable!()
 }
