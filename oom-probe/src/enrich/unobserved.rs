@@ -67,7 +67,18 @@ pub struct KillLedger {
     node_kills_at_walk: Option<u64>,
     /// Kernel kills reported, or drained as lost records, since then.
     seen_since_walk: u64,
+    /// Cgroups accounted for right after the last walk: the ledger only
+    /// forgets removed cgroups at a walk, so it walks again when the count
+    /// has grown well past this ([`walk_needed`]).
+    ///
+    /// [`walk_needed`]: KillLedger::walk_needed
+    accounted_at_walk: usize,
 }
+
+/// Cgroups the ledger may add past twice the count after the last walk
+/// before a walk prunes the removed ones: bounds the ledger and the state
+/// file under churn when no kill is ever missed.
+const PRUNE_SLACK: usize = 1024;
 
 #[derive(Default, Serialize, Deserialize)]
 struct State {
@@ -124,6 +135,7 @@ impl KillLedger {
             recent: Default::default(),
             node_kills_at_walk: None,
             seen_since_walk: 0,
+            accounted_at_walk: 0,
         }
     }
 
@@ -140,6 +152,7 @@ impl KillLedger {
             recent: Default::default(),
             node_kills_at_walk: None,
             seen_since_walk: 0,
+            accounted_at_walk: 0,
         })
     }
 
@@ -178,7 +191,9 @@ impl KillLedger {
     /// `/proc/vmstat`) read before this tick's drain: yes at the first tick,
     /// when the count is unknown, after [`force_walk`], and when the node
     /// counted more kills since the last walk than were reported or drained
-    /// as lost records since. Otherwise no kill can be unaccounted for (the
+    /// as lost records since; and when the ledger has grown past twice its
+    /// size after the last walk plus [`PRUNE_SLACK`] cgroups (a walk forgets
+    /// the removed ones). Otherwise no kill can be unaccounted for (the
     /// kernel bumps the node count next to the cgroup's, before the
     /// victim's record), and the tick costs one read of `/proc/vmstat`,
     /// whatever the number of cgroups.
@@ -186,6 +201,9 @@ impl KillLedger {
     /// [`snapshot`]: KillLedger::snapshot
     /// [`force_walk`]: KillLedger::force_walk
     pub fn walk_needed(&self, node_kills: Option<u64>) -> bool {
+        if self.state.accounted.len() > self.accounted_at_walk * 2 + PRUNE_SLACK {
+            return true;
+        }
         match (node_kills, self.node_kills_at_walk) {
             (Some(now), Some(then)) => now.saturating_sub(then) > self.seen_since_walk,
             _ => true,
@@ -200,6 +218,9 @@ impl KillLedger {
     pub fn walking(&mut self, node_kills: Option<u64>) {
         self.node_kills_at_walk = node_kills;
         self.seen_since_walk = 0;
+        // A cgroup with a kill before the snapshot is in it unless it was
+        // removed: only those after it need keeping at the comparison.
+        self.recent.clear();
     }
 
     /// Makes the next tick walk (records were lost without their cgroup).
@@ -364,6 +385,7 @@ impl KillLedger {
             }
         }
         self.state.accounted = accounted;
+        self.accounted_at_walk = self.state.accounted.len();
         self.has_baseline = true;
         self.dirty = true;
         unobserved
@@ -846,6 +868,16 @@ mod tests {
         // Forced (records lost without their cgroup): a walk, nothing new.
         ledger.force_walk();
         assert_eq!(tick(&mut ledger, &mut resolver, 103, &[]), Some(vec![]));
+        // Churn: kills in many cgroups removed since, none missed. The
+        // ledger grows until a walk forgets the removed ones.
+        let mut node = 103;
+        let mut walked = false;
+        for id in 1..=(2 * 2 + PRUNE_SLACK as u64 + 1) {
+            node += 1;
+            walked |= tick(&mut ledger, &mut resolver, node, &[u64::MAX - id]).is_some();
+        }
+        assert!(walked, "a walk pruned the ledger");
+        assert!(ledger.cgroup_ids().len() <= 2 * 2 + PRUNE_SLACK + 1);
     }
 
     #[test]
