@@ -666,8 +666,10 @@ impl<W: Write> Pump<W> {
     fn publish(&mut self, events: &[Event]) -> Result<()> {
         for event in events {
             if let Event::OomKill(kill) = event {
-                self.ledger.kernel_kill_reported();
+                // A kill without its cgroup is not seen for the node count:
+                // the walk that follows reports it in its cgroup, as before.
                 if let Some(id) = kill.victim.cgroup_id {
+                    self.ledger.kernel_kill_reported();
                     self.ledger.observed(id);
                 }
             }

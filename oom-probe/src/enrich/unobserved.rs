@@ -178,8 +178,9 @@ impl KillLedger {
         self.dirty = true;
     }
 
-    /// One kill of the kernel OOM killer reported (an `oom_kill`, with or
-    /// without its cgroup), for [`walk_needed`].
+    /// One kill of the kernel OOM killer reported with its cgroup (an
+    /// `oom_kill`), for [`walk_needed`]. A kill reported without its cgroup
+    /// is not counted: the walk it causes reports it in its cgroup.
     ///
     /// [`walk_needed`]: KillLedger::walk_needed
     pub fn kernel_kill_reported(&mut self) {
@@ -275,7 +276,9 @@ impl KillLedger {
         time: &str,
         node: &str,
     ) -> UnobservedKills {
-        self.seen_since_walk += lost.count;
+        if lost.cgroup_id != 0 {
+            self.seen_since_walk += lost.count;
+        }
         let event_id = if lost.cgroup_id == 0 {
             format!(
                 "{}-lost-0-{}-{}-{}",
