@@ -266,7 +266,17 @@ pub async fn watch(mut options: WatchOptions) -> Result<()> {
                 let walk = pump.enricher.cgroups().is_some()
                     && pump.ledger.walk_needed(node_kills);
                 if walk {
-                    pump.ledger.walking(counters::node_oom_kills().ok());
+                    // The node's count, then what the kernel had counted by
+                    // then drained *before* the count of kills seen restarts:
+                    // a kill counted before the read but reported after it
+                    // would be seen twice over and hide a missed one from
+                    // the next ticks (a kill after the read that this drain
+                    // takes only costs one more walk).
+                    let node_at_walk = counters::node_oom_kills().ok();
+                    let events = pump.drain(ring.get_mut());
+                    pump.emit_all(events).await?;
+                    pump.drain_lost(&mut lost)?;
+                    pump.ledger.walking(node_at_walk);
                     // Counters first, then drain: every kill the kernel had
                     // counted is then in the buffer, and seen before comparing.
                     let counts = pump.enricher.cgroups().map(KillLedger::snapshot);

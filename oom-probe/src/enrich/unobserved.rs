@@ -225,8 +225,11 @@ impl KillLedger {
         }
     }
 
-    /// A walk starts: `node_kills` is the node's count read just before its
-    /// [`snapshot`]; kills are counted from here for [`walk_needed`].
+    /// A walk starts: `node_kills` is the node's count read before its
+    /// [`snapshot`], and the ring buffer and lost map must have been drained
+    /// between that read and this call, so no kill the count includes is
+    /// counted again from here for [`walk_needed`] (which would hide a
+    /// missed kill until the next forced walk).
     ///
     /// [`snapshot`]: KillLedger::snapshot
     /// [`walk_needed`]: KillLedger::walk_needed
