@@ -231,8 +231,32 @@ impl PressureWatcher {
     }
 
     fn watch_node(&mut self) {
-        let file = self.procfs.join("pressure/memory");
-        match self.trigger(&file) {
+        let mut file = self.procfs.join("pressure/memory");
+        let mut registered = self.trigger(&file);
+        if let Some(own) = registered
+            .as_ref()
+            .err()
+            .and_then(|err| own_proc_fallback(&file, err))
+        {
+            match self.trigger(&own) {
+                Ok(notifier) => {
+                    tracing::info!(
+                        "{} is read-only (EROFS): the node's memory pressure is watched through \
+                         {} instead (node PSI is one for the whole machine)",
+                        file.display(),
+                        own.display()
+                    );
+                    file = own;
+                    registered = Ok(notifier);
+                }
+                Err(err) => tracing::warn!(
+                    "no PSI trigger on {} either: {}",
+                    own.display(),
+                    cgroupfs::psi_trigger_error(&own, &err)
+                ),
+            }
+        }
+        match registered {
             Ok(notifier) => {
                 let watched = Watched::new(PressureScope::Node, None, file, None, notifier, None);
                 self.node_watched = self.add(watched) != 0;
@@ -998,8 +1022,12 @@ pub struct PressureCapability {
 
 /// Writes the default PSI trigger to `file` and closes it again: the
 /// trigger the kernel took (`some <stall us> <window us>` and why, when it
-/// is not the default), or why none.
-fn try_psi_trigger(file: &Path, options: &PressureOptions) -> Result<String, String> {
+/// is not the default), or why none, in words and as the error the kernel
+/// gave.
+fn try_psi_trigger(
+    file: &Path,
+    options: &PressureOptions,
+) -> Result<String, (String, std::io::Error)> {
     let stall = options.psi_stall.as_micros() as u64;
     let window = options.psi_window.as_micros() as u64;
     match cgroupfs::psi_trigger(file, stall, window) {
@@ -1016,11 +1044,23 @@ fn try_psi_trigger(file: &Path, options: &PressureOptions) -> Result<String, Str
                         window / 1000
                     ))
                 }
-                _ => Err(cgroupfs::psi_trigger_error(file, &err)),
+                _ => Err((cgroupfs::psi_trigger_error(file, &err), err)),
             }
         }
-        Err(err) => Err(cgroupfs::psi_trigger_error(file, &err)),
+        Err(err) => Err((cgroupfs::psi_trigger_error(file, &err), err)),
     }
+}
+
+/// The node PSI file to use when `file` (`<procfs>/pressure/memory`) gave
+/// `err`: the agent's own `/proc/pressure/memory` when `err` is `EROFS`
+/// (the host's /proc mounted read-only, as the DaemonSet mounts it) and
+/// `file` is not that one already. System-wide PSI is one set of numbers
+/// for the whole machine, whatever procfs or pid namespace shows it, and a
+/// pod's own /proc is writable (`/proc/pressure` is not among the paths
+/// container runtimes mask). `None` otherwise.
+fn own_proc_fallback(file: &Path, err: &std::io::Error) -> Option<PathBuf> {
+    let own = Path::new("/proc/pressure/memory");
+    (err.raw_os_error() == Some(libc::EROFS) && file != own).then(|| own.to_path_buf())
 }
 
 /// Probes memory pressure watching: the memory hierarchy at `memory_root`
@@ -1043,7 +1083,7 @@ pub fn capability(memory_root: Option<&Path>, procfs: &Path) -> PressureCapabili
                     )),
                     None,
                 ),
-                Err(why) => (None, Some(why)),
+                Err((why, _)) => (None, Some(why)),
             }
         }
         Some(root) => match cgroupfs::v1_pressure_level(root, &options.v1_level) {
@@ -1064,12 +1104,29 @@ pub fn capability(memory_root: Option<&Path>, procfs: &Path) -> PressureCapabili
             ),
         },
     };
-    let (node, node_error) = match try_psi_trigger(&procfs.join("pressure/memory"), &options) {
+    let node_file = procfs.join("pressure/memory");
+    let (node, node_error) = match try_psi_trigger(&node_file, &options) {
         Ok(trigger) => (
-            Some(format!("PSI trigger {trigger} on /proc/pressure/memory")),
+            Some(format!("PSI trigger {trigger} on {}", node_file.display())),
             None,
         ),
-        Err(why) => (None, Some(why)),
+        // The same fallback as the watcher's: the host /proc mounted
+        // read-only, the agent's own /proc (node PSI is global).
+        Err((why, err)) => match own_proc_fallback(&node_file, &err) {
+            Some(own) => match try_psi_trigger(&own, &options) {
+                Ok(trigger) => (
+                    Some(format!(
+                        "PSI trigger {trigger} on {} ({} is read-only; node PSI is global, \
+                         the same through any procfs)",
+                        own.display(),
+                        node_file.display()
+                    )),
+                    None,
+                ),
+                Err((own_why, _)) => (None, Some(format!("{why}; {own_why}"))),
+            },
+            None => (None, Some(why)),
+        },
     };
     PressureCapability {
         cgroups,
