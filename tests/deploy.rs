@@ -145,14 +145,28 @@ fn the_daemonset_runs_everywhere_with_least_privilege() {
         resources.requests.unwrap().contains_key("memory")
             && resources.limits.unwrap().contains_key("memory")
     );
-    // Host paths are read-only, except the state directory.
+    // Host paths are read-only, except the state directory and the host's
+    // cgroupfs: memory pressure is watched by writing to it (a PSI trigger
+    // to each `memory.pressure`, an eventfd to v1 `cgroup.event_control`),
+    // the kernel's own API; read-only, every registration fails with EROFS
+    // and no `memory_pressure` event ever comes. The host's /proc stays
+    // read-only: the node's PSI trigger goes on the pod's own /proc.
     for mount in container.volume_mounts.clone().unwrap() {
+        let writable = ["/var/lib/oom-probe", "/host/sys/fs/cgroup"];
         assert_eq!(
             mount.read_only == Some(true),
-            mount.mount_path != "/var/lib/oom-probe",
+            !writable.contains(&mount.mount_path.as_str()),
             "{mount:?}"
         );
     }
+    assert!(
+        container
+            .args
+            .iter()
+            .flatten()
+            .any(|a| a == "--procfs=/host/proc"),
+        "tasks are read from the host's /proc"
+    );
     // The flags it runs with exist.
     let args = container.args.clone().unwrap();
     assert_eq!(args[0], "run");
