@@ -6,7 +6,9 @@
 //! privilege escalation, every capability dropped but BPF, PERFMON and
 //! SYS_RESOURCE). In it, `check` must pass, and the agent must report a
 //! kill in another pod's container, named through the runtime's socket
-//! mounted where the DaemonSet mounts it.
+//! mounted where the DaemonSet mounts it, and warn of memory pressure in a
+//! container held at its limit (its registrations write to the host's
+//! cgroupfs, mounted read-write, and to the container's own /proc).
 
 use std::{
     fs,
@@ -314,6 +316,22 @@ fn the_image_runs_as_the_daemonset_and_reports_a_kill_in_another_container() {
             .any(|h| h["ok"] == true && h["hook"].as_str().unwrap().contains("mark_victim")),
         "a mark_victim hook loads with BPF+PERFMON alone: {report:#}"
     );
+    // Memory pressure can be watched: its registrations are writes to the
+    // host's cgroupfs (mounted read-write for them) and, for the node, to
+    // the container's own /proc (the host's is mounted read-only).
+    let pressure = &report["pressure"];
+    assert_eq!(pressure["cgroups_error"], Value::Null, "{report:#}");
+    assert!(pressure["cgroups"].is_string(), "{report:#}");
+    let node_psi = Path::new("/proc/pressure/memory").exists();
+    if node_psi {
+        assert_eq!(pressure["node_error"], Value::Null, "{report:#}");
+        assert!(pressure["node"].is_string(), "{report:#}");
+    } else {
+        skipped(
+            TEST,
+            "(the node part only) this kernel has no /proc/pressure/memory",
+        );
+    }
 
     // The agent, as the DaemonSet runs it.
     let agent = agent_pod
@@ -367,6 +385,65 @@ fn the_image_runs_as_the_daemonset_and_reports_a_kill_in_another_container() {
         metrics.contains("pod=\"hungry\""),
         "the kill is counted for its pod:\n{metrics}"
     );
+
+    // Memory pressure in another pod's container, held at its 64 MiB limit
+    // with steady reclaim the way tests/pressure.rs holds a cgroup on the
+    // host: on v1 59 MiB of anon and 16 MiB of files re-read (page cache
+    // thrashed, `memory.pressure_level` medium); on v2 34 MiB over a 32 MiB
+    // memory.high with 512 KiB churned (PSI stall).
+    let watching = agent
+        .wait_for_log("watching memory pressure", START_TIMEOUT)
+        .unwrap();
+    if node_psi {
+        assert!(watching.contains("and the node"), "{watching}");
+    }
+    let (memory_root, v2) = oom_probe_cgroupfs::testing::memory_root().unwrap();
+    let (anon_mb, files_mb, churn_kb) = if v2 { (34, 0, 512) } else { (59, 16, 0) };
+    let squeezed_pod = containerd.run_pod("squeezed").unwrap();
+    let squeezed = squeezed_pod
+        .start_container(
+            "reclaimer",
+            64 * MIB,
+            &[
+                "--in-container",
+                "--reclaim",
+                "/reclaim",
+                "--mb",
+                &anon_mb.to_string(),
+                "--files-mb",
+                &files_mb.to_string(),
+                "--churn-kb",
+                &churn_kb.to_string(),
+                "--seconds",
+                "40",
+            ],
+        )
+        .unwrap();
+    if v2 {
+        fs::write(
+            memory_root
+                .join(squeezed.cgroup_path().trim_start_matches('/'))
+                .join("memory.high"),
+            (32 * MIB).to_string(),
+        )
+        .unwrap();
+    }
+    // Found by the agent's 5 s walk, then warned on its first notification.
+    let line = agent
+        .wait_for_log(
+            "\"memory_pressure\"",
+            EVENT_TIMEOUT + Duration::from_secs(30),
+        )
+        .unwrap_or_else(|e| panic!("{e}\nthe reclaimer: {}", squeezed.log()));
+    let event: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    eprintln!("the warning: {line}");
+    assert_eq!(event["type"], "memory_pressure", "{event:#}");
+    assert_eq!(event["scope"], "cgroup", "{event:#}");
+    assert_eq!(event["node"], NODE_NAME, "{event:#}");
+    assert_eq!(event["cgroup_path"], squeezed.cgroup_path(), "{event:#}");
+    assert_eq!(event["memcg"]["limit_bytes"], 64 * MIB, "{event:#}");
+    assert_eq!(event["kubernetes"]["pod"], "squeezed", "{event:#}");
+    assert_eq!(event["kubernetes"]["container"], "reclaimer", "{event:#}");
 }
 
 #[test]
