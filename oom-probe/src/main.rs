@@ -67,7 +67,7 @@ struct EventArgs {
     #[arg(long, short)]
     output: Option<OutputFormat>,
     /// Use this victim hook instead of the best available one
-    /// (tp-btf, raw-tracepoint).
+    /// (raw-tracepoint, else tp-btf; tp-btf makes aya parse the kernel's BTF).
     #[arg(long, value_enum)]
     hook: Option<VictimHook>,
     /// Use this OOM-decision hook instead of the best available one

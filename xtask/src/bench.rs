@@ -314,11 +314,16 @@ fn measure_startup(runs: usize, baseline: Option<&Path>) -> Result<Value> {
                 (child, stdout, Some(stderr))
             };
             let ms = started.elapsed().as_secs_f64() * 1000.0;
+            // Drain stdout: kills elsewhere on the node would fill the pipe
+            // and block the tool, which then never stops.
+            let drain = thread::spawn(move || {
+                let _ = std::io::copy(&mut BufReader::new(stdout), &mut std::io::sink());
+            });
             thread::sleep(Duration::from_secs(1));
             let stats = process_stats(child.id());
             samples[i].push((ms, stats.hwm_kib, stats.rss_kib));
             stop(&mut child);
-            drop(stdout);
+            let _ = drain.join();
         }
         if let Ok(ms) = bpftrace_startup() {
             bpftrace.push(ms);
