@@ -124,29 +124,13 @@ fn history_keeps_each_kill_once_across_a_sigkill() {
     let store = dir.join("history.redb");
     let store_arg = store.to_str().unwrap().to_string();
     let state = dir.join("state.json");
-    let start = || {
-        Watcher::start_command(
-            "run",
-            &[
-                "--listen",
-                &free_loopback_addr(),
-                "--state-file",
-                state.to_str().unwrap(),
-                "--history-file",
-                &store_arg,
-            ],
-        )
-        .unwrap()
-    };
+    let start = || start_run(&state, &store_arg);
     let cgroup = MemoryCgroup::create(32 * MIB).unwrap();
     let path = cgroup.relative_path().to_string();
-    let stored_kills = || -> Vec<Value> {
-        history(&["--history-file", &store_arg, "--output", "json"])
-            .unwrap()
-            .lines()
-            .map(|line| serde_json::from_str::<Value>(line).unwrap())
-            .filter(|e| e["type"] == "oom_kill" && e["victim"]["cgroup_path"] == path.as_str())
-            .collect()
+    let stored_kills = || {
+        stored_events(&store_arg, |e| {
+            e["type"] == "oom_kill" && e["victim"]["cgroup_path"] == path.as_str()
+        })
     };
 
     let mut agent = start();
@@ -324,30 +308,12 @@ fn history_survives_sigkills_in_the_middle_of_writes() {
             .as_str()
             .is_some_and(|p| paths.iter().any(|q| q == p))
     };
-    let stored = || -> Vec<Value> {
-        history(&["--history-file", &store_arg, "--output", "json"])
-            .unwrap()
-            .lines()
-            .map(|line| serde_json::from_str::<Value>(line).unwrap())
-            .filter(|e| ours(e))
-            .collect()
-    };
+    let stored = || stored_events(&store_arg, ours);
     let mut random = seed();
     let mut printed_all: Vec<Value> = Vec::new();
     let mut landed = 0;
     for round in 0..ROUNDS {
-        let mut agent = Watcher::start_command(
-            "run",
-            &[
-                "--listen",
-                &free_loopback_addr(),
-                "--state-file",
-                state.to_str().unwrap(),
-                "--history-file",
-                &store_arg,
-            ],
-        )
-        .unwrap();
+        let mut agent = start_run(&state, &store_arg);
         // The burst: each worker OOM-kills a hog in its own cgroup, again
         // and again, until told to stop.
         let stop = Arc::new(AtomicBool::new(false));
@@ -411,18 +377,7 @@ fn history_survives_sigkills_in_the_middle_of_writes() {
         );
     }
     // The store still takes writes after the last crash.
-    let mut agent = Watcher::start_command(
-        "run",
-        &[
-            "--listen",
-            &free_loopback_addr(),
-            "--state-file",
-            state.to_str().unwrap(),
-            "--history-file",
-            &store_arg,
-        ],
-    )
-    .unwrap();
+    let mut agent = start_run(&state, &store_arg);
     run_hog_with_child(&cgroups[0], "--fork", "crash-last", 64).unwrap();
     let last = agent
         .events_for(&paths[0], 1, Duration::from_millis(500))
@@ -456,6 +411,34 @@ fn history_survives_sigkills_in_the_middle_of_writes() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `oom-probe run` with this state file and history store, listening on a
+/// free loopback port.
+fn start_run(state: &std::path::Path, store: &str) -> Watcher {
+    Watcher::start_command(
+        "run",
+        &[
+            "--listen",
+            &free_loopback_addr(),
+            "--state-file",
+            state.to_str().unwrap(),
+            "--history-file",
+            store,
+        ],
+    )
+    .unwrap()
+}
+
+/// The events of the history store that `keep` accepts, in order, as
+/// `oom-probe history --output json` prints them.
+fn stored_events(store: &str, keep: impl Fn(&Value) -> bool) -> Vec<Value> {
+    history(&["--history-file", store, "--output", "json"])
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .filter(|e| keep(e))
+        .collect()
 }
 
 /// `printed` (events the agent printed, each after its commit) is in

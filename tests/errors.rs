@@ -284,3 +284,63 @@ fn in_a_uts_namespace_of_its_own_the_node_is_the_hosts_never_the_containers() {
     let _ = std::fs::remove_file(&file);
     assert_eq!(events[0]["node"], "node-from-host-file", "{:#}", events[0]);
 }
+
+/// The reader of oom-probe's log can go away (`2>&1 | head`, a log shipper
+/// restarted): kills still come out on stdout, and oom-probe ends cleanly on
+/// SIGTERM, though its last log line has nowhere to go. (tracing's default
+/// reported the failed write on the same stderr, panicked, and exited 101.)
+#[test]
+fn a_closed_log_pipe_neither_stops_the_events_nor_fails_the_exit() {
+    use std::{
+        io::{BufRead, BufReader},
+        sync::mpsc,
+    };
+    if !root_or_skip("a_closed_log_pipe_neither_stops_the_events_nor_fails_the_exit") {
+        return;
+    }
+    let cgroup = MemoryCgroup::create(64 << 20).unwrap();
+    let mut child = Command::new(oom_probe_bin())
+        .args(["watch", "--output", "json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains(oom_probe_tests::READY_LINE) {
+        line.clear();
+        assert!(
+            log.read_line(&mut line).unwrap() > 0,
+            "oom-probe ended before it was ready: {:?}",
+            child.wait()
+        );
+    }
+    drop(log); // the reader goes away: every later log line meets EPIPE
+    let (tx, lines) = mpsc::channel();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (pid, report) = run_hog_with_child(&cgroup, "--fork", "closedlog", 512).unwrap();
+    assert!(report.contains("killed by signal 9"), "{report}");
+    let deadline = Instant::now() + oom_probe_tests::EVENT_TIMEOUT;
+    let event = loop {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("no event for the kill after the log pipe closed");
+        let event: Value = serde_json::from_str(&line).unwrap();
+        if event["victim"]["cgroup_path"] == cgroup.relative_path() {
+            break event;
+        }
+    };
+    assert_eq!(event["victim"]["pid"], pid, "{event:#}");
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "oom-probe ended with {status}");
+}

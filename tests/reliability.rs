@@ -314,6 +314,139 @@ fn a_sigkill_mid_burst_twice_loses_no_kill_and_counts_none_twice() {
     let _ = stderr;
 }
 
+/// Kills the ring buffer had no room for, in cgroups removed right after
+/// their kill: the agent's reader is stopped (SIGSTOP) while 40 cgroups,
+/// one after the other, get one kill each, have their kernel counter read
+/// and are removed; the agent's 4 KiB ring holds about a dozen records, so
+/// most are dropped, and their cgroups' kernel counters are gone before the
+/// agent runs again. Every kill is still counted once: reported, or
+/// `oom_kill_unobserved` with `reason: ring_buffer_full` from the eBPF
+/// side's count by cgroup.
+#[test]
+fn kills_the_ring_had_no_room_for_are_reported_even_in_removed_cgroups() {
+    let test = "kills_the_ring_had_no_room_for_are_reported_even_in_removed_cgroups";
+    if !root_or_skip(test) {
+        return;
+    }
+    const CGROUPS: usize = 40;
+    let dir = TempDir::new("ring-full");
+    let state = dir.0.join("state.json");
+    let store = dir.0.join("history.redb");
+    let printed = Arc::new(Mutex::new(Printed::default()));
+    let agent = Agent::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--state-file",
+            state.to_str().unwrap(),
+            "--history-file",
+            store.to_str().unwrap(),
+            "--ring-buffer-size",
+            "4096",
+            "--reconcile-interval",
+            "0.5",
+        ],
+        &printed,
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !state.exists() {
+        assert!(Instant::now() < deadline, "no state file written");
+        thread::sleep(Duration::from_millis(50));
+    }
+    let pid = agent.child.id() as i32;
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    // Per cgroup id: the kernel's count, read just before removal.
+    let mut kernel: HashMap<u64, u64> = HashMap::new();
+    for i in 0..CGROUPS {
+        let cgroup = MemoryCgroup::create(8 * MIB).unwrap();
+        let id = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(cgroup.path()).unwrap());
+        kill_in(cgroup.path(), &format!("ringfull-{i}"));
+        kernel.insert(id, cgroup.kernel_oom_kills().unwrap());
+        drop(cgroup);
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let total: u64 = kernel.values().sum();
+    assert_eq!(total, CGROUPS as u64, "one kill per cgroup");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while accounted_by_id(&printed.lock().unwrap().events, &kernel) != kernel
+        && Instant::now() < deadline
+    {
+        thread::sleep(Duration::from_millis(200));
+    }
+    // A few more reconciles, to catch a late double count.
+    thread::sleep(Duration::from_secs(2));
+    agent.terminate();
+    let printed = printed.lock().unwrap();
+    let counts = accounted_by_id(&printed.events, &kernel);
+    let ring_full: u64 = printed
+        .events
+        .iter()
+        .filter(|e| e["reason"] == "ring_buffer_full")
+        .filter(|e| {
+            e["cgroup_id"]
+                .as_u64()
+                .is_some_and(|id| kernel.contains_key(&id))
+        })
+        .map(|e| e["count"].as_u64().unwrap())
+        .sum();
+    let reported = printed
+        .events
+        .iter()
+        .filter(|e| e["type"] == "oom_kill")
+        .filter(|e| {
+            e["victim"]["cgroup_id"]
+                .as_u64()
+                .is_some_and(|id| kernel.contains_key(&id))
+        })
+        .count();
+    eprintln!(
+        "ring full: kernel {total}, oom_kill {reported}, unobserved (ring_buffer_full) {ring_full}"
+    );
+    for (id, kills) in &kernel {
+        assert_eq!(
+            counts.get(id).copied().unwrap_or(0),
+            *kills,
+            "cgroup {id}: reported + unobserved != the kernel's count read before removal"
+        );
+    }
+    assert!(
+        ring_full > 0,
+        "the ring buffer never overflowed: nothing tested"
+    );
+}
+
+/// [`accounted`] by cgroup id, for the cgroups in `kernel` (removed
+/// cgroups have no path to name them by).
+fn accounted_by_id(events: &[Value], kernel: &HashMap<u64, u64>) -> HashMap<u64, u64> {
+    let mut ids = HashSet::new();
+    let mut counts = HashMap::new();
+    for event in events {
+        let (cgroup, count) = match event["type"].as_str() {
+            Some("oom_kill") => (event["victim"]["cgroup_id"].as_u64(), 1),
+            Some("oom_kill_unobserved") => (
+                event["cgroup_id"].as_u64(),
+                event["count"].as_u64().unwrap(),
+            ),
+            _ => continue,
+        };
+        let Some(cgroup) = cgroup.filter(|c| kernel.contains_key(c)) else {
+            continue;
+        };
+        let id = event["event_id"].as_str().unwrap_or_default().to_string();
+        if !ids.insert(id.clone()) {
+            assert_eq!(
+                event["replayed"], true,
+                "{id} printed twice, not marked replayed"
+            );
+            continue;
+        }
+        *counts.entry(cgroup).or_default() += count;
+    }
+    counts
+}
+
 /// The two crash windows of the commit protocol, made certain with
 /// `OOM_PROBE_FAULT`: the agent SIGKILLs itself right after committing a
 /// batch of kills (before printing it), or right after printing it (before
@@ -941,21 +1074,7 @@ fn an_api_server_that_fails_or_hangs_holds_no_event_back_and_names_come_back() {
     assert!(metric(&addr, "oom_probe_enrichment_failures_total") > before);
     thread::sleep(Duration::from_secs(3));
     server.fail_requests(None);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut round = 0;
-    loop {
-        let comm = format!("api-back-{round}");
-        kill_in(&cgroup(1), &comm);
-        if event_of(&printed, &comm)["kubernetes"]["pod"] == "web-1" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "names never came back after the 500s"
-        );
-        round += 1;
-        thread::sleep(Duration::from_millis(500));
-    }
+    let round = until_named(&printed, &cgroup(1), "api-back", "web-1", "after the 500s");
     eprintln!("after the 500s, names came back at kill {round}");
 
     // Hung: requests held, the watch silent.
@@ -973,21 +1092,37 @@ fn an_api_server_that_fails_or_hangs_holds_no_event_back_and_names_come_back() {
     eprintln!("hung API server: kill to event {} ms", took.as_millis());
     thread::sleep(Duration::from_secs(3));
     server.hang_requests(false);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut round = 0;
-    loop {
-        let comm = format!("api-unhung-{round}");
-        kill_in(&cgroup(2), &comm);
-        if event_of(&printed, &comm)["kubernetes"]["pod"] == "web-2" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "names never came back after the hang"
-        );
-        round += 1;
-        thread::sleep(Duration::from_millis(500));
-    }
+    let round = until_named(
+        &printed,
+        &cgroup(2),
+        "api-unhung",
+        "web-2",
+        "after the hang",
+    );
     eprintln!("after the hang, names came back at kill {round}");
     agent.terminate();
+}
+
+/// Kills a process in `cgroup` every 500 ms (comms `<prefix>-0`, `-1`, ...)
+/// until one comes out named `pod`, for at most a minute; returns how many
+/// kills came out unnamed before it. Panics when the names never came back
+/// (`after` says after what).
+fn until_named(
+    printed: &Arc<Mutex<Printed>>,
+    cgroup: &std::path::Path,
+    prefix: &str,
+    pod: &str,
+    after: &str,
+) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for round in 0.. {
+        let comm = format!("{prefix}-{round}");
+        kill_in(cgroup, &comm);
+        if event_of(printed, &comm)["kubernetes"]["pod"] == pod {
+            return round;
+        }
+        assert!(Instant::now() < deadline, "names never came back {after}");
+        thread::sleep(Duration::from_millis(500));
+    }
+    unreachable!()
 }

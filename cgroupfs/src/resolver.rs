@@ -119,6 +119,23 @@ impl CgroupResolver {
         self.paths.get(&id).cloned()
     }
 
+    /// Whether cgroup `id` exists now (not from the cache): by handle where
+    /// that works, else by a walk. When the kernel refuses to say (a handle
+    /// error other than "no such cgroup"), true: the caller keeps waiting.
+    pub fn exists(&mut self, id: u64) -> bool {
+        if self.lookup == Lookup::Untried {
+            self.lookup = if self.handles_work() {
+                Lookup::Handle
+            } else {
+                Lookup::Walk
+            };
+        }
+        if self.lookup == Lookup::Handle {
+            return !matches!(self.by_handle(id), Ok(None));
+        }
+        self.walk().iter().any(|(found, _)| *found == id)
+    }
+
     /// True when the root's own id opens by handle and names the root:
     /// a plain `ESTALE` cannot tell "no such cgroup" from "not kernfs".
     fn handles_work(&mut self) -> bool {
@@ -274,6 +291,9 @@ mod tests {
         );
         // Never seen: no path, and no panic.
         assert_eq!(CgroupResolver::new(&root).path_of(leaf_ino), None);
+        // Gone now, whatever the cache says.
+        assert!(!resolver.exists(leaf_ino));
+        assert!(resolver.exists(ino(&later)));
         fs::remove_dir_all(&root).unwrap();
     }
 }

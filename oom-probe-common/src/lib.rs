@@ -28,6 +28,19 @@ pub const OFFSETS_GLOBAL: &str = "OFFSETS";
 pub const EVENTS_MAP: &str = "EVENTS";
 /// Name of the per-CPU counter of records the ring buffer had no room for.
 pub const LOST_MAP: &str = "LOST";
+/// Index in [`LOST_MAP`] of the count of records the ring buffer had no
+/// room for (every kind).
+pub const LOST_RECORDS: u32 = 0;
+/// Index in [`LOST_MAP`] of the count of kernel OOM-kill records lost while
+/// [`LOST_BY_CGROUP_MAP`] was full, so lost without their cgroup.
+pub const LOST_BY_CGROUP_FULL: u32 = 1;
+/// Name of the hash map of kernel OOM-kill records the ring buffer had no
+/// room for, per victim memory cgroup: key the cgroup id (0 when the victim's
+/// cgroup could not be read), value the count since load. Userspace removes
+/// an entry once its cgroup is gone (no kill can come after that).
+pub const LOST_BY_CGROUP_MAP: &str = "LOST_BY_CGROUP";
+/// Entries of [`LOST_BY_CGROUP_MAP`]: cgroups with lost records at once.
+pub const LOST_BY_CGROUP_ENTRIES: u32 = 1024;
 /// Name of the hash map of process names whose SIGKILLs are reported as
 /// userspace OOM kills (key: comm, zero-padded to [`TASK_COMM_LEN`]).
 pub const KILLERS_MAP: &str = "KILLERS";

@@ -1,11 +1,12 @@
 //! Maps, the offsets global and the small readers every hook shares.
 
 use aya_ebpf::{
+    bindings::BPF_NOEXIST,
     helpers::bpf_probe_read_kernel,
     macros::map,
-    maps::{PerCpuArray, RingBuf},
+    maps::{HashMap, PerCpuArray, RingBuf},
 };
-use oom_probe_common::KernelOffsets;
+use oom_probe_common::{KernelOffsets, LOST_BY_CGROUP_ENTRIES, LOST_BY_CGROUP_FULL, LOST_RECORDS};
 
 /// `bpf_ringbuf_submit` flag: notify the reader now, not adaptively.
 pub const BPF_RB_FORCE_WAKEUP: u64 = 2;
@@ -14,9 +15,18 @@ pub const BPF_RB_FORCE_WAKEUP: u64 = 2;
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
-/// Records the buffer had no room for, so a loss is counted, never silent.
+/// Records the buffer had no room for, so a loss is counted, never silent
+/// (index `LOST_RECORDS`), and kill records lost while [`LOST_BY_CGROUP`]
+/// was full (index `LOST_BY_CGROUP_FULL`).
 #[map(name = "LOST")]
-pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
+
+/// Kernel OOM-kill records the buffer had no room for, per victim memory
+/// cgroup id: the kill is then still reported, from here, even when its
+/// cgroup (and the kernel's counter in it) is removed before userspace
+/// compares counters.
+#[map(name = "LOST_BY_CGROUP")]
+pub static LOST_BY_CGROUP: HashMap<u64, u64> = HashMap::with_max_entries(LOST_BY_CGROUP_ENTRIES, 0);
 
 /// Filled by the loader from the running kernel's BTF before load.
 #[unsafe(no_mangle)]
@@ -45,8 +55,31 @@ pub fn has(feature: u32) -> bool {
 /// Counts one record that did not fit in the ring buffer.
 #[inline(always)]
 pub fn count_lost() {
-    if let Some(counter) = LOST.get_ptr_mut(0) {
+    count_at(LOST_RECORDS);
+}
+
+#[inline(always)]
+fn count_at(index: u32) {
+    if let Some(counter) = LOST.get_ptr_mut(index) {
         unsafe { *counter += 1 };
+    }
+}
+
+/// Counts one kernel OOM-kill record that did not fit in the ring buffer
+/// under the victim's memory cgroup id. The kernel runs its OOM killer under
+/// `oom_lock`, so no two kills increment at once; userspace only reads an
+/// entry, and removes it once its cgroup is gone.
+#[inline(always)]
+pub fn count_lost_kill(memcg_id: u64) {
+    if let Some(count) = LOST_BY_CGROUP.get_ptr_mut(&memcg_id) {
+        unsafe { *count += 1 };
+        return;
+    }
+    if LOST_BY_CGROUP
+        .insert(&memcg_id, &1, BPF_NOEXIST as u64)
+        .is_err()
+    {
+        count_at(LOST_BY_CGROUP_FULL);
     }
 }
 

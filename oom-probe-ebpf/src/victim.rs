@@ -3,11 +3,13 @@
 //! same way.
 
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_ktime_get_ns, bpf_probe_read_kernel_buf};
-use oom_probe_common::{feature, MemcgLevel, VictimRecord, MEMCG_LEVELS, TASK_COMM_LEN};
+use oom_probe_common::{
+    feature, MemcgLevel, VictimRecord, MEMCG_LEVELS, RECORD_VICTIM, TASK_COMM_LEN,
+};
 
 use crate::kernel::{
-    cgroup_id, count_lost, current_tgid_tid, has, memcg_of_css, memcg_usage_and_limit, offset,
-    read, read_ptr, BPF_RB_FORCE_WAKEUP, EVENTS,
+    cgroup_id, count_lost, count_lost_kill, current_tgid_tid, has, memcg_of_css,
+    memcg_usage_and_limit, offset, read, read_ptr, BPF_RB_FORCE_WAKEUP, EVENTS,
 };
 
 /// Sends one record of `kind` about `task`; with a null `task` (kernels
@@ -20,6 +22,11 @@ pub fn send_victim_record(kind: u32, task: *const u8, pid: u32) {
     let task_ok = !task.is_null() && has(feature::TASK);
     let Some(mut entry) = EVENTS.reserve::<VictimRecord>(0) else {
         count_lost();
+        // Kernel kills also by cgroup: the kernel's own counter of that
+        // cgroup may be gone (removed) before userspace reads it.
+        if kind == RECORD_VICTIM {
+            count_lost_kill(if task_ok { victim_memcg_id(task) } else { 0 });
+        }
         return;
     };
     let record = unsafe { &mut *entry.as_mut_ptr() };
@@ -108,6 +115,21 @@ fn fill_cgroups(record: &mut VictimRecord, task: *const u8) {
         record.memcg_levels[level] = memcg_level(memcg);
         memcg = parent_memcg(memcg);
     }
+}
+
+/// The id of `task`'s memory cgroup (the one whose kill counter the kernel
+/// bumps for this kill); 0 when it cannot be read.
+#[inline(always)]
+fn victim_memcg_id(task: *const u8) -> u64 {
+    if !has(feature::MEMCG) {
+        return 0;
+    }
+    let cgroups = read_ptr(task, offset!(task_cgroups));
+    let css = read_ptr(cgroups, offset!(css_set_memory_css));
+    if css.is_null() {
+        return 0;
+    }
+    cgroup_id(read_ptr(css, offset!(css_cgroup)))
 }
 
 /// The memory cgroup id of the current task: the one whose allocation (or

@@ -506,6 +506,24 @@ pub struct UnobservedKills {
     /// [`OomKillEvent::replayed`]).
     #[serde(default)]
     pub replayed: bool,
+    /// How oom-probe knows of these kills.
+    #[serde(default)]
+    pub reason: UnobservedReason,
+}
+
+/// Why kills are reported as `oom_kill_unobserved` (`reason`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnobservedReason {
+    /// The cgroup's kernel kill counter is above the kills reported: they
+    /// happened while oom-probe was down (or its records were lost without
+    /// their cgroup).
+    #[default]
+    CounterAhead,
+    /// The kernel dropped their records because the ring buffer was full;
+    /// the eBPF side counted them by victim memory cgroup
+    /// (`--ring-buffer-size` too small for the burst).
+    RingBufferFull,
 }
 
 /// Where the victim ran in Kubernetes: from the cgroup path (ids), the
@@ -711,6 +729,7 @@ mod tests {
             count: 2,
             event_id: "0f1e2d3c-unobserved-226283-4-5".into(),
             replayed: true,
+            reason: UnobservedReason::CounterAhead,
         })
     }
 

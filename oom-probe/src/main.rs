@@ -288,8 +288,12 @@ fn main() {
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(oom_probe::DEFAULT_LOG_FILTER));
+    // A log line that cannot be written (stderr closed: the reader of a
+    // pipe went away) is dropped; tracing's default would panic on its own
+    // error report to the same stderr and end the agent with exit code 101.
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .log_internal_errors(false)
         .with_env_filter(filter);
     match format {
         LogFormat::Text => builder.with_target(false).init(),

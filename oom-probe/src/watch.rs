@@ -14,12 +14,12 @@ use anyhow::Result;
 use aya::maps::{MapData, RingBuf};
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
-use oom_probe_cgroupfs::{CgroupResolver, Hierarchies};
+use oom_probe_cgroupfs::{counters, CgroupResolver, Hierarchies};
 
 use crate::{
     decode,
     enrich::{
-        unobserved::{Counts, KillLedger},
+        unobserved::{Counts, KillLedger, LostByCgroup, LostKills},
         Enricher,
     },
     event::Event,
@@ -207,7 +207,7 @@ pub async fn watch(mut options: WatchOptions) -> Result<()> {
     // unchanged for as long as it lives, which is as long as the AsyncFd.
     let mut ring = unsafe { AsyncFd::register(probes.take_ring_buffer()?) }
         .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
-    let lost = probes.take_lost_counter()?;
+    let mut lost = probes.take_lost_counter()?;
     release_start_up_heap();
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut pump = Pump {
@@ -224,6 +224,8 @@ pub async fn watch(mut options: WatchOptions) -> Result<()> {
         kills: 0,
         undecodable: 0,
         lost_reported: 0,
+        lost_without_cgroup: 0,
+        lost_kills: LostKills::new(),
         state_failing: false,
         fault: Fault::from_env(),
         batches: 0,
@@ -254,6 +256,7 @@ pub async fn watch(mut options: WatchOptions) -> Result<()> {
             changes = next_pressure(&mut pump.pressure) => pump.emit_pressure(changes).await?,
             _ = lost_tick.tick() => {
                 pump.report_lost(&lost);
+                pump.drain_lost(&mut lost)?;
                 let mut changes = Vec::new();
                 if let Some(pressure) = &mut pump.pressure {
                     changes.extend(pressure.tick());
@@ -262,14 +265,51 @@ pub async fn watch(mut options: WatchOptions) -> Result<()> {
                 pump.emit_pressure(changes).await?;
             }
             _ = reconcile_tick.tick() => {
-                // Counters first, then drain: every kill the kernel had
-                // counted is then in the buffer, and seen before comparing.
-                let counts = pump.enricher.cgroups().map(KillLedger::snapshot);
+                let cpu = thread_cpu_time();
+                // The node's count first, then drain: a kill it counted is
+                // then reported, or drained as lost, before comparing.
+                let node_kills = counters::node_oom_kills().ok();
                 let events = pump.drain(ring.get_mut());
                 pump.emit_all(events).await?;
-                if let Some(counts) = counts {
-                    pump.reconcile(counts)?;
+                pump.drain_lost(&mut lost)?;
+                let walk = pump.enricher.cgroups().is_some()
+                    && pump.ledger.walk_needed(node_kills);
+                if walk {
+                    // The node's count, then what the kernel had counted by
+                    // then drained *before* the count of kills seen restarts:
+                    // a kill counted before the read but reported after it
+                    // would be seen twice over and hide a missed one from
+                    // the next ticks (a kill after the read that this drain
+                    // takes only costs one more walk).
+                    let node_at_walk = counters::node_oom_kills().ok();
+                    let events = pump.drain(ring.get_mut());
+                    pump.emit_all(events).await?;
+                    pump.drain_lost(&mut lost)?;
+                    pump.ledger.walking(node_at_walk);
+                    // Counters first, then drain: every kill the kernel had
+                    // counted is then in the buffer, and seen before comparing.
+                    let counts = pump.enricher.cgroups().map(KillLedger::snapshot);
+                    let events = pump.drain(ring.get_mut());
+                    pump.emit_all(events).await?;
+                    // Then the kills whose records the ring had no room for:
+                    // the kernel counted them in `counts`, they are not missed.
+                    pump.drain_lost(&mut lost)?;
+                    if let Some(counts) = counts {
+                        if pump.ledger.has_unaccounted(&counts) {
+                            // The kernel bumps the counters a few
+                            // instructions before the victim's record (under
+                            // the victim's task lock): let a kill counted in
+                            // the snapshot but still in flight land first.
+                            std::thread::sleep(SETTLE);
+                            let events = pump.drain(ring.get_mut());
+                            pump.emit_all(events).await?;
+                            pump.drain_lost(&mut lost)?;
+                        }
+                        pump.reconcile(counts)?;
+                    }
                 }
+                pump.metrics
+                    .add_reconcile_tick(thread_cpu_time().saturating_sub(cpu), walk);
                 pump.metrics.expire_idle_series();
             }
             _ = tokio::signal::ctrl_c() => break,
@@ -279,6 +319,7 @@ pub async fn watch(mut options: WatchOptions) -> Result<()> {
     let events = pump.drain(ring.get_mut());
     pump.emit_all(events).await?;
     pump.report_lost(&lost);
+    pump.drain_lost(&mut lost)?;
     tracing::info!(
         "stopped after {} kill(s); {} record(s) lost, {} undecodable",
         pump.kills,
@@ -286,6 +327,25 @@ pub async fn watch(mut options: WatchOptions) -> Result<()> {
         pump.undecodable
     );
     Ok(())
+}
+
+/// How long a reconciliation that found a kill unaccounted for waits for
+/// records in flight before it reports the kill as unobserved: the kernel
+/// counts a kill (`memcg_memory_event_mm`) just before it sends the SIGKILL
+/// and marks the victim (`mark_victim`, which writes the record), all under
+/// the victim's task lock, so microseconds; 10 ms is a thousand times that,
+/// and the wait only happens when something looks missed.
+const SETTLE: Duration = Duration::from_millis(10);
+
+/// CPU time of the calling thread so far (`CLOCK_THREAD_CPUTIME_ID`).
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// Hands the heap freed after start-up (the parsed kernel BTF, tens of MiB)
@@ -533,6 +593,10 @@ struct Pump<W: Write> {
     kills: u64,
     undecodable: u64,
     lost_reported: u64,
+    /// Kill records lost without their cgroup (lost-kill map full), said.
+    lost_without_cgroup: u64,
+    /// Kill records lost by cgroup, drained from the eBPF map.
+    lost_kills: LostKills,
     /// The last state-file write failed (said once, until one succeeds).
     state_failing: bool,
     /// A crash to inject (tests of the commit protocol).
@@ -626,7 +690,10 @@ impl<W: Write> Pump<W> {
     fn publish(&mut self, events: &[Event]) -> Result<()> {
         for event in events {
             if let Event::OomKill(kill) = event {
+                // A kill without its cgroup is not seen for the node count:
+                // the walk that follows reports it in its cgroup, as before.
                 if let Some(id) = kill.victim.cgroup_id {
+                    self.ledger.kernel_kill_reported();
                     self.ledger.observed(id);
                 }
             }
@@ -818,7 +885,47 @@ impl<W: Write> Pump<W> {
         self.publish(&missed)
     }
 
+    /// Reports, as `oom_kill_unobserved` with reason `ring_buffer_full`,
+    /// the kernel OOM kills whose records the ring buffer had no room for,
+    /// from the eBPF side's count per victim cgroup, and accounts them in
+    /// the ledger.
+    fn drain_lost(&mut self, lost: &mut LostCounter) -> Result<()> {
+        let drained = match self.enricher.cgroups() {
+            Some(cgroups) => self.lost_kills.drain(lost, |id| cgroups.exists(id)),
+            // No memory hierarchy to ask: a cgroup's entry is never removed.
+            None => self.lost_kills.drain(lost, |_| true),
+        };
+        if drained.is_empty() {
+            return Ok(());
+        }
+        let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        let node = self.enricher.node().to_string();
+        let mut events = Vec::with_capacity(drained.len());
+        for kill in &drained {
+            let path = match (kill.cgroup_id, self.enricher.cgroups()) {
+                (0, _) | (_, None) => None,
+                (id, Some(cgroups)) => cgroups.path_of(id),
+            };
+            events.push(Event::OomKillUnobserved(
+                self.ledger.lost(kill, path, &time, &node),
+            ));
+        }
+        self.publish(&events)
+    }
+
     fn report_lost(&mut self, lost: &LostCounter) {
+        match lost.without_cgroup() {
+            Ok(total) if total > self.lost_without_cgroup => {
+                tracing::error!(
+                    "{} OOM-kill record(s) lost without their cgroup (the lost-kill map was \
+                     full); the kernel's counters report them if their cgroups still exist",
+                    total - self.lost_without_cgroup
+                );
+                self.lost_without_cgroup = total;
+                self.ledger.force_walk();
+            }
+            _ => {}
+        }
         match lost.total() {
             Ok(total) if total > self.lost_reported => {
                 tracing::error!(
@@ -906,5 +1013,17 @@ impl HistorySlot {
                 false
             }
         }
+    }
+}
+
+impl LostByCgroup for LostCounter {
+    fn by_cgroup(&self) -> Vec<(u64, u64)> {
+        LostCounter::by_cgroup(self)
+    }
+    fn of_cgroup(&self, id: u64) -> u64 {
+        LostCounter::of_cgroup(self, id)
+    }
+    fn forget(&mut self, id: u64) -> Result<()> {
+        LostCounter::forget(self, id)
     }
 }

@@ -75,6 +75,9 @@ pub struct BenchArgs {
     /// Run only the pressure phase.
     #[arg(long)]
     pressure_only: bool,
+    /// Run only the naming and reconciliation costs (`--cgroups`).
+    #[arg(long, conflicts_with = "pressure_only")]
+    cgroups_only: bool,
 }
 
 /// One kill as one tool saw it.
@@ -90,6 +93,20 @@ const MIB: u64 = 1 << 20;
 
 /// Runs every phase with binaries already built in `target/release`.
 pub fn run(args: &BenchArgs) -> Result<()> {
+    if args.cgroups_only {
+        let cgroups = args
+            .cgroups
+            .iter()
+            .map(|&n| cgroup_scaling(n))
+            .collect::<Result<Vec<_>>>()?;
+        let results = json!({
+            "machine": machine(),
+            "date": humantime_now(),
+            "cgroups": cgroups,
+        });
+        print_cgroups(&results);
+        return write_json(&args.json, &results);
+    }
     let pressure = args
         .pressure_cgroups
         .iter()
@@ -433,7 +450,12 @@ fn bpftrace_startup() -> Result<f64> {
 ///   in CPU time, which oom-probe does only when the node's kill count says
 ///   a kill may be unaccounted for;
 /// - oom-probe's own CPU per tick with `--reconcile-interval 0.1` for 5 s
-///   (the steady state: one read of /proc/vmstat per tick).
+///   (the steady state: one read of /proc/vmstat per tick): measured by
+///   oom-probe around each tick (thread CPU clock,
+///   `oom_probe_reconcile_cpu_seconds_total` over
+///   `oom_probe_reconcile_ticks_total`), with the walks in the window (kills
+///   elsewhere on the node cause some); the process's whole CPU over the
+///   ticks it really ran is printed beside it.
 fn cgroup_scaling(n: usize) -> Result<Value> {
     use oom_probe_cgroupfs::{counters, resolver::CgroupResolver, testing::memory_root};
     use std::os::unix::fs::MetadataExt;
@@ -482,14 +504,21 @@ fn cgroup_scaling(n: usize) -> Result<Value> {
         .count();
     let full_cpu_ns = thread_cpu_ns() - started;
     let (tx, _rx) = mpsc::channel();
-    let mut tool = start_oom_probe(&tx, 256 * 1024, &["--reconcile-interval", "0.1"])?;
+    let listen = oom_probe_tests::free_loopback_addr();
+    let mut tool = start_oom_probe(
+        &tx,
+        256 * 1024,
+        &["--reconcile-interval", "0.1", "--listen", &listen],
+    )?;
     thread::sleep(Duration::from_secs(1)); // past the first (baseline) walk
     let before = process_stats(tool.child.id());
+    let metrics_before = reconcile_metrics(&listen)?;
     let seconds = 5;
     thread::sleep(Duration::from_secs(seconds));
     let after = process_stats(tool.child.id());
+    let metrics_after = reconcile_metrics(&listen)?;
     stop(&mut tool.child);
-    let ticks = seconds * 10;
+    let [ticks, walks, tick_cpu_s] = std::array::from_fn(|i| metrics_after[i] - metrics_before[i]);
     drop(children);
     drop(parent);
     Ok(json!({
@@ -503,9 +532,63 @@ fn cgroup_scaling(n: usize) -> Result<Value> {
         "name_by_walk_us": walk_cpu_ns as f64 / 1000.0,
         "full_reconcile_cpu_ms": full_cpu_ns as f64 / 1e6,
         "counters_read": counted,
-        "agent_tick_cpu_ms": after.cpu_ms.saturating_sub(before.cpu_ms) as f64 / ticks as f64,
+        "agent_tick_cpu_ms": tick_cpu_s * 1e3 / ticks.max(1.0),
+        "agent_ticks": ticks,
+        "agent_walks": walks,
+        "agent_process_cpu_ms_per_tick": after.cpu_ms.saturating_sub(before.cpu_ms) as f64
+            / ticks.max(1.0),
         "agent_rss_kib": after.rss_kib,
     }))
+}
+
+/// Prints the naming and reconciliation costs of `results["cgroups"]`.
+fn print_cgroups(results: &Value) {
+    println!("\ncost with the node's cgroups (naming one id; a reconciliation tick):");
+    println!(
+        "{:>8} {:>8} {:>10} {:>11} {:>12} {:>14} {:>12} {:>16}",
+        "cgroups",
+        "lookup",
+        "handle us",
+        "walk us",
+        "full tick ms",
+        "agent tick ms",
+        "ticks/walks",
+        "process ms/tick"
+    );
+    for row in results["cgroups"].as_array().into_iter().flatten() {
+        let number = |v: &Value| v.as_f64().map_or("-".into(), |v| format!("{v:.3}"));
+        println!(
+            "{:>8} {:>8} {:>10} {:>11} {:>12} {:>14} {:>12} {:>16}",
+            cell(&row["cgroups_in_hierarchy"]),
+            cell(&row["lookup"]),
+            number(&row["name_by_handle_us"]),
+            number(&row["name_by_walk_us"]),
+            number(&row["full_reconcile_cpu_ms"]),
+            number(&row["agent_tick_cpu_ms"]),
+            format!(
+                "{}/{}",
+                cell(&row["agent_ticks"]),
+                cell(&row["agent_walks"])
+            ),
+            number(&row["agent_process_cpu_ms_per_tick"])
+        );
+    }
+}
+
+/// `[ticks, walks, CPU seconds]` of oom-probe's reconciliation so far, from
+/// its /metrics at `listen`.
+fn reconcile_metrics(listen: &str) -> Result<[f64; 3]> {
+    let (_, text) = oom_probe_tests::http_get(listen, "/metrics")?;
+    let value = |name: &str| -> Result<f64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .with_context(|| format!("no {name} in oom-probe's /metrics"))
+    };
+    Ok([
+        value("oom_probe_reconcile_ticks_total")?,
+        value("oom_probe_reconcile_walks_total")?,
+        value("oom_probe_reconcile_cpu_seconds_total")?,
+    ])
 }
 
 /// CPU time of the calling thread, in nanoseconds.
@@ -980,23 +1063,7 @@ fn print_table(results: &Value) {
             cell(&tool["rss_kib_after_1s"])
         );
     }
-    println!("\ncost with the node's cgroups (naming one id; a reconciliation tick):");
-    println!(
-        "{:>8} {:>8} {:>10} {:>11} {:>12} {:>14}",
-        "cgroups", "lookup", "handle us", "walk us", "full tick ms", "agent tick ms"
-    );
-    for row in results["cgroups"].as_array().into_iter().flatten() {
-        let number = |v: &Value| v.as_f64().map_or("-".into(), |v| format!("{v:.3}"));
-        println!(
-            "{:>8} {:>8} {:>10} {:>11} {:>12} {:>14}",
-            cell(&row["cgroups_in_hierarchy"]),
-            cell(&row["lookup"]),
-            number(&row["name_by_handle_us"]),
-            number(&row["name_by_walk_us"]),
-            number(&row["full_reconcile_cpu_ms"]),
-            number(&row["agent_tick_cpu_ms"])
-        );
-    }
+    print_cgroups(results);
     let side = &results["side_by_side"];
     println!(
         "\nside by side, {} sequential kills (kernel counted {}):",

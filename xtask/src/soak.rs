@@ -39,6 +39,10 @@ pub struct SoakArgs {
     /// Where the JSON goes.
     #[arg(long, default_value = "target/soak/results.json")]
     json: PathBuf,
+    /// The agent's `--ring-buffer-size` in bytes (its default when absent):
+    /// a small one makes the ring overflow, to soak the lost-kill path.
+    #[arg(long)]
+    ring_buffer_size: Option<u32>,
     /// Use the debug binaries in target/debug (already built) instead of
     /// building release ones; the RSS figures are then a debug build's.
     #[arg(long)]
@@ -111,6 +115,9 @@ pub fn run(args: &SoakArgs) -> Result<()> {
         .arg(dir.join("history.redb"))
         .args(["--reconcile-interval", "5"])
         .stdin(Stdio::null());
+    if let Some(bytes) = args.ring_buffer_size {
+        command.args(["--ring-buffer-size", &bytes.to_string()]);
+    }
     let (mut agent, stdout, _stderr) = spawn_until_ready(&mut command, false)?;
     let seen = Arc::new(Mutex::new(Seen::default()));
     let reader = {
@@ -240,6 +247,7 @@ pub fn run(args: &SoakArgs) -> Result<()> {
     let results = json!({
         "minutes": args.minutes,
         "build": profile,
+        "ring_buffer_bytes": args.ring_buffer_size,
         "cgroups_created_and_removed": created,
         "rounds": round,
         "kernel_kills": kernel_total,

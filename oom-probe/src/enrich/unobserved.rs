@@ -4,11 +4,24 @@
 //! buffer overflowed).
 //!
 //! The counters are local to each cgroup (`memory.events.local` on v2,
-//! `memory.oom_control` on v1). The kernel bumps a counter only after the
-//! victim's record is in the ring buffer, so the counters are read first
-//! ([`KillLedger::snapshot`]), the ring buffer drained after, and only then
-//! compared ([`KillLedger::reconcile`]): every kill the snapshot counted has
-//! then been seen, and an in-flight kill is never mistaken for a missed one.
+//! `memory.oom_control` on v1). The kernel bumps a counter (and the node's
+//! `oom_kill` in `/proc/vmstat`) a few instructions before it marks the
+//! victim, which writes the record (`__oom_kill_process`: the counters, the
+//! SIGKILL, `mark_oom_victim`, all under the victim's task lock). So the
+//! counters are read first ([`KillLedger::snapshot`]), the ring buffer and
+//! the lost-record map ([`LostKills`]) drained after, and only then compared
+//! ([`KillLedger::reconcile`]); when the comparison would report a kill, the
+//! agent drains once more a few milliseconds later, so a record still in
+//! flight at the snapshot is seen and not mistaken for a missed kill.
+//!
+//! A record the ring buffer had no room for is counted by the eBPF side
+//! under the victim's memory cgroup id, and reported from there
+//! ([`KillLedger::lost`]), even when the cgroup, and its counter, are gone
+//! before the next comparison (v1 counters do not propagate to the parent).
+//!
+//! Reading every cgroup's counter costs one directory and one file read per
+//! cgroup; it is done only when the node's count says a kill may be
+//! unaccounted for ([`KillLedger::walk_needed`]).
 //!
 //! The state file is the commit point of the event stream (a write-ahead
 //! log): before a batch of events is printed, the counts it accounts for and
@@ -33,7 +46,7 @@ use oom_probe_cgroupfs::{
     CgroupResolver,
 };
 
-use crate::event::{Event, UnobservedKills};
+use crate::event::{Event, UnobservedKills, UnobservedReason};
 
 /// Kernel kill counts already accounted for, per cgroup id, and the batch of
 /// events committed but maybe not printed.
@@ -49,7 +62,31 @@ pub struct KillLedger {
     /// Cgroups with a kill accounted for since the last reconcile: kept even
     /// when the snapshot does not know them yet (made after it was taken).
     recent: std::collections::HashSet<u64>,
+    /// The node's kill count (`/proc/vmstat`) read just before the last
+    /// walk of every cgroup's counter; `None`: walk at the next tick.
+    node_kills_at_walk: Option<u64>,
+    /// Kernel kills reported, or drained as lost records, since then.
+    seen_since_walk: u64,
+    /// Cgroups accounted for right after the last walk: the ledger only
+    /// forgets removed cgroups at a walk, so it walks again when the count
+    /// has grown well past this ([`walk_needed`]).
+    ///
+    /// [`walk_needed`]: KillLedger::walk_needed
+    accounted_at_walk: usize,
+    /// When the last walk started.
+    last_walk: Option<std::time::Instant>,
 }
+
+/// The longest time between two walks, whatever the node's count says: a
+/// net under the node-count shortcut, so a kill missed in a way nobody
+/// foresaw is still reported, late. At 5,000 cgroups a walk costs about
+/// 250 ms of CPU, 0.4 ms a second spread over this period.
+const WALK_AT_LEAST_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Cgroups the ledger may add past twice the count after the last walk
+/// before a walk prunes the removed ones: bounds the ledger and the state
+/// file under churn when no kill is ever missed.
+const PRUNE_SLACK: usize = 1024;
 
 #[derive(Default, Serialize, Deserialize)]
 struct State {
@@ -104,6 +141,10 @@ impl KillLedger {
             dirty: false,
             boot: short_boot_id(),
             recent: Default::default(),
+            node_kills_at_walk: None,
+            seen_since_walk: 0,
+            accounted_at_walk: 0,
+            last_walk: None,
         }
     }
 
@@ -118,6 +159,10 @@ impl KillLedger {
             dirty: false,
             boot: short_boot_id(),
             recent: Default::default(),
+            node_kills_at_walk: None,
+            seen_since_walk: 0,
+            accounted_at_walk: 0,
+            last_walk: None,
         })
     }
 
@@ -141,6 +186,65 @@ impl KillLedger {
         *self.state.accounted.entry(cgroup_id).or_default() += 1;
         self.recent.insert(cgroup_id);
         self.dirty = true;
+    }
+
+    /// One kill of the kernel OOM killer reported with its cgroup (an
+    /// `oom_kill`), for [`walk_needed`]. A kill reported without its cgroup
+    /// is not counted: the walk it causes reports it in its cgroup.
+    ///
+    /// [`walk_needed`]: KillLedger::walk_needed
+    pub fn kernel_kill_reported(&mut self) {
+        self.seen_since_walk += 1;
+    }
+
+    /// Whether this tick must read every cgroup's counter ([`snapshot`]),
+    /// given `node_kills`, the node's count of OOM kills (`oom_kill` in
+    /// `/proc/vmstat`) read before this tick's drain: yes at the first tick,
+    /// when the count is unknown, after [`force_walk`], and when the node
+    /// counted more kills since the last walk than were reported or drained
+    /// as lost records since; when the ledger has grown past twice its
+    /// size after the last walk plus [`PRUNE_SLACK`] cgroups (a walk forgets
+    /// the removed ones); and [`WALK_AT_LEAST_EVERY`] after the last walk. Otherwise no kill can be unaccounted for (the
+    /// kernel bumps the node count next to the cgroup's, before the
+    /// victim's record), and the tick costs one read of `/proc/vmstat`,
+    /// whatever the number of cgroups.
+    ///
+    /// [`snapshot`]: KillLedger::snapshot
+    /// [`force_walk`]: KillLedger::force_walk
+    pub fn walk_needed(&self, node_kills: Option<u64>) -> bool {
+        if self.state.accounted.len() > self.accounted_at_walk * 2 + PRUNE_SLACK
+            || self
+                .last_walk
+                .is_none_or(|at| at.elapsed() >= WALK_AT_LEAST_EVERY)
+        {
+            return true;
+        }
+        match (node_kills, self.node_kills_at_walk) {
+            (Some(now), Some(then)) => now.saturating_sub(then) > self.seen_since_walk,
+            _ => true,
+        }
+    }
+
+    /// A walk starts: `node_kills` is the node's count read before its
+    /// [`snapshot`], and the ring buffer and lost map must have been drained
+    /// between that read and this call, so no kill the count includes is
+    /// counted again from here for [`walk_needed`] (which would hide a
+    /// missed kill until the next forced walk).
+    ///
+    /// [`snapshot`]: KillLedger::snapshot
+    /// [`walk_needed`]: KillLedger::walk_needed
+    pub fn walking(&mut self, node_kills: Option<u64>) {
+        self.node_kills_at_walk = node_kills;
+        self.seen_since_walk = 0;
+        self.last_walk = Some(std::time::Instant::now());
+        // A cgroup with a kill before the snapshot is in it unless it was
+        // removed: only those after it need keeping at the comparison.
+        self.recent.clear();
+    }
+
+    /// Makes the next tick walk (records were lost without their cgroup).
+    pub fn force_walk(&mut self) {
+        self.node_kills_at_walk = None;
     }
 
     /// Writes the counts accounted for so far together with `events`, the
@@ -176,6 +280,61 @@ impl KillLedger {
         Ok(true)
     }
 
+    /// Accounts for `count` kills in cgroup `cgroup_id` whose records the
+    /// ring buffer had no room for (from [`LostKills::drain`]) and returns
+    /// the `oom_kill_unobserved` event that reports them; a later
+    /// [`reconcile`] does not count them again. Cgroup id 0 (the victim's
+    /// cgroup could not be read) is not accounted in any cgroup.
+    ///
+    /// [`reconcile`]: KillLedger::reconcile
+    pub fn lost(
+        &mut self,
+        lost: &LostKill,
+        cgroup_path: Option<String>,
+        time: &str,
+        node: &str,
+    ) -> UnobservedKills {
+        if lost.cgroup_id != 0 {
+            self.seen_since_walk += lost.count;
+        }
+        let event_id = if lost.cgroup_id == 0 {
+            format!(
+                "{}-lost-0-{}-{}-{}",
+                self.boot,
+                lost.run,
+                lost.first,
+                lost.first + lost.count - 1
+            )
+        } else {
+            let accounted = self
+                .state
+                .accounted
+                .get(&lost.cgroup_id)
+                .copied()
+                .unwrap_or(0);
+            for _ in 0..lost.count {
+                self.observed(lost.cgroup_id);
+            }
+            format!(
+                "{}-unobserved-{}-{}-{}",
+                self.boot,
+                lost.cgroup_id,
+                accounted + 1,
+                accounted + lost.count
+            )
+        };
+        UnobservedKills {
+            time: time.to_string(),
+            node: node.to_string(),
+            cgroup_id: lost.cgroup_id,
+            cgroup_path,
+            count: lost.count,
+            event_id,
+            replayed: false,
+            reason: UnobservedReason::RingBufferFull,
+        }
+    }
+
     /// Reads every cgroup's kill counter (refreshing the cgroup names first).
     pub fn snapshot(cgroups: &mut CgroupResolver) -> Counts {
         cgroups.refresh();
@@ -189,6 +348,18 @@ impl KillLedger {
                 })
                 .collect(),
         )
+    }
+
+    /// Whether [`reconcile`] would report kills from `counts` now: some
+    /// cgroup's counter is above what is accounted for.
+    ///
+    /// [`reconcile`]: KillLedger::reconcile
+    pub fn has_unaccounted(&self, counts: &Counts) -> bool {
+        self.has_baseline
+            && counts
+                .0
+                .iter()
+                .any(|(id, _, count)| *count > self.state.accounted.get(id).copied().unwrap_or(0))
     }
 
     /// Compares a [`snapshot`] taken before the last drain with the kills
@@ -212,6 +383,7 @@ impl KillLedger {
                     count: count - accounted,
                     event_id: format!("{}-unobserved-{id}-{}-{count}", self.boot, accounted + 1),
                     replayed: false,
+                    reason: UnobservedReason::CounterAhead,
                 });
             }
         }
@@ -234,9 +406,113 @@ impl KillLedger {
             }
         }
         self.state.accounted = accounted;
+        self.accounted_at_walk = self.state.accounted.len();
         self.has_baseline = true;
         self.dirty = true;
         unobserved
+    }
+}
+
+/// The eBPF side's count of kernel OOM-kill records the ring buffer had no
+/// room for, per victim memory cgroup id (the `LOST_BY_CGROUP` map).
+pub trait LostByCgroup {
+    /// Every `(cgroup id, count)` in the map now.
+    fn by_cgroup(&self) -> Vec<(u64, u64)>;
+    /// One cgroup's count now (0 when it has no entry).
+    fn of_cgroup(&self, id: u64) -> u64;
+    /// Removes a cgroup's entry. Errors: the kernel refused.
+    fn forget(&mut self, id: u64) -> Result<()>;
+}
+
+/// New lost kill records of one cgroup, from [`LostKills::drain`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LostKill {
+    /// The victim's memory cgroup id; 0 when the eBPF side could not read it.
+    pub cgroup_id: u64,
+    /// Kills lost since the last drain.
+    pub count: u64,
+    /// Position of the first of them in the map's count for this cgroup
+    /// (1-based), for the event id of cgroup 0.
+    pub first: u64,
+    /// This agent run (its start time, ns since the epoch), for the event
+    /// id of cgroup 0, whose map count restarts at every run.
+    pub run: u128,
+}
+
+/// Drains the lost-kill map: what each entry gained since the last drain.
+/// The map is only read, never reset, so a kill counted while userspace
+/// reads is never missed; an entry is removed (room made) only after its
+/// cgroup is gone, when no kill can be counted in it any more.
+pub struct LostKills {
+    drained: HashMap<u64, u64>,
+    run: u128,
+    /// Lost kills drained since start.
+    total: u64,
+}
+
+impl Default for LostKills {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LostKills {
+    /// Nothing drained yet.
+    pub fn new() -> Self {
+        Self {
+            drained: HashMap::new(),
+            run: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+            total: 0,
+        }
+    }
+
+    /// Lost kill records drained since start, every cgroup.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// The kills `map` counted since the last drain, per cgroup. `exists`
+    /// says whether a cgroup exists now; it is asked before the final read
+    /// of a cgroup's entry, which is then removed.
+    pub fn drain(
+        &mut self,
+        map: &mut impl LostByCgroup,
+        mut exists: impl FnMut(u64) -> bool,
+    ) -> Vec<LostKill> {
+        let mut new = Vec::new();
+        for (id, mut count) in map.by_cgroup() {
+            // Gone first, then read: nothing can be counted in it after.
+            let gone = id != 0 && !exists(id);
+            if gone {
+                count = map.of_cgroup(id).max(count);
+            }
+            let before = self.drained.get(&id).copied().unwrap_or(0);
+            if count > before {
+                new.push(LostKill {
+                    cgroup_id: id,
+                    count: count - before,
+                    first: before + 1,
+                    run: self.run,
+                });
+                self.total += count - before;
+            }
+            if gone {
+                match map.forget(id) {
+                    Ok(()) => {
+                        self.drained.remove(&id);
+                    }
+                    Err(err) => {
+                        tracing::warn!("cannot remove cgroup {id} from the lost-kill map: {err:#}");
+                        self.drained.insert(id, count);
+                    }
+                }
+            } else {
+                self.drained.insert(id, count);
+            }
+        }
+        new
     }
 }
 
@@ -381,6 +657,7 @@ mod tests {
             count: 1,
             event_id: "x-1".into(),
             replayed: false,
+            reason: UnobservedReason::CounterAhead,
         })];
         ledger.observed(pod);
         ledger.commit(&batch).unwrap();
@@ -492,6 +769,136 @@ mod tests {
         assert!(reconcile(&mut ledger, &mut resolver).is_empty());
         cgroups.set_kills("pod", 1);
         assert!(reconcile(&mut ledger, &mut resolver).is_empty());
+    }
+
+    /// The eBPF map, in memory.
+    #[derive(Default)]
+    struct FakeLostMap(HashMap<u64, u64>);
+
+    impl LostByCgroup for FakeLostMap {
+        fn by_cgroup(&self) -> Vec<(u64, u64)> {
+            let mut entries: Vec<_> = self.0.iter().map(|(&k, &v)| (k, v)).collect();
+            entries.sort();
+            entries
+        }
+        fn of_cgroup(&self, id: u64) -> u64 {
+            self.0.get(&id).copied().unwrap_or(0)
+        }
+        fn forget(&mut self, id: u64) -> Result<()> {
+            self.0.remove(&id);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lost_kills_are_reported_once_and_never_again_by_the_counters() {
+        let cgroups = FakeCgroups::new("lost");
+        let pod = cgroups.set_kills("pod", 0);
+        let gone = cgroups.set_kills("gone", 0);
+        let mut resolver = CgroupResolver::new(&cgroups.0);
+        let mut ledger = KillLedger::load(None);
+        reconcile(&mut ledger, &mut resolver);
+        let mut map = FakeLostMap::default();
+        let mut lost = LostKills::new();
+        // Two kills lost in pod, one in a cgroup removed before the drain.
+        map.0.insert(pod, 2);
+        map.0.insert(gone, 1);
+        cgroups.set_kills("pod", 2);
+        let drained = lost.drain(&mut map, |id| id != gone);
+        assert_eq!(
+            drained
+                .iter()
+                .map(|l| (l.cgroup_id, l.count))
+                .collect::<Vec<_>>(),
+            {
+                let mut want = vec![(pod, 2), (gone, 1)];
+                want.sort();
+                want
+            }
+        );
+        assert!(!map.0.contains_key(&gone), "room made once it is gone");
+        let events: Vec<_> = drained
+            .iter()
+            .map(|l| ledger.lost(l, None, "t", "n"))
+            .collect();
+        let pod_event = events.iter().find(|e| e.cgroup_id == pod).unwrap();
+        assert_eq!(pod_event.reason, UnobservedReason::RingBufferFull);
+        assert_eq!(
+            pod_event.event_id,
+            format!("{}-unobserved-{pod}-1-2", short_boot_id())
+        );
+        // Counted by the kernel too: not missed a second time.
+        assert!(reconcile(&mut ledger, &mut resolver).is_empty());
+        // Nothing new in the map: nothing drained again; one more is.
+        assert!(lost.drain(&mut map, |_| true).is_empty());
+        map.0.insert(pod, 3);
+        let again = lost.drain(&mut map, |_| true);
+        assert_eq!(
+            (again[0].cgroup_id, again[0].count, again[0].first),
+            (pod, 1, 3)
+        );
+        assert_eq!(lost.total(), 4);
+    }
+
+    /// One tick as the agent runs it: node count, drain, and a walk only
+    /// when the node count says a kill may be unaccounted for.
+    fn tick(
+        ledger: &mut KillLedger,
+        resolver: &mut CgroupResolver,
+        node_kills: u64,
+        reported: &[u64],
+    ) -> Option<Vec<UnobservedKills>> {
+        for &id in reported {
+            ledger.observed(id);
+            ledger.kernel_kill_reported();
+        }
+        if !ledger.walk_needed(Some(node_kills)) {
+            return None;
+        }
+        ledger.walking(Some(node_kills));
+        Some(reconcile(ledger, resolver))
+    }
+
+    #[test]
+    fn the_node_count_spares_the_walk_until_a_kill_is_unaccounted() {
+        let cgroups = FakeCgroups::new("node-count");
+        let pod = cgroups.set_kills("pod", 0);
+        let mut resolver = CgroupResolver::new(&cgroups.0);
+        let mut ledger = KillLedger::load(None);
+        // Start-up: always a walk (the baseline).
+        assert_eq!(tick(&mut ledger, &mut resolver, 100, &[]), Some(vec![]));
+        // One kill reported, one counted by the node: no walk, so a
+        // counter the walk would have read is not even looked at.
+        cgroups.set_kills("pod", 5);
+        assert_eq!(tick(&mut ledger, &mut resolver, 101, &[pod]), None);
+        assert_eq!(tick(&mut ledger, &mut resolver, 101, &[]), None);
+        // The node counted one more than was reported: walk, and the pod's
+        // counter tells which (5 counted, 1 reported).
+        let missed = tick(&mut ledger, &mut resolver, 102, &[]).unwrap();
+        assert_eq!((missed[0].cgroup_id, missed[0].count), (pod, 4));
+        // A lost record drained counts as seen: no walk for it.
+        let lost = LostKill {
+            cgroup_id: pod,
+            count: 1,
+            first: 1,
+            run: 0,
+        };
+        ledger.lost(&lost, None, "t", "n");
+        cgroups.set_kills("pod", 6);
+        assert_eq!(tick(&mut ledger, &mut resolver, 103, &[]), None);
+        // Forced (records lost without their cgroup): a walk, nothing new.
+        ledger.force_walk();
+        assert_eq!(tick(&mut ledger, &mut resolver, 103, &[]), Some(vec![]));
+        // Churn: kills in many cgroups removed since, none missed. The
+        // ledger grows until a walk forgets the removed ones.
+        let mut node = 103;
+        let mut walked = false;
+        for id in 1..=(2 * 2 + PRUNE_SLACK as u64 + 1) {
+            node += 1;
+            walked |= tick(&mut ledger, &mut resolver, node, &[u64::MAX - id]).is_some();
+        }
+        assert!(walked, "a walk pruned the ledger");
+        assert!(ledger.cgroup_ids().len() <= 2 * 2 + PRUNE_SLACK + 1);
     }
 
     #[test]

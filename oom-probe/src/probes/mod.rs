@@ -21,7 +21,10 @@ use aya::{
     programs::{BtfTracePoint, FEntry, KProbe, RawTracePoint},
     Btf, Ebpf, EbpfLoader,
 };
-use oom_probe_common::{EVENTS_MAP, KILLERS_MAP, LOST_MAP, OFFSETS_GLOBAL, TASK_COMM_LEN};
+use oom_probe_common::{
+    EVENTS_MAP, KILLERS_MAP, LOST_BY_CGROUP_FULL, LOST_BY_CGROUP_MAP, LOST_MAP, LOST_RECORDS,
+    OFFSETS_GLOBAL, TASK_COMM_LEN,
+};
 
 pub mod kernel_offsets;
 pub mod layout_cache;
@@ -218,23 +221,64 @@ impl Probes {
         Ok(RingBuf::try_from(map)?)
     }
 
-    /// The per-CPU count of records the ring buffer had no room for.
+    /// The counts of records the ring buffer had no room for (can be
+    /// taken once).
     pub fn take_lost_counter(&mut self) -> Result<LostCounter> {
         let map = self
             .ebpf
             .take_map(LOST_MAP)
             .ok_or_else(|| anyhow!("no {LOST_MAP} map"))?;
-        Ok(LostCounter(PerCpuArray::try_from(map)?))
+        let by_cgroup = self
+            .ebpf
+            .take_map(LOST_BY_CGROUP_MAP)
+            .ok_or_else(|| anyhow!("no {LOST_BY_CGROUP_MAP} map"))?;
+        Ok(LostCounter {
+            total: PerCpuArray::try_from(map)?,
+            by_cgroup: BpfHashMap::try_from(by_cgroup)?,
+        })
     }
 }
 
-/// Records the kernel dropped because the ring buffer was full.
-pub struct LostCounter(PerCpuArray<MapData, u64>);
+/// Records the kernel dropped because the ring buffer was full: all of
+/// them, and the kernel OOM kills among them by victim memory cgroup.
+pub struct LostCounter {
+    total: PerCpuArray<MapData, u64>,
+    by_cgroup: BpfHashMap<MapData, u64, u64>,
+}
 
 impl LostCounter {
-    /// Total since the programs were loaded, over all CPUs.
+    /// Records of every kind lost since the programs were loaded, over all
+    /// CPUs. Errors: the map could not be read.
     pub fn total(&self) -> Result<u64> {
-        Ok(self.0.get(&0, 0)?.iter().sum())
+        Ok(self.total.get(&LOST_RECORDS, 0)?.iter().sum())
+    }
+
+    /// Kernel OOM-kill records lost without their cgroup because the
+    /// per-cgroup map was full, since load. Errors: the map could not be read.
+    pub fn without_cgroup(&self) -> Result<u64> {
+        Ok(self.total.get(&LOST_BY_CGROUP_FULL, 0)?.iter().sum())
+    }
+
+    /// Kernel OOM-kill records lost, per victim memory cgroup id (0: the
+    /// cgroup could not be read), counted since load or since the cgroup's
+    /// entry was last [`forget`]ed. An entry that cannot be read is skipped.
+    ///
+    /// [`forget`]: LostCounter::forget
+    pub fn by_cgroup(&self) -> Vec<(u64, u64)> {
+        self.by_cgroup.iter().filter_map(Result::ok).collect()
+    }
+
+    /// The count of one cgroup now (0 when it has none).
+    pub fn of_cgroup(&self, id: u64) -> u64 {
+        self.by_cgroup.get(&id, 0).unwrap_or(0)
+    }
+
+    /// Removes a cgroup's entry, making room in the map: only once the
+    /// cgroup is gone, so that no kill can be counted in it meanwhile.
+    /// Errors: the kernel refused the removal.
+    pub fn forget(&mut self, id: u64) -> Result<()> {
+        self.by_cgroup.remove(&id)?;
+        Ok(())
     }
 }
 

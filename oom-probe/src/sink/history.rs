@@ -374,6 +374,7 @@ mod tests {
             count,
             event_id: format!("e{count}"),
             replayed: false,
+            reason: Default::default(),
         })
     }
 

@@ -70,6 +70,9 @@ pub struct Metrics {
     pressure: Family<PressureLabels, Gauge>,
     state_write_failures: Counter,
     replayed: Counter,
+    reconcile_ticks: Counter,
+    reconcile_walks: Counter,
+    reconcile_cpu: Counter<f64, AtomicU64>,
     /// Unix time of each kill series' last kill: an alert on it fires for
     /// a container's first kill too, which `increase()` over a counter
     /// created at that kill cannot see.
@@ -132,6 +135,24 @@ impl Metrics {
             "Events a crashed run had committed and maybe printed, printed again at start with replayed: true (not counted again in oom_probe_kills_total)",
             replayed.clone(),
         );
+        let reconcile_ticks = Counter::default();
+        registry.register(
+            "reconcile_ticks",
+            "Comparisons with the kernel's kill counters (every --reconcile-interval)",
+            reconcile_ticks.clone(),
+        );
+        let reconcile_walks = Counter::default();
+        registry.register(
+            "reconcile_walks",
+            "Comparisons that read every memory cgroup's kill counter: at start-up, and when the node's oom_kill count (/proc/vmstat) rose by more than the kills reported",
+            reconcile_walks.clone(),
+        );
+        let reconcile_cpu = Counter::<f64, AtomicU64>::default();
+        registry.register(
+            "reconcile_cpu_seconds",
+            "CPU time the comparisons with the kernel's kill counters took (thread CPU clock)",
+            reconcile_cpu.clone(),
+        );
         let last_kill = Family::<KillLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "last_kill_timestamp_seconds",
@@ -157,6 +178,9 @@ impl Metrics {
             pressure,
             state_write_failures,
             replayed,
+            reconcile_ticks,
+            reconcile_walks,
+            reconcile_cpu,
             last_kill,
             last_moved: Mutex::new(HashMap::new()),
             series_ttl,
@@ -209,6 +233,16 @@ impl Metrics {
     /// Adds records the kernel dropped.
     pub fn add_lost(&self, records: u64) {
         self.lost.inc_by(records);
+    }
+
+    /// Counts one reconciliation tick that took `cpu` of thread CPU time,
+    /// and whether it read every cgroup's counter (`walked`).
+    pub fn add_reconcile_tick(&self, cpu: Duration, walked: bool) {
+        self.reconcile_ticks.inc();
+        if walked {
+            self.reconcile_walks.inc();
+        }
+        self.reconcile_cpu.inc_by(cpu.as_secs_f64());
     }
 
     /// Counts a failed name lookup.

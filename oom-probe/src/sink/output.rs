@@ -374,6 +374,7 @@ mod tests {
             count: 2,
             event_id: String::new(),
             replayed: false,
+            reason: Default::default(),
         }))
         .unwrap();
         let text = String::from_utf8(out.writer).unwrap();
