@@ -8,8 +8,9 @@
 //! files, so the kernel thrashes page cache (`memory.pressure_level`
 //! `medium`, `memory.failcnt` rising; at 56 MiB it only says `low`). On
 //! cgroup v2 (the VM kernels, whose root is a RAM disk with no page cache to
-//! reclaim) `memory.high` at half the limit throttles the same process:
-//! PSI stall and `memory.events` `high` rising.
+//! reclaim) `memory.high` at half the limit throttles the same process,
+//! which keeps 34 MiB and frees and touches 512 KiB again all the time
+//! (`--churn-kb`): PSI stall and `memory.events` `high` rising.
 
 use std::{
     process::{Child, Command, Stdio},
@@ -65,14 +66,20 @@ fn hold_at_limit(cgroup: &MemoryCgroup, seconds: u32, then_oom: bool) -> Child {
         std::process::id(),
         cgroup.relative_path().rsplit('-').next().unwrap_or("0")
     ));
-    let (anon_mb, files_mb) = if cgroup.is_v2() {
-        // Throttled above memory.high: it stalls in every allocation.
+    let (anon_mb, files_mb, churn_kb) = if cgroup.is_v2() {
+        // Held 2 MiB above memory.high, with 512 KiB given back and charged
+        // again every round: every 64 pages charged are throttled (a
+        // reclaim that finds nothing, then a sleep PSI counts as a stall),
+        // from the start to the end of the S seconds. (Only touching more
+        // and more above memory.high, as this test once did, stalls while
+        // the memory grows and not after: episodes that stopped and
+        // started again on a slow VM, and none at all once it was touched.)
         cgroup
             .write("memory.high", &(LIMIT / 2).to_string())
             .expect("set memory.high");
-        (48, 0)
+        (34, 0, 512)
     } else {
-        (59, 16)
+        (59, 16, 0)
     };
     let mut command: Command = hog();
     command
@@ -82,6 +89,7 @@ fn hold_at_limit(cgroup: &MemoryCgroup, seconds: u32, then_oom: bool) -> Child {
         .arg(&files)
         .args(["--mb", &anon_mb.to_string()])
         .args(["--files-mb", &files_mb.to_string()])
+        .args(["--churn-kb", &churn_kb.to_string()])
         .args(["--seconds", &seconds.to_string()])
         .stdout(Stdio::null());
     if then_oom {
@@ -270,7 +278,10 @@ fn a_kill_after_pressure_carries_pressure_before() {
         return;
     }
     let path = cgroup.relative_path();
-    let mut watcher = Watcher::start(&pressure_args(&[path])).expect("start the watcher");
+    let mut watcher = Watcher::start_with("watch", &pressure_args(&[path]), |c| {
+        c.env("RUST_LOG", "info,oom_probe::pressure=debug");
+    })
+    .expect("start the watcher");
     let mut hog = hold_at_limit(&cgroup, 5, true);
     let status = hog.wait().expect("wait for the hog");
     eprintln!("hog ended: {status}");
@@ -289,7 +300,13 @@ fn a_kill_after_pressure_carries_pressure_before() {
         .take_while(|e| e["type"] != "oom_kill")
         .filter(|e| e["type"] == "memory_pressure")
         .last()
-        .unwrap_or_else(|| panic!("no warning before the kill: {events:#?}"));
+        .unwrap_or_else(|| {
+            panic!(
+                "no warning before the kill: {events:#?}\nmemory.events: {:?}\nmemory.pressure: {:?}",
+                std::fs::read_to_string(cgroup.path().join("memory.events")),
+                std::fs::read_to_string(cgroup.path().join("memory.pressure")),
+            )
+        });
     let before = &kill["pressure_before"];
     assert!(before.is_object(), "no pressure_before: {kill:#}");
     // The episode the last warning told of, which the kill ends.
@@ -359,4 +376,108 @@ fn cgroups_made_later_are_watched_and_removed_ones_give_their_fds_back() {
     // The children gone, the parent is a leaf again.
     let after = wait_for_fds(pid, base);
     assert_eq!(after, base, "fds after the cgroups were removed");
+}
+
+/// `scope: node`: the node's `/proc/pressure/memory` trigger. Any task
+/// stalled on memory counts in the node's PSI, so the cgroup held at its
+/// limit stalls the node too (measured: the VM's `some avg10` follows the
+/// cgroup's). On a kernel that refuses the trigger (no PSI, `psi=0`) the
+/// test says so loudly.
+#[test]
+fn the_node_is_warned_through_proc_pressure_memory() {
+    let test = "the_node_is_warned_through_proc_pressure_memory";
+    if !root_or_skip(test) {
+        return;
+    }
+    if !std::path::Path::new("/proc/pressure/memory").exists() {
+        skipped(
+            test,
+            "this kernel has no /proc/pressure/memory (no CONFIG_PSI, or booted with psi=0)",
+        );
+        return;
+    }
+    // On Debian 11's 5.10.223 the node's trigger stayed silent through a
+    // whole 8 s hold in one of two runs (it fired in the other; the cause
+    // was not found): not reliable there, so not asserted.
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut version = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().ok());
+    if let (Some(Some(major)), Some(Some(minor))) = (version.next(), version.next()) {
+        if (major, minor) < (6, 1) {
+            skipped(
+                test,
+                &format!(
+                    "the node's PSI trigger was seen to miss a whole stall on {major}.{minor} \
+                     (Debian 11's 5.10): unreliable before 6.1"
+                ),
+            );
+            return;
+        }
+    }
+    let cgroup = MemoryCgroup::create(LIMIT).expect("create the cgroup");
+    if !pressure_available(test, &cgroup) {
+        return;
+    }
+    let mut watcher =
+        Watcher::start(&pressure_args(&[cgroup.relative_path()])).expect("start the watcher");
+    let mut hog = hold_at_limit(&cgroup, 8, false);
+    let status = hog.wait().expect("wait for the hog");
+    eprintln!("hog ended: {status}");
+    let is_node = |e: &Value| {
+        e["scope"] == "node"
+            && e["type"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("memory_pressure"))
+    };
+    let events = watcher.events_within(Duration::from_secs(CLEAR_S + 12), is_node);
+    let warning = events
+        .iter()
+        .find(|e| e["type"] == "memory_pressure")
+        .unwrap_or_else(|| panic!("no node warning while a cgroup stalled: {events:#?}"));
+    assert_eq!(warning["source"], "psi", "{warning:#}");
+    for field in [
+        "cgroup_id",
+        "cgroup_path",
+        "kubernetes",
+        "limit_hits",
+        "memcg_stat",
+    ] {
+        assert!(warning[field].is_null(), "{field}: {warning:#}");
+    }
+    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("/proc/meminfo");
+    let total_kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("MemTotal");
+    assert_eq!(
+        warning["memcg"]["limit_bytes"],
+        total_kib * 1024,
+        "{warning:#}"
+    );
+    assert!(
+        warning["psi"]["some_total_us"]
+            .as_u64()
+            .is_some_and(|t| t > 0),
+        "{warning:#}"
+    );
+    let tasks = warning["tasks"].as_array().expect("the node's top tasks");
+    assert!(!tasks.is_empty() && tasks.len() <= 5, "{warning:#}");
+    let explanation = warning["explanation"].as_str().unwrap();
+    assert!(
+        explanation.starts_with("node at ") && explanation.contains("of its"),
+        "{explanation}"
+    );
+    // The end: certain in the VM, where nothing else runs; on a shared host
+    // other work may keep the node stalled past the window.
+    if std::env::var_os("OOM_PROBE_IN_VM").is_some() {
+        let end = events
+            .iter()
+            .find(|e| e["type"] == "memory_pressure_end")
+            .unwrap_or_else(|| panic!("no node end: {events:#?}"));
+        assert!(end["cgroup_path"].is_null(), "{end:#}");
+        assert_eq!(end["since"], warning["since"], "{end:#}");
+    }
 }

@@ -32,6 +32,8 @@ pub struct CheckReport {
     pub blockers: Vec<String>,
     /// Per event field, how good it is on this node and why.
     pub fields: Vec<FieldQuality>,
+    /// `memory_pressure` on this node: what is watched, how, and why not.
+    pub pressure: crate::pressure::PressureCapability,
 }
 
 /// How good one event field (or group of fields) is on this node.
@@ -316,7 +318,9 @@ pub fn run() -> CheckReport {
             .map(|p| Some(p) != hierarchies.memory_v1.as_deref()),
         v2_mounted: hierarchies.v2.is_some(),
     };
+    let pressure = crate::pressure::capability(hierarchies.memory_root(), Path::new("/proc"));
     CheckReport {
+        pressure,
         kernel,
         root,
         btf_error,
@@ -412,6 +416,28 @@ impl CheckReport {
                 .clone()
                 .unwrap_or_else(|| "not mounted".into()),
         );
+        let pressure = &self.pressure;
+        line(
+            "pressure cgroups:",
+            match (&pressure.cgroups, &pressure.cgroups_error) {
+                (Some(how), _) => how.clone(),
+                (None, why) => format!(
+                    "not watched: {}",
+                    why.as_deref().unwrap_or("unknown reason")
+                ),
+            },
+        );
+        line(
+            "pressure node:",
+            match (&pressure.node, &pressure.node_error) {
+                (Some(how), _) => how.clone(),
+                (None, why) => format!(
+                    "not watched (no scope: node events): {}",
+                    why.as_deref().unwrap_or("unknown reason")
+                ),
+            },
+        );
+        line("pressure watches:", pressure.watched.clone());
         out.push_str("event fields on this node:\n");
         for f in &self.fields {
             out.push_str(&format!(

@@ -264,6 +264,20 @@ pub struct Psi {
     pub full_total_us: u64,
 }
 
+/// The memory cgroup a `memory_pressure` or `memory_pressure_end` is about
+/// (every field null for the node), flattened into both events.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PressureTarget {
+    /// The memory cgroup's id (cgroupfs inode); null for the node.
+    pub cgroup_id: Option<u64>,
+    /// Its path below the hierarchy root; null for the node.
+    pub cgroup_path: Option<String>,
+    /// Pod and container, named as for kills; null outside any pod.
+    pub kubernetes: Option<Kubernetes>,
+    /// The container, from the cgroup path alone (as for kills).
+    pub container: Option<Container>,
+}
+
 /// A memory cgroup, or the node, at its limit and struggling to reclaim.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PressureEvent {
@@ -274,14 +288,9 @@ pub struct PressureEvent {
     pub scope: PressureScope,
     /// `pressure_level` (cgroup v1) or `psi`.
     pub source: PressureSource,
-    /// The memory cgroup's id (cgroupfs inode); null for the node.
-    pub cgroup_id: Option<u64>,
-    /// Its path below the hierarchy root; null for the node.
-    pub cgroup_path: Option<String>,
-    /// Pod and container, named as for kills; null outside any pod.
-    pub kubernetes: Option<Kubernetes>,
-    /// The container, from the cgroup path alone (as for kills).
-    pub container: Option<Container>,
+    /// Which cgroup: `cgroup_id`, `cgroup_path`, `kubernetes`, `container`.
+    #[serde(flatten)]
+    pub target: PressureTarget,
     /// Usage and limit now (`memory.usage_in_bytes`/`memory.current`,
     /// `memory.limit_in_bytes`/`memory.max`; the node: MemTotal minus
     /// MemAvailable, and MemTotal).
@@ -319,10 +328,9 @@ pub struct PressureEndEvent {
     pub time: String,
     pub node: String,
     pub scope: PressureScope,
-    pub cgroup_id: Option<u64>,
-    pub cgroup_path: Option<String>,
-    pub kubernetes: Option<Kubernetes>,
-    pub container: Option<Container>,
+    /// Which cgroup, as in `memory_pressure`.
+    #[serde(flatten)]
+    pub target: PressureTarget,
     /// RFC 3339 time the pressure began.
     pub since: String,
     /// RFC 3339 time of its last notification.
@@ -740,10 +748,12 @@ mod tests {
             node: "vm".into(),
             scope: PressureScope::Cgroup,
             source: PressureSource::PressureLevel,
-            cgroup_id: Some(69411),
-            cgroup_path: Some("/p12-try".into()),
-            kubernetes: None,
-            container: None,
+            target: PressureTarget {
+                cgroup_id: Some(69411),
+                cgroup_path: Some("/p12-try".into()),
+                kubernetes: None,
+                container: None,
+            },
             memcg: Memcg {
                 usage_bytes: Some(67088384),
                 limit_bytes: Some(67108864),
@@ -785,10 +795,7 @@ mod tests {
             time: "2026-11-30T04:02:41.152Z".into(),
             node: "vm".into(),
             scope: PressureScope::Node,
-            cgroup_id: None,
-            cgroup_path: None,
-            kubernetes: None,
-            container: None,
+            target: PressureTarget::default(),
             since: "2026-11-30T04:02:27.644Z".into(),
             last: "2026-11-30T04:02:37.733Z".into(),
             duration_seconds: 10.1,

@@ -100,8 +100,8 @@ impl Filter {
         let k8s = match event {
             Event::OomKill(kill) | Event::UserspaceKill(kill) => kill.kubernetes.as_ref(),
             Event::Eviction(eviction) => Some(&eviction.kubernetes),
-            Event::MemoryPressure(p) => p.kubernetes.as_ref(),
-            Event::MemoryPressureEnd(p) => p.kubernetes.as_ref(),
+            Event::MemoryPressure(p) => p.target.kubernetes.as_ref(),
+            Event::MemoryPressureEnd(p) => p.target.kubernetes.as_ref(),
             Event::OomKillUnobserved(_) => None,
         };
         let Some(k8s) = k8s else { return false };
@@ -176,9 +176,11 @@ pub async fn watch(mut options: WatchOptions) -> Result<()> {
                 procfs,
             ) {
                 Ok(watcher) => {
+                    let node = watcher.node_watched();
                     tracing::info!(
-                        "watching memory pressure of {} cgroup(s) and the node (cgroup {})",
-                        watcher.watched(),
+                        "watching memory pressure of {} cgroup(s) and {} (cgroup {})",
+                        watcher.watched() - usize::from(node),
+                        if node { "the node" } else { "not the node" },
                         if v2 {
                             "v2, PSI triggers"
                         } else {
@@ -666,7 +668,10 @@ impl<W: Write> Pump<W> {
                         .as_ref()
                         .and_then(|m| m.path.as_deref())
                         .or(kill.victim.cgroup_path.as_deref());
-                    kill.pressure_before = path.and_then(|p| pressure.before_kill(p));
+                    let at = std::time::Instant::now()
+                        .checked_sub(crate::clock::age(kill.kernel_time_ns))
+                        .unwrap_or_else(std::time::Instant::now);
+                    kill.pressure_before = path.and_then(|p| pressure.before_kill(p, at));
                 }
                 let Some((namer, poster, evictions)) = self.naming.ready().await? else {
                     self.unnamed_while_connecting();
@@ -816,14 +821,14 @@ impl<W: Write> Pump<W> {
         for change in changes {
             events.push(match change {
                 Change::Pressure(mut event) => {
-                    if let Some(k8s) = event.kubernetes.as_mut() {
+                    if let Some(k8s) = event.target.kubernetes.as_mut() {
                         self.name_kubernetes(k8s).await?;
                     }
                     event.explanation = crate::pressure::explain_pressure(&event);
                     Event::MemoryPressure(Box::new(event))
                 }
                 Change::End(mut event) => {
-                    if let Some(k8s) = event.kubernetes.as_mut() {
+                    if let Some(k8s) = event.target.kubernetes.as_mut() {
                         self.name_kubernetes(k8s).await?;
                     }
                     Event::MemoryPressureEnd(Box::new(event))

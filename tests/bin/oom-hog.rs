@@ -6,7 +6,8 @@
 //!         [--uid UID] [--oom-score-adj ADJ]
 //! oom-hog --pause
 //! oom-hog --comm NAME --kill PID
-//! oom-hog --cgroup DIR --reclaim FILES_DIR [--mb N] [--files-mb M] [--seconds S] [--then-oom]
+//! oom-hog --cgroup DIR --reclaim FILES_DIR [--mb N] [--files-mb M] [--churn-kb K] [--seconds S]
+//!         [--then-oom]
 //! ```
 //! It first moves itself into the memory cgroup at DIR (so nothing runs
 //! unlimited; `--in-container` says it already runs in a container's
@@ -31,6 +32,12 @@
 //! cache all the time. Then it removes the files and exits 0, or with
 //! `--then-oom` allocates until the OOM killer kills it (first setting the
 //! cgroup's v2 `memory.high` back to `max`, so the limit is what it hits).
+//! `--churn-kb K` also frees and touches again K KiB of anonymous memory in
+//! every round, so each round charges the cgroup anew: above a v2
+//! `memory.high` every 64 pages charged are throttled (reclaim, then a
+//! sleep that PSI counts as a memory stall), all the time and not only
+//! while the first N MiB are touched; the VM kernels, whose only
+//! filesystems are RAM (no page cache to reclaim), get their pressure so.
 
 use std::{
     ffi::{CString, OsString},
@@ -53,6 +60,7 @@ struct Args {
     oom_score_adj: Option<i32>,
     reclaim: Option<String>,
     files_megabytes: usize,
+    churn_kb: usize,
     seconds: u64,
     then_oom: bool,
 }
@@ -71,6 +79,7 @@ fn parse_args() -> Args {
         oom_score_adj: None,
         reclaim: None,
         files_megabytes: 64,
+        churn_kb: 0,
         seconds: 10,
         then_oom: false,
     };
@@ -97,6 +106,7 @@ fn parse_args() -> Args {
             "--files-mb" => {
                 args.files_megabytes = next_text(&mut it).parse().unwrap_or_else(|_| usage())
             }
+            "--churn-kb" => args.churn_kb = next_text(&mut it).parse().unwrap_or_else(|_| usage()),
             "--seconds" => args.seconds = next_text(&mut it).parse().unwrap_or_else(|_| usage()),
             "--then-oom" => args.then_oom = true,
             "--kill" => args.kill = Some(next_text(&mut it).parse().unwrap_or_else(|_| usage())),
@@ -116,7 +126,7 @@ fn usage() -> ! {
     );
     eprintln!("       oom-hog --pause");
     eprintln!("       oom-hog --comm NAME --kill PID");
-    eprintln!("       oom-hog --cgroup DIR --reclaim FILES_DIR [--mb N] [--files-mb M] [--seconds S] [--then-oom]");
+    eprintln!("       oom-hog --cgroup DIR --reclaim FILES_DIR [--mb N] [--files-mb M] [--churn-kb K] [--seconds S] [--then-oom]");
     exit(2)
 }
 
@@ -229,7 +239,11 @@ fn reclaim(args: &Args, dir: &str) -> ! {
     std::io::stdout().flush().ok();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.seconds);
     let mut buf = vec![0u8; 1 << 20];
+    let churn = Churn::new(args.churn_kb * 1024);
     while std::time::Instant::now() < deadline {
+        if let Some(churn) = &churn {
+            churn.again();
+        }
         for file in &files {
             if let Ok(mut f) = std::fs::File::open(file) {
                 while matches!(f.read(&mut buf), Ok(n) if n > 0) {}
@@ -252,6 +266,47 @@ fn reclaim(args: &Args, dir: &str) -> ! {
     }
     println!("done");
     exit(0)
+}
+
+/// Anonymous memory given back and touched again: every round charges its
+/// pages to the cgroup anew.
+struct Churn {
+    at: *mut u8,
+    len: usize,
+}
+
+impl Churn {
+    fn new(len: usize) -> Option<Self> {
+        if len == 0 {
+            return None;
+        }
+        // SAFETY: a new private anonymous mapping; no existing memory is touched.
+        let at = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if at == libc::MAP_FAILED {
+            fail(&format!("mmap {len}: {}", std::io::Error::last_os_error()));
+        }
+        Some(Self { at: at.cast(), len })
+    }
+
+    /// Drops the pages (uncharged) and faults them in again (charged).
+    fn again(&self) {
+        // SAFETY: `at..at+len` is our own mapping; MADV_DONTNEED on private
+        // anonymous memory only zeroes it.
+        unsafe { libc::madvise(self.at.cast(), self.len, libc::MADV_DONTNEED) };
+        for offset in (0..self.len).step_by(4096) {
+            // SAFETY: within the mapping, which is readable and writable.
+            unsafe { std::ptr::write_volatile(self.at.add(offset), 1) };
+        }
+    }
 }
 
 /// Sleeps until a signal kills it (as a container's PID 1, only SIGKILL does).

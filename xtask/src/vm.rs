@@ -52,13 +52,16 @@ pub struct VmTestArgs {
     test_exes: Vec<PathBuf>,
 }
 
-/// The end-to-end test targets worth running on every kernel.
-///
-/// `pressure` is not in it yet: on 6.12 (cgroup v2, PSI) its main test
-/// failed and the kill test hung the VM (`cargo xtask vm-test --kernel 6.12
-/// --test pressure` shows it); it runs on the host (cgroup v1) only until
-/// that is fixed.
-pub const KERNEL_TESTS: [&str; 5] = ["capture", "context", "agent", "kubernetes", "errors"];
+/// The end-to-end test targets worth running on every kernel (`pressure`:
+/// cgroup v2 and node PSI, which the host's cgroup v1 cannot show).
+pub const KERNEL_TESTS: [&str; 6] = [
+    "capture",
+    "context",
+    "agent",
+    "kubernetes",
+    "errors",
+    "pressure",
+];
 
 impl VmTestArgs {
     /// What `cargo xtask test` runs: every kernel, every kernel test.

@@ -72,6 +72,58 @@ pub fn psi_trigger(file: &Path, stall_us: u64, window_us: u64) -> io::Result<Not
     })
 }
 
+/// The longest PSI trigger window the kernel takes (`WINDOW_MAX_US`).
+pub const PSI_WINDOW_MAX_US: u64 = 10_000_000;
+
+/// The PSI trigger an unprivileged opener may write instead of
+/// `some <stall_us> <window_us>`, or `None` when that one is already
+/// allowed: since Linux 6.5 a file opened without `CAP_SYS_RESOURCE` takes
+/// only windows that are a multiple of 2 s (they are served by the 2 s
+/// averaging work instead of a real-time poll thread), and refuses the rest
+/// with `EINVAL`. The window is rounded up to the next multiple of 2 s (at
+/// most 10 s) and the stall scaled with it, so the share of stalled time
+/// that fires is the same. Returns `(stall_us, window_us)`.
+pub fn unprivileged_psi_trigger(stall_us: u64, window_us: u64) -> Option<(u64, u64)> {
+    const STEP: u64 = 2_000_000;
+    if window_us.is_multiple_of(STEP) {
+        return None;
+    }
+    let window = window_us
+        .div_ceil(STEP)
+        .saturating_mul(STEP)
+        .min(PSI_WINDOW_MAX_US);
+    let stall = (stall_us.saturating_mul(window) / window_us.max(1)).clamp(1, window);
+    Some((stall, window))
+}
+
+/// Why a PSI trigger could not be written to `file`, in words a person can
+/// act on (`err` as [`psi_trigger`] returned it).
+pub fn psi_trigger_error(file: &Path, err: &io::Error) -> String {
+    let why = match err.raw_os_error() {
+        Some(libc::ENOENT) => {
+            "no PSI: the kernel was built without CONFIG_PSI or booted with psi=0 (Debian \
+             kernels before 6.x keep it off by default: boot with psi=1)"
+        }
+        Some(libc::EOPNOTSUPP) => "PSI is disabled on this kernel (boot with psi=1)",
+        Some(libc::EACCES) | Some(libc::EPERM) => "not permitted (PSI triggers need root)",
+        Some(libc::EINVAL) => {
+            "the kernel refuses the trigger (its window or stall is out of range, or the \
+             cgroup has PSI turned off in cgroup.pressure)"
+        }
+        Some(libc::EROFS) => {
+            "the file system is mounted read-only (a trigger is written to the file: mount \
+             the cgroup file system read-write)"
+        }
+        Some(libc::EBUSY) => "the file already has a trigger on this descriptor",
+        _ => "",
+    };
+    if why.is_empty() {
+        format!("{}: {err}", file.display())
+    } else {
+        format!("{}: {why} ({err})", file.display())
+    }
+}
+
 /// `O_NONBLOCK` on an open, without spelling out `OpenOptionsExt` each time.
 trait NonBlock {
     fn custom_flags_nonblock(&mut self) -> &mut Self;
@@ -238,6 +290,26 @@ mod tests {
         assert_eq!(some_only.some_total_us, 7);
         assert_eq!(parse_psi(""), None);
         assert_eq!(parse_psi("garbage\n"), None);
+    }
+
+    #[test]
+    fn unprivileged_triggers_get_whole_2_s_windows_with_the_same_share() {
+        // The defaults: 100 ms in 1 s becomes 200 ms in 2 s.
+        assert_eq!(
+            unprivileged_psi_trigger(100_000, 1_000_000),
+            Some((200_000, 2_000_000))
+        );
+        assert_eq!(
+            unprivileged_psi_trigger(150_000, 500_000),
+            Some((600_000, 2_000_000))
+        );
+        assert_eq!(
+            unprivileged_psi_trigger(1_000_000, 9_500_000),
+            Some((1_052_631, 10_000_000))
+        );
+        // Already allowed.
+        assert_eq!(unprivileged_psi_trigger(100_000, 2_000_000), None);
+        assert_eq!(unprivileged_psi_trigger(100_000, 4_000_000), None);
     }
 
     #[test]

@@ -29,7 +29,10 @@ use tokio::io::unix::AsyncFd;
 
 use crate::{
     enrich::{cgroup_layout, container_from, explain, kubernetes_from_path, tasks},
-    event::{PressureBefore, PressureEndEvent, PressureEvent, PressureScope, PressureSource, Psi},
+    event::{
+        PressureBefore, PressureEndEvent, PressureEvent, PressureScope, PressureSource,
+        PressureTarget, Psi,
+    },
 };
 
 use cgroupfs::{AtLimit, Notifier};
@@ -113,6 +116,9 @@ struct Watched {
     last_notify: Option<Instant>,
     /// When its files were last read.
     last_read: Option<Instant>,
+    /// The last `some` stall total read on a `memory.events` change, and
+    /// when (v2).
+    last_stall: Option<(Instant, u64)>,
     episode: Option<Episode>,
     /// `(when, usage)`, at most one a second, the last minute.
     usage: VecDeque<(Instant, u64)>,
@@ -136,6 +142,10 @@ pub struct PressureWatcher {
     next_key: u64,
     last_scan: Option<Instant>,
     v1_failed: bool,
+    /// The PSI trigger written, `(stall µs, window µs)`: the options', or
+    /// the nearest one an opener without `CAP_SYS_RESOURCE` may write.
+    psi: (u64, u64),
+    node_watched: bool,
 }
 
 /// What a wake-up produced.
@@ -188,7 +198,13 @@ impl PressureWatcher {
             next_key: 1,
             last_scan: None,
             v1_failed: false,
+            psi: (0, 0),
+            node_watched: false,
         };
+        watcher.psi = (
+            watcher.options.psi_stall.as_micros() as u64,
+            watcher.options.psi_window.as_micros() as u64,
+        );
         if watcher.options.node {
             watcher.watch_node();
         }
@@ -201,26 +217,62 @@ impl PressureWatcher {
         self.watched.len()
     }
 
+    /// True when the node's `/proc/pressure/memory` has a trigger.
+    pub fn node_watched(&self) -> bool {
+        self.node_watched
+    }
+
+    /// The PSI trigger in use, `(stall, window)`.
+    pub fn psi_trigger(&self) -> (Duration, Duration) {
+        (
+            Duration::from_micros(self.psi.0),
+            Duration::from_micros(self.psi.1),
+        )
+    }
+
     fn watch_node(&mut self) {
         let file = self.procfs.join("pressure/memory");
-        match cgroupfs::psi_trigger(&file, self.stall_us(), self.window_us()) {
+        match self.trigger(&file) {
             Ok(notifier) => {
                 let watched = Watched::new(PressureScope::Node, None, file, None, notifier, None);
-                self.add(watched);
+                self.node_watched = self.add(watched) != 0;
             }
             Err(err) => tracing::warn!(
-                "node memory pressure is not watched: no PSI trigger on {} ({err})",
-                file.display()
+                "node memory pressure is not watched: no PSI trigger on {}",
+                cgroupfs::psi_trigger_error(&file, &err)
             ),
         }
     }
 
-    fn stall_us(&self) -> u64 {
-        self.options.psi_stall.as_micros() as u64
-    }
-
-    fn window_us(&self) -> u64 {
-        self.options.psi_window.as_micros() as u64
+    /// Writes the PSI trigger to `file` (a `memory.pressure` or the node's).
+    /// When the kernel refuses its window to an opener without
+    /// `CAP_SYS_RESOURCE` (`EINVAL`, Linux 6.5 and later), writes the
+    /// nearest one it takes instead, says so once, and keeps it for every
+    /// later trigger.
+    fn trigger(&mut self, file: &Path) -> std::io::Result<Notifier> {
+        let (stall, window) = self.psi;
+        match cgroupfs::psi_trigger(file, stall, window) {
+            Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {
+                let Some((fit_stall, fit_window)) =
+                    cgroupfs::unprivileged_psi_trigger(stall, window)
+                else {
+                    return Err(err);
+                };
+                let notifier =
+                    cgroupfs::psi_trigger(file, fit_stall, fit_window).map_err(|_| err)?;
+                tracing::warn!(
+                    "PSI trigger \"some {stall} {window}\" refused (EINVAL): oom-probe lacks \
+                     CAP_SYS_RESOURCE, and since Linux 6.5 an unprivileged trigger's window must \
+                     be a multiple of 2 s; using \"some {fit_stall} {fit_window}\" (the same \
+                     share of stalled time, notified at most every {} s); grant CAP_SYS_RESOURCE \
+                     for --pressure-psi-window",
+                    fit_window / 1_000_000
+                );
+                self.psi = (fit_stall, fit_window);
+                Ok(notifier)
+            }
+            other => other,
+        }
     }
 
     fn add(&mut self, watched: Watched) -> u64 {
@@ -350,11 +402,7 @@ impl PressureWatcher {
 
     fn watch_cgroup(&mut self, path: String, dir: PathBuf) {
         let registered = if self.v2 {
-            cgroupfs::psi_trigger(
-                &dir.join("memory.pressure"),
-                self.stall_us(),
-                self.window_us(),
-            )
+            self.trigger(&dir.join("memory.pressure"))
         } else {
             cgroupfs::v1_pressure_level(&dir, &self.options.v1_level)
         };
@@ -522,19 +570,34 @@ impl PressureWatcher {
             if pressure && cgroupfs::usage_and_limit(&watched.dir, v2).at_limit() {
                 watched.last_rise = Some(now);
             }
+            // A limit hit (v2) also checks the stall share the trigger
+            // watches, from memory.pressure's total: the trigger alone was
+            // seen silent for seconds on a 6.12 VM while the cgroup stalled
+            // half the time and its node-wide trigger fired every second.
+            if !pressure && v2 && watched.stalled_since_last(now, self.psi) {
+                watched.last_notify = Some(now);
+            }
         }
         watched.sample_usage(now, v2);
         let recent = |at: Option<Instant>| {
             at.is_some_and(|at| now.duration_since(at) < self.options.clear_after)
         };
         let at_limit = watched.scope == PressureScope::Node || recent(watched.last_rise);
+        tracing::debug!(
+            path = watched.path.as_deref().unwrap_or("(node)"),
+            pressure,
+            hits = watched.last_hits,
+            at_limit,
+            notified = recent(watched.last_notify),
+            "pressure wake-up"
+        );
         if !(recent(watched.last_notify) && at_limit) {
             return None;
         }
         let psi = watched.psi(v2);
         let episode = watched.episode.get_or_insert_with(|| Episode {
             since: now,
-            since_wall: SystemTime::now(),
+            since_wall: wall_time_of(now),
             last: now,
             last_wall: SystemTime::now(),
             last_event: None,
@@ -598,18 +661,19 @@ impl PressureWatcher {
         changes
     }
 
-    /// The pressure that came before a kill in the cgroup at `path`: its
-    /// current episode, or one that ended within the last five minutes.
-    pub fn before_kill(&self, path: &str) -> Option<PressureBefore> {
+    /// The pressure that came before a kill at `at` in the cgroup at
+    /// `path`: its current episode if that began before the kill (the
+    /// kill's own reclaim often starts one a moment after it, before the
+    /// kill is handled here), or one that ended within the last five
+    /// minutes.
+    pub fn before_kill(&self, path: &str, at: Instant) -> Option<PressureBefore> {
         if let Some(episode) = self
             .by_path
             .get(path)
             .and_then(|key| self.watched.get(key)?.episode.as_ref())
+            .filter(|episode| episode.since <= at)
         {
-            return Some(PressureBefore {
-                since: rfc3339(episode.since_wall),
-                peak_psi_some_avg10: episode.peak_some_avg10,
-            });
+            return Some(episode.before());
         }
         self.ended.get(path).map(|(_, before)| before.clone())
     }
@@ -637,14 +701,12 @@ impl PressureWatcher {
             ),
         };
         let growth = watched.growth(now);
-        let identity = watched
-            .path
-            .as_deref()
-            .map(cgroup_layout::parse)
-            .unwrap_or_default();
         let duration = now.duration_since(episode.since).as_secs_f64();
         let mut event = PressureEvent {
-            time: rfc3339(SystemTime::now()),
+            // The notification's time, the instant the interval is counted
+            // from (not after the files were read: on a slow machine that
+            // put two events closer together than the interval).
+            time: rfc3339(wall_time_of(now)),
             node: self.node_name.clone(),
             scope: watched.scope,
             source: if watched.notifier.psi {
@@ -652,10 +714,7 @@ impl PressureWatcher {
             } else {
                 PressureSource::PressureLevel
             },
-            cgroup_id: watched.cgroup_id,
-            cgroup_path: watched.path.clone(),
-            kubernetes: watched.path.as_deref().and_then(kubernetes_from_path),
-            container: container_from(&identity),
+            target: watched.target(),
             memcg,
             memcg_stat,
             psi,
@@ -677,27 +736,16 @@ impl PressureWatcher {
         episode: Episode,
         removed: bool,
     ) -> PressureEndEvent {
-        let before = PressureBefore {
-            since: rfc3339(episode.since_wall),
-            peak_psi_some_avg10: episode.peak_some_avg10,
-        };
         if let Some(path) = &watched.path {
-            self.ended.insert(path.clone(), (Instant::now(), before));
+            self.ended
+                .insert(path.clone(), (Instant::now(), episode.before()));
         }
-        let identity = watched
-            .path
-            .as_deref()
-            .map(cgroup_layout::parse)
-            .unwrap_or_default();
         let duration = episode.last.duration_since(episode.since).as_secs_f64();
         PressureEndEvent {
             time: rfc3339(SystemTime::now()),
             node: self.node_name.clone(),
             scope: watched.scope,
-            cgroup_id: watched.cgroup_id,
-            cgroup_path: watched.path.clone(),
-            kubernetes: watched.path.as_deref().and_then(kubernetes_from_path),
-            container: container_from(&identity),
+            target: watched.target(),
             since: rfc3339(episode.since_wall),
             last: rfc3339(episode.last_wall),
             duration_seconds: (duration * 10.0).round() / 10.0,
@@ -708,7 +756,31 @@ impl PressureWatcher {
     }
 }
 
+impl Episode {
+    /// What a kill that ends (or follows) this episode carries.
+    fn before(&self) -> PressureBefore {
+        PressureBefore {
+            since: rfc3339(self.since_wall),
+            peak_psi_some_avg10: self.peak_some_avg10,
+        }
+    }
+}
+
 impl Watched {
+    /// Its cgroup as the events name it (all null for the node); the
+    /// Kubernetes names are those the path gives, filled in later.
+    fn target(&self) -> PressureTarget {
+        let Some(path) = self.path.as_deref() else {
+            return PressureTarget::default();
+        };
+        PressureTarget {
+            cgroup_id: self.cgroup_id,
+            cgroup_path: Some(path.to_string()),
+            kubernetes: kubernetes_from_path(path),
+            container: container_from(&cgroup_layout::parse(path)),
+        }
+    }
+
     fn new(
         scope: PressureScope,
         path: Option<String>,
@@ -729,9 +801,32 @@ impl Watched {
             last_rise: None,
             last_notify: None,
             last_read: None,
+            last_stall: None,
             episode: None,
             usage: VecDeque::new(),
         }
+    }
+
+    /// True when the cgroup stalled at least the trigger's share
+    /// (`stall_us / window_us`) since the last call, over at least 100 ms;
+    /// reads `memory.pressure`.
+    fn stalled_since_last(&mut self, now: Instant, (stall_us, window_us): (u64, u64)) -> bool {
+        let Some(total) =
+            cgroupfs::read_psi(&self.dir.join("memory.pressure")).map(|psi| psi.some_total_us)
+        else {
+            return false;
+        };
+        let Some((at, before)) = self.last_stall else {
+            self.last_stall = Some((now, total));
+            return false;
+        };
+        let elapsed = now.duration_since(at).as_micros() as u64;
+        if elapsed < 100_000 {
+            return false;
+        }
+        self.last_stall = Some((now, total));
+        let stalled = total.saturating_sub(before);
+        stalled.saturating_mul(window_us) >= elapsed.saturating_mul(stall_us)
     }
 
     fn psi(&self, v2: bool) -> Option<Psi> {
@@ -787,6 +882,14 @@ impl Watched {
     }
 }
 
+/// The wall-clock time at which `Instant` `at` was (now, if in the future).
+fn wall_time_of(at: Instant) -> SystemTime {
+    let ago = Instant::now().saturating_duration_since(at);
+    SystemTime::now()
+        .checked_sub(ago)
+        .unwrap_or_else(SystemTime::now)
+}
+
 fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
@@ -797,6 +900,7 @@ pub fn explain_pressure(event: &PressureEvent) -> String {
     let what = match event.scope {
         PressureScope::Node => "node".to_string(),
         PressureScope::Cgroup => event
+            .target
             .kubernetes
             .as_ref()
             .and_then(|k| {
@@ -806,7 +910,7 @@ pub fn explain_pressure(event: &PressureEvent) -> String {
                     k.container.as_ref()?
                 ))
             })
-            .or_else(|| event.cgroup_path.clone())
+            .or_else(|| event.target.cgroup_path.clone())
             .unwrap_or_else(|| "cgroup".into()),
     };
     let mut parts = Vec::new();
@@ -869,4 +973,113 @@ pub fn explain_pressure(event: &PressureEvent) -> String {
 /// The memory hierarchy's root for pressure watching, and whether it is v2.
 pub fn memory_hierarchy(root: &Path) -> bool {
     root.join("cgroup.controllers").exists()
+}
+
+/// What `oom-probe check` says about memory pressure watching on this node,
+/// with the default `--pressure-*` flags. Every field is a sentence or
+/// null; nothing here fails.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PressureCapability {
+    /// How memory cgroups are watched (v1 `memory.pressure_level` eventfds,
+    /// or v2 PSI triggers on `memory.pressure` and `memory.events` by
+    /// inotify, with the trigger the kernel took); null when they cannot be.
+    pub cgroups: Option<String>,
+    /// Why memory cgroups cannot be watched; null when they can.
+    pub cgroups_error: Option<String>,
+    /// The node's `/proc/pressure/memory` trigger the kernel took; null
+    /// when it took none.
+    pub node: Option<String>,
+    /// Why the node is not watched (`scope: node` events never come); null
+    /// when it is.
+    pub node_error: Option<String>,
+    /// Which cgroups are watched and which are not.
+    pub watched: String,
+}
+
+/// Writes the default PSI trigger to `file` and closes it again: the
+/// trigger the kernel took (`some <stall us> <window us>` and why, when it
+/// is not the default), or why none.
+fn try_psi_trigger(file: &Path, options: &PressureOptions) -> Result<String, String> {
+    let stall = options.psi_stall.as_micros() as u64;
+    let window = options.psi_window.as_micros() as u64;
+    match cgroupfs::psi_trigger(file, stall, window) {
+        Ok(_) => Ok(format!("\"some {stall} {window}\"")),
+        Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {
+            match cgroupfs::unprivileged_psi_trigger(stall, window) {
+                Some((fit_stall, fit_window))
+                    if cgroupfs::psi_trigger(file, fit_stall, fit_window).is_ok() =>
+                {
+                    Ok(format!(
+                        "\"some {fit_stall} {fit_window}\" (the {} ms window is refused: no \
+                         CAP_SYS_RESOURCE, and Linux 6.5+ gives unprivileged triggers 2 s \
+                         windows only)",
+                        window / 1000
+                    ))
+                }
+                _ => Err(cgroupfs::psi_trigger_error(file, &err)),
+            }
+        }
+        Err(err) => Err(cgroupfs::psi_trigger_error(file, &err)),
+    }
+}
+
+/// Probes memory pressure watching: the memory hierarchy at `memory_root`
+/// (v1 mount or v2 root; `None`: no memory controller) and
+/// `<procfs>/pressure/memory`. Registers a notification on each and drops
+/// it again.
+pub fn capability(memory_root: Option<&Path>, procfs: &Path) -> PressureCapability {
+    let options = PressureOptions::default();
+    let (cgroups, cgroups_error) = match memory_root {
+        None => (
+            None,
+            Some("no memory cgroup controller is mounted".to_string()),
+        ),
+        Some(root) if memory_hierarchy(root) => {
+            match try_psi_trigger(&root.join("memory.pressure"), &options) {
+                Ok(trigger) => (
+                    Some(format!(
+                        "cgroup v2: PSI trigger {trigger} on each cgroup's memory.pressure, \
+                         memory.events max/high by inotify"
+                    )),
+                    None,
+                ),
+                Err(why) => (None, Some(why)),
+            }
+        }
+        Some(root) => match cgroupfs::v1_pressure_level(root, &options.v1_level) {
+            Ok(_) => (
+                Some(format!(
+                    "cgroup v1: memory.pressure_level \"{}\" eventfds (cgroup.event_control), \
+                     memory.failcnt rising; no PSI per cgroup on v1, so psi fields are null",
+                    options.v1_level
+                )),
+                None,
+            ),
+            Err(err) => (
+                None,
+                Some(format!(
+                    "{}: cannot register a memory.pressure_level eventfd ({err})",
+                    root.display()
+                )),
+            ),
+        },
+    };
+    let (node, node_error) = match try_psi_trigger(&procfs.join("pressure/memory"), &options) {
+        Ok(trigger) => (
+            Some(format!("PSI trigger {trigger} on /proc/pressure/memory")),
+            None,
+        ),
+        Err(why) => (None, Some(why)),
+    };
+    PressureCapability {
+        cgroups,
+        cgroups_error,
+        node,
+        node_error,
+        watched: "the memory cgroups of containers (paths naming a container id) that have a \
+                  limit of their own, found every 5 s, or with --pressure-cgroup the leaf \
+                  cgroups with a limit under those paths; not watched: cgroups without a limit, \
+                  pod and slice parents, anything else"
+            .into(),
+    }
 }

@@ -220,11 +220,13 @@ impl Metrics {
             }
             Event::Eviction(_) => {}
             Event::MemoryPressure(p) => {
-                let labels = pressure_labels(p.scope, p.kubernetes.as_ref(), &p.cgroup_path);
+                let labels =
+                    pressure_labels(p.scope, p.target.kubernetes.as_ref(), &p.target.cgroup_path);
                 self.pressure.get_or_create(&labels).set(1);
             }
             Event::MemoryPressureEnd(p) => {
-                let labels = pressure_labels(p.scope, p.kubernetes.as_ref(), &p.cgroup_path);
+                let labels =
+                    pressure_labels(p.scope, p.target.kubernetes.as_ref(), &p.target.cgroup_path);
                 self.pressure.remove(&labels);
             }
         }
@@ -340,7 +342,9 @@ mod tests {
 
     #[test]
     fn a_pressure_series_is_1_while_it_lasts_and_leaves_with_its_end() {
-        use crate::event::{Memcg, PressureEndEvent, PressureEvent, PressureSource};
+        use crate::event::{
+            Memcg, PressureEndEvent, PressureEvent, PressureSource, PressureTarget,
+        };
         let metrics = Metrics::new(Duration::from_secs(60));
         let kubernetes = Some(Kubernetes {
             namespace: Some("shop".into()),
@@ -354,10 +358,12 @@ mod tests {
             node: "n".into(),
             scope: PressureScope::Cgroup,
             source: PressureSource::Psi,
-            cgroup_id: Some(7),
-            cgroup_path: path.clone(),
-            kubernetes: kubernetes.clone(),
-            container: None,
+            target: PressureTarget {
+                cgroup_id: Some(7),
+                cgroup_path: path.clone(),
+                kubernetes: kubernetes.clone(),
+                container: None,
+            },
             memcg: Memcg {
                 usage_bytes: None,
                 limit_bytes: None,
@@ -378,10 +384,12 @@ mod tests {
             time: String::new(),
             node: "n".into(),
             scope: PressureScope::Cgroup,
-            cgroup_id: Some(7),
-            cgroup_path: path,
-            kubernetes,
-            container: None,
+            target: PressureTarget {
+                cgroup_id: Some(7),
+                cgroup_path: path,
+                kubernetes,
+                container: None,
+            },
             since: String::new(),
             last: String::new(),
             duration_seconds: 1.0,

@@ -85,7 +85,7 @@ impl<W: Write> Output<W> {
                     Event::MemoryPressureEnd(end) => format!(
                         "{} memory pressure ended: {} after {:.0} s ({} event(s))",
                         clock_time(&end.time),
-                        end.cgroup_path.as_deref().unwrap_or("node"),
+                        end.target.cgroup_path.as_deref().unwrap_or("node"),
                         end.duration_seconds,
                         end.events
                     ),
