@@ -130,6 +130,51 @@ fn raw_tracepoint_hook_reports_the_same_kill() {
     }
 }
 
+#[test]
+fn tp_btf_hook_reports_the_same_kill() {
+    if root_or_skip("tp_btf_hook_reports_the_same_kill") {
+        child_killed_while_parent_lives(&["--hook", "tp-btf"], "hog-tpbtf");
+    }
+}
+
+/// A second start on the same boot takes the kernel's offsets from the
+/// layout cache the first one wrote (no BTF parse), and its events are as
+/// complete as a cold start's.
+#[test]
+fn warm_start_takes_the_layout_from_the_cache() {
+    if !root_or_skip("warm_start_takes_the_layout_from_the_cache") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("oom-probe-layout-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cache = dir.join("kernel-layout.json");
+    let cache_arg = cache.to_str().unwrap();
+    let debug = |command: &mut std::process::Command| {
+        command.env("RUST_LOG", "oom_probe=debug");
+    };
+    // Ready means attached, and the layout is stored before the load.
+    drop(Watcher::start_with("watch", &["--layout-cache", cache_arg], debug).unwrap());
+    assert!(
+        cache.exists(),
+        "the cold start wrote no {}",
+        cache.display()
+    );
+    let limit = 64 * MIB;
+    let cgroup = MemoryCgroup::create(limit).unwrap();
+    let mut warm = Watcher::start_with("watch", &["--layout-cache", cache_arg], debug).unwrap();
+    warm.wait_for_stderr("kernel layout from", SETTLE)
+        .expect("the warm start did not take the cached layout");
+    let (pid, report) = run_hog_with_child(&cgroup, "--fork", "hog-warm", 512).unwrap();
+    assert!(
+        report.contains("killed by signal 9"),
+        "child not OOM-killed: {report}"
+    );
+    let events = warm.events_for(cgroup.relative_path(), 1, SETTLE).unwrap();
+    assert_eq!(events.len(), 1, "one kill, one event: {events:#?}");
+    assert_kill(&events[0], pid, "hog-warm", &cgroup, limit);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Every field read from the victim's task, with values that cannot be
 /// defaults (uid 65534, oom_score_adj 321): on kernels whose `mark_victim`
 /// passes only the pid (5.10 in the VM matrix) they come through the task

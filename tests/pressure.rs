@@ -17,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use oom_probe_tests::{hog, root_or_skip, skipped, MemoryCgroup, Watcher};
+use oom_probe_tests::{hog, in_vm, root_or_skip, skipped, MemoryCgroup, Watcher};
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
@@ -415,6 +415,17 @@ fn the_node_is_warned_through_proc_pressure_memory() {
             );
             return;
         }
+    }
+    if !in_vm() {
+        // Node PSI is the whole machine's: whether one held cgroup stalls
+        // 10 % of a 2 s window depends on what else the host runs (it did
+        // on the loaded CI host, and failed 3 of 3 once the host was quiet).
+        skipped(
+            test,
+            "the host's node PSI depends on everything the machine runs; the VM matrix \
+             (6.1 and later) gives a stall this test controls",
+        );
+        return;
     }
     let cgroup = MemoryCgroup::create(LIMIT).expect("create the cgroup");
     if !pressure_available(test, &cgroup) {

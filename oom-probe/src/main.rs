@@ -15,7 +15,7 @@ use oom_probe::{
     kube::names::SourceOptions,
     node,
     pressure::PressureOptions,
-    probes::{DecisionHook, VictimHook},
+    probes::{self, DecisionHook, VictimHook},
     sink::{
         history::{HistoryLimits, HistoryReader},
         output::{Output, OutputFormat},
@@ -67,13 +67,18 @@ struct EventArgs {
     #[arg(long, short)]
     output: Option<OutputFormat>,
     /// Use this victim hook instead of the best available one
-    /// (tp-btf, raw-tracepoint).
+    /// (raw-tracepoint, else tp-btf; tp-btf makes aya parse the kernel's BTF).
     #[arg(long, value_enum)]
     hook: Option<VictimHook>,
     /// Use this OOM-decision hook instead of the best available one
     /// (fentry, kprobe).
     #[arg(long, value_enum)]
     decision_hook: Option<DecisionHook>,
+    /// Where the kernel offsets resolved from its BTF are kept for the next
+    /// start on the same boot (a warm start skips the BTF parse); `none`: no
+    /// cache, parse at every start.
+    #[arg(long, env = "OOM_PROBE_LAYOUT_CACHE", default_value = probes::layout_cache::DEFAULT_PATH)]
+    layout_cache: PathBuf,
     /// Ring buffer size in bytes (a power of two, multiple of the page size).
     #[arg(long, default_value_t = 256 * 1024)]
     ring_buffer_size: u32,
@@ -265,6 +270,7 @@ const AGENT_STATE_FILE: &str = "/var/lib/oom-probe/state.json";
 const AGENT_HISTORY_FILE: &str = "/var/lib/oom-probe/history.redb";
 
 fn main() {
+    probes::startup_trace("main");
     let cli = Cli::parse();
     init_logs(cli.log_format);
     let result = match cli.command {
@@ -306,6 +312,7 @@ fn watch_options(args: EventArgs, agent: bool) -> Result<WatchOptions> {
             OutputFormat::Json
         }),
         ring_buffer_bytes: args.ring_buffer_size,
+        layout_cache: (args.layout_cache.as_os_str() != "none").then_some(args.layout_cache),
         hooks: args
             .hook
             .map(|h| vec![h])

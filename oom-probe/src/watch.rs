@@ -42,6 +42,9 @@ use crate::{
 pub struct WatchOptions {
     pub output: OutputFormat,
     pub ring_buffer_bytes: u32,
+    /// Where the kernel's layout is cached between runs of one boot
+    /// ([`crate::probes::layout_cache`]); `None`: parse the BTF every time.
+    pub layout_cache: Option<PathBuf>,
     /// Victim hooks to try, in order.
     pub hooks: Vec<VictimHook>,
     /// OOM-decision hooks to try, in order.
@@ -136,7 +139,13 @@ pub async fn watch(mut options: WatchOptions) -> Result<()> {
         &options.hooks,
         &options.decision_hooks,
         &options.userspace_killers,
+        options
+            .layout_cache
+            .as_ref()
+            .map(crate::probes::layout_cache::LayoutCache::new)
+            .as_ref(),
     )?;
+    crate::probes::startup_trace("probes attached");
     let hierarchies = match &options.cgroupfs {
         Some(dir) => Hierarchies::under(dir),
         None => Hierarchies::discover()?,
@@ -559,6 +568,11 @@ fn announce(probes: &Probes, memcg_paths: Option<&CgroupResolver>, node: &str) {
         "watching OOM kills on {node} via {}; {decision}; {userspace}",
         probes.victim_hook,
     );
+    crate::probes::startup_trace("ready line");
+    match &probes.layout_cached_in {
+        Some(path) => tracing::debug!("kernel layout from {} (no BTF parse)", path.display()),
+        None => tracing::debug!("kernel layout from the kernel's BTF"),
+    }
 }
 
 /// Moves records from the ring buffer to the output, counting what it could

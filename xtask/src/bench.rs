@@ -2,7 +2,9 @@
 //! JSON. Every figure comes from real OOM kills in memory cgroups this
 //! benchmark creates (and removes); nothing here is a timed assertion.
 //!
-//! 1. start-up: exec of `oom-probe watch` to its "watching" line.
+//! 1. start-up: exec of `oom-probe watch` to its "watching" line, cold
+//!    (no layout cache) and warm, side by side with a bare aya loader of the
+//!    same eBPF object (xtask/bare-loader) and bpftrace.
 //! 2. latency, side by side on the same kills: oom-probe, bpftrace on
 //!    `oom:mark_victim`, and a /dev/kmsg regex reader like
 //!    node-problem-detector's (each a process of its own, so its RSS counts).
@@ -22,7 +24,7 @@ use std::{
     fs,
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, ChildStdout, Command, Stdio},
     sync::mpsc::{self, Receiver, Sender},
     thread,
     time::{Duration, Instant},
@@ -251,34 +253,100 @@ fn hog() -> Command {
     Command::new("target/release/oom-hog")
 }
 
-/// Start-up of oom-probe (and of `baseline`, interleaved run by run, so
-/// both see the same machine load), and of bpftrace with one probe: the
-/// median over `runs` of exec to the ready line (oom-probe: "watching",
-/// probes attached; bpftrace: "Attaching 1 probe"), with oom-probe's peak
-/// (VmHWM) and its RSS one second after.
+/// Start-up, interleaved run by run so every tool sees the same machine
+/// load: oom-probe cold (its layout cache removed first: one parse of the
+/// kernel's BTF) and warm (the cache of the run before: no parse), the
+/// `baseline` binary if given, the bare aya loader of the same eBPF object
+/// (`xtask/bare-loader`: `Ebpf::load` and the raw mark_victim program), and
+/// bpftrace with one probe. Each: the median over `runs` of exec to the
+/// ready line (oom-probe: "watching", probes attached; the bare loader:
+/// "attached"; bpftrace: "Attaching 1 probe"), with the peak (VmHWM) and
+/// the RSS one second after.
 fn measure_startup(runs: usize, baseline: Option<&Path>) -> Result<Value> {
-    let mut binaries = vec![("oom-probe", PathBuf::from("target/release/oom-probe"))];
+    let cache = PathBuf::from("target/bench/kernel-layout.json");
+    let object = ebpf_object()?;
+    let with_cache = {
+        let cache = cache.clone();
+        move |binary: &Path| {
+            let mut command = oom_probe_at(binary);
+            command.arg("--layout-cache").arg(&cache);
+            command
+        }
+    };
+    let release = PathBuf::from("target/release/oom-probe");
+    let mut tools: Vec<(&str, String, MakeCommand)> = vec![
+        (
+            "oom-probe cold",
+            release.display().to_string(),
+            Box::new({
+                let release = release.clone();
+                let cache = cache.clone();
+                let with_cache = with_cache.clone();
+                move || {
+                    let _ = fs::remove_file(&cache);
+                    with_cache(&release)
+                }
+            }),
+        ),
+        (
+            "oom-probe warm",
+            release.display().to_string(),
+            Box::new({
+                let release = release.clone();
+                move || with_cache(&release)
+            }),
+        ),
+    ];
     if let Some(path) = baseline {
-        binaries.push(("baseline", path.to_path_buf()));
+        let path = path.to_path_buf();
+        tools.push((
+            "baseline",
+            path.display().to_string(),
+            Box::new(move || oom_probe_at(&path)),
+        ));
     }
-    let mut samples: Vec<Vec<(f64, u64, u64)>> = vec![Vec::new(); binaries.len()];
+    tools.push((
+        "bare aya loader",
+        "target/release/bare-aya-loader".into(),
+        Box::new({
+            let object = object.clone();
+            move || {
+                let mut command = Command::new("target/release/bare-aya-loader");
+                command.arg(&object).arg("raw");
+                command
+            }
+        }),
+    ));
+    let mut samples: Vec<Vec<(f64, u64, u64)>> = vec![Vec::new(); tools.len()];
     let mut bpftrace = Vec::new();
     for _ in 0..runs.max(1) {
-        for (i, (_, binary)) in binaries.iter().enumerate() {
+        for (i, (name, _, command)) in tools.iter().enumerate() {
+            let mut command = command();
             let started = Instant::now();
             // Its pipes stay open: a log line to a closed stderr stops it.
-            let (mut child, _stdout, _stderr) =
-                spawn_until_ready(&mut oom_probe_at(binary), false)?;
+            let (mut child, stdout, _stderr) = if name.starts_with("bare") {
+                spawn_until_stdout(&mut command, "attached")?
+            } else {
+                let (child, stdout, stderr) = spawn_until_ready(&mut command, false)?;
+                (child, stdout, Some(stderr))
+            };
             let ms = started.elapsed().as_secs_f64() * 1000.0;
+            // Drain stdout: kills elsewhere on the node would fill the pipe
+            // and block the tool, which then never stops.
+            let drain = thread::spawn(move || {
+                let _ = std::io::copy(&mut BufReader::new(stdout), &mut std::io::sink());
+            });
             thread::sleep(Duration::from_secs(1));
             let stats = process_stats(child.id());
             samples[i].push((ms, stats.hwm_kib, stats.rss_kib));
             stop(&mut child);
+            let _ = drain.join();
         }
         if let Ok(ms) = bpftrace_startup() {
             bpftrace.push(ms);
         }
     }
+    let _ = fs::remove_file(&cache);
     let median = |mut values: Vec<f64>| -> Value {
         if values.is_empty() {
             return Value::Null;
@@ -286,23 +354,66 @@ fn measure_startup(runs: usize, baseline: Option<&Path>) -> Result<Value> {
         values.sort_by(f64::total_cmp);
         json!((values[values.len() / 2] * 10.0).round() / 10.0)
     };
-    let mut tools = Vec::new();
-    for ((name, binary), runs) in binaries.iter().zip(samples) {
-        tools.push(json!({
+    let mut rows = Vec::new();
+    for ((name, binary, _), runs) in tools.iter().zip(samples) {
+        rows.push(json!({
             "tool": name,
-            "binary": binary.display().to_string(),
+            "binary": binary,
             "startup_ms": median(runs.iter().map(|r| r.0).collect()),
             "startup_ms_all": runs.iter().map(|r| (r.0 * 10.0).round() / 10.0).collect::<Vec<_>>(),
             "hwm_kib": median(runs.iter().map(|r| r.1 as f64).collect()),
             "rss_kib_after_1s": median(runs.iter().map(|r| r.2 as f64).collect()),
         }));
     }
-    tools.push(json!({
+    rows.push(json!({
         "tool": "bpftrace",
         "startup_ms": median(bpftrace.clone()),
         "startup_ms_all": bpftrace,
     }));
-    Ok(json!({ "runs": runs, "tools": tools }))
+    Ok(json!({ "runs": runs, "object": object.display().to_string(), "tools": rows }))
+}
+
+/// Makes the command of one start-up run (and prepares for it).
+type MakeCommand = Box<dyn Fn() -> Command>;
+
+/// The eBPF object oom-probe's build made (the newest in the release build
+/// directory): what the bare aya loader loads.
+fn ebpf_object() -> Result<PathBuf> {
+    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
+    for entry in fs::read_dir("target/release/build").context("no release build")? {
+        let path = entry?.path().join("out/oom-probe-ebpf");
+        if let Ok(modified) = fs::metadata(&path).and_then(|m| m.modified()) {
+            if newest.as_ref().is_none_or(|(t, _)| modified > *t) {
+                newest = Some((modified, path));
+            }
+        }
+    }
+    newest
+        .map(|(_, path)| path)
+        .context("no oom-probe-ebpf object under target/release/build")
+}
+
+/// Starts `command` and waits for a stdout line containing `needle`.
+fn spawn_until_stdout(
+    command: &mut Command,
+    needle: &str,
+) -> Result<(Child, ChildStdout, Option<Receiver<String>>)> {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start the bare aya loader")?;
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    while stdout.read_line(&mut line)? > 0 {
+        if line.contains(needle) {
+            return Ok((child, stdout.into_inner(), None));
+        }
+        line.clear();
+    }
+    stop(&mut child);
+    bail!("the bare aya loader never said {needle:?}")
 }
 
 /// Exec of bpftrace with one mark_victim probe to its "Attaching" line.

@@ -78,6 +78,8 @@ fn main() -> Result<()> {
                     "oom-probe",
                     "--package",
                     "oom-probe-tests",
+                    "--package",
+                    "bare-aya-loader",
                     "--bins",
                 ],
             )?;

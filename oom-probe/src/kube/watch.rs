@@ -147,7 +147,12 @@ async fn watch_pods(
     feedback: Feedback,
     retain: Duration,
 ) {
-    let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+    // Lists come in pages of LIST_PAGE pods: a page is decoded into full
+    // `Pod` objects before the store keeps its summaries, so the page size
+    // bounds that transient heap (kube's default is 500).
+    let config = watcher::Config::default()
+        .fields(&format!("spec.nodeName={node}"))
+        .page_size(LIST_PAGE);
     let mut events = watcher(api, config).default_backoff().boxed();
     let mut sweep = tokio::time::interval(retain.clamp(MIN_SWEEP, MAX_SWEEP));
     sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -187,6 +192,23 @@ async fn watch_pods(
                 report_eviction(&feedback.evictions, eviction);
             }
         }
+        if matches!(event, watcher::Event::InitDone) {
+            // The decoded pages are freed, but glibc keeps freed heap for
+            // reuse: hand it back, or the RSS stays at the list's peak.
+            release_freed_heap();
+        }
+    }
+}
+
+/// Pods per list page (see `watch_pods`).
+const LIST_PAGE: u32 = 100;
+
+/// Returns freed heap to the kernel (glibc keeps it; musl returns it itself).
+fn release_freed_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -26,6 +26,10 @@ pub struct KernelLayout {
     pub missing: Vec<String>,
     /// `enum oom_constraint` values mapped to the names events use.
     pub constraint_names: HashMap<u32, Constraint>,
+    /// The BTF type id of the kernel function `oom_kill_process` (a
+    /// `BTF_KIND_FUNC`), which the fentry hook attaches to; `None` where the
+    /// kernel's BTF has no such function (inlined, or renamed).
+    pub oom_kill_process_btf_id: Option<u32>,
 }
 
 impl KernelLayout {
@@ -104,14 +108,40 @@ pub fn parse_btf(bytes: &[u8]) -> Result<Btf> {
     Btf::from_bytes(bytes).with_context(|| format!("cannot parse {VMLINUX_BTF}"))
 }
 
-/// Reads and parses the running kernel's BTF.
+/// Opens the running kernel's BTF for [`resolve`]: with btf-rs' mmap
+/// backend where the kernel lets [`VMLINUX_BTF`] be mapped (6.16+), which
+/// only records where each type starts and decodes the few [`resolve`]
+/// asks for (measured on 6.18: a few ms, where btf-rs' caching parse,
+/// which decodes and indexes all ~100,000 types, took 160-240 ms and most
+/// of the start-up peak); else read and parsed by [`parse_btf`].
 pub fn load_vmlinux_btf() -> Result<Btf> {
+    if std::path::Path::new(VMLINUX_BTF).exists() {
+        if let Ok(btf) = Btf::from_file_with_backend(VMLINUX_BTF, btf_rs::Backend::Mmap) {
+            return Ok(btf);
+        }
+    }
     parse_btf(&read_vmlinux_btf()?)
 }
 
+/// Every enumerator [`resolve`] reads, found in one pass over the types.
+const ENUMERATORS: [&str; 8] = [
+    "MM_FILEPAGES",
+    "MM_ANONPAGES",
+    "MM_SHMEMPAGES",
+    "memory_cgrp_id",
+    "CONSTRAINT_NONE",
+    "CONSTRAINT_CPUSET",
+    "CONSTRAINT_MEMORY_POLICY",
+    "CONSTRAINT_MEMCG",
+];
+
 /// Resolves every offset group; never fails as a whole.
 pub fn resolve(btf: &Btf) -> KernelLayout {
-    let btf = Layouts { btf };
+    let btf = Layouts {
+        btf,
+        enumerators: enumerators(btf, &ENUMERATORS),
+        structs: Default::default(),
+    };
     let mut offsets = KernelOffsets::default();
     let mut missing = Vec::new();
     let groups: [(u32, &str, GroupFn); 7] = [
@@ -161,6 +191,7 @@ pub fn resolve(btf: &Btf) -> KernelLayout {
         offsets,
         missing,
         constraint_names,
+        oom_kill_process_btf_id: btf.func_id("oom_kill_process"),
     }
 }
 
@@ -179,6 +210,52 @@ fn constraint_names(btf: &Layouts) -> HashMap<u32, Constraint> {
 }
 
 type GroupFn = fn(&Layouts, &mut KernelOffsets) -> Result<()>;
+
+/// Named enums holding some of [`ENUMERATORS`] (the rest, the RSS
+/// counters, are in an anonymous one).
+const ENUMS: [&str; 2] = ["oom_constraint", "cgroup_subsys_id"];
+
+/// Values of the enumerators named in `wanted`: looked for in the enums
+/// named [`ENUMS`] and the anonymous ones (a name lookup each), and only if
+/// some are still missing in one walk of every type (~100,000: decoding
+/// them all was most of a cold start-up). A walk that fails midway keeps
+/// what it found.
+fn enumerators(btf: &Btf, wanted: &[&str]) -> HashMap<String, u32> {
+    let mut found = HashMap::new();
+    let take = |t: Type, found: &mut HashMap<String, u32>| {
+        if let Type::Enum(e) = t {
+            for member in &e.members {
+                if let Ok(name) = btf.resolve_name(member) {
+                    if wanted.contains(&name.as_str()) {
+                        found.entry(name).or_insert(member.val());
+                    }
+                }
+            }
+        }
+    };
+    let candidates = ENUMS
+        .iter()
+        .chain(&[""])
+        .filter_map(|name| btf.resolve_ids_by_name(name).ok())
+        .flatten();
+    for id in candidates {
+        if let Ok(t) = btf.resolve_type_by_id(id) {
+            take(t, &mut found);
+        }
+        if found.len() == wanted.len() {
+            return found;
+        }
+    }
+    found.clear();
+    let mut types = btf.type_iter();
+    while let Ok(Some(t)) = types.next() {
+        take(t, &mut found);
+        if found.len() == wanted.len() {
+            break;
+        }
+    }
+    found
+}
 
 /// `signal_generate(int sig, struct kernel_siginfo *info, struct task_struct *task, ...)`.
 fn signal_task(btf: &Layouts, _: &mut KernelOffsets) -> Result<()> {
@@ -286,10 +363,27 @@ fn oom_control(btf: &Layouts, o: &mut KernelOffsets) -> Result<()> {
 /// Small queries over a [`Btf`], in the terms the groups above need.
 struct Layouts<'a> {
     btf: &'a Btf,
+    /// [`ENUMERATORS`] as this kernel numbers them.
+    enumerators: HashMap<String, u32>,
+    /// Structs found by name so far: a name lookup walks every type's name
+    /// with btf-rs' mmap backend, and `task_struct` alone is asked for
+    /// about fifteen times.
+    structs: std::cell::RefCell<HashMap<String, btf_rs::Struct>>,
 }
 
 impl Layouts<'_> {
     fn find_struct(&self, name: &str) -> Result<btf_rs::Struct> {
+        if let Some(found) = self.structs.borrow().get(name) {
+            return Ok(found.clone());
+        }
+        let found = self.lookup_struct(name)?;
+        self.structs
+            .borrow_mut()
+            .insert(name.to_owned(), found.clone());
+        Ok(found)
+    }
+
+    fn lookup_struct(&self, name: &str) -> Result<btf_rs::Struct> {
         self.btf
             .resolve_types_by_name(name)
             .map_err(|_| anyhow!("no type {name}"))?
@@ -299,6 +393,15 @@ impl Layouts<'_> {
                 _ => None,
             })
             .ok_or_else(|| anyhow!("no struct {name}"))
+    }
+
+    /// The type id of the function `name` (`BTF_KIND_FUNC`).
+    fn func_id(&self, name: &str) -> Option<u32> {
+        self.btf
+            .resolve_ids_by_name(name)
+            .ok()?
+            .into_iter()
+            .find(|&id| matches!(self.btf.resolve_type_by_id(id), Ok(Type::Func(_))))
     }
 
     fn struct_size(&self, name: &str) -> Result<u32> {
@@ -375,20 +478,13 @@ impl Layouts<'_> {
         }
     }
 
-    /// Value of an enumerator, found by its own name (the kernel's RSS
-    /// counter enum is anonymous).
+    /// Value of an enumerator (one of [`ENUMERATORS`]), by its own name.
     fn enum_value(&self, enumerator: &str) -> Result<u32> {
-        let mut types = self.btf.type_iter();
-        while let Some(t) = types.next()? {
-            if let Type::Enum(e) = t {
-                for member in &e.members {
-                    if self.btf.resolve_name(member).is_ok_and(|n| n == enumerator) {
-                        return Ok(member.val());
-                    }
-                }
-            }
-        }
-        bail!("no enumerator {enumerator}")
+        debug_assert!(ENUMERATORS.contains(&enumerator), "{enumerator}");
+        self.enumerators
+            .get(enumerator)
+            .copied()
+            .ok_or_else(|| anyhow!("no enumerator {enumerator}"))
     }
 
     /// Type of argument `index` of a tracepoint, from the `btf_trace_<name>`
@@ -479,6 +575,30 @@ mod tests {
         assert_eq!(oc, [16, 32, 40, 48]);
         assert_eq!(layout.constraint_names.get(&0), Some(&Constraint::Global));
         assert_eq!(layout.constraint_names.get(&3), Some(&Constraint::Memcg));
+        // Counted by an independent walk of the fixture's type section (a
+        // 25-line Python reader of the BTF format); on the running 6.18.44,
+        // 99178 is also the attach_btf_id aya's own lookup gave fentry.
+        assert_eq!(layout.oom_kill_process_btf_id, Some(99272));
+    }
+
+    /// The running kernel's BTF resolves the same through btf-rs' mmap
+    /// backend (what start-up uses) as through its caching parse.
+    #[test]
+    fn both_btf_backends_resolve_the_running_kernel_alike() {
+        if !std::path::Path::new(VMLINUX_BTF).exists() {
+            eprintln!("*** SKIPPED both_btf_backends_resolve_the_running_kernel_alike: no {VMLINUX_BTF} ***");
+            return;
+        }
+        let mapped = resolve(&load_vmlinux_btf().unwrap());
+        let parsed = resolve(&parse_btf(&read_vmlinux_btf().unwrap()).unwrap());
+        assert_eq!(mapped.offsets, parsed.offsets);
+        assert_eq!(mapped.missing, parsed.missing);
+        assert_eq!(mapped.constraint_names, parsed.constraint_names);
+        assert_eq!(
+            mapped.oom_kill_process_btf_id,
+            parsed.oom_kill_process_btf_id
+        );
+        assert!(parsed.oom_kill_process_btf_id.is_some());
     }
 
     /// The offsets that differ between kernels, in one row per fixture.

@@ -1,9 +1,17 @@
 //! Loads the eBPF object and attaches the best hooks this kernel offers.
 //!
-//! Victims come from the `mark_victim` tracepoint (tp_btf, else the raw
-//! tracepoint: every kernel with BPF has one of them). The OOM decision comes
+//! Victims come from the `mark_victim` tracepoint (the raw tracepoint, else
+//! tp_btf: every kernel with BPF has one of them). The OOM decision comes
 //! from `oom_kill_process` through fentry, else a kprobe, where the kernel
 //! allows either; without them oom-probe still reports every kill.
+//!
+//! Start-up reads the kernel's BTF at most once, and only on a cold start:
+//! the offsets, and the BTF id fentry attaches to, come from one parse
+//! ([`kernel_offsets`]) or from the layout cache of an earlier run on the
+//! same boot ([`layout_cache`]). The raw tracepoints need no BTF, and the
+//! fentry hook is loaded by id; aya's own parse of the BTF is made only for
+//! a tp_btf hook, which is tried only where the raw tracepoint fails, or is
+//! asked for (`--hook tp-btf`, `check`).
 
 use std::fmt;
 
@@ -19,8 +27,10 @@ use oom_probe_common::{
 };
 
 pub mod kernel_offsets;
+pub mod layout_cache;
 
-use kernel_offsets::KernelLayout;
+use kernel_offsets::{BtfBytes, KernelLayout};
+use layout_cache::LayoutCache;
 
 /// The compiled eBPF object, built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/oom-probe-ebpf"));
@@ -35,9 +45,11 @@ const SIGNAL_GENERATE: &str = "signal_generate";
 /// Where victims come from: the `mark_victim` tracepoint (`--hook`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum VictimHook {
-    /// `tp_btf/mark_victim`: typed, cheapest.
+    /// `tp_btf/mark_victim`: the same record, but its load needs aya's
+    /// parse of the kernel's BTF (tens of ms and MiB at start-up).
     TpBtf,
-    /// `raw_tp/mark_victim`: for kernels that refuse tp_btf.
+    /// `raw_tp/mark_victim`: the default; no BTF needed to load it, and the
+    /// same arguments and per-kill cost as tp_btf.
     RawTracepoint,
 }
 
@@ -60,8 +72,9 @@ pub enum SignalHook {
 }
 
 impl VictimHook {
-    /// Best first.
-    pub const ALL: [VictimHook; 2] = [Self::TpBtf, Self::RawTracepoint];
+    /// Best first: the raw tracepoint gives the same record as tp_btf and
+    /// starts without a BTF parse.
+    pub const ALL: [VictimHook; 2] = [Self::RawTracepoint, Self::TpBtf];
 }
 
 impl DecisionHook {
@@ -70,8 +83,8 @@ impl DecisionHook {
 }
 
 impl SignalHook {
-    /// Best first.
-    pub const ALL: [SignalHook; 2] = [Self::TpBtf, Self::RawTracepoint];
+    /// Best first (as for [`VictimHook::ALL`]).
+    pub const ALL: [SignalHook; 2] = [Self::RawTracepoint, Self::TpBtf];
 }
 
 /// Any one hook, whatever its role: what gets loaded and attached, and what
@@ -113,7 +126,8 @@ macro_rules! display_as_hook {
 display_as_hook!(VictimHook, DecisionHook, SignalHook);
 
 impl Hook {
-    /// Every hook, victims first, each role best first.
+    /// Every hook, victims first, each role best first (`check` lists them
+    /// in this order).
     pub fn all() -> impl Iterator<Item = Hook> {
         VictimHook::ALL
             .into_iter()
@@ -151,6 +165,9 @@ impl fmt::Display for Hook {
 pub struct Probes {
     ebpf: Ebpf,
     pub layout: KernelLayout,
+    /// The layout cache [`Probes::layout`] was read from, `None` when the
+    /// kernel's BTF was parsed for it.
+    pub layout_cached_in: Option<std::path::PathBuf>,
     /// The hook that reports victims.
     pub victim_hook: VictimHook,
     /// The hook that reports the OOM decision, or why there is none.
@@ -161,17 +178,21 @@ pub struct Probes {
 
 impl Probes {
     /// Loads the object for this kernel and attaches the first hook of
-    /// `victim_hooks` that works, then the best OOM-decision hook.
+    /// `victim_hooks` that works, then the best OOM-decision hook. The
+    /// offsets come from `layout_cache` where it holds this boot's (and it
+    /// is written after a parse); `None` always parses the kernel's BTF.
     pub fn attach(
         ring_buffer_bytes: u32,
         victim_hooks: &[VictimHook],
         decision_hooks: &[DecisionHook],
         userspace_killers: &[String],
+        layout_cache: Option<&LayoutCache>,
     ) -> Result<Self> {
-        let (mut ebpf, layout, btf) = load(ring_buffer_bytes)?;
-        let victim_hook = attach_first(&mut ebpf, &btf, victim_hooks)
+        let (mut ebpf, layout, layout_cached_in) = load(ring_buffer_bytes, layout_cache)?;
+        let mut btf = AyaBtf::default();
+        let victim_hook = attach_first(&mut ebpf, &mut btf, &layout, victim_hooks)
             .map_err(|why| anyhow!("no OOM victim hook could be attached: {why}"))?;
-        let context_hook = attach_first(&mut ebpf, &btf, decision_hooks);
+        let context_hook = attach_first(&mut ebpf, &mut btf, &layout, decision_hooks);
         // On pid-only mark_victim kernels the signal hook also finds the
         // victims' tasks, so it is attached even with no killers named.
         let signal_hook = if userspace_killers.is_empty() && !layout.victim_task_from_signal() {
@@ -179,11 +200,12 @@ impl Probes {
         } else {
             set_killers(&mut ebpf, userspace_killers)
                 .map_err(|e| format!("{e:#}"))
-                .and_then(|()| attach_first(&mut ebpf, &btf, &SignalHook::ALL))
+                .and_then(|()| attach_first(&mut ebpf, &mut btf, &layout, &SignalHook::ALL))
         };
         Ok(Self {
             ebpf,
             layout,
+            layout_cached_in,
             victim_hook,
             context_hook,
             signal_hook,
@@ -261,37 +283,95 @@ impl LostCounter {
 }
 
 /// Loads the object with offsets for this kernel; attaches nothing.
-fn load(ring_buffer_bytes: u32) -> Result<(Ebpf, KernelLayout, Btf)> {
+fn load(
+    ring_buffer_bytes: u32,
+    cache: Option<&LayoutCache>,
+) -> Result<(Ebpf, KernelLayout, Option<std::path::PathBuf>)> {
     raise_memlock_limit();
-    // aya's loader parses the kernel's BTF on its own as it is made; drop
-    // that parse at once (ours replaces it), so no two parses weigh at once.
-    let mut loader = EbpfLoader::new();
-    loader.btf(None);
-    // One read of the kernel's BTF for both parses; the offsets' parse is
-    // dropped before aya's is made.
-    let bytes = kernel_offsets::read_vmlinux_btf()?;
-    let layout = kernel_offsets::resolve(&kernel_offsets::parse_btf(&bytes)?);
-    let btf = Btf::parse(&bytes, aya::Endianness::default())
-        .context("cannot parse kernel BTF for tp_btf/fentry")?;
-    drop(bytes);
-    let ebpf = loader
-        .btf(Some(&btf))
+    let (layout, cached_in) = kernel_layout(cache)?;
+    startup_trace("kernel layout");
+    // Our programs carry no CO-RE relocations (the offsets go in as a
+    // global), so aya's loader needs no kernel BTF: made without one, it
+    // does not parse it (vendor/README.md).
+    let ebpf = EbpfLoader::without_kernel_btf()
         .override_global(OFFSETS_GLOBAL, &layout.offsets, true)
         .map_max_entries(EVENTS_MAP, ring_buffer_bytes)
         .load(OBJECT)
         .map_err(|err| privilege_hint(anyhow!(err).context("cannot load the eBPF programs")))?;
-    Ok((ebpf, layout, btf))
+    startup_trace("object loaded");
+    Ok((ebpf, layout, cached_in))
+}
+
+/// This boot's layout from `cache` (and where it was read), else from one
+/// parse of the kernel's BTF (then stored in `cache`; a failure to store is
+/// logged, not fatal).
+fn kernel_layout(
+    cache: Option<&LayoutCache>,
+) -> Result<(KernelLayout, Option<std::path::PathBuf>)> {
+    if let Some(cache) = cache {
+        if let Some(layout) = cache.load() {
+            return Ok((layout, Some(cache.path().to_path_buf())));
+        }
+    }
+    let layout = {
+        let btf = kernel_offsets::load_vmlinux_btf()?;
+        startup_trace("kernel BTF opened");
+        kernel_offsets::resolve(&btf)
+    };
+    if let Some(cache) = cache {
+        if let Err(err) = cache.store(&layout) {
+            tracing::debug!(
+                "cannot keep the kernel layout in {}: {err:#}",
+                cache.path().display()
+            );
+        }
+    }
+    Ok((layout, None))
+}
+
+/// Prints the milliseconds since the process started and `what` on stderr
+/// when `OOM_PROBE_STARTUP_TRACE` is set: the start-up profile README's
+/// figures were read from.
+pub fn startup_trace(what: &str) {
+    static STARTED: std::sync::OnceLock<Option<std::time::Instant>> = std::sync::OnceLock::new();
+    let started = STARTED.get_or_init(|| {
+        std::env::var_os("OOM_PROBE_STARTUP_TRACE").map(|_| std::time::Instant::now())
+    });
+    if let Some(started) = started {
+        eprintln!(
+            "startup {:8.2} ms {what}",
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+    }
+}
+
+/// aya's parse of the kernel's BTF, made the first time a tp_btf hook is
+/// tried and kept until the hooks are attached.
+#[derive(Default)]
+struct AyaBtf(Option<Btf>);
+
+impl AyaBtf {
+    fn get(&mut self) -> Result<&Btf> {
+        if self.0.is_none() {
+            let bytes: BtfBytes = kernel_offsets::read_vmlinux_btf()?;
+            let btf = Btf::parse(&bytes, aya::Endianness::default())
+                .context("cannot parse the kernel's BTF for tp_btf")?;
+            self.0 = Some(btf);
+        }
+        Ok(self.0.as_ref().expect("parsed above"))
+    }
 }
 
 /// Attaches the first of `hooks` that works; the error lists why each failed.
 fn attach_first<H: Copy + Into<Hook>>(
     ebpf: &mut Ebpf,
-    btf: &Btf,
+    btf: &mut AyaBtf,
+    layout: &KernelLayout,
     hooks: &[H],
 ) -> Result<H, String> {
     let mut failures = Vec::new();
     for &hook in hooks {
-        match attach_hook(ebpf, btf, hook.into()) {
+        match attach_hook(ebpf, btf, layout, hook.into()) {
             Ok(()) => return Ok(hook),
             Err(err) => failures.push(format!("{}: {err:#}", hook.into())),
         }
@@ -317,14 +397,14 @@ fn set_killers(ebpf: &mut Ebpf, names: &[String]) -> Result<()> {
 }
 
 /// Loads and attaches one hook; the link lives as long as `ebpf`.
-fn attach_hook(ebpf: &mut Ebpf, btf: &Btf, hook: Hook) -> Result<()> {
+fn attach_hook(ebpf: &mut Ebpf, btf: &mut AyaBtf, layout: &KernelLayout, hook: Hook) -> Result<()> {
     let program = ebpf
         .program_mut(hook.program())
         .ok_or_else(|| anyhow!("program {} missing from the object", hook.program()))?;
     match hook {
         Hook::Victim(VictimHook::TpBtf) => {
             let p: &mut BtfTracePoint = program.try_into()?;
-            p.load(MARK_VICTIM, btf)?;
+            p.load(MARK_VICTIM, btf.get()?)?;
             p.attach()?;
         }
         Hook::Victim(VictimHook::RawTracepoint) => {
@@ -334,7 +414,10 @@ fn attach_hook(ebpf: &mut Ebpf, btf: &Btf, hook: Hook) -> Result<()> {
         }
         Hook::Decision(DecisionHook::Fentry) => {
             let p: &mut FEntry = program.try_into()?;
-            p.load(OOM_KILL_PROCESS, btf)?;
+            let id = layout
+                .oom_kill_process_btf_id
+                .ok_or_else(|| anyhow!("no function {OOM_KILL_PROCESS} in the kernel's BTF"))?;
+            p.load_by_btf_id(id)?;
             p.attach()?;
         }
         Hook::Decision(DecisionHook::Kprobe) => {
@@ -344,7 +427,7 @@ fn attach_hook(ebpf: &mut Ebpf, btf: &Btf, hook: Hook) -> Result<()> {
         }
         Hook::Signal(SignalHook::TpBtf) => {
             let p: &mut BtfTracePoint = program.try_into()?;
-            p.load(SIGNAL_GENERATE, btf)?;
+            p.load(SIGNAL_GENERATE, btf.get()?)?;
             p.attach()?;
         }
         Hook::Signal(SignalHook::RawTracepoint) => {
@@ -356,14 +439,16 @@ fn attach_hook(ebpf: &mut Ebpf, btf: &Btf, hook: Hook) -> Result<()> {
     Ok(())
 }
 
-/// Result of trying every hook, for `oom-probe check`.
+/// Result of trying every hook, for `oom-probe check` (the kernel's BTF
+/// parsed afresh: no cache).
 pub fn probe_all_hooks() -> Result<Vec<(Hook, Result<(), String>)>> {
-    let (mut ebpf, _, btf) = load(4096)?;
+    let (mut ebpf, layout, _) = load(4096, None)?;
+    let mut btf = AyaBtf::default();
     Ok(Hook::all()
         .map(|hook| {
             (
                 hook,
-                attach_hook(&mut ebpf, &btf, hook).map_err(|e| format!("{e:#}")),
+                attach_hook(&mut ebpf, &mut btf, &layout, hook).map_err(|e| format!("{e:#}")),
             )
         })
         .collect())
