@@ -101,13 +101,7 @@ impl CgroupResolver {
         if let Some(path) = self.paths.get(&id) {
             return Some(path.clone());
         }
-        if self.lookup == Lookup::Untried {
-            self.lookup = if self.handles_work() {
-                Lookup::Handle
-            } else {
-                Lookup::Walk
-            };
-        }
+        self.decide_lookup();
         if self.lookup == Lookup::Handle {
             // Not found by handle: removed (`ESTALE`), or outside the
             // mounted subtree, where a walk finds nothing either.
@@ -123,6 +117,15 @@ impl CgroupResolver {
     /// that works, else by a walk. When the kernel refuses to say (a handle
     /// error other than "no such cgroup"), true: the caller keeps waiting.
     pub fn exists(&mut self, id: u64) -> bool {
+        self.decide_lookup();
+        if self.lookup == Lookup::Handle {
+            return !matches!(self.by_handle(id), Ok(None));
+        }
+        self.walk().iter().any(|(found, _)| *found == id)
+    }
+
+    /// Decides, once, whether ids are looked up by handle or by a walk.
+    fn decide_lookup(&mut self) {
         if self.lookup == Lookup::Untried {
             self.lookup = if self.handles_work() {
                 Lookup::Handle
@@ -130,10 +133,6 @@ impl CgroupResolver {
                 Lookup::Walk
             };
         }
-        if self.lookup == Lookup::Handle {
-            return !matches!(self.by_handle(id), Ok(None));
-        }
-        self.walk().iter().any(|(found, _)| *found == id)
     }
 
     /// True when the root's own id opens by handle and names the root:
