@@ -302,7 +302,7 @@ pub async fn watch(mut options: WatchOptions) -> Result<()> {
                             // instructions before the victim's record (under
                             // the victim's task lock): let a kill counted in
                             // the snapshot but still in flight land first.
-                            std::thread::sleep(SETTLE);
+                            tokio::time::sleep(SETTLE).await;
                             let events = pump.drain(ring.get_mut());
                             pump.emit_all(events).await?;
                             pump.drain_lost(&mut lost)?;
