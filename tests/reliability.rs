@@ -163,6 +163,23 @@ fn accounted(events: &[Value], paths: &HashSet<String>) -> HashMap<String, u64> 
     counts
 }
 
+/// Every event printed for cgroup `path`, and every kill printed without a
+/// cgroup path, one JSON line each (what a failed count needs to be read).
+fn events_of(events: &[Value], path: &str) -> String {
+    events
+        .iter()
+        .filter(|e| {
+            let p = e["victim"]["cgroup_path"]
+                .as_str()
+                .or(e["cgroup_path"].as_str());
+            p == Some(path)
+                || (p.is_none() && e["type"].as_str().is_some_and(|t| t.contains("kill")))
+        })
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// 500 kills in 50 cgroups (10 rounds, one kill per cgroup per round), the
 /// agent SIGKILLed in the middle of round 3 and again of round 7 and
 /// restarted at once each time: every kill counted exactly once, reported
@@ -265,7 +282,8 @@ fn a_sigkill_mid_burst_twice_loses_no_kill_and_counts_none_twice() {
         assert_eq!(
             counts.get(path).copied().unwrap_or(0),
             *kills,
-            "cgroup {path}: reported + unobserved != the kernel's count"
+            "cgroup {path}: reported + unobserved != the kernel's count; its events:\n{}",
+            events_of(&printed.events, path)
         );
     }
     let mine = |e: &&Value| {
@@ -536,7 +554,9 @@ fn a_crash_in_either_commit_window_replays_the_batch_marked_and_counts_it_once()
             assert_eq!(
                 counts.get(path).copied().unwrap_or(0),
                 *kills,
-                "{fault}: cgroup {path}: reported + unobserved != the kernel's count"
+                "{fault}: cgroup {path}: reported + unobserved != the kernel's count; its \
+                 events:\n{}",
+                events_of(&printed.events, path)
             );
         }
         let replayed: Vec<&Value> = printed
