@@ -708,7 +708,7 @@ impl<W: Write> Pump<W> {
                 // the walk that follows reports it in its cgroup, as before.
                 if let Some(id) = kill.victim.cgroup_id {
                     self.ledger.kernel_kill_reported();
-                    self.ledger.observed(id);
+                    self.ledger.observed_at(id, kill.kernel_time_ns);
                 }
             }
         }

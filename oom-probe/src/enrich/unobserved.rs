@@ -42,6 +42,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use oom_probe_cgroupfs::{
+    clock::monotonic_ns,
     counters::{self, Scope},
     CgroupResolver,
 };
@@ -75,6 +76,14 @@ pub struct KillLedger {
     accounted_at_walk: usize,
     /// When the last walk started.
     last_walk: Option<std::time::Instant>,
+    /// While a walk is under way (from [`walking`] to [`reconcile`]): the
+    /// cgroup id and kernel stamp (`kernel_time_ns`) of every kill
+    /// accounted for, so the comparison can leave out those its snapshot
+    /// read the counter before (see [`reconcile`]).
+    ///
+    /// [`walking`]: KillLedger::walking
+    /// [`reconcile`]: KillLedger::reconcile
+    during_walk: Option<Vec<(u64, u64)>>,
 }
 
 /// The longest time between two walks, whatever the node's count says: a
@@ -98,9 +107,11 @@ struct State {
     pending: Vec<Event>,
 }
 
-/// The kernel's per-cgroup kill counters at one moment: `(cgroup id, path,
-/// count)` for every memory cgroup whose counter could be read.
-pub struct Counts(Vec<(u64, String, u64)>);
+/// The kernel's per-cgroup kill counters: `(cgroup id, path, count, read
+/// at)` for every memory cgroup whose counter could be read, where `read
+/// at` is CLOCK_MONOTONIC in ns (the clock of `kernel_time_ns`) just before
+/// that counter was read.
+pub struct Counts(Vec<(u64, String, u64, u64)>);
 
 impl KillLedger {
     /// Loads the state file; a missing, corrupt or other-boot file starts a
@@ -145,6 +156,7 @@ impl KillLedger {
             seen_since_walk: 0,
             accounted_at_walk: 0,
             last_walk: None,
+            during_walk: None,
         }
     }
 
@@ -163,6 +175,7 @@ impl KillLedger {
             seen_since_walk: 0,
             accounted_at_walk: 0,
             last_walk: None,
+            during_walk: None,
         })
     }
 
@@ -186,6 +199,39 @@ impl KillLedger {
         *self.state.accounted.entry(cgroup_id).or_default() += 1;
         self.recent.insert(cgroup_id);
         self.dirty = true;
+    }
+
+    /// [`observed`] for a kill the kernel stamped at `kernel_time_ns`
+    /// (CLOCK_MONOTONIC): during a walk the stamp tells [`reconcile`]
+    /// whether the snapshot's counter can include the kill.
+    ///
+    /// [`observed`]: KillLedger::observed
+    /// [`reconcile`]: KillLedger::reconcile
+    pub fn observed_at(&mut self, cgroup_id: u64, kernel_time_ns: u64) {
+        self.observed(cgroup_id);
+        if let Some(during) = &mut self.during_walk {
+            during.push((cgroup_id, kernel_time_ns));
+        }
+    }
+
+    /// Per cgroup, how many kills accounted for during the walk the kernel
+    /// stamped at or after the snapshot read that cgroup's counter: the
+    /// kernel bumps the counter before it stamps the victim's record, so a
+    /// kill stamped before the read is in the count; one stamped after it
+    /// is taken as not (wrong only if the read fell between the bump and
+    /// the stamp, a few instructions under the victim's task lock).
+    fn after_read(&self, counts: &Counts) -> HashMap<u64, u64> {
+        let Some(during) = self.during_walk.as_ref().filter(|d| !d.is_empty()) else {
+            return HashMap::new();
+        };
+        let read_at: HashMap<u64, u64> = counts.0.iter().map(|c| (c.0, c.3)).collect();
+        let mut after = HashMap::new();
+        for (id, stamp) in during {
+            if read_at.get(id).is_some_and(|read| stamp >= read) {
+                *after.entry(*id).or_default() += 1;
+            }
+        }
+        after
     }
 
     /// One kill of the kernel OOM killer reported with its cgroup (an
@@ -219,10 +265,16 @@ impl KillLedger {
         {
             return true;
         }
-        match (node_kills, self.node_kills_at_walk) {
+        let needed = match (node_kills, self.node_kills_at_walk) {
             (Some(now), Some(then)) => now.saturating_sub(then) > self.seen_since_walk,
             _ => true,
-        }
+        };
+        tracing::debug!(
+            "node count {node_kills:?}, at the last walk {:?}, kills seen since {}: walk {needed}",
+            self.node_kills_at_walk,
+            self.seen_since_walk
+        );
+        needed
     }
 
     /// A walk starts: `node_kills` is the node's count read before its
@@ -237,6 +289,7 @@ impl KillLedger {
         self.node_kills_at_walk = node_kills;
         self.seen_since_walk = 0;
         self.last_walk = Some(std::time::Instant::now());
+        self.during_walk = Some(Vec::new());
         // A cgroup with a kill before the snapshot is in it unless it was
         // removed: only those after it need keeping at the comparison.
         self.recent.clear();
@@ -339,15 +392,22 @@ impl KillLedger {
     pub fn snapshot(cgroups: &mut CgroupResolver) -> Counts {
         cgroups.refresh();
         let root = cgroups.root().to_path_buf();
-        Counts(
+        let counts = Counts(
             cgroups
                 .known()
                 .filter_map(|(id, path)| {
+                    let read_at = monotonic_ns();
                     let count = kernel_oom_kills(&root.join(path.trim_start_matches('/')))?;
-                    Some((id, path.to_string(), count))
+                    Some((id, path.to_string(), count, read_at))
                 })
                 .collect(),
-        )
+        );
+        tracing::debug!(
+            "snapshot: {} cgroup(s) known, {} counter(s) read",
+            cgroups.known().count(),
+            counts.0.len()
+        );
+        counts
     }
 
     /// Whether [`reconcile`] would report kills from `counts` now: some
@@ -355,11 +415,22 @@ impl KillLedger {
     ///
     /// [`reconcile`]: KillLedger::reconcile
     pub fn has_unaccounted(&self, counts: &Counts) -> bool {
+        let after = self.after_read(counts);
         self.has_baseline
-            && counts
-                .0
-                .iter()
-                .any(|(id, _, count)| *count > self.state.accounted.get(id).copied().unwrap_or(0))
+            && counts.0.iter().any(|(id, _, count, _)| {
+                *count > self.accounted_at_read(*id, after.get(id).copied().unwrap_or(0))
+            })
+    }
+
+    /// What was accounted for in cgroup `id` when its counter was read:
+    /// now, less the `after` kills stamped after the read.
+    fn accounted_at_read(&self, id: u64, after: u64) -> u64 {
+        self.state
+            .accounted
+            .get(&id)
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(after)
     }
 
     /// Compares a [`snapshot`] taken before the last drain with the kills
@@ -371,9 +442,20 @@ impl KillLedger {
     pub fn reconcile(&mut self, counts: Counts, time: &str, node: &str) -> Vec<UnobservedKills> {
         let mut unobserved = Vec::new();
         let mut seen = HashMap::new();
-        for (id, path, count) in counts.0 {
-            seen.insert(id, count);
-            let accounted = self.state.accounted.get(&id).copied().unwrap_or(0);
+        let after_read = self.after_read(&counts);
+        self.during_walk = None;
+        for (id, path, count, _) in counts.0 {
+            // Compared with what was accounted for when the counter was
+            // read: a kill accounted for since, in the drains that follow
+            // the snapshot, is not in `count`, and must not hide one that
+            // is (a kill missed while the agent was down, then a kill the
+            // restarted agent reported after the read: same totals).
+            let after = after_read.get(&id).copied().unwrap_or(0);
+            let accounted = self.accounted_at_read(id, after);
+            seen.insert(id, count + after);
+            if count != accounted {
+                tracing::debug!("cgroup {id} ({path}): kernel {count}, accounted {accounted}");
+            }
             if self.has_baseline && count > accounted {
                 unobserved.push(UnobservedKills {
                     time: time.to_string(),
@@ -403,6 +485,15 @@ impl KillLedger {
         for id in self.recent.drain() {
             if let Some(&kept) = self.state.accounted.get(&id) {
                 accounted.entry(id).or_insert(kept);
+            }
+        }
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            for (id, kept) in &self.state.accounted {
+                if !accounted.contains_key(id) {
+                    tracing::debug!(
+                        "cgroup {id}: forgotten (accounted {kept}, not in the snapshot)"
+                    );
+                }
             }
         }
         self.state.accounted = accounted;
@@ -769,6 +860,48 @@ mod tests {
         assert!(reconcile(&mut ledger, &mut resolver).is_empty());
         cgroups.set_kills("pod", 1);
         assert!(reconcile(&mut ledger, &mut resolver).is_empty());
+    }
+
+    #[test]
+    fn a_kill_reported_after_the_snapshot_hides_no_missed_kill() {
+        let cgroups = FakeCgroups::new("masked");
+        let pod = cgroups.set_kills("pod", 1);
+        let mut resolver = CgroupResolver::new(&cgroups.0);
+        let mut ledger = KillLedger::load(None);
+        ledger.walking(Some(1));
+        assert!(reconcile(&mut ledger, &mut resolver).is_empty(), "baseline");
+        // A kill while the agent was down: counted 2, accounted 1.
+        cgroups.set_kills("pod", 2);
+        ledger.walking(Some(2));
+        let counts = KillLedger::snapshot(&mut resolver);
+        // A kill after the counter was read, reported by the drains that
+        // follow the snapshot: 2 accounted, as many as the snapshot counted.
+        cgroups.set_kills("pod", 3);
+        ledger.observed_at(pod, monotonic_ns());
+        assert!(ledger.has_unaccounted(&counts));
+        let missed = ledger.reconcile(counts, "t", "n");
+        assert_eq!(missed.len(), 1, "the kill made while down is reported");
+        assert_eq!((missed[0].cgroup_id, missed[0].count), (pod, 1));
+        assert!(missed[0].event_id.ends_with(&format!("-{pod}-2-2")));
+        ledger.walking(Some(3));
+        assert!(
+            reconcile(&mut ledger, &mut resolver).is_empty(),
+            "never twice"
+        );
+        // A kill stamped before the read but drained after it is in the
+        // count: not missed.
+        let stamp = monotonic_ns();
+        cgroups.set_kills("pod", 4);
+        ledger.walking(Some(4));
+        let counts = KillLedger::snapshot(&mut resolver);
+        ledger.observed_at(pod, stamp);
+        assert!(!ledger.has_unaccounted(&counts));
+        assert!(ledger.reconcile(counts, "t", "n").is_empty());
+        ledger.walking(Some(4));
+        assert!(
+            reconcile(&mut ledger, &mut resolver).is_empty(),
+            "never twice"
+        );
     }
 
     /// The eBPF map, in memory.
