@@ -90,6 +90,9 @@ pub struct BenchArgs {
     /// Run only the churn phase.
     #[arg(long, conflicts_with_all = ["pressure_only", "cgroups_only"])]
     churn_only: bool,
+    /// Run only the Kubernetes phase (250 pods in the store).
+    #[arg(long, conflicts_with_all = ["pressure_only", "cgroups_only", "churn_only"])]
+    kubernetes_only: bool,
 }
 
 /// One kill as one tool saw it.
@@ -113,6 +116,20 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             args.churn_cgroups,
         )
     };
+    if args.kubernetes_only {
+        let k8s = kubernetes_enrichment(args.kills.min(100), 250)?;
+        println!(
+            "with Kubernetes names ({} pods in the store, warm): RSS {} KiB (anonymous {}, file-backed {}), {} of {} kills named",
+            cell(&k8s["pods_in_store"]),
+            cell(&k8s["rss_kib_with_store"]),
+            cell(&k8s["anon_kib_with_store"]),
+            cell(&k8s["file_kib_with_store"]),
+            cell(&k8s["named"]),
+            cell(&k8s["kills"])
+        );
+        let results = json!({"machine": machine(), "date": humantime_now(), "kubernetes": k8s});
+        return write_json(&args.json, &results);
+    }
     if args.churn_only {
         let results = json!({
             "machine": machine(),
