@@ -20,7 +20,9 @@
 //! 4. footprint: oom-probe's RSS and CPU time idle and during the bursts.
 //! 5. Kubernetes: latency with pod names from a warm store of 250 pods
 //!    served by a local API server, and the RSS with that store.
-//! 6. pressure: RSS, CPU time and open fds of oom-probe watching 10, 100
+//! 6. churn (xtask/src/churn.rs): the agent's RSS idle and after 10,000
+//!    kills across 2,000 cgroups created and removed (`--churn-only`).
+//! 7. pressure: RSS, CPU time and open fds of oom-probe watching 10, 100
 //!    and 1,000 quiet memory cgroups for `memory_pressure`
 //!    (`--pressure-only` runs just this phase).
 //!
@@ -89,6 +91,19 @@ pub struct BenchArgs {
     /// Run only the naming and reconciliation costs (`--cgroups`).
     #[arg(long, conflicts_with = "pressure_only")]
     cgroups_only: bool,
+    /// Kills for the churn phase (RSS after them against idle).
+    #[arg(long, default_value_t = 10_000)]
+    churn_kills: usize,
+    /// Cgroups the churn's kills are spread over, each created, killed in
+    /// and removed.
+    #[arg(long, default_value_t = 2_000)]
+    churn_cgroups: usize,
+    /// Run only the churn phase.
+    #[arg(long, conflicts_with_all = ["pressure_only", "cgroups_only"])]
+    churn_only: bool,
+    /// Run only the Kubernetes phase (250 pods in the store).
+    #[arg(long, conflicts_with_all = ["pressure_only", "cgroups_only", "churn_only"])]
+    kubernetes_only: bool,
     /// Run only the side-by-side latency (with `--bursts-only`: both).
     #[arg(long, conflicts_with_all = ["pressure_only", "cgroups_only"])]
     latency_only: bool,
@@ -115,6 +130,37 @@ const LATENCY_MEASURES: &str = "from the kernel's timestamp of the kill (bpf_kti
 
 /// Runs every phase with binaries already built in `target/release`.
 pub fn run(args: &BenchArgs) -> Result<()> {
+    let churn = || {
+        crate::churn::churn_footprint(
+            &oom_probe_binary().to_string_lossy(),
+            "target/release/oom-hog",
+            args.churn_kills,
+            args.churn_cgroups,
+        )
+    };
+    if args.kubernetes_only {
+        let k8s = kubernetes_enrichment(args.kills.min(100), 250)?;
+        println!(
+            "with Kubernetes names ({} pods in the store, warm): RSS {} KiB (anonymous {}, file-backed {}), {} of {} kills named",
+            cell(&k8s["pods_in_store"]),
+            cell(&k8s["rss_kib_with_store"]),
+            cell(&k8s["anon_kib_with_store"]),
+            cell(&k8s["file_kib_with_store"]),
+            cell(&k8s["named"]),
+            cell(&k8s["kills"])
+        );
+        let results = json!({"machine": machine(), "date": humantime_now(), "kubernetes": k8s});
+        return write_json(&args.json, &results);
+    }
+    if args.churn_only {
+        let results = json!({
+            "machine": machine(),
+            "date": humantime_now(),
+            "churn": churn()?,
+        });
+        crate::churn::print_churn(&results["churn"]);
+        return write_json(&args.json, &results);
+    }
     if args.latency_only || args.bursts_only {
         let mut results = json!({
             "machine": machine(),
@@ -168,6 +214,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let side_by_side = side_by_side(args.kills)?;
     let idle = idle_footprint(args.idle_seconds)?;
     let kubernetes = kubernetes_enrichment(args.kills.min(100), 250)?;
+    let churn = churn()?;
     let bursts = bursts(args)?;
     let results = json!({
         "machine": machine(),
@@ -177,10 +224,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "side_by_side": side_by_side,
         "idle": idle,
         "kubernetes": kubernetes,
+        "churn": churn,
         "bursts": bursts,
         "pressure": pressure,
     });
     print_table(&results);
+    crate::churn::print_churn(&results["churn"]);
     print_pressure(&results);
     write_json(&args.json, &results)
 }
@@ -312,11 +361,15 @@ fn print_pressure(results: &Value) {
 
 /// `target/release/oom-probe`, or `$OOM_PROBE_BIN` (as the tests take it,
 /// e.g. the static build `cargo xtask vm-test` makes).
-fn oom_probe() -> Command {
-    let bin: PathBuf = std::env::var_os("OOM_PROBE_BIN")
+/// The oom-probe binary measured: `$OOM_PROBE_BIN`, else the release build.
+fn oom_probe_binary() -> PathBuf {
+    std::env::var_os("OOM_PROBE_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| "target/release/oom-probe".into());
-    oom_probe_at(&bin)
+        .unwrap_or_else(|| "target/release/oom-probe".into())
+}
+
+fn oom_probe() -> Command {
+    oom_probe_at(&oom_probe_binary())
 }
 
 fn oom_probe_at(binary: &Path) -> Command {
@@ -829,6 +882,8 @@ fn kubernetes_enrichment(kills: usize, pods: usize) -> Result<Value> {
         "named": sightings.iter().filter(|s| s.named_pod).count(),
         "latency_us": percentiles(&latencies),
         "rss_kib_with_store": with_store.rss_kib,
+        "anon_kib_with_store": with_store.anon_kib,
+        "file_kib_with_store": with_store.file_kib,
     }))
 }
 
@@ -987,6 +1042,8 @@ fn idle_footprint(seconds: u64) -> Result<Value> {
     Ok(json!({
         "seconds": seconds,
         "rss_kib": after.rss_kib,
+        "anon_kib": after.anon_kib,
+        "file_kib": after.file_kib,
         "cpu_ms": after.cpu_ms.saturating_sub(before.cpu_ms),
     }))
 }
@@ -1061,6 +1118,10 @@ fn lost_from_stderr(tool: &Running) -> u64 {
 /// RSS and CPU time of a process, from /proc.
 struct ProcessStats {
     rss_kib: u64,
+    /// The anonymous part of the RSS (RssAnon: heap, stacks).
+    anon_kib: u64,
+    /// The file-backed part (RssFile: mostly the binary's own code).
+    file_kib: u64,
     /// Peak RSS (VmHWM).
     hwm_kib: u64,
     cpu_ms: u64,
@@ -1082,6 +1143,8 @@ fn process_stats(pid: u32) -> ProcessStats {
     };
     let rss_kib = field("VmRSS:");
     let hwm_kib = field("VmHWM:");
+    let anon_kib = field("RssAnon:");
+    let file_kib = field("RssFile:");
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the ")" of comm: utime and stime are the 12th and 13th.
     let ticks: u64 = stat
@@ -1099,6 +1162,8 @@ fn process_stats(pid: u32) -> ProcessStats {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     ProcessStats {
         rss_kib,
+        anon_kib,
+        file_kib,
         hwm_kib,
         cpu_ms: ticks * 1000 / hz,
     }
@@ -1179,20 +1244,24 @@ fn print_table(results: &Value) {
     print_side_by_side(results);
     let k8s = &results["kubernetes"];
     println!(
-        "\nwith Kubernetes names ({} pods in the store, warm): {} of {} kills named, latency p50 {} us, p99 {} us, max {} us; RSS {} KiB",
+        "\nwith Kubernetes names ({} pods in the store, warm): {} of {} kills named, latency p50 {} us, p99 {} us, max {} us; RSS {} KiB (anonymous {}, file-backed {})",
         cell(&k8s["pods_in_store"]),
         cell(&k8s["named"]),
         cell(&k8s["kills"]),
         cell(&k8s["latency_us"]["p50"]),
         cell(&k8s["latency_us"]["p99"]),
         cell(&k8s["latency_us"]["max"]),
-        cell(&k8s["rss_kib_with_store"])
+        cell(&k8s["rss_kib_with_store"]),
+        cell(&k8s["anon_kib_with_store"]),
+        cell(&k8s["file_kib_with_store"])
     );
     let idle = &results["idle"];
     println!(
-        "\nidle {} s: RSS {} KiB, CPU {} ms",
+        "\nidle {} s: RSS {} KiB (anonymous {}, file-backed {}), CPU {} ms",
         cell(&idle["seconds"]),
         cell(&idle["rss_kib"]),
+        cell(&idle["anon_kib"]),
+        cell(&idle["file_kib"]),
         cell(&idle["cpu_ms"])
     );
     print_bursts(results);
