@@ -120,6 +120,9 @@ fn the_daemonset_runs_everywhere_with_least_privilege() {
         .unwrap()
         .iter()
         .any(|t| t.operator.as_deref() == Some("Exists") && t.key.is_none()));
+    // The node's pids: a cgroup's tasks come from its cgroup.procs, whose
+    // pids are the reader's namespace's (tests/image.rs checks the tasks).
+    assert_eq!(spec.host_pid, Some(true));
     let container = &spec.containers[0];
     let security = container.security_context.clone().unwrap();
     assert_eq!(security.privileged, Some(false));

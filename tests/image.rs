@@ -292,7 +292,13 @@ fn the_image_runs_as_the_daemonset_and_reports_a_kill_in_another_container() {
         security: Some(security),
         ..Default::default()
     };
-    let agent_pod = containerd.run_pod("oom-probe-agent").unwrap();
+    // hostPID as the DaemonSet asks: without it the agent's cgroup.procs
+    // reads list none of another pod's processes.
+    assert_eq!(
+        pod_spec["hostPID"], true,
+        "the DaemonSet runs in the node's pids"
+    );
+    let agent_pod = containerd.run_pod_in_node_pids("oom-probe-agent").unwrap();
 
     // `check` in the image, with the DaemonSet's privileges: it passes.
     let check = agent_pod
@@ -431,7 +437,8 @@ fn the_image_runs_as_the_daemonset_and_reports_a_kill_in_another_container() {
     // Found by the agent's 5 s walk, then warned on its first notification.
     let line = agent
         .wait_for_log(
-            "\"memory_pressure\"",
+            // Not the node's: a loaded host has node pressure of its own.
+            "\"scope\":\"cgroup\"",
             EVENT_TIMEOUT + Duration::from_secs(30),
         )
         .unwrap_or_else(|e| panic!("{e}\nthe reclaimer: {}", squeezed.log()));
@@ -444,6 +451,16 @@ fn the_image_runs_as_the_daemonset_and_reports_a_kill_in_another_container() {
     assert_eq!(event["memcg"]["limit_bytes"], 64 * MIB, "{event:#}");
     assert_eq!(event["kubernetes"]["pod"], "squeezed", "{event:#}");
     assert_eq!(event["kubernetes"]["container"], "reclaimer", "{event:#}");
+    // The cgroup's top tasks, read from its cgroup.procs in the agent's pid
+    // namespace and the host's /proc: the reclaimer is there.
+    let tasks = event["tasks"].as_array().expect("tasks");
+    assert!(
+        tasks.iter().any(|t| t["comm"] == "oom-hog"
+            && t["rss_bytes"]["anon"]
+                .as_u64()
+                .is_some_and(|a| a >= 16 * MIB)),
+        "the reclaimer among the top tasks: {event:#}"
+    );
 }
 
 #[test]

@@ -414,26 +414,10 @@ fn the_node_is_warned_through_proc_pressure_memory() {
         );
         return;
     }
-    // On Debian 11's 5.10.223 the node's trigger stayed silent through a
-    // whole 8 s hold in one of two runs (it fired in the other; the cause
-    // was not found): not reliable there, so not asserted.
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut version = release
-        .trim()
-        .split(['.', '-'])
-        .map(|p| p.parse::<u32>().ok());
-    if let (Some(Some(major)), Some(Some(minor))) = (version.next(), version.next()) {
-        if (major, minor) < (6, 1) {
-            skipped(
-                test,
-                &format!(
-                    "the node's PSI trigger was seen to miss a whole stall on {major}.{minor} \
-                     (Debian 11's 5.10): unreliable before 6.1"
-                ),
-            );
-            return;
-        }
-    }
+    // On Debian 11's 5.10 (once in two runs) and the 6.12 VM (once in CI)
+    // the node's trigger stayed silent through the whole 8 s hold: the agent
+    // also checks the node's PSI total every second, and passes with the
+    // trigger's wake-ups ignored (tried on 6.12), so every kernel asserts it.
     if !in_vm() {
         // Node PSI is the whole machine's: whether one held cgroup stalls
         // 10 % of a 2 s window depends on what else the host runs (it did

@@ -203,6 +203,9 @@ pub async fn watch(mut options: WatchOptions) -> Result<()> {
         probes.layout.constraint_names.clone(),
     );
     if let Some(procfs) = &options.procfs {
+        if let Some(why) = crate::enrich::tasks::pid_namespace_mismatch(procfs) {
+            tracing::warn!("{why}");
+        }
         enricher.set_procfs(procfs.clone());
     }
     // SAFETY: the ring buffer owns its map fd and keeps it open and

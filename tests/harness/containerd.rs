@@ -143,6 +143,18 @@ impl Containerd {
         )
     }
 
+    /// [`Containerd::run_pod`] for a pod with `hostPID: true`: its
+    /// containers share the node's pid namespace.
+    pub fn run_pod_in_node_pids(&self, name: &str) -> Result<Pod<'_>> {
+        self.run_pod_with(
+            name,
+            NamespaceOption {
+                pid: NamespaceMode::Node as i32,
+                ..kubelet_namespaces()
+            },
+        )
+    }
+
     fn run_pod_with(&self, name: &str, namespaces: NamespaceOption) -> Result<Pod<'_>> {
         let uid = random_uid()?;
         let log_dir = self.dir.join(format!("pods/{NAMESPACE}_{name}_{uid}"));

@@ -60,6 +60,26 @@ fn top(pids: impl Iterator<Item = u32>, procfs: &Path, n: usize) -> Scene {
     Scene { top: tasks, total }
 }
 
+/// Why a cgroup's tasks cannot be listed from `procfs`, or `None` when they
+/// can: `cgroup.procs` gives pids of this process' pid namespace, so they
+/// name the right `/proc/<pid>` only when `procfs` belongs to the same one
+/// (its `self` link is this process' pid). A DaemonSet without
+/// `hostPID: true` reading the host's /proc sees none of another pod's
+/// processes: its events list the victim alone.
+pub fn pid_namespace_mismatch(procfs: &Path) -> Option<String> {
+    let seen = fs::read_link(procfs.join("self")).ok()?;
+    let own = std::process::id();
+    let seen: u32 = seen.to_str()?.parse().ok()?;
+    (seen != own).then(|| {
+        format!(
+            "this process is pid {own} in its pid namespace but pid {seen} in {}: a cgroup's \
+             tasks (from cgroup.procs, in this namespace) cannot be found there, so events list \
+             the victim alone; run in the node's pid namespace (hostPID: true)",
+            procfs.display()
+        )
+    })
+}
+
 /// Reads every user process of the node (kernel threads, which have no
 /// memory of their own, are left out).
 pub fn of_node(procfs: &Path, victim: Task) -> Option<Scene> {
@@ -179,6 +199,21 @@ pub fn memory_cgroup_of(procfs: &Path, pid: u32) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Our own /proc agrees with our pid; a procfs whose `self` is another
+    /// pid (the host's, seen from a container's own pid namespace) does not.
+    #[test]
+    fn a_procfs_of_another_pid_namespace_is_named() {
+        assert_eq!(pid_namespace_mismatch(Path::new("/proc")), None);
+        let dir = std::env::temp_dir().join(format!("oom-probe-pidns-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let other = std::process::id().wrapping_add(1).to_string();
+        let _ = fs::remove_file(dir.join("self"));
+        std::os::unix::fs::symlink(&other, dir.join("self")).unwrap();
+        let why = pid_namespace_mismatch(&dir);
+        fs::remove_dir_all(&dir).unwrap();
+        assert!(why.unwrap().contains("hostPID: true"));
+    }
 
     /// Found by the memcg_files fuzz target: a size in kB beyond what fits
     /// in bytes overflowed (a panic with overflow checks, a wrong figure

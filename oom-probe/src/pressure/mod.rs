@@ -131,8 +131,8 @@ struct Watched {
     last_notify: Option<Instant>,
     /// When its files were last read.
     last_read: Option<Instant>,
-    /// The last `some` stall total read on a `memory.events` change, and
-    /// when (v2).
+    /// The last `some` stall total read without a trigger's notification
+    /// (on a `memory.events` change, or the node's on every tick), and when.
     last_stall: Option<(Instant, u64)>,
     episode: Option<Episode>,
     /// `(when, usage)`, at most one a second, the last minute.
@@ -170,7 +170,8 @@ pub struct PressureWatcher {
     /// The PSI trigger written, `(stall µs, window µs)`: the options', or
     /// the nearest one an opener without `CAP_SYS_RESOURCE` may write.
     psi: (u64, u64),
-    node_watched: bool,
+    /// The node's watch, when its PSI trigger was taken.
+    node_key: Option<u64>,
 }
 
 /// What a wake-up produced.
@@ -226,7 +227,7 @@ impl PressureWatcher {
             walks: [0; 4],
             v1_failed: false,
             psi: (0, 0),
-            node_watched: false,
+            node_key: None,
         };
         watcher.psi = (
             watcher.options.psi_stall.as_micros() as u64,
@@ -259,7 +260,7 @@ impl PressureWatcher {
 
     /// True when the node's `/proc/pressure/memory` has a trigger.
     pub fn node_watched(&self) -> bool {
-        self.node_watched
+        self.node_key.is_some()
     }
 
     /// The PSI trigger in use, `(stall, window)`.
@@ -299,7 +300,8 @@ impl PressureWatcher {
         match registered {
             Ok(notifier) => {
                 let watched = Watched::new(PressureScope::Node, None, file, None, notifier, None);
-                self.node_watched = self.add(watched) != 0;
+                let key = self.add(watched);
+                self.node_key = (key != 0).then_some(key);
             }
             Err(err) => tracing::warn!(
                 "node memory pressure is not watched: no PSI trigger on {}",
@@ -852,6 +854,10 @@ impl PressureWatcher {
             if !pressure && v2 && watched.stalled_since_last(now, self.psi) {
                 watched.last_notify = Some(now);
             }
+        } else if !pressure && watched.stalled_since_last(now, self.psi) {
+            // The node's trigger was seen silent too (a whole 8 s stall on
+            // a 6.12 VM, and on 5.10): `tick` checks its total every second.
+            watched.last_notify = Some(now);
         }
         watched.sample_usage(now, v2);
         let recent = |at: Option<Instant>| {
@@ -907,8 +913,14 @@ impl PressureWatcher {
     }
 
     /// Ends the episodes quiet for `clear_after`; forgets old ended ones.
+    /// Also checks the node's PSI `some` total, in case its trigger missed
+    /// a stall (see `stalled_since_last`).
     pub fn tick(&mut self) -> Vec<Change> {
         let now = Instant::now();
+        let mut changes = Vec::new();
+        if let Some(key) = self.node_key {
+            changes.extend(self.on_wake(key, now, false));
+        }
         let quiet: Vec<u64> = self
             .active
             .iter()
@@ -920,7 +932,6 @@ impl PressureWatcher {
                     .is_none_or(|e| now.duration_since(e.last) >= self.options.clear_after)
             })
             .collect();
-        let mut changes = Vec::new();
         for key in quiet {
             self.active.remove(&key);
             let Some(mut watched) = self.watched.remove(&key) else {
@@ -1082,13 +1093,12 @@ impl Watched {
         }
     }
 
-    /// True when the cgroup stalled at least the trigger's share
-    /// (`stall_us / window_us`) since the last call, over at least 100 ms;
-    /// reads `memory.pressure`.
+    /// True when the cgroup (or the node) stalled at least the trigger's
+    /// share (`stall_us / window_us`) since the last call, over at least
+    /// 100 ms; reads the `some total=` of `memory.pressure` (the node's
+    /// `/proc/pressure/memory`), in µs.
     fn stalled_since_last(&mut self, now: Instant, (stall_us, window_us): (u64, u64)) -> bool {
-        let Some(total) =
-            cgroupfs::read_psi(&self.dir.join("memory.pressure")).map(|psi| psi.some_total_us)
-        else {
+        let Some(total) = self.psi(true).map(|psi| psi.some_total_us) else {
             return false;
         };
         let Some((at, before)) = self.last_stall else {
