@@ -17,6 +17,7 @@ pub mod enrich;
 pub mod event;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub mod kill_trace;
 pub mod kube;
 pub mod node;
 pub mod pressure;

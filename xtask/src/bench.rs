@@ -5,15 +5,24 @@
 //! 1. start-up: exec of `oom-probe watch` to its "watching" line, cold
 //!    (no layout cache) and warm, side by side with a bare aya loader of the
 //!    same eBPF object (xtask/bare-loader) and bpftrace.
-//! 2. latency, side by side on the same kills: oom-probe, bpftrace on
+//! 2. latency, side by side on the same kills: oom-probe as `watch` runs it,
+//!    oom-probe with the agent's state file and history store, bpftrace on
 //!    `oom:mark_victim`, and a /dev/kmsg regex reader like
 //!    node-problem-detector's (each a process of its own, so its RSS counts).
+//!    Latency is from the kernel's timestamp of the kill (`bpf_ktime_get_ns`
+//!    in `mark_victim`: oom-probe's `kernel_time_ns`, bpftrace's `nsecs`;
+//!    kmsg's own stamp, in microseconds) to the moment the bench's reader
+//!    thread has the tool's line from its stdout pipe (CLOCK_MONOTONIC).
+//!    The load average is read before and after (`--latency-only`).
 //! 3. bursts: N processes killed at once in N cgroups, at several ring
-//!    buffer sizes: events reported against the kernel's own counters.
+//!    buffer sizes, each repeated: events reported against the kernel's own
+//!    counters, and the spread of lost records per size (`--bursts-only`).
 //! 4. footprint: oom-probe's RSS and CPU time idle and during the bursts.
 //! 5. Kubernetes: latency with pod names from a warm store of 250 pods
 //!    served by a local API server, and the RSS with that store.
-//! 6. pressure: RSS, CPU time and open fds of oom-probe watching 10, 100
+//! 6. churn (xtask/src/churn.rs): the agent's RSS idle and after 10,000
+//!    kills across 2,000 cgroups created and removed (`--churn-only`).
+//! 7. pressure: RSS, CPU time and open fds of oom-probe watching 10, 100
 //!    and 1,000 memory cgroups for `memory_pressure`, all quiet and with one
 //!    of them held at its limit, against `--no-pressure`
 //!    (`--pressure-only` runs just this phase).
@@ -46,7 +55,11 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "50,200,500")]
     bursts: Vec<usize>,
     /// Ring buffer sizes to try in the bursts, in bytes.
-    #[arg(long, value_delimiter = ',', default_value = "4096,16384,65536,262144")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "4096,16384,65536,262144,1048576"
+    )]
     ring_sizes: Vec<u32>,
     /// Seconds oom-probe sits idle for the idle footprint.
     #[arg(long, default_value_t = 60)]
@@ -65,7 +78,7 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "100,1000,5000")]
     cgroups: Vec<usize>,
     /// Times each burst is repeated, for the spread of lost records.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     burst_repeats: usize,
     /// How many watched cgroups the pressure phase measures with.
     #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
@@ -79,6 +92,25 @@ pub struct BenchArgs {
     /// Run only the naming and reconciliation costs (`--cgroups`).
     #[arg(long, conflicts_with = "pressure_only")]
     cgroups_only: bool,
+    /// Kills for the churn phase (RSS after them against idle).
+    #[arg(long, default_value_t = 10_000)]
+    churn_kills: usize,
+    /// Cgroups the churn's kills are spread over, each created, killed in
+    /// and removed.
+    #[arg(long, default_value_t = 2_000)]
+    churn_cgroups: usize,
+    /// Run only the churn phase.
+    #[arg(long, conflicts_with_all = ["pressure_only", "cgroups_only"])]
+    churn_only: bool,
+    /// Run only the Kubernetes phase (250 pods in the store).
+    #[arg(long, conflicts_with_all = ["pressure_only", "cgroups_only", "churn_only"])]
+    kubernetes_only: bool,
+    /// Run only the side-by-side latency (with `--bursts-only`: both).
+    #[arg(long, conflicts_with_all = ["pressure_only", "cgroups_only"])]
+    latency_only: bool,
+    /// Run only the bursts (with `--latency-only`: both).
+    #[arg(long, conflicts_with_all = ["pressure_only", "cgroups_only"])]
+    bursts_only: bool,
 }
 
 /// One kill as one tool saw it.
@@ -92,8 +124,60 @@ struct Sighting {
 
 const MIB: u64 = 1 << 20;
 
+/// What the latency figures measure, printed and written with them.
+const LATENCY_MEASURES: &str = "from the kernel's timestamp of the kill (bpf_ktime_get_ns in \
+    mark_victim: kernel_time_ns, bpftrace's nsecs; kmsg: its own microsecond stamp) to the line \
+    in the bench's reader thread, read from the tool's stdout pipe (CLOCK_MONOTONIC)";
+
 /// Runs every phase with binaries already built in `target/release`.
 pub fn run(args: &BenchArgs) -> Result<()> {
+    let churn = || {
+        crate::churn::churn_footprint(
+            &oom_probe_binary().to_string_lossy(),
+            "target/release/oom-hog",
+            args.churn_kills,
+            args.churn_cgroups,
+        )
+    };
+    if args.kubernetes_only {
+        let k8s = kubernetes_enrichment(args.kills.min(100), 250)?;
+        println!(
+            "with Kubernetes names ({} pods in the store, warm): RSS {} KiB (anonymous {}, file-backed {}), {} of {} kills named",
+            cell(&k8s["pods_in_store"]),
+            cell(&k8s["rss_kib_with_store"]),
+            cell(&k8s["anon_kib_with_store"]),
+            cell(&k8s["file_kib_with_store"]),
+            cell(&k8s["named"]),
+            cell(&k8s["kills"])
+        );
+        let results = json!({"machine": machine(), "date": humantime_now(), "kubernetes": k8s});
+        return write_json(&args.json, &results);
+    }
+    if args.churn_only {
+        let results = json!({
+            "machine": machine(),
+            "date": humantime_now(),
+            "churn": churn()?,
+        });
+        crate::churn::print_churn(&results["churn"]);
+        return write_json(&args.json, &results);
+    }
+    if args.latency_only || args.bursts_only {
+        let mut results = json!({
+            "machine": machine(),
+            "date": humantime_now(),
+            "note": "other engineers built and tested on the same 2 cores during this run",
+        });
+        if args.latency_only {
+            results["side_by_side"] = side_by_side(args.kills)?;
+            print_side_by_side(&results);
+        }
+        if args.bursts_only {
+            results["bursts"] = bursts(args)?;
+            print_bursts(&results);
+        }
+        return write_json(&args.json, &results);
+    }
     if args.cgroups_only {
         let cgroups = args
             .cgroups
@@ -131,19 +215,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let side_by_side = side_by_side(args.kills)?;
     let idle = idle_footprint(args.idle_seconds)?;
     let kubernetes = kubernetes_enrichment(args.kills.min(100), 250)?;
-    let mut bursts = Vec::new();
-    for &n in &args.bursts {
-        for &ring in &args.ring_sizes {
-            let runs = (0..args.burst_repeats.max(1))
-                .map(|_| burst(n, ring))
-                .collect::<Result<Vec<_>>>()?;
-            bursts.push(json!({
-                "processes": n,
-                "ring_buffer_bytes": ring,
-                "runs": runs,
-            }));
-        }
-    }
+    let churn = churn()?;
+    let bursts = bursts(args)?;
     let results = json!({
         "machine": machine(),
         "date": humantime_now(),
@@ -152,12 +225,66 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "side_by_side": side_by_side,
         "idle": idle,
         "kubernetes": kubernetes,
+        "churn": churn,
         "bursts": bursts,
         "pressure": pressure,
     });
     print_table(&results);
+    crate::churn::print_churn(&results["churn"]);
     print_pressure(&results);
     write_json(&args.json, &results)
+}
+
+/// The bursts at every size and ring size, each repeated: every run, and
+/// per size the spread of lost records (min, median, max) over the runs.
+/// The repeats are interleaved (every ring size once, then again), so a
+/// burst of load from elsewhere on the machine spreads over the sizes.
+fn bursts(args: &BenchArgs) -> Result<Value> {
+    let mut rows = Vec::new();
+    for &n in &args.bursts {
+        let mut runs: Vec<Vec<Value>> = vec![Vec::new(); args.ring_sizes.len()];
+        for _ in 0..args.burst_repeats.max(1) {
+            for (i, &ring) in args.ring_sizes.iter().enumerate() {
+                runs[i].push(burst(n, ring)?);
+            }
+        }
+        for (&ring, runs) in args.ring_sizes.iter().zip(runs) {
+            let mut lost: Vec<u64> = runs
+                .iter()
+                .map(|r| r["lost"].as_u64().unwrap_or(0))
+                .collect();
+            lost.sort_unstable();
+            let missing = runs
+                .iter()
+                .filter(|r| {
+                    r["reported"].as_u64().unwrap_or(0) + r["lost"].as_u64().unwrap_or(0)
+                        < r["kernel_counted"].as_u64().unwrap_or(0)
+                })
+                .count();
+            rows.push(json!({
+                "processes": n,
+                "ring_buffer_bytes": ring,
+                "lost_min": lost.first(),
+                "lost_median": lost.get(lost.len() / 2),
+                "lost_max": lost.last(),
+                "runs_with_loss": lost.iter().filter(|&&l| l > 0).count(),
+                "runs_reported_plus_lost_short_of_kernel": missing,
+                "runs": runs,
+            }));
+        }
+    }
+    Ok(Value::Array(rows))
+}
+
+/// `/proc/loadavg`'s 1, 5 and 15 minute averages.
+fn load_average() -> Value {
+    let text = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let averages: Vec<f64> = text
+        .split_whitespace()
+        .take(3)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    json!(averages)
 }
 
 fn write_json(path: &std::path::Path, results: &Value) -> Result<()> {
@@ -299,11 +426,15 @@ fn print_pressure(results: &Value) {
 
 /// `target/release/oom-probe`, or `$OOM_PROBE_BIN` (as the tests take it,
 /// e.g. the static build `cargo xtask vm-test` makes).
-fn oom_probe() -> Command {
-    let bin: PathBuf = std::env::var_os("OOM_PROBE_BIN")
+/// The oom-probe binary measured: `$OOM_PROBE_BIN`, else the release build.
+fn oom_probe_binary() -> PathBuf {
+    std::env::var_os("OOM_PROBE_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| "target/release/oom-probe".into());
-    oom_probe_at(&bin)
+        .unwrap_or_else(|| "target/release/oom-probe".into())
+}
+
+fn oom_probe() -> Command {
+    oom_probe_at(&oom_probe_binary())
 }
 
 fn oom_probe_at(binary: &Path) -> Command {
@@ -572,6 +703,7 @@ fn cgroup_scaling(n: usize) -> Result<Value> {
     let listen = oom_probe_tests::free_loopback_addr();
     let mut tool = start_oom_probe(
         &tx,
+        "oom-probe",
         256 * 1024,
         &["--reconcile-interval", "0.1", "--listen", &listen],
     )?;
@@ -675,9 +807,26 @@ struct Running {
 }
 
 fn side_by_side(kills: usize) -> Result<Value> {
+    let load_before = load_average();
     let (tx, rx) = mpsc::channel();
-    let mut tools = vec![start_oom_probe(&tx, 1 << 20, &[])?];
-    let mut notes = Vec::new();
+    // The agent's files (`run` keeps them in /var/lib/oom-probe).
+    let files = std::env::temp_dir().join(format!("oom-probe-bench-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&files);
+    fs::create_dir_all(&files)?;
+    let state = files.join("state.json").to_string_lossy().into_owned();
+    let store = files.join("history.redb").to_string_lossy().into_owned();
+    let mut tools = vec![
+        start_oom_probe(&tx, "oom-probe", 1 << 20, &[])?,
+        start_oom_probe(
+            &tx,
+            "oom-probe +files",
+            1 << 20,
+            &["--state-file", &state, "--history-file", &store],
+        )?,
+    ];
+    let mut notes = vec![
+        "oom-probe +files: with the agent's state file and history store (as `run`)".to_string(),
+    ];
     match start_bpftrace(&tx) {
         Ok(tool) => tools.push(tool),
         Err(err) => notes.push(format!("bpftrace unavailable: {err:#}")),
@@ -713,12 +862,20 @@ fn side_by_side(kills: usize) -> Result<Value> {
             "caught": caught,
             "latency_us": percentiles(&latencies),
             "rss_kib": stats.rss_kib,
-            "names_container": tool.name == "oom-probe",
+            "names_container": tool.name.starts_with("oom-probe"),
         }));
         stop(&mut tool.child);
     }
+    let _ = fs::remove_dir_all(&files);
     let kernel = cgroup.kernel_oom_kills()?;
-    Ok(json!({ "kernel_counted": kernel, "tools": rows, "notes": notes }))
+    Ok(json!({
+        "kernel_counted": kernel,
+        "latency_measures": LATENCY_MEASURES,
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+        "tools": rows,
+        "notes": notes,
+    }))
 }
 
 /// Pods the store holds in the Kubernetes phase.
@@ -750,6 +907,7 @@ fn kubernetes_enrichment(kills: usize, pods: usize) -> Result<Value> {
     let kubeconfig = server.kubeconfig().to_string_lossy().into_owned();
     let mut tool = start_oom_probe(
         &tx,
+        "oom-probe",
         1 << 20,
         &["--kubeconfig", &kubeconfig, "--node-name", BENCH_NODE],
     )?;
@@ -789,10 +947,17 @@ fn kubernetes_enrichment(kills: usize, pods: usize) -> Result<Value> {
         "named": sightings.iter().filter(|s| s.named_pod).count(),
         "latency_us": percentiles(&latencies),
         "rss_kib_with_store": with_store.rss_kib,
+        "anon_kib_with_store": with_store.anon_kib,
+        "file_kib_with_store": with_store.file_kib,
     }))
 }
 
-fn start_oom_probe(tx: &Sender<Sighting>, ring: u32, extra_args: &[&str]) -> Result<Running> {
+fn start_oom_probe(
+    tx: &Sender<Sighting>,
+    name: &'static str,
+    ring: u32,
+    extra_args: &[&str],
+) -> Result<Running> {
     let mut command = oom_probe();
     command
         .args([
@@ -818,7 +983,7 @@ fn start_oom_probe(tx: &Sender<Sighting>, ring: u32, extra_args: &[&str]) -> Res
                 continue;
             };
             let _ = tx.send(Sighting {
-                tool: "oom-probe",
+                tool: name,
                 pid: pid as u32,
                 latency_ns: Some(now.saturating_sub(kernel)),
                 named_pod: event["kubernetes"]["pod"].is_string(),
@@ -826,7 +991,7 @@ fn start_oom_probe(tx: &Sender<Sighting>, ring: u32, extra_args: &[&str]) -> Res
         }
     });
     Ok(Running {
-        name: "oom-probe",
+        name,
         child,
         stderr: Some(stderr),
     })
@@ -934,7 +1099,7 @@ pub fn kmsg_reader() -> Result<()> {
 
 fn idle_footprint(seconds: u64) -> Result<Value> {
     let (tx, _rx) = mpsc::channel();
-    let mut tool = start_oom_probe(&tx, 256 * 1024, &[])?;
+    let mut tool = start_oom_probe(&tx, "oom-probe", 256 * 1024, &[])?;
     let before = process_stats(tool.child.id());
     thread::sleep(Duration::from_secs(seconds));
     let after = process_stats(tool.child.id());
@@ -942,17 +1107,20 @@ fn idle_footprint(seconds: u64) -> Result<Value> {
     Ok(json!({
         "seconds": seconds,
         "rss_kib": after.rss_kib,
+        "anon_kib": after.anon_kib,
+        "file_kib": after.file_kib,
         "cpu_ms": after.cpu_ms.saturating_sub(before.cpu_ms),
     }))
 }
 
 fn burst(n: usize, ring: u32) -> Result<Value> {
     let (tx, rx): (Sender<Sighting>, Receiver<Sighting>) = mpsc::channel();
-    let mut tool = start_oom_probe(&tx, ring, &[])?;
+    let mut tool = start_oom_probe(&tx, "oom-probe", ring, &[])?;
     let cgroups: Vec<MemoryCgroup> = (0..n)
         .map(|_| MemoryCgroup::create(8 * MIB))
         .collect::<std::io::Result<_>>()?;
     let before = process_stats(tool.child.id());
+    let load = load_average();
     let started = Instant::now();
     let mut hogs: Vec<Child> = cgroups
         .iter()
@@ -988,6 +1156,7 @@ fn burst(n: usize, ring: u32) -> Result<Value> {
         "rss_kib": during.rss_kib,
         "cpu_ms": during.cpu_ms.saturating_sub(before.cpu_ms),
         "killed_in_ms": killed_in.as_millis() as u64,
+        "load_average": load,
         "kernel_kills_per_s": kernel as f64 / killed_in.as_secs_f64().max(1e-3),
         "cpu_us_per_kill": (during.cpu_ms.saturating_sub(before.cpu_ms) * 1000) as f64
             / reported.max(1) as f64,
@@ -1014,6 +1183,10 @@ fn lost_from_stderr(tool: &Running) -> u64 {
 /// RSS and CPU time of a process, from /proc.
 struct ProcessStats {
     rss_kib: u64,
+    /// The anonymous part of the RSS (RssAnon: heap, stacks).
+    anon_kib: u64,
+    /// The file-backed part (RssFile: mostly the binary's own code).
+    file_kib: u64,
     /// Peak RSS (VmHWM).
     hwm_kib: u64,
     cpu_ms: u64,
@@ -1035,6 +1208,8 @@ fn process_stats(pid: u32) -> ProcessStats {
     };
     let rss_kib = field("VmRSS:");
     let hwm_kib = field("VmHWM:");
+    let anon_kib = field("RssAnon:");
+    let file_kib = field("RssFile:");
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the ")" of comm: utime and stime are the 12th and 13th.
     let ticks: u64 = stat
@@ -1052,6 +1227,8 @@ fn process_stats(pid: u32) -> ProcessStats {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     ProcessStats {
         rss_kib,
+        anon_kib,
+        file_kib,
         hwm_kib,
         cpu_ms: ticks * 1000 / hz,
     }
@@ -1129,6 +1306,33 @@ fn print_table(results: &Value) {
         );
     }
     print_cgroups(results);
+    print_side_by_side(results);
+    let k8s = &results["kubernetes"];
+    println!(
+        "\nwith Kubernetes names ({} pods in the store, warm): {} of {} kills named, latency p50 {} us, p99 {} us, max {} us; RSS {} KiB (anonymous {}, file-backed {})",
+        cell(&k8s["pods_in_store"]),
+        cell(&k8s["named"]),
+        cell(&k8s["kills"]),
+        cell(&k8s["latency_us"]["p50"]),
+        cell(&k8s["latency_us"]["p99"]),
+        cell(&k8s["latency_us"]["max"]),
+        cell(&k8s["rss_kib_with_store"]),
+        cell(&k8s["anon_kib_with_store"]),
+        cell(&k8s["file_kib_with_store"])
+    );
+    let idle = &results["idle"];
+    println!(
+        "\nidle {} s: RSS {} KiB (anonymous {}, file-backed {}), CPU {} ms",
+        cell(&idle["seconds"]),
+        cell(&idle["rss_kib"]),
+        cell(&idle["anon_kib"]),
+        cell(&idle["file_kib"]),
+        cell(&idle["cpu_ms"])
+    );
+    print_bursts(results);
+}
+
+fn print_side_by_side(results: &Value) {
     let side = &results["side_by_side"];
     println!(
         "\nside by side, {} sequential kills (kernel counted {}):",
@@ -1136,13 +1340,18 @@ fn print_table(results: &Value) {
         cell(&side["kernel_counted"])
     );
     println!(
-        "{:<12} {:>7} {:>10} {:>10} {:>10} {:>9} {:>15}",
+        "{:<16} {:>7} {:>10} {:>10} {:>10} {:>9} {:>15}",
         "tool", "caught", "p50 us", "p99 us", "max us", "RSS KiB", "names container"
+    );
+    println!("latency {}", cell(&side["latency_measures"]));
+    println!(
+        "load average (1, 5, 15 min) before {}, after {}",
+        side["load_average_before"], side["load_average_after"]
     );
     for tool in side["tools"].as_array().into_iter().flatten() {
         let latency = &tool["latency_us"];
         println!(
-            "{:<12} {:>7} {:>10} {:>10} {:>10} {:>9} {:>15}",
+            "{:<16} {:>7} {:>10} {:>10} {:>10} {:>9} {:>15}",
             cell(&tool["tool"]),
             cell(&tool["caught"]),
             cell(&latency["p50"]),
@@ -1159,27 +1368,12 @@ fn print_table(results: &Value) {
     for note in side["notes"].as_array().into_iter().flatten() {
         println!("note: {}", cell(note));
     }
-    let k8s = &results["kubernetes"];
-    println!(
-        "\nwith Kubernetes names ({} pods in the store, warm): {} of {} kills named, latency p50 {} us, p99 {} us, max {} us; RSS {} KiB",
-        cell(&k8s["pods_in_store"]),
-        cell(&k8s["named"]),
-        cell(&k8s["kills"]),
-        cell(&k8s["latency_us"]["p50"]),
-        cell(&k8s["latency_us"]["p99"]),
-        cell(&k8s["latency_us"]["max"]),
-        cell(&k8s["rss_kib_with_store"])
-    );
-    let idle = &results["idle"];
-    println!(
-        "\nidle {} s: RSS {} KiB, CPU {} ms",
-        cell(&idle["seconds"]),
-        cell(&idle["rss_kib"]),
-        cell(&idle["cpu_ms"])
-    );
+}
+
+fn print_bursts(results: &Value) {
     println!("\nbursts (all killed at once, one cgroup each), every run:");
     println!(
-        "{:>9} {:>10} {:>8} {:>9} {:>6} {:>9} {:>7} {:>8} {:>10}",
+        "{:>9} {:>10} {:>8} {:>9} {:>6} {:>9} {:>7} {:>8} {:>10} {:>14}",
         "processes",
         "ring bytes",
         "kernel",
@@ -1188,12 +1382,13 @@ fn print_table(results: &Value) {
         "RSS KiB",
         "CPU ms",
         "kills/s",
-        "CPU us/kill"
+        "CPU us/kill",
+        "load avg 1 min"
     );
     for b in results["bursts"].as_array().into_iter().flatten() {
         for run in b["runs"].as_array().into_iter().flatten() {
             println!(
-                "{:>9} {:>10} {:>8} {:>9} {:>6} {:>9} {:>7} {:>8.0} {:>10.0}",
+                "{:>9} {:>10} {:>8} {:>9} {:>6} {:>9} {:>7} {:>8.0} {:>10.0} {:>14}",
                 cell(&b["processes"]),
                 cell(&b["ring_buffer_bytes"]),
                 cell(&run["kernel_counted"]),
@@ -1202,8 +1397,35 @@ fn print_table(results: &Value) {
                 cell(&run["rss_kib"]),
                 cell(&run["cpu_ms"]),
                 run["kernel_kills_per_s"].as_f64().unwrap_or(0.0),
-                run["cpu_us_per_kill"].as_f64().unwrap_or(0.0)
+                run["cpu_us_per_kill"].as_f64().unwrap_or(0.0),
+                cell(&run["load_average"][0])
             );
         }
+    }
+    println!(
+        "\nlost records, spread over the runs of each size (min / median / max; runs with a loss):"
+    );
+    println!(
+        "{:>9} {:>10} {:>20} {:>14} {:>22}",
+        "processes", "ring bytes", "lost min/median/max", "runs w/ loss", "reported+lost < kernel"
+    );
+    for b in results["bursts"].as_array().into_iter().flatten() {
+        println!(
+            "{:>9} {:>10} {:>20} {:>14} {:>22}",
+            cell(&b["processes"]),
+            cell(&b["ring_buffer_bytes"]),
+            format!(
+                "{}/{}/{}",
+                cell(&b["lost_min"]),
+                cell(&b["lost_median"]),
+                cell(&b["lost_max"])
+            ),
+            format!(
+                "{}/{}",
+                cell(&b["runs_with_loss"]),
+                b["runs"].as_array().map_or(0, Vec::len)
+            ),
+            cell(&b["runs_reported_plus_lost_short_of_kernel"])
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! fresh machine first, so the README's two commands are all a person types.
 
 mod bench;
+mod churn;
 mod fuzz;
 mod setup;
 mod soak;

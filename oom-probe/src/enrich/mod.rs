@@ -23,6 +23,7 @@ use crate::{
         Constraint, ConstraintSource, Container, Event, KillKind, Kubernetes, Memcg, OomKillEvent,
         OomMemcg, Rss, Task, TasksSource, Trigger, Victim,
     },
+    kill_trace::Stage,
     text,
 };
 
@@ -152,6 +153,7 @@ impl Enricher {
     }
 
     fn kill_event(&mut self, r: &VictimRecord, kind: KillKind) -> OomKillEvent {
+        crate::kill_trace::record(r.kernel_time_ns);
         let has = |bit: u32| r.features & bit != 0;
         // Set per record: on pid-only kernels the task may not be found.
         let task = has(feature::TASK);
@@ -179,6 +181,7 @@ impl Enricher {
             .as_ref()
             .and_then(|m| Some((m.path.clone()?, m.usage_bytes)))
             .or_else(|| Some((cgroup_path.clone()?, own_usage)));
+        crate::kill_trace::mark(Stage::DecodePath);
         let (memcg_stat, memcg_stat_source) = match stat_dir {
             Some((path, usage_at_kill)) => {
                 let stat = self
@@ -189,6 +192,7 @@ impl Enricher {
             }
             None => (None, None),
         };
+        crate::kill_trace::mark(Stage::MemcgStat);
         let group_kill = match (&cgroup_path, &oom_memcg) {
             (Some(victim), Some(oom)) => {
                 self.oom_group_set(victim, oom.path.as_deref().unwrap_or("/"))
@@ -285,7 +289,9 @@ impl Enricher {
             event.tasks_total = Some(scene.total);
             event.tasks_source = Some(TasksSource::Procfs);
         }
+        crate::kill_trace::mark(Stage::Tasks);
         event.explanation = Some(explain::explain(kind, &event));
+        crate::kill_trace::mark(Stage::Explain);
         event
     }
 

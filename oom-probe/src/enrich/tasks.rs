@@ -105,7 +105,16 @@ fn collect_pids(dir: &Path, pids: &mut Vec<u32>, depth: usize) -> std::io::Resul
 }
 
 fn scene(pids: impl Iterator<Item = u32>, procfs: &Path, victim: Task) -> Scene {
-    let mut tasks: Vec<Task> = pids.filter_map(|pid| read_task(procfs, pid)).collect();
+    // The victim's /proc is not read when the kernel gave its figures: they
+    // are the ones that count (its memory may be half reaped), and reading
+    // its `status` can cost the reader the victim's exit: the read holds the
+    // last reference to its mm and frees its memory in our system call
+    // (1.8 ms at the 90th percentile for a 16 MiB hog, OOM_PROBE_KILL_TRACE).
+    let skip = victim.rss_bytes.is_some().then_some(victim.pid);
+    let mut tasks: Vec<Task> = pids
+        .filter(|&pid| Some(pid) != skip)
+        .filter_map(|pid| read_task(procfs, pid))
+        .collect();
     match tasks.iter_mut().find(|t| t.pid == victim.pid) {
         // Still there, but its memory may be half reaped: the kernel's
         // figures at the kill are the ones that count.
@@ -245,6 +254,42 @@ mod tests {
                 file: 512 * 1024,
                 shmem: 8 * 1024
             })
+        );
+    }
+
+    /// The victim's /proc is not read when the record has its figures (the
+    /// read can free the victim's memory in our system call): it is listed
+    /// once, as the kernel saw it; another task of the cgroup is read.
+    #[test]
+    fn a_victim_with_kernel_figures_is_not_read_from_proc() {
+        let procfs = std::env::temp_dir().join(format!("oom-probe-tasks-{}", std::process::id()));
+        for pid in [4242, 4243] {
+            fs::create_dir_all(procfs.join(pid.to_string())).unwrap();
+            fs::write(procfs.join(format!("{pid}/status")), STATUS).unwrap();
+            fs::write(procfs.join(format!("{pid}/oom_score_adj")), "0\n").unwrap();
+        }
+        let victim = Task {
+            pid: 4242,
+            ns_pid: Some(7),
+            comm: Some("as-the-kernel-saw".into()),
+            rss_bytes: Some(Rss {
+                anon: 1 << 30,
+                file: 0,
+                shmem: 0,
+            }),
+            oom_score_adj: Some(1000),
+            cgroup_path: None,
+            kubernetes: None,
+        };
+        let scene = scene([4242, 4243].into_iter(), &procfs, victim.clone());
+        fs::remove_dir_all(&procfs).unwrap();
+        assert_eq!(scene.total, 2);
+        assert_eq!(scene.top[0], victim, "the record's figures, not /proc's");
+        assert_eq!(scene.top[1].pid, 4243);
+        assert_eq!(
+            scene.top[1].comm.as_deref(),
+            Some("gunicorn"),
+            "read from /proc"
         );
     }
 
