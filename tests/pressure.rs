@@ -332,8 +332,23 @@ fn open_fds(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
-/// Waits (up to 30 s: the watcher looks for cgroups every 5 s) until
-/// `pid` has `want` open fds; returns the last count.
+/// The fewest open fds of `pid` over a second: files the watcher reads
+/// meanwhile (the node's PSI every second, /proc when the node is under
+/// pressure) add to the count only for a moment.
+fn settled_fds(pid: u32) -> usize {
+    (0..6)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(200));
+            open_fds(pid)
+        })
+        .min()
+        .unwrap_or(0)
+}
+
+/// Waits (up to 30 s) until `pid` has `want` open fds; returns the last
+/// count. The watcher learns of cgroups made and removed, and of limits
+/// written, from inotify; its safety walk comes every 10 minutes, so a
+/// change seen within 30 s was notified, not found by a walk.
 fn wait_for_fds(pid: u32, want: usize) -> usize {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -360,7 +375,7 @@ fn cgroups_made_later_are_watched_and_removed_ones_give_their_fds_back() {
     let watcher = Watcher::start(&pressure_args(&[parent.relative_path()])).expect("start");
     let pid = watcher.pid();
     std::thread::sleep(Duration::from_secs(1));
-    let base = open_fds(pid);
+    let base = settled_fds(pid);
     let children: Vec<MemoryCgroup> = (0..3)
         .map(|_| parent.create_child(Some(LIMIT)).expect("create a child"))
         .collect();
@@ -372,6 +387,21 @@ fn cgroups_made_later_are_watched_and_removed_ones_give_their_fds_back() {
         base + 2,
         "fds after 3 cgroups appeared (base {base})"
     );
+    // A cgroup made without a limit is not watched; once its limit is
+    // written (as `docker update --memory` or a pod resize would) it is.
+    let unlimited = parent.create_child(None).expect("create a child");
+    assert_eq!(settled_fds(pid), base + 2, "a cgroup without a limit");
+    let limit_file = if unlimited.is_v2() {
+        "memory.max"
+    } else {
+        "memory.limit_in_bytes"
+    };
+    unlimited
+        .write(limit_file, &LIMIT.to_string())
+        .expect("set the limit");
+    let limited = wait_for_fds(pid, base + 3);
+    assert_eq!(limited, base + 3, "fds after a limit was set (base {base})");
+    drop(unlimited);
     drop(children);
     // The children gone, the parent is a leaf again.
     let after = wait_for_fds(pid, base);

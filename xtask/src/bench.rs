@@ -23,7 +23,8 @@
 //! 6. churn (xtask/src/churn.rs): the agent's RSS idle and after 10,000
 //!    kills across 2,000 cgroups created and removed (`--churn-only`).
 //! 7. pressure: RSS, CPU time and open fds of oom-probe watching 10, 100
-//!    and 1,000 quiet memory cgroups for `memory_pressure`
+//!    and 1,000 memory cgroups for `memory_pressure`, all quiet and with one
+//!    of them held at its limit, against `--no-pressure`
 //!    (`--pressure-only` runs just this phase).
 //!
 //! About 600 lines: one phase per README figure, each short, sharing the
@@ -295,25 +296,42 @@ fn write_json(path: &std::path::Path, results: &Value) -> Result<()> {
     Ok(())
 }
 
-/// oom-probe watching `n` quiet memory cgroups (each with a limit, under
+/// oom-probe watching `n` memory cgroups (each with a 64 MiB limit, under
 /// one parent given as `--pressure-cgroup`) for `seconds`: RSS at the end,
-/// CPU time over the window (start-up excluded), open fds; against the
-/// same run with `--no-pressure`.
+/// CPU time over the window (start-up excluded), open fds. Three runs: all
+/// quiet; one of them held at its limit by `oom-hog --reclaim` for the
+/// whole window (notifications, file reads and a `memory_pressure` event a
+/// minute); and all quiet with `--no-pressure`.
 fn pressure_footprint(n: usize, seconds: u64) -> Result<Value> {
     let parent = MemoryCgroup::create(64 * MIB * n as u64)?;
     let children = (0..n)
         .map(|_| parent.create_child(Some(64 * MIB)))
         .collect::<std::io::Result<Vec<_>>>()?;
     let mut figures = Vec::new();
-    for pressure in [true, false] {
+    for (pressure, held) in [(true, false), (true, true), (false, false)] {
         let mut command = oom_probe();
         command.args(["--no-history", "--pressure-cgroup", parent.relative_path()]);
         if !pressure {
             command.arg("--no-pressure");
         }
         let (mut child, stdout, _stderr) = spawn_until_ready(&mut command, false)?;
-        // Other kills on the node are printed too: keep the pipe drained.
-        thread::spawn(move || for _ in BufReader::new(stdout).lines() {});
+        // Other kills on the node are printed too: keep the pipe drained,
+        // counting the pressure events.
+        let events = thread::spawn(move || {
+            BufReader::new(stdout)
+                .lines()
+                .map_while(std::result::Result::ok)
+                .filter(|line| line.contains("\"type\":\"memory_pressure\""))
+                .count()
+        });
+        let mut holder = match (held, children.first()) {
+            (true, Some(cgroup)) => Some(hold_at_limit(cgroup, seconds + 5)?),
+            _ => None,
+        };
+        // Let the hog reach the limit before the window starts.
+        if holder.is_some() {
+            thread::sleep(Duration::from_secs(3));
+        }
         let before = process_stats(child.id());
         thread::sleep(Duration::from_secs(seconds));
         let after = process_stats(child.id());
@@ -321,10 +339,15 @@ fn pressure_footprint(n: usize, seconds: u64) -> Result<Value> {
             .map(|d| d.count())
             .unwrap_or(0);
         stop(&mut child);
+        if let Some(hog) = &mut holder {
+            let _ = hog.kill();
+            let _ = hog.wait();
+        }
         figures.push(json!({
             "rss_kib": after.rss_kib,
             "cpu_ms": after.cpu_ms.saturating_sub(before.cpu_ms),
             "open_fds": fds,
+            "memory_pressure_events": events.join().unwrap_or(0),
         }));
     }
     drop(children);
@@ -332,27 +355,69 @@ fn pressure_footprint(n: usize, seconds: u64) -> Result<Value> {
         "watched_cgroups": n,
         "seconds": seconds,
         "with_pressure": figures[0],
-        "no_pressure": figures[1],
+        "one_held_at_limit": figures[1],
+        "no_pressure": figures[2],
     }))
+}
+
+/// Holds `cgroup` (64 MiB limit) at its limit for `seconds`, as the
+/// pressure tests do: on v1 anon just under the limit plus a file set
+/// re-read through the rest; on v2 anon above `memory.high`, churned.
+fn hold_at_limit(cgroup: &MemoryCgroup, seconds: u64) -> Result<Child> {
+    let files =
+        std::env::temp_dir().join(format!("oom-probe-bench-pressure-{}", std::process::id()));
+    let (anon_mb, files_mb, churn_kb) = if cgroup.is_v2() {
+        cgroup.write("memory.high", &(32 * MIB).to_string())?;
+        (34, 0, 512)
+    } else {
+        (59, 16, 0)
+    };
+    Ok(hog()
+        .arg("--cgroup")
+        .arg(cgroup.path())
+        .arg("--reclaim")
+        .arg(&files)
+        .args(["--mb", &anon_mb.to_string()])
+        .args(["--files-mb", &files_mb.to_string()])
+        .args(["--churn-kb", &churn_kb.to_string()])
+        .args(["--seconds", &seconds.to_string()])
+        .stdout(Stdio::null())
+        .spawn()?)
 }
 
 fn print_pressure(results: &Value) {
     println!(
-        "\nmemory_pressure watching, quiet cgroups ({}):",
+        "\nmemory_pressure watching ({}); CPU over the window, after start-up:",
         cell(&results["machine"])
     );
     println!(
-        "{:>8} {:>8} {:>10} {:>8} {:>8} {:>18} {:>17}",
-        "cgroups", "seconds", "RSS KiB", "CPU ms", "fds", "no-pressure RSS", "no-pressure CPU"
+        "{:>8} {:>5} | {:>8} {:>7} {:>5} | {:>8} {:>7} {:>6} | {:>8} {:>7}",
+        "cgroups",
+        "s",
+        "RSS KiB",
+        "CPU ms",
+        "fds",
+        "RSS KiB",
+        "CPU ms",
+        "events",
+        "RSS KiB",
+        "CPU ms"
+    );
+    println!(
+        "{:>14} | {:>22} | {:>23} | {:>16}",
+        "", "quiet", "one held at its limit", "--no-pressure"
     );
     for p in results["pressure"].as_array().into_iter().flatten() {
         println!(
-            "{:>8} {:>8} {:>10} {:>8} {:>8} {:>18} {:>17}",
+            "{:>8} {:>5} | {:>8} {:>7} {:>5} | {:>8} {:>7} {:>6} | {:>8} {:>7}",
             cell(&p["watched_cgroups"]),
             cell(&p["seconds"]),
             cell(&p["with_pressure"]["rss_kib"]),
             cell(&p["with_pressure"]["cpu_ms"]),
             cell(&p["with_pressure"]["open_fds"]),
+            cell(&p["one_held_at_limit"]["rss_kib"]),
+            cell(&p["one_held_at_limit"]["cpu_ms"]),
+            cell(&p["one_held_at_limit"]["memory_pressure_events"]),
             cell(&p["no_pressure"]["rss_kib"]),
             cell(&p["no_pressure"]["cpu_ms"])
         );

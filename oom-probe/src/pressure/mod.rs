@@ -9,7 +9,12 @@
 //!
 //! All notifications land on one epoll instance, which tokio polls through
 //! [`AsyncFd`]: the cost of a quiet cgroup is two file descriptors and a
-//! few hundred bytes, and no work.
+//! few hundred bytes, and no work. Cgroups made and removed, and limits
+//! written, are learnt from inotify watches on the hierarchy's directories
+//! (cgroupfs reports `mkdir`/`rmdir` and writes like any file system), so
+//! discovery costs work per change, not per cgroup per second; a walk of
+//! the hierarchy runs at start-up, every 10 min as a safety net, and once
+//! after an inotify queue overflow.
 
 pub mod cgroupfs;
 
@@ -47,8 +52,16 @@ const KILL_JOIN: Duration = Duration::from_secs(300);
 /// A cgroup's files are read at most this often, however often it notifies.
 const READ_EVERY: Duration = Duration::from_millis(250);
 
-/// The epoll key of the inotify fd (`memory.events` changes).
+/// The epoll key of the inotify fd (`memory.events` changes, cgroups made
+/// and removed, limits written).
 const INOTIFY_KEY: u64 = u64::MAX;
+
+/// How often the hierarchy is walked when a directory could not be watched
+/// (inotify's `max_user_watches` reached): discovery falls back to polling.
+const POLL_FALLBACK: Duration = Duration::from_secs(5);
+
+/// How deep below the root directories are watched (and walked).
+const MAX_DEPTH: usize = 16;
 
 /// What `--pressure-*` asked for.
 #[derive(Clone, Debug)]
@@ -68,7 +81,9 @@ pub struct PressureOptions {
     pub cgroups: Vec<String>,
     /// Watch the node's `/proc/pressure/memory`.
     pub node: bool,
-    /// Look for new and removed cgroups this often.
+    /// The safety walk of the hierarchy: this often, in case a directory
+    /// notification was missed. New and removed cgroups are learnt from
+    /// inotify at once; the walk is the net under it.
     pub rescan: Duration,
 }
 
@@ -82,7 +97,7 @@ impl Default for PressureOptions {
             psi_window: Duration::from_secs(1),
             cgroups: Vec::new(),
             node: true,
-            rescan: Duration::from_secs(5),
+            rescan: Duration::from_secs(600),
         }
     }
 }
@@ -141,6 +156,16 @@ pub struct PressureWatcher {
     ended: HashMap<String, (Instant, PressureBefore)>,
     next_key: u64,
     last_scan: Option<Instant>,
+    /// Directories of the hierarchy watched by inotify (`IN_CREATE`,
+    /// `IN_DELETE`, `IN_MODIFY`): watch descriptor -> path below the root.
+    dirs: HashMap<i32, String>,
+    dir_wds: HashMap<String, i32>,
+    /// A directory could not be watched (`max_user_watches`): discovery
+    /// polls every [`POLL_FALLBACK`] instead.
+    dirs_incomplete: bool,
+    /// Walks of the hierarchy: `[start-up, safety, queue overflow, polling
+    /// fallback]`.
+    walks: [u64; 4],
     v1_failed: bool,
     /// The PSI trigger written, `(stall µs, window µs)`: the options', or
     /// the nearest one an opener without `CAP_SYS_RESOURCE` may write.
@@ -171,7 +196,7 @@ impl PressureWatcher {
         // SAFETY: the OwnedFd moves into the AsyncFd, which keeps it open
         // and unchanged for as long as it is registered.
         let epoll = unsafe { AsyncFd::register(epfd) }.map_err(|e| e.into_parts().1)?;
-        let inotify = if v2 {
+        let inotify = {
             let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)?;
             epoll::add(
                 epoll.get_ref(),
@@ -180,8 +205,6 @@ impl PressureWatcher {
                 epoll::EventFlags::IN,
             )?;
             Some(fd)
-        } else {
-            None
         };
         let mut watcher = Self {
             options,
@@ -198,6 +221,10 @@ impl PressureWatcher {
             ended: HashMap::new(),
             next_key: 1,
             last_scan: None,
+            dirs: HashMap::new(),
+            dir_wds: HashMap::new(),
+            dirs_incomplete: false,
+            walks: [0; 4],
             v1_failed: false,
             psi: (0, 0),
             node_key: None,
@@ -209,6 +236,7 @@ impl PressureWatcher {
         if watcher.options.node {
             watcher.watch_node();
         }
+        watcher.walks[0] += 1;
         watcher.rescan();
         Ok(watcher)
     }
@@ -216,6 +244,18 @@ impl PressureWatcher {
     /// How many cgroups (and the node) are watched.
     pub fn watched(&self) -> usize {
         self.watched.len()
+    }
+
+    /// Walks of the hierarchy so far: `[start-up, safety, inotify queue
+    /// overflow, polling fallback]`. Only the first is expected; the
+    /// second comes every `rescan` (10 min by default).
+    pub fn walks(&self) -> [u64; 4] {
+        self.walks
+    }
+
+    /// How many directories of the hierarchy inotify watches.
+    pub fn watched_dirs(&self) -> usize {
+        self.dirs.len()
     }
 
     /// True when the node's `/proc/pressure/memory` has a trigger.
@@ -344,13 +384,64 @@ impl PressureWatcher {
         Some(watched)
     }
 
-    /// The cgroups that should be watched now, by path.
-    fn wanted(&self) -> Vec<(String, PathBuf)> {
+    /// The directory of the cgroup at `relative` (below the root).
+    fn dir_of(&self, relative: &str) -> PathBuf {
+        self.root.join(relative.trim_start_matches('/'))
+    }
+
+    /// Watches the directory `dir` (`relative` below the root) for cgroups
+    /// made and removed in it and limits written to it. A failure other
+    /// than the directory being gone (`max_user_watches` reached) turns on
+    /// the polling fallback, said once.
+    fn watch_dir(&mut self, relative: &str, dir: &Path) {
+        if self.dir_wds.contains_key(relative) {
+            return;
+        }
+        let Some(fd) = &self.inotify else {
+            return;
+        };
+        let flags = WatchFlags::CREATE
+            | WatchFlags::DELETE
+            | WatchFlags::MODIFY
+            | WatchFlags::ONLYDIR
+            | WatchFlags::DONT_FOLLOW;
+        match inotify::add_watch(fd, dir, flags) {
+            Ok(wd) => {
+                // The same inode watched again (a renamed path) keeps its wd.
+                if let Some(old) = self.dirs.insert(wd, relative.to_string()) {
+                    self.dir_wds.remove(&old);
+                }
+                self.dir_wds.insert(relative.to_string(), wd);
+            }
+            Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::NOTDIR) => {}
+            Err(err) => {
+                if !self.dirs_incomplete {
+                    tracing::warn!(
+                        "cannot watch {} for new cgroups ({err}; fs.inotify.max_user_watches?): \
+                         the hierarchy is walked every {} s instead",
+                        dir.display(),
+                        POLL_FALLBACK.as_secs()
+                    );
+                }
+                self.dirs_incomplete = true;
+            }
+        }
+    }
+
+    /// Walks the hierarchy below `start` (`relative` below the root, `/`
+    /// for all of it): watches every directory discovery needs and returns
+    /// the cgroups that should be watched, by path.
+    fn walk(&mut self, start: &str) -> Vec<(String, PathBuf)> {
         let mut found = Vec::new();
-        let mut pending = vec![(self.root.clone(), String::from("/"), 0usize)];
+        let depth0 = start.split('/').filter(|s| !s.is_empty()).count();
+        let mut pending = vec![(self.dir_of(start), start.to_string(), depth0)];
         while let Some((dir, relative, depth)) = pending.pop() {
+            if !relevant(&self.options.cgroups, &relative) {
+                continue;
+            }
+            self.watch_dir(&relative, &dir);
             let mut children = 0;
-            if depth < 16 {
+            if depth < MAX_DEPTH {
                 if let Ok(entries) = fs::read_dir(&dir) {
                     for entry in entries.flatten() {
                         if !entry.file_type().is_ok_and(|t| t.is_dir()) {
@@ -358,46 +449,28 @@ impl PressureWatcher {
                         }
                         children += 1;
                         let name = entry.file_name().to_string_lossy().into_owned();
-                        let child = match relative.as_str() {
-                            "/" => format!("/{name}"),
-                            parent => format!("{parent}/{name}"),
-                        };
-                        pending.push((entry.path(), child, depth + 1));
+                        pending.push((entry.path(), child_path(&relative, &name), depth + 1));
                     }
                 }
             }
-            if relative == "/" {
+            if relative == "/" || !selects(&self.options.cgroups, &relative, children) {
                 continue;
             }
             // A watched cgroup had its limit checked already (no read).
-            if !self.by_path.contains_key(&relative) && !cgroupfs::has_limit(&dir, self.v2) {
-                continue;
-            }
-            let wanted = if self.options.cgroups.is_empty() {
-                // A container's own cgroup, as kills name it.
-                cgroup_layout::parse(&relative).container_id.is_some()
-            } else {
-                children == 0
-                    && self.options.cgroups.iter().any(|prefix| {
-                        let prefix = prefix.trim_end_matches('/');
-                        relative == prefix
-                            || relative
-                                .strip_prefix(prefix)
-                                .is_some_and(|rest| rest.starts_with('/') || prefix.is_empty())
-                    })
-            };
-            if wanted {
+            if self.by_path.contains_key(&relative) || cgroupfs::has_limit(&dir, self.v2) {
                 found.push((relative, dir));
             }
         }
         found
     }
 
-    /// Watches new cgroups and forgets removed ones; returns the end events
-    /// of removed cgroups that were under pressure.
+    /// Walks the whole hierarchy: watches new cgroups and forgets removed
+    /// ones; returns the end events of removed cgroups that were under
+    /// pressure. Needed only at start-up and as a safety net: inotify
+    /// reports the changes in between.
     pub fn rescan(&mut self) -> Vec<Change> {
         self.last_scan = Some(Instant::now());
-        let wanted = self.wanted();
+        let wanted = self.walk("/");
         let wanted_paths: HashSet<&str> = wanted.iter().map(|(p, _)| p.as_str()).collect();
         let gone: Vec<u64> = self
             .by_path
@@ -407,7 +480,8 @@ impl PressureWatcher {
             .collect();
         let mut changes = Vec::new();
         for key in gone {
-            changes.extend(self.unwatch(key, true));
+            let removed = self.watched.get(&key).is_none_or(|w| !w.dir.exists());
+            changes.extend(self.unwatch(key, removed));
         }
         for (path, dir) in wanted {
             if self.by_path.contains_key(&path) {
@@ -415,15 +489,124 @@ impl PressureWatcher {
             }
             self.watch_cgroup(path, dir);
         }
+        // Watches of directories gone (their IN_IGNORED may still be queued).
+        let stale: Vec<String> = self
+            .dir_wds
+            .keys()
+            .filter(|path| !self.dir_of(path).is_dir())
+            .cloned()
+            .collect();
+        for path in stale {
+            if let Some(wd) = self.dir_wds.remove(&path) {
+                self.dirs.remove(&wd);
+            }
+        }
         changes
     }
 
-    /// Rescans when `rescan` has passed since the last one.
+    /// The safety walk when it is due: every `rescan` (10 min), or every
+    /// 5 s while a directory could not be watched.
     pub fn rescan_if_due(&mut self) -> Vec<Change> {
+        let every = if self.dirs_incomplete {
+            POLL_FALLBACK
+        } else {
+            self.options.rescan
+        };
         match self.last_scan {
-            Some(at) if at.elapsed() < self.options.rescan => Vec::new(),
-            _ => self.rescan(),
+            Some(at) if at.elapsed() < every => Vec::new(),
+            _ => {
+                self.walks[if self.dirs_incomplete { 3 } else { 1 }] += 1;
+                self.rescan()
+            }
         }
+    }
+
+    /// Checks the cgroup at `relative` again (made, a child made or removed,
+    /// its limit written): watches it when it should be and is not, stops
+    /// when it is and should not be any more.
+    fn evaluate(&mut self, relative: &str) -> Option<Change> {
+        if relative == "/" || !relevant(&self.options.cgroups, relative) {
+            return None;
+        }
+        let dir = self.dir_of(relative);
+        let watched = self.by_path.get(relative).copied();
+        if !dir.is_dir() {
+            return watched.and_then(|key| self.unwatch(key, true));
+        }
+        // Children matter only for --pressure-cgroup (leaves).
+        let children = if self.options.cgroups.is_empty() {
+            0
+        } else {
+            fs::read_dir(&dir)
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                        .count()
+                })
+                .unwrap_or(0)
+        };
+        let wanted = selects(&self.options.cgroups, relative, children)
+            && cgroupfs::has_limit(&dir, self.v2);
+        match (wanted, watched) {
+            (true, None) => {
+                self.watch_cgroup(relative.to_string(), dir);
+                None
+            }
+            (false, Some(key)) => self.unwatch(key, false),
+            _ => None,
+        }
+    }
+
+    /// A directory `name` made in the watched directory `parent`: watches
+    /// it and everything already below it (made before its watch was).
+    fn on_dir_made(&mut self, parent: &str, name: &str) -> Vec<Change> {
+        let relative = child_path(parent, name);
+        let mut changes = Vec::new();
+        for (path, dir) in self.walk(&relative) {
+            if !self.by_path.contains_key(&path) {
+                self.watch_cgroup(path, dir);
+            }
+        }
+        if !self.options.cgroups.is_empty() {
+            // The parent is no longer a leaf.
+            changes.extend(self.evaluate(parent));
+        }
+        changes
+    }
+
+    /// The directory `name` removed from `parent`: forgets it and anything
+    /// watched below it.
+    fn on_dir_removed(&mut self, parent: &str, name: &str) -> Vec<Change> {
+        let relative = child_path(parent, name);
+        let below = format!("{relative}/");
+        let inside = |path: &str| path == relative || path.starts_with(&below);
+        let keys: Vec<u64> = self
+            .by_path
+            .iter()
+            .filter(|(path, _)| inside(path))
+            .map(|(_, key)| *key)
+            .collect();
+        let mut changes = Vec::new();
+        for key in keys {
+            changes.extend(self.unwatch(key, true));
+        }
+        let dirs: Vec<String> = self
+            .dir_wds
+            .keys()
+            .filter(|path| inside(path))
+            .cloned()
+            .collect();
+        for path in dirs {
+            if let Some(wd) = self.dir_wds.remove(&path) {
+                self.dirs.remove(&wd);
+            }
+        }
+        if !self.options.cgroups.is_empty() {
+            // The parent may be a leaf again.
+            changes.extend(self.evaluate(parent));
+        }
+        changes
     }
 
     fn watch_cgroup(&mut self, path: String, dir: PathBuf) {
@@ -514,7 +697,9 @@ impl PressureWatcher {
                 let (flags, data) = (event.flags, event.data);
                 let key = data.u64();
                 if key == INOTIFY_KEY {
-                    for key in self.read_inotify() {
+                    let (keys, dir_changes) = self.read_inotify();
+                    changes.extend(self.on_dir_changes(dir_changes));
+                    for key in keys {
                         changes.extend(self.on_wake(key, now, false));
                     }
                 } else {
@@ -537,15 +722,48 @@ impl PressureWatcher {
         changes
     }
 
-    fn read_inotify(&mut self) -> Vec<u64> {
+    /// Reads what inotify has: returns the watched cgroups whose
+    /// `memory.events` changed, and the directory changes, in order.
+    fn read_inotify(&mut self) -> (Vec<u64>, Vec<DirChange>) {
         let Some(fd) = &self.inotify else {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
+        };
+        let limit_file = if self.v2 {
+            "memory.max"
+        } else {
+            "memory.limit_in_bytes"
         };
         let mut keys = Vec::new();
+        let mut dir_changes = Vec::new();
         let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
         let mut reader = inotify::Reader::new(fd.as_fd(), &mut buf);
         while let Ok(event) = reader.next() {
-            if event.events().contains(ReadFlags::IGNORED) {
+            let flags = event.events();
+            if flags.contains(ReadFlags::QUEUE_OVERFLOW) {
+                dir_changes.push(DirChange::Overflow);
+                continue;
+            }
+            if let Some(dir) = self.dirs.get(&event.wd()) {
+                if flags.contains(ReadFlags::IGNORED) {
+                    dir_changes.push(DirChange::Gone(event.wd()));
+                    continue;
+                }
+                let Some(name) = event.file_name().and_then(|n| n.to_str().ok()) else {
+                    continue;
+                };
+                let change = if flags.contains(ReadFlags::ISDIR | ReadFlags::CREATE) {
+                    DirChange::Made(dir.clone(), name.to_string())
+                } else if flags.contains(ReadFlags::ISDIR | ReadFlags::DELETE) {
+                    DirChange::Removed(dir.clone(), name.to_string())
+                } else if flags.contains(ReadFlags::MODIFY) && name == limit_file {
+                    DirChange::Limit(dir.clone())
+                } else {
+                    continue;
+                };
+                dir_changes.push(change);
+                continue;
+            }
+            if flags.contains(ReadFlags::IGNORED) {
                 continue;
             }
             if let Some(key) = self.by_wd.get(&event.wd()) {
@@ -554,7 +772,40 @@ impl PressureWatcher {
                 }
             }
         }
-        keys
+        (keys, dir_changes)
+    }
+
+    /// Applies directory changes read from inotify.
+    fn on_dir_changes(&mut self, dir_changes: Vec<DirChange>) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let mut overflow = false;
+        for change in dir_changes {
+            match change {
+                DirChange::Made(parent, name) => changes.extend(self.on_dir_made(&parent, &name)),
+                DirChange::Removed(parent, name) => {
+                    changes.extend(self.on_dir_removed(&parent, &name))
+                }
+                DirChange::Limit(path) => changes.extend(self.evaluate(&path)),
+                DirChange::Gone(wd) => {
+                    if let Some(path) = self.dirs.remove(&wd) {
+                        if self.dir_wds.get(&path) == Some(&wd) {
+                            self.dir_wds.remove(&path);
+                        }
+                    }
+                }
+                DirChange::Overflow => overflow = true,
+            }
+        }
+        if overflow {
+            self.walks[2] += 1;
+            tracing::warn!(
+                "the inotify queue overflowed (fs.inotify.max_queued_events): walking the \
+                 memory hierarchy once for cgroups made or removed meanwhile ({} time(s) so far)",
+                self.walks[2]
+            );
+            changes.extend(self.rescan());
+        }
+        changes
     }
 
     /// A notification (`pressure`: the pressure notifier; else a
@@ -916,6 +1167,62 @@ impl Watched {
     }
 }
 
+/// A change inotify reported on a watched directory of the hierarchy.
+#[derive(Debug)]
+enum DirChange {
+    /// `(parent, name)`: a cgroup made.
+    Made(String, String),
+    /// `(parent, name)`: a cgroup removed.
+    Removed(String, String),
+    /// The cgroup's limit file was written.
+    Limit(String),
+    /// The watch went away (its directory removed).
+    Gone(i32),
+    /// Events were lost: walk once.
+    Overflow,
+}
+
+/// The path below the root of the child `name` of `parent`.
+fn child_path(parent: &str, name: &str) -> String {
+    match parent {
+        "/" => format!("/{name}"),
+        parent => format!("{parent}/{name}"),
+    }
+}
+
+/// True when `relative` is at or below `prefix`, or `prefix` is empty.
+fn under(relative: &str, prefix: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    prefix.is_empty()
+        || relative == prefix
+        || relative
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// True when discovery needs the directory at `relative`: with no
+/// `--pressure-cgroup` every directory (a container's cgroup may be made
+/// anywhere); else the prefixes' subtrees and the directories above them
+/// (a prefix made later is found).
+fn relevant(cgroups: &[String], relative: &str) -> bool {
+    cgroups.is_empty()
+        || relative == "/"
+        || cgroups
+            .iter()
+            .any(|prefix| under(relative, prefix) || under(prefix, relative))
+}
+
+/// True when the cgroup at `relative`, with `children` child cgroups, is
+/// one to watch (if it has a limit): a container's own cgroup, as kills
+/// name it; with `--pressure-cgroup` a leaf at or under one of them.
+fn selects(cgroups: &[String], relative: &str, children: usize) -> bool {
+    if cgroups.is_empty() {
+        cgroup_layout::parse(relative).container_id.is_some()
+    } else {
+        children == 0 && cgroups.iter().any(|prefix| under(relative, prefix))
+    }
+}
+
 /// The wall-clock time at which `Instant` `at` was (now, if in the future).
 fn wall_time_of(at: Instant) -> SystemTime {
     let ago = Instant::now().saturating_duration_since(at);
@@ -1144,9 +1451,105 @@ pub fn capability(memory_root: Option<&Path>, procfs: &Path) -> PressureCapabili
         node,
         node_error,
         watched: "the memory cgroups of containers (paths naming a container id) that have a \
-                  limit of their own, found every 5 s, or with --pressure-cgroup the leaf \
-                  cgroups with a limit under those paths; not watched: cgroups without a limit, \
+                  limit of their own, or with --pressure-cgroup the leaf cgroups with a limit \
+                  under those paths, found at once (inotify on the hierarchy's directories, a \
+                  safety walk every 10 min); not watched: cgroups without a limit, \
                   pod and slice parents, anything else"
             .into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prefixes(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn child_paths_join_below_the_root_and_below_a_cgroup() {
+        assert_eq!(child_path("/", "a"), "/a");
+        assert_eq!(child_path("/a", "b"), "/a/b");
+    }
+
+    #[test]
+    fn under_matches_whole_path_components_only() {
+        assert!(under("/a/b", "/a"));
+        assert!(under("/a", "/a"));
+        assert!(under("/a", "/a/"));
+        assert!(under("/anything", "/"));
+        assert!(!under("/ab", "/a"));
+        assert!(!under("/a", "/a/b"));
+    }
+
+    #[test]
+    fn with_prefixes_only_their_subtrees_and_the_directories_above_are_watched() {
+        let cgroups = prefixes(&["/oom-probe/test"]);
+        assert!(relevant(&cgroups, "/"));
+        assert!(relevant(&cgroups, "/oom-probe"));
+        assert!(relevant(&cgroups, "/oom-probe/test"));
+        assert!(relevant(&cgroups, "/oom-probe/test/x/y"));
+        assert!(!relevant(&cgroups, "/system.slice"));
+        assert!(!relevant(&cgroups, "/oom-probe/other"));
+        assert!(!relevant(&cgroups, "/oom-probe/testing"));
+        // No prefixes: containers may be made anywhere.
+        assert!(relevant(&[], "/system.slice/anything"));
+    }
+
+    #[test]
+    fn prefixes_select_leaves_and_no_prefix_selects_containers() {
+        let cgroups = prefixes(&["/p"]);
+        assert!(selects(&cgroups, "/p/a", 0));
+        assert!(!selects(&cgroups, "/p/a", 1), "not a leaf");
+        assert!(!selects(&cgroups, "/q/a", 0), "not under the prefix");
+        let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        assert!(selects(&[], &format!("/system.slice/docker-{id}.scope"), 3));
+        assert!(!selects(&[], "/system.slice/cron.service", 0));
+    }
+
+    fn count_dirs(watcher: &mut PressureWatcher, want: usize) -> usize {
+        // inotify events are queued synchronously with mkdir/rmdir.
+        for _ in 0..50 {
+            let _ = watcher.drain();
+            if watcher.watched_dirs() == want {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        watcher.watched_dirs()
+    }
+
+    /// Discovery on an ordinary file system (no cgroups: nothing to watch
+    /// for pressure, but the directory watches follow mkdir and rmdir,
+    /// nested ones made at once included, without a walk).
+    #[test]
+    fn directories_made_and_removed_are_followed_without_a_walk() {
+        let root = std::env::temp_dir().join(format!("oom-probe-dirs-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(root.join("keep")).unwrap();
+        fs::create_dir_all(root.join("elsewhere")).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        let _inside = runtime.enter();
+        let options = PressureOptions {
+            node: false,
+            cgroups: prefixes(&["/keep"]),
+            ..PressureOptions::default()
+        };
+        let mut watcher =
+            PressureWatcher::new(options, "n".into(), root.clone(), false, "/proc".into()).unwrap();
+        // The root and /keep; not /elsewhere.
+        assert_eq!(watcher.watched_dirs(), 2);
+        fs::create_dir_all(root.join("keep/a/b/c")).unwrap();
+        fs::create_dir_all(root.join("elsewhere/x")).unwrap();
+        assert_eq!(count_dirs(&mut watcher, 5), 5, "after mkdir -p keep/a/b/c");
+        fs::remove_dir(root.join("keep/a/b/c")).unwrap();
+        fs::remove_dir(root.join("keep/a/b")).unwrap();
+        assert_eq!(count_dirs(&mut watcher, 3), 3, "after removing b and c");
+        assert_eq!(watcher.walks(), [1, 0, 0, 0], "only the start-up walk");
+        let _ = fs::remove_dir_all(&root);
     }
 }

@@ -91,8 +91,12 @@ impl<W: Write> Output<W> {
                     ),
                 };
                 // Every value may come from a process or the API: nothing
-                // that could steer the terminal is written as is.
-                writeln!(self.writer, "{}", text::terminal_safe(&row))?;
+                // that could steer the terminal is written as is. Rows
+                // without columns (pressure, unobserved, eviction) are cut
+                // to the table's width too (a hostile cgroup path made a
+                // pressure row wider than the terminal).
+                let row = text::terminal_safe(&row);
+                writeln!(self.writer, "{}", cut(&row, TABLE_WIDTH))?;
             }
         }
         self.writer.flush()
@@ -379,5 +383,27 @@ mod tests {
         .unwrap();
         let text = String::from_utf8(out.writer).unwrap();
         assert!(text.lines().nth(1).unwrap().contains("2 kill(s)"), "{text}");
+    }
+
+    /// A row without columns whose cgroup path is longer than the terminal
+    /// is cut to the table's width, like the columns' cells.
+    #[test]
+    fn a_long_path_in_a_row_without_columns_is_cut_to_the_width() {
+        let mut out = Output::new(OutputFormat::Table, Vec::new());
+        out.write(&Event::OomKillUnobserved(UnobservedKills {
+            time: "t".into(),
+            node: "n".into(),
+            cgroup_id: 5,
+            cgroup_path: Some(format!("/kubepods/{}", "1a".repeat(100))),
+            count: 2,
+            event_id: String::new(),
+            replayed: false,
+            reason: Default::default(),
+        }))
+        .unwrap();
+        let text = String::from_utf8(out.writer).unwrap();
+        let row = text.lines().nth(1).unwrap();
+        assert_eq!(row.chars().count(), TABLE_WIDTH, "{row}");
+        assert!(row.ends_with('…') && row.contains("2 kill(s)"), "{row}");
     }
 }
