@@ -1006,9 +1006,30 @@ fn a_hung_container_runtime_holds_no_event_back_and_names_come_back() {
         .unwrap()
         .to_string();
     let real_cgroup = PathBuf::from(format!("{root}{}", real.cgroup_path()));
-    kill_in_with(&real_cgroup, "cri-back", 256);
-    let event = event_of(&printed, "cri-back");
-    assert_eq!(event["kubernetes"]["container"], "app", "{event:#}");
+    // A runtime just thawed on a loaded machine may still miss the 500 ms
+    // call timeout once, which pauses its lookups 5 s more: a kill every 2 s
+    // until one is named (what is claimed is that names come back, not how
+    // fast a loaded containerd answers).
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut unnamed = Vec::new();
+    let event = loop {
+        let comm = format!("cri-back-{}", unnamed.len());
+        kill_in_with(&real_cgroup, &comm, 256);
+        let event = event_of(&printed, &comm);
+        if !event["kubernetes"]["container"].is_null() || Instant::now() > deadline {
+            break event;
+        }
+        unnamed.push(event);
+        thread::sleep(Duration::from_secs(2));
+    };
+    eprintln!(
+        "after the thaw: {} kill(s) unnamed before one was named",
+        unnamed.len()
+    );
+    assert_eq!(
+        event["kubernetes"]["container"], "app",
+        "{event:#}\nbefore: {unnamed:#?}"
+    );
     assert_eq!(event["kubernetes"]["pod"], pod.name(), "{event:#}");
     agent.terminate();
 }
