@@ -1180,19 +1180,20 @@ fn lost_from_stderr(tool: &Running) -> u64 {
         .unwrap_or(0)
 }
 
-/// RSS and CPU time of a process, from /proc.
-struct ProcessStats {
-    rss_kib: u64,
+/// RSS (KiB, from `/proc/<pid>/status`) and CPU time (ms, utime + stime
+/// from `/proc/<pid>/stat`) of a process; 0 for what could not be read.
+pub(crate) struct ProcessStats {
+    pub(crate) rss_kib: u64,
     /// The anonymous part of the RSS (RssAnon: heap, stacks).
-    anon_kib: u64,
+    pub(crate) anon_kib: u64,
     /// The file-backed part (RssFile: mostly the binary's own code).
-    file_kib: u64,
+    pub(crate) file_kib: u64,
     /// Peak RSS (VmHWM).
-    hwm_kib: u64,
-    cpu_ms: u64,
+    pub(crate) hwm_kib: u64,
+    pub(crate) cpu_ms: u64,
 }
 
-fn process_stats(pid: u32) -> ProcessStats {
+pub(crate) fn process_stats(pid: u32) -> ProcessStats {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         status

@@ -43,24 +43,12 @@ struct Rss {
 
 impl Rss {
     fn of(pid: u32) -> Self {
-        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| {
-                    l.strip_prefix(name)?
-                        .split_whitespace()
-                        .next()?
-                        .parse()
-                        .ok()
-                })
-                .unwrap_or(0)
-        };
+        let stats = crate::bench::process_stats(pid);
         Self {
-            total: field("VmRSS:"),
-            anon: field("RssAnon:"),
-            file: field("RssFile:"),
-            peak: field("VmHWM:"),
+            total: stats.rss_kib,
+            anon: stats.anon_kib,
+            file: stats.file_kib,
+            peak: stats.hwm_kib,
         }
     }
 

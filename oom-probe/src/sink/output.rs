@@ -367,20 +367,24 @@ mod tests {
         );
     }
 
-    #[test]
-    fn unobserved_kills_get_a_row_too() {
-        let mut out = Output::new(OutputFormat::Table, Vec::new());
-        out.write(&Event::OomKillUnobserved(UnobservedKills {
+    /// Two kills unobserved in the cgroup at `path`.
+    fn unobserved(path: &str) -> Event {
+        Event::OomKillUnobserved(UnobservedKills {
             time: "t".into(),
             node: "n".into(),
             cgroup_id: 5,
-            cgroup_path: Some("/kubepods/pod1".into()),
+            cgroup_path: Some(path.into()),
             count: 2,
             event_id: String::new(),
             replayed: false,
             reason: Default::default(),
-        }))
-        .unwrap();
+        })
+    }
+
+    #[test]
+    fn unobserved_kills_get_a_row_too() {
+        let mut out = Output::new(OutputFormat::Table, Vec::new());
+        out.write(&unobserved("/kubepods/pod1")).unwrap();
         let text = String::from_utf8(out.writer).unwrap();
         assert!(text.lines().nth(1).unwrap().contains("2 kill(s)"), "{text}");
     }
@@ -390,17 +394,8 @@ mod tests {
     #[test]
     fn a_long_path_in_a_row_without_columns_is_cut_to_the_width() {
         let mut out = Output::new(OutputFormat::Table, Vec::new());
-        out.write(&Event::OomKillUnobserved(UnobservedKills {
-            time: "t".into(),
-            node: "n".into(),
-            cgroup_id: 5,
-            cgroup_path: Some(format!("/kubepods/{}", "1a".repeat(100))),
-            count: 2,
-            event_id: String::new(),
-            replayed: false,
-            reason: Default::default(),
-        }))
-        .unwrap();
+        out.write(&unobserved(&format!("/kubepods/{}", "1a".repeat(100))))
+            .unwrap();
         let text = String::from_utf8(out.writer).unwrap();
         let row = text.lines().nth(1).unwrap();
         assert_eq!(row.chars().count(), TABLE_WIDTH, "{row}");
