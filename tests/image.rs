@@ -367,7 +367,11 @@ fn the_image_runs_as_the_daemonset_and_reports_a_kill_in_another_container() {
         .unwrap();
     let exit = victim.wait_for_exit(EVENT_TIMEOUT).unwrap();
     assert_eq!((exit.exit_code, exit.reason.as_str()), (137, "OOMKilled"));
-    let line = agent.wait_for_log("img-victim", EVENT_TIMEOUT).unwrap();
+    // The kill's line: a `memory_pressure` warning for the same container
+    // (at its limit just before the kill) names img-victim too.
+    let line = agent
+        .wait_for_log_with(&["{\"type\":\"oom_kill\"", "img-victim"], EVENT_TIMEOUT)
+        .unwrap();
     let event: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
     assert_eq!(event["type"], "oom_kill", "{event:#}");
     assert_eq!(event["node"], NODE_NAME, "{event:#}");
@@ -434,11 +438,16 @@ fn the_image_runs_as_the_daemonset_and_reports_a_kill_in_another_container() {
         )
         .unwrap();
     }
-    // Found by the agent's 5 s walk, then warned on its first notification.
+    // Found through inotify as it is made, then warned on its first notification.
     let line = agent
-        .wait_for_log(
-            // Not the node's: a loaded host has node pressure of its own.
-            "\"scope\":\"cgroup\"",
+        .wait_for_log_with(
+            // This container's: not the node's (a loaded host has node
+            // pressure of its own), nor the victim's above (at its limit
+            // just before its kill).
+            &[
+                "{\"type\":\"memory_pressure\"",
+                &format!("\"cgroup_path\":\"{}\"", squeezed.cgroup_path()),
+            ],
             EVENT_TIMEOUT + Duration::from_secs(30),
         )
         .unwrap_or_else(|e| panic!("{e}\nthe reclaimer: {}", squeezed.log()));

@@ -784,13 +784,23 @@ impl PodContainer<'_> {
 
     /// Waits until the container's log has a line containing `needle`.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> Result<String> {
+        self.wait_for_log_with(&[needle], timeout)
+    }
+
+    /// [`PodContainer::wait_for_log`] for the first line holding every one
+    /// of `needles`.
+    pub fn wait_for_log_with(&self, needles: &[&str], timeout: Duration) -> Result<String> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(line) = self.log().lines().find(|l| l.contains(needle)) {
+            let log = self.log();
+            if let Some(line) = log
+                .lines()
+                .find(|l| needles.iter().all(|needle| l.contains(needle)))
+            {
                 return Ok(line.to_string());
             }
             if Instant::now() > deadline {
-                bail!("container log never said {needle:?}: {}", self.log());
+                bail!("container log never said all of {needles:?}: {log}");
             }
             thread::sleep(Duration::from_millis(100));
         }
