@@ -54,7 +54,7 @@ pub enum Stage {
     State = 5,
     /// The lines written and flushed.
     Print = 6,
-    /// The history store's commit (after the line).
+    /// The history store's commit (before the line).
     History = 7,
     /// The state file written again without the printed batch.
     StatePrinted = 8,

@@ -616,8 +616,8 @@ struct Pump<W: Write> {
 /// A crash the tests inject at a precise point of the commit protocol, from
 /// `OOM_PROBE_FAULT`: `crash-after-commit:N` (SIGKILL itself after the Nth
 /// non-empty batch is committed, before it is printed) or
-/// `crash-after-print:N` (after it is printed, before it is stored in the
-/// history and dropped from the state file). Not a user option: a SIGKILL can land anywhere, these make
+/// `crash-after-print:N` (after it is printed, before it is dropped from
+/// the state file). Not a user option: a SIGKILL can land anywhere, these make
 /// the two windows that matter testable without luck.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fault {
@@ -697,8 +697,8 @@ impl<W: Write> Pump<W> {
     }
 
     /// The commit protocol of a batch (see `enrich::unobserved`): account
-    /// for its kills and write them with the batch to the state file, print
-    /// it, store it in the history, then drop it from the state file (a
+    /// for its kills and write them with the batch to the state file, store
+    /// it in the history, print it, then drop it from the state file (a
     /// crash before the drop replays the batch at the restart, and stores
     /// in the history what it does not hold yet).
     fn publish(&mut self, events: &[Event]) -> Result<()> {
@@ -723,17 +723,18 @@ impl<W: Write> Pump<W> {
             }
         };
         Fault::crash_if(fault, Fault::AfterCommit, self.batches);
+        // The history before the line: what the stream showed is in the
+        // store. (After the line saves its commit's sync, 0.9 ms median and
+        // 17 ms p99 under load, from the kill's latency, but the SIGKILL
+        // mid-write test then once found a printed kill missing from the
+        // store, not yet explained: reverted.)
+        self.keep(events);
+        kill_trace::mark(Stage::History);
         for event in events {
             self.write(event)?;
         }
         kill_trace::mark(Stage::Print);
         Fault::crash_if(fault, Fault::AfterPrint, self.batches);
-        // The history after the line, not before: its commit syncs to disk
-        // (0.9 ms median, 17 ms p99 here under load). A crash before it
-        // leaves the batch in the state file, and the restart's replay
-        // stores what the history does not hold.
-        self.keep(events);
-        kill_trace::mark(Stage::History);
         let printed = self.ledger.printed();
         self.state_written(printed);
         kill_trace::mark(Stage::StatePrinted);
@@ -865,10 +866,9 @@ impl<W: Write> Pump<W> {
         self.write(event)
     }
 
-    /// Commits events to the history store: a kill batch after it is
-    /// printed (the state file holds it until then, see [`Pump::publish`]),
-    /// pressure and eviction events before. A failed commit is logged and
-    /// the events are still printed: the stream comes first.
+    /// Commits events to the history store before they are printed, so
+    /// that what the stream showed is in the store. A failed commit is
+    /// logged and the events are still printed: the stream comes first.
     fn keep(&mut self, events: &[Event]) {
         let Some(history) = &mut self.history else {
             return;
