@@ -64,15 +64,8 @@ pub fn churn_footprint(binary: &str, hog: &str, kills: usize, cgroups: usize) ->
     let dir = std::env::temp_dir().join(format!("oom-probe-churn-{}", std::process::id()));
     fs::create_dir_all(&dir)?;
     let addr = oom_probe_tests::free_loopback_addr();
-    let mut command = Command::new(binary);
-    command
-        .args(["run", "--output", "json", "--listen", &addr])
-        .arg("--state-file")
-        .arg(dir.join("state.json"))
-        .arg("--history-file")
-        .arg(dir.join("history.redb"))
-        .args(["--reconcile-interval", "5", "--userspace-killers", ""])
-        .stdin(Stdio::null());
+    let mut command = crate::soak::agent_with_files(binary, &dir, &addr);
+    command.args(["--userspace-killers", ""]);
     let (mut agent, stdout, _stderr) = spawn_until_ready(&mut command, false)?;
     let pid = agent.id();
     // Kills reported (oom_kill lines) plus kills reported as unobserved.

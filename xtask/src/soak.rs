@@ -97,6 +97,22 @@ impl Seen {
     }
 }
 
+/// `oom-probe run` as a DaemonSet runs it: JSON lines on stdout, /metrics
+/// on `addr`, its state file and history store in `dir`, a reconciliation
+/// every 5 s.
+pub(crate) fn agent_with_files(binary: &str, dir: &std::path::Path, addr: &str) -> Command {
+    let mut command = Command::new(binary);
+    command
+        .args(["run", "--output", "json", "--listen", addr])
+        .arg("--state-file")
+        .arg(dir.join("state.json"))
+        .arg("--history-file")
+        .arg(dir.join("history.redb"))
+        .args(["--reconcile-interval", "5"])
+        .stdin(Stdio::null());
+    command
+}
+
 /// Runs the soak with binaries already built in `target/release` (or
 /// `target/debug` with `--debug`).
 pub fn run(args: &SoakArgs) -> Result<()> {
@@ -106,15 +122,7 @@ pub fn run(args: &SoakArgs) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("oom-probe-soak-{}", std::process::id()));
     fs::create_dir_all(&dir)?;
     let addr = oom_probe_tests::free_loopback_addr();
-    let mut command = Command::new(&oom_probe);
-    command
-        .args(["run", "--output", "json", "--listen", &addr])
-        .arg("--state-file")
-        .arg(dir.join("state.json"))
-        .arg("--history-file")
-        .arg(dir.join("history.redb"))
-        .args(["--reconcile-interval", "5"])
-        .stdin(Stdio::null());
+    let mut command = agent_with_files(&oom_probe, &dir, &addr);
     if let Some(bytes) = args.ring_buffer_size {
         command.args(["--ring-buffer-size", &bytes.to_string()]);
     }
