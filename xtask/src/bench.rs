@@ -124,6 +124,10 @@ struct Sighting {
 
 const MIB: u64 = 1 << 20;
 
+/// oom-probe's default `--ring-buffer-size` (bytes): every phase but the
+/// bursts (which vary it) measures the agent as it ships.
+const DEFAULT_RING: u32 = 256 * 1024;
+
 /// What the latency figures measure, printed and written with them.
 const LATENCY_MEASURES: &str = "from the kernel's timestamp of the kill (bpf_ktime_get_ns in \
     mark_victim: kernel_time_ns, bpftrace's nsecs; kmsg: its own microsecond stamp) to the line \
@@ -424,8 +428,6 @@ fn print_pressure(results: &Value) {
     }
 }
 
-/// `target/release/oom-probe`, or `$OOM_PROBE_BIN` (as the tests take it,
-/// e.g. the static build `cargo xtask vm-test` makes).
 /// The oom-probe binary measured: `$OOM_PROBE_BIN`, else the release build.
 fn oom_probe_binary() -> PathBuf {
     std::env::var_os("OOM_PROBE_BIN")
@@ -704,7 +706,7 @@ fn cgroup_scaling(n: usize) -> Result<Value> {
     let mut tool = start_oom_probe(
         &tx,
         "oom-probe",
-        256 * 1024,
+        DEFAULT_RING,
         &["--reconcile-interval", "0.1", "--listen", &listen],
     )?;
     thread::sleep(Duration::from_secs(1)); // past the first (baseline) walk
@@ -816,11 +818,11 @@ fn side_by_side(kills: usize) -> Result<Value> {
     let state = files.join("state.json").to_string_lossy().into_owned();
     let store = files.join("history.redb").to_string_lossy().into_owned();
     let mut tools = vec![
-        start_oom_probe(&tx, "oom-probe", 1 << 20, &[])?,
+        start_oom_probe(&tx, "oom-probe", DEFAULT_RING, &[])?,
         start_oom_probe(
             &tx,
             "oom-probe +files",
-            1 << 20,
+            DEFAULT_RING,
             &["--state-file", &state, "--history-file", &store],
         )?,
     ];
@@ -908,7 +910,7 @@ fn kubernetes_enrichment(kills: usize, pods: usize) -> Result<Value> {
     let mut tool = start_oom_probe(
         &tx,
         "oom-probe",
-        1 << 20,
+        DEFAULT_RING,
         &["--kubeconfig", &kubeconfig, "--node-name", BENCH_NODE],
     )?;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -1099,7 +1101,7 @@ pub fn kmsg_reader() -> Result<()> {
 
 fn idle_footprint(seconds: u64) -> Result<Value> {
     let (tx, _rx) = mpsc::channel();
-    let mut tool = start_oom_probe(&tx, "oom-probe", 256 * 1024, &[])?;
+    let mut tool = start_oom_probe(&tx, "oom-probe", DEFAULT_RING, &[])?;
     let before = process_stats(tool.child.id());
     thread::sleep(Duration::from_secs(seconds));
     let after = process_stats(tool.child.id());
