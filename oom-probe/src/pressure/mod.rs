@@ -49,7 +49,8 @@ pub const TOP_TASKS: usize = 5;
 /// kill itself often ends the pressure a moment before it is reported).
 const KILL_JOIN: Duration = Duration::from_secs(300);
 
-/// A cgroup's files are read at most this often, however often it notifies.
+/// A cgroup's files are read at most this often, however often it notifies;
+/// a v1 eventfd that notified is not polled again before this either.
 const READ_EVERY: Duration = Duration::from_millis(250);
 
 /// The epoll key of the inotify fd (`memory.events` changes, cgroups made
@@ -172,6 +173,15 @@ pub struct PressureWatcher {
     psi: (u64, u64),
     /// The node's watch, when its PSI trigger was taken.
     node_key: Option<u64>,
+    /// v1 eventfds taken out of the epoll set after a notification, with
+    /// when to poll them again (now + [`READ_EVERY`]). A cgroup thrashing at
+    /// its limit signals its eventfd about 2,000 times a second; each was a
+    /// wake-up of the agent (39,487 context switches and 830 ms of CPU in
+    /// a 20 s hold, `cargo xtask bench --pressure-only`). The eventfd's
+    /// counter keeps what comes in between, so nothing is missed: it wakes
+    /// the agent at most every [`READ_EVERY`]. PSI triggers (v2, the node)
+    /// are rate-limited by the kernel to one per window and stay armed.
+    disarmed: Vec<(Instant, u64)>,
 }
 
 /// What a wake-up produced.
@@ -228,6 +238,7 @@ impl PressureWatcher {
             v1_failed: false,
             psi: (0, 0),
             node_key: None,
+            disarmed: Vec::new(),
         };
         watcher.psi = (
             watcher.options.psi_stall.as_micros() as u64,
@@ -657,11 +668,21 @@ impl PressureWatcher {
     /// pending. Cancel-safe: nothing is read before the wait ends.
     pub async fn next(&mut self) -> Vec<Change> {
         loop {
-            let Ok(mut guard) = self.epoll.readable().await else {
-                return std::future::pending().await;
+            let rearm_at = self.disarmed.iter().map(|(at, _)| *at).min();
+            let readable = self.epoll.readable();
+            let woke = match rearm_at {
+                Some(at) => tokio::select! {
+                    ready = readable => Some(ready),
+                    () = tokio::time::sleep_until(at.into()) => None,
+                },
+                None => Some(readable.await),
             };
-            guard.clear_ready();
-            drop(guard);
+            match woke {
+                Some(Ok(mut guard)) => guard.clear_ready(),
+                Some(Err(_)) => return std::future::pending().await,
+                None => {}
+            }
+            self.rearm_due(Instant::now());
             let changes = self.drain();
             if !changes.is_empty() {
                 return changes;
@@ -706,6 +727,9 @@ impl PressureWatcher {
                     let failed = flags.intersects(epoll::EventFlags::ERR | epoll::EventFlags::HUP);
                     if let Some(w) = self.watched.get(&key) {
                         cgroupfs::consume(&w.notifier);
+                        if !w.notifier.psi && !failed {
+                            self.disarm(key, now);
+                        }
                     }
                     if failed {
                         // A PSI trigger whose cgroup was removed.
@@ -720,6 +744,52 @@ impl PressureWatcher {
             }
         }
         changes
+    }
+
+    /// Takes `key`'s eventfd out of the epoll set until `now` +
+    /// [`READ_EVERY`] (see `disarmed`).
+    fn disarm(&mut self, key: u64, now: Instant) {
+        let Some(watched) = self.watched.get(&key) else {
+            return;
+        };
+        if self.disarmed.iter().any(|(_, k)| *k == key) {
+            return;
+        }
+        let quiet = epoll::modify(
+            self.epoll.get_ref(),
+            &watched.notifier.fd,
+            epoll::EventData::new_u64(key),
+            epoll::EventFlags::empty(),
+        );
+        if quiet.is_ok() {
+            self.disarmed.push((now + READ_EVERY, key));
+        }
+    }
+
+    /// Polls again the eventfds disarmed until `now` or before: one that
+    /// notified in between is readable at once.
+    fn rearm_due(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        self.disarmed.retain(|&(at, key)| {
+            let expired = at <= now;
+            if expired {
+                due.push(key);
+            }
+            !expired
+        });
+        for key in due {
+            let Some(watched) = self.watched.get(&key) else {
+                continue; // unwatched meanwhile: its fd is closed
+            };
+            if let Err(err) = epoll::modify(
+                self.epoll.get_ref(),
+                &watched.notifier.fd,
+                epoll::EventData::new_u64(key),
+                epoll::EventFlags::IN,
+            ) {
+                tracing::warn!("cannot poll a pressure notification again ({err})");
+            }
+        }
     }
 
     /// Reads what inotify has: returns the watched cgroups whose
