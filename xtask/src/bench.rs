@@ -1237,9 +1237,21 @@ pub(crate) fn process_stats(pid: u32) -> ProcessStats {
     }
 }
 
+/// SIGTERM, then SIGKILL if the tool is still there 5 s later: bpftrace
+/// once caught a SIGTERM that came while it attached and never exited,
+/// which held a whole bench run.
 fn stop(child: &mut Child) {
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("bench: pid {} ignored SIGTERM for 5 s: SIGKILL", child.id());
+    let _ = child.kill();
     let _ = child.wait();
 }
 
