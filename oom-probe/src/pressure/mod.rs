@@ -887,8 +887,17 @@ impl PressureWatcher {
             // The v1 eventfd is signalled when its cgroup is removed.
             return self.unwatch(key, true);
         }
+        // A v1 eventfd's notification may be up to READ_EVERY old (see
+        // `disarmed`): it counts, and this wake may warn, only if the
+        // cgroup's counters still show it at its limit below; else a cgroup
+        // whose hog just died was warned of with its memory already gone
+        // (seen once in CI: usage 192 KiB of 64 MiB).
+        let v1_eventfd = pressure && !v2 && watched.scope == PressureScope::Cgroup;
+        let mut still_at_limit = false;
         if pressure {
-            watched.last_notify = Some(now);
+            if !v1_eventfd {
+                watched.last_notify = Some(now);
+            }
             // Thrashing cgroups notify thousands of times a second: read
             // their files at most every 250 ms.
             if watched
@@ -905,6 +914,7 @@ impl PressureWatcher {
                 if now_hits > before {
                     watched.hits_since_event += now_hits - before;
                     watched.last_rise = Some(now);
+                    still_at_limit = true;
                 }
             }
             if hits.is_some() {
@@ -916,6 +926,10 @@ impl PressureWatcher {
             // usage within a charge batch of the limit counts too.
             if pressure && cgroupfs::usage_and_limit(&watched.dir, v2).at_limit() {
                 watched.last_rise = Some(now);
+                still_at_limit = true;
+            }
+            if v1_eventfd && still_at_limit {
+                watched.last_notify = Some(now);
             }
             // A limit hit (v2) also checks the stall share the trigger
             // watches, from memory.pressure's total: the trigger alone was
@@ -930,6 +944,9 @@ impl PressureWatcher {
             watched.last_notify = Some(now);
         }
         watched.sample_usage(now, v2);
+        if v1_eventfd && !still_at_limit {
+            return None;
+        }
         let recent = |at: Option<Instant>| {
             at.is_some_and(|at| now.duration_since(at) < self.options.clear_after)
         };
