@@ -3,14 +3,15 @@
 //! buffer prints one line on stderr,
 //!
 //! ```text
-//! kill trace: 1 event(s), wake 212 us after the kernel's stamp; decode+path 4, memcg_stat 21, tasks 96, explain 3, naming 0, state 0, print 9, history 0, state_printed 0 (us); line out 345 us after the stamp, batch done 346 us after
+//! kill trace: 1 event(s), wake 212 us after the kernel's stamp; decode+path 4, memcg_stat 21, tasks 96, explain 3, naming 0, state 0, history 0, print 9, state_printed 0 (us); line out 345 us after the stamp, batch done 346 us after
 //! ```
 //!
 //! `wake` is the ring buffer's readable wake-up minus the first record's
 //! `kernel_time_ns` (both CLOCK_MONOTONIC); every stage is wall time in
 //! microseconds, summed over the batch; `line out` is the first record's
-//! age when the batch's lines were flushed, `batch done` when the history
-//! and state file were written after them. The figures README's
+//! age when the batch's lines were flushed, `batch done` when the state
+//! file was written again after them (the history store's commit comes
+//! before the lines). The figures README's
 //! latency breakdown was read from. Off (one relaxed load per mark) when
 //! the variable is unset.
 
@@ -32,8 +33,8 @@ const STAGES: [&str; 9] = [
     "explain",
     "naming",
     "state",
-    "print",
     "history",
+    "print",
     "state_printed",
 ];
 
@@ -52,10 +53,10 @@ pub enum Stage {
     Naming = 4,
     /// The state file's write-ahead commit.
     State = 5,
-    /// The lines written and flushed.
-    Print = 6,
     /// The history store's commit (before the line).
-    History = 7,
+    History = 6,
+    /// The lines written and flushed.
+    Print = 7,
     /// The state file written again without the printed batch.
     StatePrinted = 8,
 }
