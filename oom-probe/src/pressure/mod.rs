@@ -181,7 +181,9 @@ pub struct PressureWatcher {
     /// counter keeps what comes in between, so nothing is missed: it wakes
     /// the agent at most every [`READ_EVERY`]. PSI triggers (v2, the node)
     /// are rate-limited by the kernel to one per window and stay armed.
-    disarmed: Vec<(Instant, u64)>,
+    /// Pushed in time order (each `now` + the same delay), so the front is
+    /// the next one due.
+    disarmed: VecDeque<(Instant, u64)>,
 }
 
 /// What a wake-up produced.
@@ -238,7 +240,7 @@ impl PressureWatcher {
             v1_failed: false,
             psi: (0, 0),
             node_key: None,
-            disarmed: Vec::new(),
+            disarmed: VecDeque::new(),
         };
         watcher.psi = (
             watcher.options.psi_stall.as_micros() as u64,
@@ -668,7 +670,7 @@ impl PressureWatcher {
     /// pending. Cancel-safe: nothing is read before the wait ends.
     pub async fn next(&mut self) -> Vec<Change> {
         loop {
-            let rearm_at = self.disarmed.iter().map(|(at, _)| *at).min();
+            let rearm_at = self.disarmed.front().map(|&(at, _)| at);
             let readable = self.epoll.readable();
             let woke = match rearm_at {
                 Some(at) => tokio::select! {
@@ -747,14 +749,12 @@ impl PressureWatcher {
     }
 
     /// Takes `key`'s eventfd out of the epoll set until `now` +
-    /// [`READ_EVERY`] (see `disarmed`).
+    /// [`READ_EVERY`] (see `disarmed`). Called only on its readiness, which
+    /// a disarmed fd does not report: a key is never in the queue twice.
     fn disarm(&mut self, key: u64, now: Instant) {
         let Some(watched) = self.watched.get(&key) else {
             return;
         };
-        if self.disarmed.iter().any(|(_, k)| *k == key) {
-            return;
-        }
         let quiet = epoll::modify(
             self.epoll.get_ref(),
             &watched.notifier.fd,
@@ -762,22 +762,18 @@ impl PressureWatcher {
             epoll::EventFlags::empty(),
         );
         if quiet.is_ok() {
-            self.disarmed.push((now + READ_EVERY, key));
+            self.disarmed.push_back((now + READ_EVERY, key));
         }
     }
 
     /// Polls again the eventfds disarmed until `now` or before: one that
     /// notified in between is readable at once.
     fn rearm_due(&mut self, now: Instant) {
-        let mut due = Vec::new();
-        self.disarmed.retain(|&(at, key)| {
-            let expired = at <= now;
-            if expired {
-                due.push(key);
+        while let Some(&(at, key)) = self.disarmed.front() {
+            if at > now {
+                break;
             }
-            !expired
-        });
-        for key in due {
+            self.disarmed.pop_front();
             let Some(watched) = self.watched.get(&key) else {
                 continue; // unwatched meanwhile: its fd is closed
             };
