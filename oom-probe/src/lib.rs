@@ -15,6 +15,8 @@ pub mod clock;
 pub mod decode;
 pub mod enrich;
 pub mod event;
+#[cfg(test)]
+mod event_reference;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod kill_trace;

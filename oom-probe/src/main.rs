@@ -158,7 +158,8 @@ struct EventArgs {
     pressure: PressureArgs,
 }
 
-/// `memory_pressure` flags (see docs/decisions.md for the defaults).
+/// `memory_pressure` flags (the defaults: see
+/// docs/decisions/0066-memory-pressure-defaults-come-from-measurement.md).
 #[derive(Args)]
 struct PressureArgs {
     /// Do not watch memory pressure (no memory_pressure events).
