@@ -208,7 +208,7 @@ pub async fn watch(mut options: WatchOptions) -> Result<()> {
                 pump.emit_pressure(changes).await?;
             }
             _ = reconcile_tick.tick() => {
-                let node_kills = counters::node_oom_kills().ok();
+                let node_kills = || counters::node_oom_kills().ok();
                 pump.reconcile(ring.get_mut(), &mut lost, node_kills).await?;
             }
             _ = tokio::signal::ctrl_c() => break,
@@ -501,28 +501,30 @@ impl<W: Write> Pump<W> {
     }
 
     /// One reconciliation with the kernel's per-cgroup kill counters, when
-    /// `node_kills` (the node's count, read just before) says a kill may be
-    /// unaccounted for: every kill the kernel counted is published, as a
-    /// kill or as `oom_kill_unobserved`, exactly once.
+    /// the node's count of OOM kills (`node_kills` reads it: `oom_kill` in
+    /// `/proc/vmstat`) says a kill may be unaccounted for: every kill the
+    /// kernel counted is published, as a kill or as `oom_kill_unobserved`,
+    /// exactly once.
     async fn reconcile(
         &mut self,
         ring: &mut impl Records,
         lost: &mut impl LostRecords,
-        node_kills: Option<u64>,
+        node_kills: impl Fn() -> Option<u64>,
     ) -> Result<()> {
         let cpu = thread_cpu_time();
         // The node's count first, then drain: a kill it counted is then
         // reported, or drained as lost, before comparing.
+        let node_kills_now = node_kills();
         self.flush(ring, lost).await?;
         let walk = self.enricher.cgroups().is_some()
-            && self.publisher.ledger_mut().walk_needed(node_kills);
+            && self.publisher.ledger_mut().walk_needed(node_kills_now);
         if walk {
             // The node's count, then what the kernel had counted by then
             // drained *before* the count of kills seen restarts: a kill
             // counted before the read but reported after it would be seen
             // twice over and hide a missed one from the next ticks (a kill
             // after the read that this drain takes only costs one more walk).
-            let node_at_walk = counters::node_oom_kills().ok();
+            let node_at_walk = node_kills();
             self.flush(ring, lost).await?;
             self.publisher.ledger_mut().walking(node_at_walk);
             // Counters first, then drain: every kill the kernel had counted
@@ -749,15 +751,19 @@ mod tests {
         let (mut pump, printed) = pump(&dir, true);
         let (mut ring, mut lost) = (VecDeque::new(), FakeLost::default());
         // The first tick walks: the baseline, nothing reported.
-        pump.reconcile(&mut ring, &mut lost, Some(0)).await.unwrap();
+        pump.reconcile(&mut ring, &mut lost, || Some(0))
+            .await
+            .unwrap();
         assert!(printed.lines().is_empty());
         // Three kills counted by the kernel: one record in the ring, one
         // lost by the ring (counted by the eBPF side), one missed.
         set_kills(&root, "pod", 3);
         ring.push_back(victim(pod, oom_probe_cgroupfs::clock::monotonic_ns()));
         lost.map.0.insert(pod, 1);
-        pump.publisher.ledger_mut().force_walk();
-        pump.reconcile(&mut ring, &mut lost, Some(3)).await.unwrap();
+        // The node counted 3, 2 were seen: a walk.
+        pump.reconcile(&mut ring, &mut lost, || Some(3))
+            .await
+            .unwrap();
         let lines = printed.lines();
         let kinds: Vec<_> = lines
             .iter()
@@ -777,10 +783,20 @@ mod tests {
                 ("oom_kill_unobserved", Some(1), Some("counter_ahead")),
             ]
         );
-        // Walks again: nothing more.
+        // Nothing new on the node: no walk; a forced one finds nothing more.
+        pump.reconcile(&mut ring, &mut lost, || Some(3))
+            .await
+            .unwrap();
         pump.publisher.ledger_mut().force_walk();
-        pump.reconcile(&mut ring, &mut lost, Some(3)).await.unwrap();
+        pump.reconcile(&mut ring, &mut lost, || Some(3))
+            .await
+            .unwrap();
         assert_eq!(printed.lines().len(), 3, "never twice");
+        let metrics = pump.publisher.metrics().encode();
+        assert!(
+            metrics.contains("oom_probe_reconcile_walks_total 3"),
+            "4 ticks, 3 walks: {metrics}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
