@@ -6,14 +6,14 @@
 use std::path::PathBuf;
 
 use crate::{
-    enrich::unobserved::KillLedger,
     event::Event,
     kube::pod,
     sink::{
+        filter::Filter,
         history::HistoryReader,
+        ledger::KillLedger,
         output::{Output, OutputFormat},
     },
-    watch::Filter,
 };
 
 /// A pod object as the API server's watch delivers it (JSON): read as the

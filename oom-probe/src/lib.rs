@@ -10,6 +10,7 @@
 /// and counts the failures instead).
 pub const DEFAULT_LOG_FILTER: &str = "info,kube_client::client::builder=off";
 
+pub mod boot;
 pub mod check;
 pub mod clock;
 pub mod decode;

@@ -1,13 +1,14 @@
-//! The event loop behind `oom-probe watch`: ring buffer -> decode -> enrich
-//! -> output, a once-a-second check of the kernel's lost-record count, and a
-//! slower reconciliation with the kernel's own per-cgroup kill counters.
+//! The event loop behind `oom-probe watch` and its wiring: the probes'
+//! ring buffer -> decode -> enrich -> naming -> the [`Publisher`], a
+//! once-a-second check of the kernel's lost-record count, and a slower
+//! reconciliation with the kernel's own per-cgroup kill counters.
 
 use std::{
     io::{self, Write},
     net::SocketAddr,
     path::PathBuf,
     sync::{atomic::AtomicBool, Arc},
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use anyhow::Result;
@@ -18,30 +19,36 @@ use oom_probe_cgroupfs::{counters, CgroupResolver, Hierarchies};
 
 use crate::{
     decode,
-    enrich::{
-        unobserved::{Counts, KillLedger, LostByCgroup, LostKills},
-        Enricher,
-    },
+    enrich::Enricher,
     event::Event,
     kill_trace::{self, Stage},
     kube::{
-        events::EventPoster,
-        names::{self as kubernetes, Namer, SourceOptions},
+        names::{self as kubernetes, SourceOptions},
+        naming::{Naming, NamingSources, Update},
     },
     pressure::{Change, PressureOptions, PressureWatcher},
     probes::{DecisionHook, LostCounter, Probes, VictimHook},
     sink::{
-        history::{History, HistoryLimits},
+        fault::Fault,
+        history::HistoryLimits,
+        history_slot::HistorySlot,
         http,
+        ledger::{KillLedger, LostByCgroup},
         metrics::Metrics,
         output::{Output, OutputFormat},
+        publish::Publisher,
     },
 };
+
+/// `--namespace`, `--pod`, `--container`: part of [`WatchOptions`].
+pub use crate::sink::filter::Filter;
 
 /// What `watch` was asked to do.
 #[derive(Debug)]
 pub struct WatchOptions {
+    /// JSON lines or a table.
     pub output: OutputFormat,
+    /// Size of the eBPF ring buffer, in bytes.
     pub ring_buffer_bytes: u32,
     /// Where the kernel's layout is cached between runs of one boot
     /// ([`crate::probes::layout_cache`]); `None`: parse the BTF every time.
@@ -50,6 +57,7 @@ pub struct WatchOptions {
     pub hooks: Vec<VictimHook>,
     /// OOM-decision hooks to try, in order.
     pub decision_hooks: Vec<DecisionHook>,
+    /// The node name every event carries.
     pub node: String,
     /// Stop after this many kills (scripts, tests); run forever if `None`.
     pub max_events: Option<u64>,
@@ -81,38 +89,6 @@ pub struct WatchOptions {
     pub history_limits: HistoryLimits,
     /// `memory_pressure` watching; `None` with `--no-pressure`.
     pub pressure: Option<PressureOptions>,
-}
-
-/// `--namespace`, `--pod`, `--container`: which kills a person wants to see,
-/// decided after enrichment. Metrics, Events and the ledger still see all.
-#[derive(Debug, Default)]
-pub struct Filter {
-    pub namespace: Option<String>,
-    pub pod: Option<String>,
-    pub container: Option<String>,
-}
-
-impl Filter {
-    /// True when the event should be printed.
-    pub fn matches(&self, event: &Event) -> bool {
-        if self.namespace.is_none() && self.pod.is_none() && self.container.is_none() {
-            return true;
-        }
-        let k8s = match event {
-            Event::OomKill(kill) | Event::UserspaceKill(kill) => kill.kubernetes.as_ref(),
-            Event::Eviction(eviction) => Some(&eviction.kubernetes),
-            Event::MemoryPressure(p) => p.target.kubernetes.as_ref(),
-            Event::MemoryPressureEnd(p) => p.target.kubernetes.as_ref(),
-            Event::OomKillUnobserved(_) => None,
-        };
-        let Some(k8s) = k8s else { return false };
-        let wanted = |filter: &Option<String>, value: &Option<String>| {
-            filter.as_ref().is_none_or(|f| value.as_ref() == Some(f))
-        };
-        wanted(&self.namespace, &k8s.namespace)
-            && wanted(&self.pod, &k8s.pod)
-            && wanted(&self.container, &k8s.container)
-    }
 }
 
 /// Runs until SIGINT/SIGTERM (or `max_events`), then drains what is left.
@@ -155,17 +131,105 @@ pub async fn watch(mut options: WatchOptions) -> Result<()> {
     // The naming sources (API server, container runtime) connect off the
     // critical path: the ready line follows the probes, and the first kill
     // that needs names waits for them (their calls are bounded).
-    let naming = Naming::connect(NamingSources {
+    let naming = Naming::start(NamingSources {
         sources: std::mem::take(&mut options.sources),
         events: options.events,
         node: options.node.clone(),
         metrics: metrics.clone(),
     });
-    let mut evictions = None;
     announce(&probes, memcg_paths.as_ref(), &options.node);
     // Memory pressure watching starts after the ready line: its first walk
     // of the hierarchy is not on the start-up path.
-    let pressure = match (&options.pressure, hierarchies.memory_root()) {
+    let pressure = start_pressure(&options, &hierarchies);
+    let mut enricher = Enricher::new(
+        options.node.clone(),
+        memcg_paths,
+        probes.layout.constraint_names.clone(),
+    );
+    if let Some(procfs) = &options.procfs {
+        if let Some(why) = crate::enrich::tasks::pid_namespace_mismatch(procfs) {
+            tracing::warn!("{why}");
+        }
+        enricher.set_procfs(procfs.clone());
+    }
+    // SAFETY: the ring buffer owns its map fd and keeps it open and
+    // unchanged for as long as it lives, which is as long as the AsyncFd.
+    let mut ring = unsafe { AsyncFd::register(probes.take_ring_buffer()?) }
+        .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
+    let mut lost = probes.take_lost_counter()?;
+    release_start_up_heap();
+    ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    let ledger = KillLedger::load(options.state_file.clone());
+    let publisher = Publisher::new(
+        Output::new(options.output, io::stdout().lock()),
+        metrics,
+        options.filter,
+        ledger,
+        history,
+        options.node.clone(),
+    )
+    .with_fault(Fault::from_env());
+    let mut pump = Pump::new(enricher, naming, pressure, publisher);
+    pump.publisher.replay()?;
+    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
+    let mut lost_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut reconcile_tick = tokio::time::interval(options.reconcile_interval);
+    let done = |pump: &Pump<_>| {
+        options
+            .max_events
+            .is_some_and(|max| pump.publisher.kills() >= max)
+    };
+    while !done(&pump) {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                kill_trace::wake();
+                let events = pump.drain(guard.get_inner_mut());
+                guard.clear_ready();
+                pump.emit_all(events).await?;
+                kill_trace::end();
+            }
+            update = pump.naming.next() => match update {
+                Update::Connected(connected) => pump.naming.finish(connected),
+                Update::Eviction(eviction) => {
+                    let event = kubernetes::eviction_event(eviction, &options.node);
+                    pump.publisher.emit(&[Event::Eviction(Box::new(event))])?;
+                }
+            },
+            changes = next_pressure(&mut pump.pressure) => pump.emit_pressure(changes).await?,
+            _ = lost_tick.tick() => {
+                pump.report_lost(&lost);
+                pump.drain_lost(&mut lost)?;
+                let mut changes = Vec::new();
+                if let Some(pressure) = &mut pump.pressure {
+                    changes.extend(pressure.tick());
+                    changes.extend(pressure.rescan_if_due());
+                }
+                pump.emit_pressure(changes).await?;
+            }
+            _ = reconcile_tick.tick() => {
+                let node_kills = || counters::node_oom_kills().ok();
+                pump.reconcile(ring.get_mut(), &mut lost, node_kills).await?;
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+        }
+    }
+    pump.report_lost(&lost);
+    pump.flush(ring.get_mut(), &mut lost).await?;
+    tracing::info!(
+        "stopped after {} kill(s); {} record(s) lost, {} undecodable",
+        pump.publisher.kills(),
+        pump.lost_reported,
+        pump.undecodable
+    );
+    Ok(())
+}
+
+/// Starts watching memory pressure, unless `--no-pressure` or no memory
+/// hierarchy; a watcher that cannot start is said, and reporting goes on.
+fn start_pressure(options: &WatchOptions, hierarchies: &Hierarchies) -> Option<PressureWatcher> {
+    match (&options.pressure, hierarchies.memory_root()) {
         (Some(pressure), Some(root)) => {
             let procfs = options.procfs.clone().unwrap_or_else(|| "/proc".into());
             let v2 = crate::pressure::memory_hierarchy(root);
@@ -197,144 +261,7 @@ pub async fn watch(mut options: WatchOptions) -> Result<()> {
             }
         }
         _ => None,
-    };
-    let mut enricher = Enricher::new(
-        options.node.clone(),
-        memcg_paths,
-        probes.layout.constraint_names.clone(),
-    );
-    if let Some(procfs) = &options.procfs {
-        if let Some(why) = crate::enrich::tasks::pid_namespace_mismatch(procfs) {
-            tracing::warn!("{why}");
-        }
-        enricher.set_procfs(procfs.clone());
     }
-    // SAFETY: the ring buffer owns its map fd and keeps it open and
-    // unchanged for as long as it lives, which is as long as the AsyncFd.
-    let mut ring = unsafe { AsyncFd::register(probes.take_ring_buffer()?) }
-        .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
-    let mut lost = probes.take_lost_counter()?;
-    release_start_up_heap();
-    ready.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut pump = Pump {
-        output: Output::new(options.output, io::stdout().lock()),
-        metrics,
-        filter: options.filter,
-        naming,
-        late_evictions: None,
-        warned_connecting: false,
-        enricher,
-        ledger: KillLedger::load(options.state_file.clone()),
-        history,
-        pressure,
-        kills: 0,
-        undecodable: 0,
-        lost_reported: 0,
-        lost_without_cgroup: 0,
-        lost_kills: LostKills::new(),
-        state_failing: false,
-        fault: Fault::from_env(),
-        batches: 0,
-    };
-    pump.replay()?;
-    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
-    let mut lost_tick = tokio::time::interval(Duration::from_secs(1));
-    let mut reconcile_tick = tokio::time::interval(options.reconcile_interval);
-    let done = |pump: &Pump<_>| options.max_events.is_some_and(|max| pump.kills >= max);
-    while !done(&pump) {
-        if let Some(late) = pump.late_evictions.take() {
-            evictions = Some(late);
-        }
-        tokio::select! {
-            guard = ring.readable_mut() => {
-                let mut guard = guard?;
-                kill_trace::wake();
-                let events = pump.drain(guard.get_inner_mut());
-                guard.clear_ready();
-                pump.emit_all(events).await?;
-                kill_trace::end();
-            }
-            connected = pump.naming.connected(), if pump.naming.is_connecting() => {
-                evictions = pump.naming.finish(connected)?;
-            }
-            Some(eviction) = next_eviction(&mut evictions) => {
-                let event = Event::Eviction(Box::new(kubernetes::eviction_event(eviction, &options.node)));
-                pump.emit(&event)?;
-            }
-            changes = next_pressure(&mut pump.pressure) => pump.emit_pressure(changes).await?,
-            _ = lost_tick.tick() => {
-                pump.report_lost(&lost);
-                pump.drain_lost(&mut lost)?;
-                let mut changes = Vec::new();
-                if let Some(pressure) = &mut pump.pressure {
-                    changes.extend(pressure.tick());
-                    changes.extend(pressure.rescan_if_due());
-                }
-                pump.emit_pressure(changes).await?;
-            }
-            _ = reconcile_tick.tick() => {
-                let cpu = thread_cpu_time();
-                // The node's count first, then drain: a kill it counted is
-                // then reported, or drained as lost, before comparing.
-                let node_kills = counters::node_oom_kills().ok();
-                let events = pump.drain(ring.get_mut());
-                pump.emit_all(events).await?;
-                pump.drain_lost(&mut lost)?;
-                let walk = pump.enricher.cgroups().is_some()
-                    && pump.ledger.walk_needed(node_kills);
-                if walk {
-                    // The node's count, then what the kernel had counted by
-                    // then drained *before* the count of kills seen restarts:
-                    // a kill counted before the read but reported after it
-                    // would be seen twice over and hide a missed one from
-                    // the next ticks (a kill after the read that this drain
-                    // takes only costs one more walk).
-                    let node_at_walk = counters::node_oom_kills().ok();
-                    let events = pump.drain(ring.get_mut());
-                    pump.emit_all(events).await?;
-                    pump.drain_lost(&mut lost)?;
-                    pump.ledger.walking(node_at_walk);
-                    // Counters first, then drain: every kill the kernel had
-                    // counted is then in the buffer, and seen before comparing.
-                    let counts = pump.enricher.cgroups().map(KillLedger::snapshot);
-                    let events = pump.drain(ring.get_mut());
-                    pump.emit_all(events).await?;
-                    // Then the kills whose records the ring had no room for:
-                    // the kernel counted them in `counts`, they are not missed.
-                    pump.drain_lost(&mut lost)?;
-                    if let Some(counts) = counts {
-                        if pump.ledger.has_unaccounted(&counts) {
-                            // The kernel bumps the counters a few
-                            // instructions before the victim's record (under
-                            // the victim's task lock): let a kill counted in
-                            // the snapshot but still in flight land first.
-                            tokio::time::sleep(SETTLE).await;
-                            let events = pump.drain(ring.get_mut());
-                            pump.emit_all(events).await?;
-                            pump.drain_lost(&mut lost)?;
-                        }
-                        pump.reconcile(counts)?;
-                    }
-                }
-                pump.metrics
-                    .add_reconcile_tick(thread_cpu_time().saturating_sub(cpu), walk);
-                pump.metrics.expire_idle_series();
-            }
-            _ = tokio::signal::ctrl_c() => break,
-            _ = sigterm.recv() => break,
-        }
-    }
-    let events = pump.drain(ring.get_mut());
-    pump.emit_all(events).await?;
-    pump.report_lost(&lost);
-    pump.drain_lost(&mut lost)?;
-    tracing::info!(
-        "stopped after {} kill(s); {} record(s) lost, {} undecodable",
-        pump.kills,
-        pump.lost_reported,
-        pump.undecodable
-    );
-    Ok(())
 }
 
 /// How long a reconciliation that found a kill unaccounted for waits for
@@ -375,174 +302,8 @@ async fn next_pressure(pressure: &mut Option<PressureWatcher>) -> Vec<Change> {
     }
 }
 
-/// The next eviction, or never when no API server is in use.
-async fn next_eviction(
-    evictions: &mut Option<tokio::sync::mpsc::Receiver<crate::kube::pod::Eviction>>,
-) -> Option<crate::kube::pod::Eviction> {
-    match evictions {
-        Some(receiver) => receiver.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The naming sources and the Event poster, connected.
-type Connected = Result<(Namer, Option<EventPoster>)>;
-
-async fn connect_naming(
-    sources: SourceOptions,
-    events: bool,
-    node: String,
-    metrics: Arc<Metrics>,
-) -> Connected {
-    let api = kubernetes::api_client(&sources).await;
-    let poster = api
-        .clone()
-        .filter(|_| events)
-        .map(|client| EventPoster::start(client, &node, metrics.clone()));
-    let namer = Namer::connect(&sources, api, &node, metrics).await?;
-    Ok((namer, poster))
-}
-
-/// How long an event waits for naming sources that are still connecting
-/// before it goes out unnamed: a CRI connect and one call, each bounded by
-/// [`crate::enrich::cri::CALL_TIMEOUT`].
-const CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// What connecting the naming sources needs, kept to connect again.
-#[derive(Clone)]
-struct NamingSources {
-    sources: SourceOptions,
-    events: bool,
-    node: String,
-    metrics: Arc<Metrics>,
-}
-
-/// How long after a failed connection the naming sources are tried again.
-const CONNECT_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Pod and container naming: connecting at first (again after a failure),
-/// then ready.
-enum Naming {
-    Connecting {
-        task: tokio::task::JoinHandle<Connected>,
-        sources: NamingSources,
-        /// An event already waited [`CONNECT_WAIT`] in vain for this
-        /// connection: the next ones go out unnamed without waiting.
-        waited_out: bool,
-    },
-    Ready {
-        namer: Box<Namer>,
-        poster: Option<EventPoster>,
-    },
-}
-
-impl Naming {
-    /// Starts connecting in a task of its own (after the ready line).
-    fn connect(sources: NamingSources) -> Self {
-        Self::connecting(sources, std::time::Duration::ZERO, false)
-    }
-
-    fn connecting(sources: NamingSources, after: std::time::Duration, waited_out: bool) -> Self {
-        let NamingSources {
-            sources: options,
-            events,
-            node,
-            metrics,
-        } = sources.clone();
-        let task = tokio::spawn(async move {
-            tokio::time::sleep(after).await;
-            connect_naming(options, events, node, metrics).await
-        });
-        Self::Connecting {
-            task,
-            sources,
-            waited_out,
-        }
-    }
-
-    fn is_connecting(&self) -> bool {
-        matches!(self, Self::Connecting { .. })
-    }
-
-    /// Waits for the connection (immediately ready once connected).
-    async fn connected(&mut self) -> Connected {
-        match self {
-            Self::Connecting { task, .. } => task
-                .await
-                .map_err(|e| anyhow::anyhow!("naming sources failed: {e}"))?,
-            Self::Ready { .. } => Err(anyhow::anyhow!("already connected")),
-        }
-    }
-
-    /// Keeps what connected and says which sources name pods. A failure
-    /// (a runtime that does not answer, a `--cri-socket` that does not
-    /// work) is said, and the sources are tried again after
-    /// [`CONNECT_RETRY`]: the agent keeps reporting, unnamed meanwhile.
-    /// Returns the evictions, when an API server is in use.
-    fn finish(
-        &mut self,
-        connected: Connected,
-    ) -> Result<Option<tokio::sync::mpsc::Receiver<crate::kube::pod::Eviction>>> {
-        let (namer, poster) = match connected {
-            Ok(connected) => connected,
-            Err(err) => {
-                let Self::Connecting { sources, .. } = self else {
-                    return Ok(None);
-                };
-                tracing::error!(
-                    "cannot connect the naming sources ({err:#}); trying again in {} s, \
-                     events go out unnamed meanwhile",
-                    CONNECT_RETRY.as_secs()
-                );
-                sources.metrics.add_enrichment_failure();
-                *self = Self::connecting(sources.clone(), CONNECT_RETRY, true);
-                return Ok(None);
-            }
-        };
-        tracing::info!("{}", namer.describe());
-        let evictions = namer.take_evictions();
-        *self = Self::Ready {
-            namer: Box::new(namer),
-            poster,
-        };
-        Ok(evictions)
-    }
-
-    /// The namer and poster, after waiting up to [`CONNECT_WAIT`] for them
-    /// if they are still connecting (not at all once an event waited in
-    /// vain); `None` when they are not connected by then: the event goes
-    /// out unnamed.
-    async fn ready(
-        &mut self,
-    ) -> Result<
-        Option<(
-            &mut Namer,
-            Option<&EventPoster>,
-            Option<tokio::sync::mpsc::Receiver<crate::kube::pod::Eviction>>,
-        )>,
-    > {
-        let mut evictions = None;
-        if let Self::Connecting { waited_out, .. } = self {
-            if *waited_out {
-                return Ok(None);
-            }
-            match tokio::time::timeout(CONNECT_WAIT, self.connected()).await {
-                Ok(connected) => evictions = self.finish(connected)?,
-                Err(_) => {
-                    if let Self::Connecting { waited_out, .. } = self {
-                        *waited_out = true;
-                    }
-                    return Ok(None);
-                }
-            }
-        }
-        match self {
-            Self::Ready { namer, poster } => Ok(Some((namer, poster.as_ref(), evictions))),
-            Self::Connecting { .. } => Ok(None),
-        }
-    }
-}
-
+/// Says, once the probes are attached, what this kernel lets oom-probe see
+/// and how (the ready line).
 fn announce(probes: &Probes, memcg_paths: Option<&CgroupResolver>, node: &str) {
     for missing in &probes.layout.missing {
         tracing::warn!("this kernel's BTF lacks {missing}; those fields will be null");
@@ -581,87 +342,103 @@ fn announce(probes: &Probes, memcg_paths: Option<&CgroupResolver>, node: &str) {
     }
 }
 
-/// Moves records from the ring buffer to the output, counting what it could
-/// not handle.
+/// Where kernel records come from: the probes' ring buffer, or the bytes a
+/// test feeds.
+trait Records {
+    /// Hands every record now available to `each`, oldest first.
+    fn drain_into(&mut self, each: impl FnMut(&[u8]));
+}
+
+impl Records for RingBuf<MapData> {
+    fn drain_into(&mut self, mut each: impl FnMut(&[u8])) {
+        while let Some(item) = self.next() {
+            each(&item);
+        }
+    }
+}
+
+/// The probes' counts of records the ring buffer had no room for.
+trait LostRecords: LostByCgroup {
+    /// Records lost since start, all kinds. Errors: the map read failed.
+    fn total(&self) -> Result<u64>;
+    /// Kill records lost without their cgroup (the lost-kill map was full).
+    fn without_cgroup(&self) -> Result<u64>;
+}
+
+impl LostRecords for LostCounter {
+    fn total(&self) -> Result<u64> {
+        LostCounter::total(self)
+    }
+    fn without_cgroup(&self) -> Result<u64> {
+        LostCounter::without_cgroup(self)
+    }
+}
+
+impl LostByCgroup for LostCounter {
+    fn by_cgroup(&self) -> Vec<(u64, u64)> {
+        LostCounter::by_cgroup(self)
+    }
+    fn of_cgroup(&self, id: u64) -> u64 {
+        LostCounter::of_cgroup(self, id)
+    }
+    fn forget(&mut self, id: u64) -> Result<()> {
+        LostCounter::forget(self, id)
+    }
+}
+
+/// Moves records from the ring buffer through enrichment and naming to the
+/// publisher, counting what it could not handle.
 struct Pump<W: Write> {
-    output: Output<W>,
-    metrics: Arc<Metrics>,
-    filter: Filter,
-    naming: Naming,
-    /// Evictions, once the naming sources connected while an event waited.
-    late_evictions: Option<tokio::sync::mpsc::Receiver<crate::kube::pod::Eviction>>,
-    /// Said once that events went out unnamed while the naming sources
-    /// were still connecting.
-    warned_connecting: bool,
     enricher: Enricher,
-    ledger: KillLedger,
-    /// `None`: no history wanted.
-    history: Option<HistorySlot>,
+    naming: Naming,
     pressure: Option<PressureWatcher>,
-    kills: u64,
+    publisher: Publisher<W>,
     undecodable: u64,
+    /// Records lost, as last said.
     lost_reported: u64,
     /// Kill records lost without their cgroup (lost-kill map full), said.
     lost_without_cgroup: u64,
-    /// Kill records lost by cgroup, drained from the eBPF map.
-    lost_kills: LostKills,
-    /// The last state-file write failed (said once, until one succeeds).
-    state_failing: bool,
-    /// A crash to inject (tests of the commit protocol).
-    fault: Option<Fault>,
-    /// Non-empty batches published so far.
-    batches: u64,
-}
-
-/// A crash the tests inject at a precise point of the commit protocol, from
-/// `OOM_PROBE_FAULT`: `crash-after-commit:N` (SIGKILL itself after the Nth
-/// non-empty batch is committed, before it is printed) or
-/// `crash-after-print:N` (after it is printed, before it is dropped from
-/// the state file). Not a user option: a SIGKILL can land anywhere, these make
-/// the two windows that matter testable without luck.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Fault {
-    AfterCommit(u64),
-    AfterPrint(u64),
-}
-
-impl Fault {
-    fn from_env() -> Option<Self> {
-        let spec = std::env::var("OOM_PROBE_FAULT").ok()?;
-        let (point, n) = spec.split_once(':')?;
-        let n = n.parse().ok()?;
-        match point {
-            "crash-after-commit" => Some(Self::AfterCommit(n)),
-            "crash-after-print" => Some(Self::AfterPrint(n)),
-            _ => None,
-        }
-    }
-
-    /// SIGKILLs this process when `self` is `at` the `batch`th batch.
-    fn crash_if(this: Option<Self>, at: fn(u64) -> Self, batch: u64) {
-        if this == Some(at(batch)) {
-            tracing::warn!("OOM_PROBE_FAULT: crashing at {:?}", at(batch));
-            // SAFETY: kill and getpid have no memory-safety preconditions.
-            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
-        }
-    }
 }
 
 impl<W: Write> Pump<W> {
+    fn new(
+        enricher: Enricher,
+        naming: Naming,
+        pressure: Option<PressureWatcher>,
+        publisher: Publisher<W>,
+    ) -> Self {
+        Self {
+            enricher,
+            naming,
+            pressure,
+            publisher,
+            undecodable: 0,
+            lost_reported: 0,
+            lost_without_cgroup: 0,
+        }
+    }
+
     /// Everything in the ring buffer, decoded and enriched (no waiting:
     /// the buffer is emptied before anything slow happens).
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Vec<Event> {
+    fn drain(&mut self, ring: &mut impl Records) -> Vec<Event> {
         let mut events = Vec::new();
-        while let Some(item) = ring.next() {
-            match decode::decode(&item) {
-                Ok(record) => events.extend(self.enricher.on_record(record)),
-                Err(err) => {
-                    self.undecodable += 1;
-                    tracing::error!("undecodable record ({err})");
-                }
+        ring.drain_into(|bytes| match decode::decode(bytes) {
+            Ok(record) => events.extend(self.enricher.on_record(record)),
+            Err(err) => {
+                self.undecodable += 1;
+                tracing::error!("undecodable record ({err})");
             }
-        }
+        });
         events
+    }
+
+    /// Drains the ring buffer, publishes what it held, then the kills
+    /// whose records it had no room for: after this, every kill the kernel
+    /// had counted before the call is published.
+    async fn flush(&mut self, ring: &mut impl Records, lost: &mut impl LostRecords) -> Result<()> {
+        let events = self.drain(ring);
+        self.emit_all(events).await?;
+        self.drain_lost(lost)
     }
 
     /// Names pods (bounded waits), then publishes the batch.
@@ -679,158 +456,17 @@ impl<W: Write> Pump<W> {
                         .unwrap_or_else(std::time::Instant::now);
                     kill.pressure_before = path.and_then(|p| pressure.before_kill(p, at));
                 }
-                let Some((namer, poster, evictions)) = self.naming.ready().await? else {
-                    self.unnamed_while_connecting();
+                let Some(names) = self.naming.ready().await else {
                     continue;
                 };
-                namer.name(kill).await;
-                if let Some(poster) = poster {
+                names.namer.name(kill).await;
+                if let Some(poster) = &names.poster {
                     poster.post(kind, kill);
-                }
-                if evictions.is_some() {
-                    self.late_evictions = evictions;
                 }
             }
         }
         kill_trace::mark(Stage::Naming);
-        self.publish(&events)
-    }
-
-    /// The commit protocol of a batch (see `enrich::unobserved`): account
-    /// for its kills and write them with the batch to the state file, store
-    /// it in the history, print it, then drop it from the state file (a
-    /// crash before the drop replays the batch at the restart, and stores
-    /// in the history what it does not hold yet).
-    fn publish(&mut self, events: &[Event]) -> Result<()> {
-        for event in events {
-            if let Event::OomKill(kill) = event {
-                // A kill without its cgroup is not seen for the node count:
-                // the walk that follows reports it in its cgroup, as before.
-                if let Some(id) = kill.victim.cgroup_id {
-                    self.ledger.kernel_kill_reported();
-                    self.ledger.observed_at(id, kill.kernel_time_ns);
-                }
-            }
-        }
-        let committed = self.ledger.commit(events);
-        self.state_written(committed);
-        kill_trace::mark(Stage::State);
-        let fault = match events.is_empty() {
-            true => None,
-            false => {
-                self.batches += 1;
-                self.fault
-            }
-        };
-        Fault::crash_if(fault, Fault::AfterCommit, self.batches);
-        // The history before the line: what the stream showed is in the
-        // store. (After the line saves its commit's sync, 0.9 ms median and
-        // 17 ms p99 under load, from the kill's latency, but the SIGKILL
-        // mid-write test then once found a printed kill missing from the
-        // store, not yet explained: reverted.)
-        self.keep(events);
-        kill_trace::mark(Stage::History);
-        for event in events {
-            self.write(event)?;
-        }
-        kill_trace::mark(Stage::Print);
-        Fault::crash_if(fault, Fault::AfterPrint, self.batches);
-        let printed = self.ledger.printed();
-        self.state_written(printed);
-        kill_trace::mark(Stage::StatePrinted);
-        Ok(())
-    }
-
-    /// Says when state-file writes start failing (once) and when they work
-    /// again, and counts every failed write.
-    fn state_written(&mut self, result: Result<bool>) {
-        match result {
-            Ok(true) if self.state_failing => {
-                self.state_failing = false;
-                tracing::info!("the state file is written again");
-            }
-            Ok(_) => {}
-            Err(err) => {
-                self.metrics.add_state_write_failure();
-                if !std::mem::replace(&mut self.state_failing, true) {
-                    tracing::error!(
-                        "{err:#}; events are still reported, but a restart may report their \
-                         kills again as unobserved (counted in \
-                         oom_probe_state_write_failures_total)"
-                    );
-                }
-            }
-        }
-    }
-
-    /// Prints again, marked `replayed`, the batch a crashed run committed
-    /// and may not have printed; stores in the history only what the
-    /// history does not hold yet. Its kills were accounted for then, and are
-    /// not counted again in the metrics.
-    fn replay(&mut self) -> Result<()> {
-        let mut events = self.ledger.pending().to_vec();
-        if events.is_empty() {
-            return Ok(());
-        }
-        tracing::warn!(
-            "printing again {} event(s) committed before a crash (replayed: true)",
-            events.len()
-        );
-        for event in &mut events {
-            event.mark_replayed();
-        }
-        if let Some(history) = self.history.as_ref().and_then(|h| h.store.as_ref()) {
-            let ids: Vec<&str> = events.iter().filter_map(Event::event_id).collect();
-            let stored = history.stored_ids(&ids).unwrap_or_else(|err| {
-                tracing::error!("cannot search the history store: {err}");
-                Default::default()
-            });
-            let missing: Vec<Event> = events
-                .iter()
-                .filter(|e| e.event_id().is_none_or(|id| !stored.contains(id)))
-                .cloned()
-                .collect();
-            self.keep(&missing);
-        }
-        for event in &events {
-            if self.filter.matches(event) {
-                self.output
-                    .write(event)
-                    .map_err(|e| anyhow::anyhow!("cannot write event: {e}"))?;
-            }
-        }
-        self.metrics.add_replayed(events.len() as u64);
-        let printed = self.ledger.printed();
-        self.state_written(printed);
-        Ok(())
-    }
-
-    /// Names the pod and container of a pressure event, after waiting for
-    /// the naming sources if they are still connecting.
-    async fn name_kubernetes(&mut self, k8s: &mut crate::event::Kubernetes) -> Result<()> {
-        let Some((namer, _, evictions)) = self.naming.ready().await? else {
-            self.unnamed_while_connecting();
-            return Ok(());
-        };
-        namer.name_kubernetes(k8s).await;
-        if evictions.is_some() {
-            self.late_evictions = evictions;
-        }
-        Ok(())
-    }
-
-    /// An event goes out unnamed because the naming sources are still
-    /// connecting after [`CONNECT_WAIT`]: counted as an enrichment failure,
-    /// said once.
-    fn unnamed_while_connecting(&mut self) {
-        self.metrics.add_enrichment_failure();
-        if !self.warned_connecting {
-            self.warned_connecting = true;
-            tracing::warn!(
-                "the naming sources (API server, container runtime) are still connecting; \
-                 events go out unnamed until they answer"
-            );
-        }
+        self.publisher.publish(&events)
     }
 
     /// Names, stores and writes `memory_pressure` and `memory_pressure_end`.
@@ -840,103 +476,89 @@ impl<W: Write> Pump<W> {
             events.push(match change {
                 Change::Pressure(mut event) => {
                     if let Some(k8s) = event.target.kubernetes.as_mut() {
-                        self.name_kubernetes(k8s).await?;
+                        self.name_kubernetes(k8s).await;
                     }
                     event.explanation = crate::pressure::explain_pressure(&event);
                     Event::MemoryPressure(Box::new(event))
                 }
                 Change::End(mut event) => {
                     if let Some(k8s) = event.target.kubernetes.as_mut() {
-                        self.name_kubernetes(k8s).await?;
+                        self.name_kubernetes(k8s).await;
                     }
                     Event::MemoryPressureEnd(Box::new(event))
                 }
             });
         }
-        self.keep(&events);
-        for event in &events {
-            self.write(event)?;
+        self.publisher.emit(&events)
+    }
+
+    /// Names the pod and container of a pressure event, after waiting for
+    /// the naming sources if they are still connecting.
+    async fn name_kubernetes(&mut self, k8s: &mut crate::event::Kubernetes) {
+        if let Some(names) = self.naming.ready().await {
+            names.namer.name_kubernetes(k8s).await;
         }
+    }
+
+    /// One reconciliation with the kernel's per-cgroup kill counters, when
+    /// the node's count of OOM kills (`node_kills` reads it: `oom_kill` in
+    /// `/proc/vmstat`) says a kill may be unaccounted for: every kill the
+    /// kernel counted is published, as a kill or as `oom_kill_unobserved`,
+    /// exactly once.
+    async fn reconcile(
+        &mut self,
+        ring: &mut impl Records,
+        lost: &mut impl LostRecords,
+        node_kills: impl Fn() -> Option<u64>,
+    ) -> Result<()> {
+        let cpu = thread_cpu_time();
+        // The node's count first, then drain: a kill it counted is then
+        // reported, or drained as lost, before comparing.
+        let node_kills_now = node_kills();
+        self.flush(ring, lost).await?;
+        let walk = self.enricher.cgroups().is_some()
+            && self.publisher.ledger_mut().walk_needed(node_kills_now);
+        if walk {
+            // The node's count, then what the kernel had counted by then
+            // drained *before* the count of kills seen restarts: a kill
+            // counted before the read but reported after it would be seen
+            // twice over and hide a missed one from the next ticks (a kill
+            // after the read that this drain takes only costs one more walk).
+            let node_at_walk = node_kills();
+            self.flush(ring, lost).await?;
+            self.publisher.ledger_mut().walking(node_at_walk);
+            // Counters first, then drain: every kill the kernel had counted
+            // is then in the buffer, and seen before comparing; then the
+            // kills whose records the ring had no room for: the kernel
+            // counted them in `counts`, they are not missed.
+            let counts = self.enricher.cgroups().map(KillLedger::snapshot);
+            self.flush(ring, lost).await?;
+            if let Some(counts) = counts {
+                if self.publisher.ledger().has_unaccounted(&counts) {
+                    // The kernel bumps the counters a few instructions
+                    // before the victim's record (under the victim's task
+                    // lock): let a kill counted in the snapshot but still
+                    // in flight land first.
+                    tokio::time::sleep(SETTLE).await;
+                    self.flush(ring, lost).await?;
+                }
+                self.publisher.reconcile(counts)?;
+            }
+        }
+        let metrics = self.publisher.metrics();
+        metrics.add_reconcile_tick(thread_cpu_time().saturating_sub(cpu), walk);
+        metrics.expire_idle_series();
         Ok(())
     }
 
-    /// Stores and writes one event.
-    fn emit(&mut self, event: &Event) -> Result<()> {
-        self.keep(std::slice::from_ref(event));
-        self.write(event)
+    /// Publishes the kills whose records the ring buffer had no room for.
+    fn drain_lost(&mut self, lost: &mut impl LostRecords) -> Result<()> {
+        self.publisher.drain_lost(lost, self.enricher.cgroups())
     }
 
-    /// Commits events to the history store before they are printed, so
-    /// that what the stream showed is in the store. A failed commit is
-    /// logged and the events are still printed: the stream comes first.
-    fn keep(&mut self, events: &[Event]) {
-        let Some(history) = &mut self.history else {
-            return;
-        };
-        if events.is_empty() {
-            return;
-        }
-        if !history.append(events) {
-            self.metrics.add_history_write_failures(events.len() as u64);
-        }
-    }
-
-    fn write(&mut self, event: &Event) -> Result<()> {
-        if event.as_kill().is_some() {
-            self.kills += 1;
-        }
-        self.metrics.record(event);
-        if !self.filter.matches(event) {
-            return Ok(());
-        }
-        self.output
-            .write(event)
-            .map_err(|e| anyhow::anyhow!("cannot write event: {e}"))
-    }
-
-    /// Reports the kills the kernel counted in `counts` (read before the
-    /// last drain) that nobody accounted for.
-    fn reconcile(&mut self, counts: Counts) -> Result<()> {
-        let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-        let node = self.enricher.node().to_string();
-        let missed: Vec<Event> = self
-            .ledger
-            .reconcile(counts, &time, &node)
-            .into_iter()
-            .map(Event::OomKillUnobserved)
-            .collect();
-        self.publish(&missed)
-    }
-
-    /// Reports, as `oom_kill_unobserved` with reason `ring_buffer_full`,
-    /// the kernel OOM kills whose records the ring buffer had no room for,
-    /// from the eBPF side's count per victim cgroup, and accounts them in
-    /// the ledger.
-    fn drain_lost(&mut self, lost: &mut LostCounter) -> Result<()> {
-        let drained = match self.enricher.cgroups() {
-            Some(cgroups) => self.lost_kills.drain(lost, |id| cgroups.exists(id)),
-            // No memory hierarchy to ask: a cgroup's entry is never removed.
-            None => self.lost_kills.drain(lost, |_| true),
-        };
-        if drained.is_empty() {
-            return Ok(());
-        }
-        let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-        let node = self.enricher.node().to_string();
-        let mut events = Vec::with_capacity(drained.len());
-        for kill in &drained {
-            let path = match (kill.cgroup_id, self.enricher.cgroups()) {
-                (0, _) | (_, None) => None,
-                (id, Some(cgroups)) => cgroups.path_of(id),
-            };
-            events.push(Event::OomKillUnobserved(
-                self.ledger.lost(kill, path, &time, &node),
-            ));
-        }
-        self.publish(&events)
-    }
-
-    fn report_lost(&mut self, lost: &LostCounter) {
+    /// Says, and counts, the records lost since the last call; records
+    /// lost without their cgroup make the next reconciliation walk.
+    fn report_lost(&mut self, lost: &impl LostRecords) {
         match lost.without_cgroup() {
             Ok(total) if total > self.lost_without_cgroup => {
                 tracing::error!(
@@ -945,7 +567,7 @@ impl<W: Write> Pump<W> {
                     total - self.lost_without_cgroup
                 );
                 self.lost_without_cgroup = total;
-                self.ledger.force_walk();
+                self.publisher.ledger_mut().force_walk();
             }
             _ => {}
         }
@@ -956,7 +578,9 @@ impl<W: Write> Pump<W> {
                      ({total} in all); raise --ring-buffer-size",
                     total - self.lost_reported
                 );
-                self.metrics.add_lost(total - self.lost_reported);
+                self.publisher
+                    .metrics()
+                    .add_lost(total - self.lost_reported);
                 self.lost_reported = total;
             }
             Ok(_) => {}
@@ -965,88 +589,236 @@ impl<W: Write> Pump<W> {
     }
 }
 
-/// The history store, or why it is not there now. A store that failed (it
-/// could not be opened, or a commit failed: redb then refuses every
-/// transaction until reopened) is reopened at the next batch, at most every
-/// [`HistorySlot::RETRY`]; the first failure of a streak is logged, and its
-/// end.
-struct HistorySlot {
-    path: PathBuf,
-    limits: HistoryLimits,
-    store: Option<History>,
-    failing: bool,
-    last_try: std::time::Instant,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::{
+        collections::{HashMap, VecDeque},
+        os::unix::fs::MetadataExt,
+        path::Path,
+    };
 
-impl HistorySlot {
-    const RETRY: Duration = Duration::from_secs(5);
+    use oom_probe_common::{MemcgLevel, VictimRecord, RECORD_VICTIM};
 
-    fn open(path: PathBuf, limits: HistoryLimits) -> Self {
-        let mut slot = Self {
-            path,
-            limits,
-            store: None,
-            failing: false,
-            last_try: std::time::Instant::now(),
-        };
-        slot.try_open();
-        if slot.store.is_some() {
-            tracing::info!("keeping every event in {}", slot.path.display());
-        }
-        slot
-    }
+    use crate::{
+        kube::naming::{Connect, Names, Timing},
+        sink::publish::tests::{temp_dir, FakeLostMap, Printed},
+    };
 
-    fn try_open(&mut self) {
-        self.last_try = std::time::Instant::now();
-        match History::open(&self.path, self.limits) {
-            Ok(store) => self.store = Some(store),
-            Err(err) => self.failed(&err),
-        }
-    }
-
-    fn failed(&mut self, err: &dyn std::fmt::Display) {
-        if !std::mem::replace(&mut self.failing, true) {
-            tracing::error!(
-                "{err:#}; events are still reported, and counted in \
-                 oom_probe_history_write_failures_total until the store works again"
-            );
-        }
-    }
-
-    /// Stores `events`; false when they could not be kept.
-    fn append(&mut self, events: &[Event]) -> bool {
-        if self.store.is_none() && self.last_try.elapsed() >= Self::RETRY {
-            self.try_open();
-        }
-        let Some(store) = &self.store else {
-            return false;
-        };
-        match store.append(events) {
-            Ok(()) => {
-                if std::mem::take(&mut self.failing) {
-                    tracing::info!("the history store {} works again", self.path.display());
-                }
-                true
-            }
-            Err(err) => {
-                // Closed now, reopened at a later batch.
-                self.store = None;
-                self.last_try = std::time::Instant::now();
-                self.failed(&err);
-                false
+    impl Records for VecDeque<Vec<u8>> {
+        fn drain_into(&mut self, mut each: impl FnMut(&[u8])) {
+            while let Some(bytes) = self.pop_front() {
+                each(&bytes);
             }
         }
     }
-}
 
-impl LostByCgroup for LostCounter {
-    fn by_cgroup(&self) -> Vec<(u64, u64)> {
-        LostCounter::by_cgroup(self)
+    /// The probes' lost-record counts, in memory.
+    #[derive(Default)]
+    struct FakeLost {
+        map: FakeLostMap,
+        total: u64,
+        without_cgroup: u64,
     }
-    fn of_cgroup(&self, id: u64) -> u64 {
-        LostCounter::of_cgroup(self, id)
+
+    impl LostByCgroup for FakeLost {
+        fn by_cgroup(&self) -> Vec<(u64, u64)> {
+            self.map.by_cgroup()
+        }
+        fn of_cgroup(&self, id: u64) -> u64 {
+            self.map.of_cgroup(id)
+        }
+        fn forget(&mut self, id: u64) -> Result<()> {
+            self.map.forget(id)
+        }
     }
-    fn forget(&mut self, id: u64) -> Result<()> {
-        LostCounter::forget(self, id)
+
+    impl LostRecords for FakeLost {
+        fn total(&self) -> Result<u64> {
+            Ok(self.total)
+        }
+        fn without_cgroup(&self) -> Result<u64> {
+            Ok(self.without_cgroup)
+        }
+    }
+
+    /// A cgroup of a fake v1 memory hierarchy with `kills` in its own
+    /// `memory.oom_control`; returns its id (the directory's inode).
+    fn set_kills(root: &Path, cgroup: &str, kills: u64) -> u64 {
+        let dir = root.join(cgroup);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("memory.oom_control"),
+            format!("oom_kill_disable 0\nunder_oom 0\noom_kill {kills}\n"),
+        )
+        .unwrap();
+        std::fs::metadata(&dir).unwrap().ino()
+    }
+
+    /// The bytes of a victim record in memory cgroup `cgroup_id`, as the
+    /// eBPF side writes them.
+    fn victim(cgroup_id: u64, kernel_time_ns: u64) -> Vec<u8> {
+        let mut memcg_levels = [MemcgLevel::default(); oom_probe_common::MEMCG_LEVELS];
+        memcg_levels[0].cgroup_id = cgroup_id;
+        let record = VictimRecord {
+            kind: RECORD_VICTIM,
+            features: oom_probe_common::feature::MEMCG,
+            kernel_time_ns,
+            tgid: 300,
+            tid: 300,
+            comm: *b"hog\0\0\0\0\0\0\0\0\0\0\0\0\0",
+            memcg_levels,
+            ..Default::default()
+        };
+        // SAFETY: VictimRecord is plain data; reading its bytes is valid.
+        unsafe {
+            std::slice::from_raw_parts(
+                (&record as *const VictimRecord).cast::<u8>(),
+                size_of::<VictimRecord>(),
+            )
+        }
+        .to_vec()
+    }
+
+    /// A pump over a fake memory hierarchy at `dir/cgroups` (none when
+    /// `cgroups` is false), a state file in `dir`, no history, and naming
+    /// sources that never connect.
+    fn pump(dir: &Path, cgroups: bool) -> (Pump<Printed>, Printed) {
+        let metrics = Arc::new(Metrics::new(Duration::from_secs(60)));
+        let printed = Printed::default();
+        let publisher = Publisher::new(
+            Output::new(OutputFormat::Json, printed.clone()),
+            metrics.clone(),
+            Filter::default(),
+            KillLedger::load(Some(dir.join("state.json"))),
+            None,
+            "node-a".into(),
+        );
+        let root = dir.join("cgroups");
+        std::fs::create_dir_all(&root).unwrap();
+        let enricher = Enricher::new(
+            "node-a".into(),
+            cgroups.then(|| CgroupResolver::new(&root)),
+            HashMap::new(),
+        );
+        let connect: Connect<Names> =
+            Arc::new(|| Box::pin(async { Err(anyhow::anyhow!("no naming sources in tests")) }));
+        let timing = Timing {
+            wait: Duration::from_secs(5),
+            retry: Duration::from_secs(3600),
+        };
+        let naming = Naming::new(connect, metrics, timing);
+        (Pump::new(enricher, naming, None, publisher), printed)
+    }
+
+    #[tokio::test]
+    async fn drain_decodes_and_enriches_and_counts_what_it_cannot_decode() {
+        let dir = temp_dir("watch-drain");
+        let (mut pump, _) = pump(&dir, false);
+        let mut ring = VecDeque::from([vec![1, 2, 3], victim(77, 5_000), vec![9; 8]]);
+        let events = pump.drain(&mut ring);
+        assert!(ring.is_empty());
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].as_kill().unwrap().1.victim.cgroup_id, Some(77));
+        assert_eq!(pump.undecodable, 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn flush_publishes_the_ring_then_the_lost_records() {
+        let dir = temp_dir("watch-flush");
+        let (mut pump, printed) = pump(&dir, false);
+        let mut ring = VecDeque::from([victim(77, 5_000)]);
+        let mut lost = FakeLost::default();
+        lost.map.0.insert(78, 2);
+        pump.flush(&mut ring, &mut lost).await.unwrap();
+        let lines = printed.lines();
+        let types: Vec<_> = lines.iter().map(|l| l["type"].as_str().unwrap()).collect();
+        assert_eq!(types, ["oom_kill", "oom_kill_unobserved"]);
+        assert_eq!(lines[0]["kubernetes"], serde_json::Value::Null, "unnamed");
+        assert_eq!(lines[1]["reason"], "ring_buffer_full");
+        assert_eq!(pump.publisher.kills(), 1);
+        pump.flush(&mut ring, &mut lost).await.unwrap();
+        assert_eq!(printed.lines().len(), 2, "nothing twice");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn every_kill_the_kernel_counted_is_reported_once_as_a_kill_or_unobserved() {
+        let dir = temp_dir("watch-reconcile");
+        let root = dir.join("cgroups");
+        let pod = set_kills(&root, "pod", 0);
+        let (mut pump, printed) = pump(&dir, true);
+        let (mut ring, mut lost) = (VecDeque::new(), FakeLost::default());
+        // The first tick walks: the baseline, nothing reported.
+        pump.reconcile(&mut ring, &mut lost, || Some(0))
+            .await
+            .unwrap();
+        assert!(printed.lines().is_empty());
+        // Three kills counted by the kernel: one record in the ring, one
+        // lost by the ring (counted by the eBPF side), one missed.
+        set_kills(&root, "pod", 3);
+        ring.push_back(victim(pod, oom_probe_cgroupfs::clock::monotonic_ns()));
+        lost.map.0.insert(pod, 1);
+        // The node counted 3, 2 were seen: a walk.
+        pump.reconcile(&mut ring, &mut lost, || Some(3))
+            .await
+            .unwrap();
+        let lines = printed.lines();
+        let kinds: Vec<_> = lines
+            .iter()
+            .map(|l| {
+                (
+                    l["type"].as_str().unwrap(),
+                    l["count"].as_u64(),
+                    l["reason"].as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("oom_kill", None, None),
+                ("oom_kill_unobserved", Some(1), Some("ring_buffer_full")),
+                ("oom_kill_unobserved", Some(1), Some("counter_ahead")),
+            ]
+        );
+        // Nothing new on the node: no walk; a forced one finds nothing more.
+        pump.reconcile(&mut ring, &mut lost, || Some(3))
+            .await
+            .unwrap();
+        pump.publisher.ledger_mut().force_walk();
+        pump.reconcile(&mut ring, &mut lost, || Some(3))
+            .await
+            .unwrap();
+        assert_eq!(printed.lines().len(), 3, "never twice");
+        let metrics = pump.publisher.metrics().encode();
+        assert!(
+            metrics.contains("oom_probe_reconcile_walks_total 3"),
+            "4 ticks, 3 walks: {metrics}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn lost_records_are_counted_once_and_those_without_cgroup_force_a_walk() {
+        let dir = temp_dir("watch-lost");
+        let (mut pump, _) = pump(&dir, false);
+        pump.publisher.ledger_mut().walking(Some(5));
+        assert!(!pump.publisher.ledger_mut().walk_needed(Some(5)));
+        let lost = FakeLost {
+            total: 3,
+            without_cgroup: 1,
+            ..Default::default()
+        };
+        pump.report_lost(&lost);
+        pump.report_lost(&lost);
+        let metrics = pump.publisher.metrics().encode();
+        assert!(
+            metrics.contains("oom_probe_lost_events_total 3"),
+            "{metrics}"
+        );
+        assert!(pump.publisher.ledger_mut().walk_needed(Some(5)), "forced");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -9,7 +9,6 @@ pub mod cgroup_layout;
 pub mod cri;
 pub mod explain;
 pub mod tasks;
-pub mod unobserved;
 
 use std::{collections::HashMap, fs};
 
@@ -98,7 +97,7 @@ impl Enricher {
             pending_contexts: HashMap::new(),
             last_decision: None,
             next_oom_id: 1,
-            boot_id: unobserved::short_boot_id(),
+            boot_id: crate::boot::short_boot_id(),
         }
     }
 

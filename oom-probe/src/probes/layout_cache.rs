@@ -71,11 +71,11 @@ impl KernelIdentity {
     /// Reads the identity of the running kernel; `None` where any part is
     /// unreadable (then nothing is cached).
     pub fn current() -> Option<Self> {
-        let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let boot_id = crate::boot::boot_id()?;
         let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
         let btf_bytes = std::fs::metadata(VMLINUX_BTF).ok()?.len();
         Some(Self {
-            boot_id: boot_id.trim().to_owned(),
+            boot_id,
             release: release.trim().to_owned(),
             btf_bytes,
         })

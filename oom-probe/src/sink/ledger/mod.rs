@@ -31,23 +31,27 @@
 //! unobserved); a crash after it leaves the batch in the file, and the next
 //! run prints it again marked `replayed` ([`KillLedger::pending`]), with the
 //! same event ids. So every kill is counted once: reported or unobserved.
+//!
+//! The parts, one file each: [`state`] (the file), [`walk`] (when to read
+//! every counter), [`reconcile`] (the comparison), [`lost`] (the records the
+//! ring buffer had no room for). This file holds the ledger and its commit
+//! protocol.
 
-use std::{
-    collections::HashMap,
-    fs,
-    path::{Path, PathBuf},
-};
+mod lost;
+mod reconcile;
+mod state;
+mod walk;
+
+use std::{collections::HashSet, path::PathBuf, time::Instant};
 
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
 
-use oom_probe_cgroupfs::{
-    clock::monotonic_ns,
-    counters::{self, Scope},
-    CgroupResolver,
-};
+use crate::{boot, event::Event};
 
-use crate::event::{Event, UnobservedKills, UnobservedReason};
+pub use lost::{LostByCgroup, LostKill, LostKills};
+pub use reconcile::Counts;
+use state::{read_state, write_state, State};
+use walk::WalkSchedule;
 
 /// Kernel kill counts already accounted for, per cgroup id, and the batch of
 /// events committed but maybe not printed.
@@ -59,23 +63,13 @@ pub struct KillLedger {
     has_baseline: bool,
     /// Kills accounted for since the state file was last written.
     dirty: bool,
+    /// The first 8 hex digits of this boot's id, for event ids.
     boot: String,
     /// Cgroups with a kill accounted for since the last reconcile: kept even
     /// when the snapshot does not know them yet (made after it was taken).
-    recent: std::collections::HashSet<u64>,
-    /// The node's kill count (`/proc/vmstat`) read just before the last
-    /// walk of every cgroup's counter; `None`: walk at the next tick.
-    node_kills_at_walk: Option<u64>,
-    /// Kernel kills reported, or drained as lost records, since then.
-    seen_since_walk: u64,
-    /// Cgroups accounted for right after the last walk: the ledger only
-    /// forgets removed cgroups at a walk, so it walks again when the count
-    /// has grown well past this ([`walk_needed`]).
-    ///
-    /// [`walk_needed`]: KillLedger::walk_needed
-    accounted_at_walk: usize,
-    /// When the last walk started.
-    last_walk: Option<std::time::Instant>,
+    recent: HashSet<u64>,
+    /// When the next tick must walk every cgroup's counter.
+    walk: WalkSchedule,
     /// While a walk is under way (from [`walking`] to [`reconcile`]): the
     /// cgroup id and kernel stamp (`kernel_time_ns`) of every kill
     /// accounted for, so the comparison can leave out those its snapshot
@@ -86,57 +80,11 @@ pub struct KillLedger {
     during_walk: Option<Vec<(u64, u64)>>,
 }
 
-/// The longest time between two walks, whatever the node's count says: a
-/// net under the node-count shortcut, so a kill missed in a way nobody
-/// foresaw is still reported, late. At 5,000 cgroups a walk costs about
-/// 250 ms of CPU, 0.4 ms a second spread over this period.
-const WALK_AT_LEAST_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
-
-/// Cgroups the ledger may add past twice the count after the last walk
-/// before a walk prunes the removed ones: bounds the ledger and the state
-/// file under churn when no kill is ever missed.
-const PRUNE_SLACK: usize = 1024;
-
-#[derive(Default, Serialize, Deserialize)]
-struct State {
-    /// Counters reset at reboot; a state from another boot is discarded.
-    boot_id: String,
-    accounted: HashMap<u64, u64>,
-    /// Events committed and not yet known to be printed, in order.
-    #[serde(default)]
-    pending: Vec<Event>,
-}
-
-/// The kernel's per-cgroup kill counters, one [`CounterRead`] for every
-/// memory cgroup whose counter could be read.
-pub struct Counts(Vec<CounterRead>);
-
-/// One cgroup's kill counter as [`KillLedger::snapshot`] read it.
-struct CounterRead {
-    id: u64,
-    path: String,
-    count: u64,
-    /// CLOCK_MONOTONIC in ns (the clock of `kernel_time_ns`) just before and
-    /// just after the read: the kernel read the counter in between.
-    start: u64,
-    end: u64,
-}
-
-/// Kills accounted for during a walk in one cgroup, by where their stamps
-/// fall against the read of its counter.
-#[derive(Default)]
-struct SinceRead {
-    /// Stamped after the read: not in the count.
-    after: u64,
-    /// Stamped while the read was under way: maybe in the count.
-    unsure: u64,
-}
-
 impl KillLedger {
     /// Loads the state file; a missing, corrupt or other-boot file starts a
     /// fresh ledger (said once on stderr when it was there but unusable).
     pub fn load(state_file: Option<PathBuf>) -> Self {
-        let boot_id = boot_id();
+        let boot_id = boot::boot_id().unwrap_or_default();
         let loaded = state_file
             .as_deref()
             .and_then(|path| match read_state(path) {
@@ -161,20 +109,21 @@ impl KillLedger {
         let has_baseline = loaded.is_some();
         let state = loaded.unwrap_or(State {
             boot_id,
-            accounted: HashMap::new(),
-            pending: Vec::new(),
+            ..State::default()
         });
+        Self::new(state_file, state, has_baseline)
+    }
+
+    /// A ledger of `state`, written to `state_file`.
+    fn new(state_file: Option<PathBuf>, state: State, has_baseline: bool) -> Self {
         Self {
             state_file,
             state,
             has_baseline,
             dirty: false,
-            boot: short_boot_id(),
-            recent: Default::default(),
-            node_kills_at_walk: None,
-            seen_since_walk: 0,
-            accounted_at_walk: 0,
-            last_walk: None,
+            boot: boot::short_boot_id(),
+            recent: HashSet::new(),
+            walk: WalkSchedule::default(),
             during_walk: None,
         }
     }
@@ -183,19 +132,7 @@ impl KillLedger {
     /// and tests); the boot is not checked.
     #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn from_state_bytes(bytes: &[u8]) -> Result<Self> {
-        Ok(Self {
-            state_file: None,
-            state: parse_state(bytes)?,
-            has_baseline: true,
-            dirty: false,
-            boot: short_boot_id(),
-            recent: Default::default(),
-            node_kills_at_walk: None,
-            seen_since_walk: 0,
-            accounted_at_walk: 0,
-            last_walk: None,
-            during_walk: None,
-        })
+        Ok(Self::new(None, state::parse_state(bytes)?, true))
     }
 
     /// The cgroup ids the ledger accounts for (the fuzzer and tests).
@@ -233,71 +170,27 @@ impl KillLedger {
         }
     }
 
-    /// Per cgroup, the kills accounted for during the walk that the kernel
-    /// stamped after the snapshot began to read that cgroup's counter. The
-    /// kernel bumps the counter before it stamps the victim's record (a
-    /// few instructions apart, under the victim's task lock), so a kill
-    /// stamped before the read began is in the count, one stamped after it
-    /// ended is taken as not, and one stamped while it was under way (an
-    /// open and a read, milliseconds on a loaded machine) may be either.
-    fn since_read(&self, counts: &Counts) -> HashMap<u64, SinceRead> {
-        let Some(during) = self.during_walk.as_ref().filter(|d| !d.is_empty()) else {
-            return HashMap::new();
-        };
-        let reads: HashMap<u64, (u64, u64)> =
-            counts.0.iter().map(|c| (c.id, (c.start, c.end))).collect();
-        let mut since = HashMap::<u64, SinceRead>::new();
-        for (id, stamp) in during {
-            match reads.get(id) {
-                Some((_, end)) if stamp > end => since.entry(*id).or_default().after += 1,
-                Some((start, _)) if stamp >= start => since.entry(*id).or_default().unsure += 1,
-                _ => {}
-            }
-        }
-        since
-    }
-
     /// One kill of the kernel OOM killer reported with its cgroup (an
     /// `oom_kill`), for [`walk_needed`]. A kill reported without its cgroup
     /// is not counted: the walk it causes reports it in its cgroup.
     ///
     /// [`walk_needed`]: KillLedger::walk_needed
     pub fn kernel_kill_reported(&mut self) {
-        self.seen_since_walk += 1;
+        self.walk.seen(1);
     }
 
     /// Whether this tick must read every cgroup's counter ([`snapshot`]),
     /// given `node_kills`, the node's count of OOM kills (`oom_kill` in
-    /// `/proc/vmstat`) read before this tick's drain: yes at the first tick,
-    /// when the count is unknown, after [`force_walk`], and when the node
-    /// counted more kills since the last walk than were reported or drained
-    /// as lost records since; when the ledger has grown past twice its
-    /// size after the last walk plus [`PRUNE_SLACK`] cgroups (a walk forgets
-    /// the removed ones); and [`WALK_AT_LEAST_EVERY`] after the last walk. Otherwise no kill can be unaccounted for (the
+    /// `/proc/vmstat`) read before this tick's drain: see
+    /// [`WalkSchedule::needed`]. When no kill can be unaccounted for (the
     /// kernel bumps the node count next to the cgroup's, before the
-    /// victim's record), and the tick costs one read of `/proc/vmstat`,
+    /// victim's record), the tick costs one read of `/proc/vmstat`,
     /// whatever the number of cgroups.
     ///
     /// [`snapshot`]: KillLedger::snapshot
-    /// [`force_walk`]: KillLedger::force_walk
     pub fn walk_needed(&self, node_kills: Option<u64>) -> bool {
-        if self.state.accounted.len() > self.accounted_at_walk * 2 + PRUNE_SLACK
-            || self
-                .last_walk
-                .is_none_or(|at| at.elapsed() >= WALK_AT_LEAST_EVERY)
-        {
-            return true;
-        }
-        let needed = match (node_kills, self.node_kills_at_walk) {
-            (Some(now), Some(then)) => now.saturating_sub(then) > self.seen_since_walk,
-            _ => true,
-        };
-        tracing::debug!(
-            "node count {node_kills:?}, at the last walk {:?}, kills seen since {}: walk {needed}",
-            self.node_kills_at_walk,
-            self.seen_since_walk
-        );
-        needed
+        self.walk
+            .needed(self.state.accounted.len(), node_kills, Instant::now())
     }
 
     /// A walk starts: `node_kills` is the node's count read before its
@@ -309,9 +202,7 @@ impl KillLedger {
     /// [`snapshot`]: KillLedger::snapshot
     /// [`walk_needed`]: KillLedger::walk_needed
     pub fn walking(&mut self, node_kills: Option<u64>) {
-        self.node_kills_at_walk = node_kills;
-        self.seen_since_walk = 0;
-        self.last_walk = Some(std::time::Instant::now());
+        self.walk.started(node_kills, Instant::now());
         self.during_walk = Some(Vec::new());
         // A cgroup with a kill before the snapshot is in it unless it was
         // removed: only those after it need keeping at the comparison.
@@ -320,7 +211,7 @@ impl KillLedger {
 
     /// Makes the next tick walk (records were lost without their cgroup).
     pub fn force_walk(&mut self) {
-        self.node_kills_at_walk = None;
+        self.walk.force();
     }
 
     /// Writes the counts accounted for so far together with `events`, the
@@ -355,361 +246,20 @@ impl KillLedger {
         write_state(path, &self.state).with_context(|| format!("state file {}", path.display()))?;
         Ok(true)
     }
-
-    /// Accounts for `count` kills in cgroup `cgroup_id` whose records the
-    /// ring buffer had no room for (from [`LostKills::drain`]) and returns
-    /// the `oom_kill_unobserved` event that reports them; a later
-    /// [`reconcile`] does not count them again. Cgroup id 0 (the victim's
-    /// cgroup could not be read) is not accounted in any cgroup.
-    ///
-    /// [`reconcile`]: KillLedger::reconcile
-    pub fn lost(
-        &mut self,
-        lost: &LostKill,
-        cgroup_path: Option<String>,
-        time: &str,
-        node: &str,
-    ) -> UnobservedKills {
-        if lost.cgroup_id != 0 {
-            self.seen_since_walk += lost.count;
-        }
-        let event_id = if lost.cgroup_id == 0 {
-            format!(
-                "{}-lost-0-{}-{}-{}",
-                self.boot,
-                lost.run,
-                lost.first,
-                lost.first + lost.count - 1
-            )
-        } else {
-            let accounted = self
-                .state
-                .accounted
-                .get(&lost.cgroup_id)
-                .copied()
-                .unwrap_or(0);
-            for _ in 0..lost.count {
-                self.observed(lost.cgroup_id);
-            }
-            format!(
-                "{}-unobserved-{}-{}-{}",
-                self.boot,
-                lost.cgroup_id,
-                accounted + 1,
-                accounted + lost.count
-            )
-        };
-        UnobservedKills {
-            time: time.to_string(),
-            node: node.to_string(),
-            cgroup_id: lost.cgroup_id,
-            cgroup_path,
-            count: lost.count,
-            event_id,
-            replayed: false,
-            reason: UnobservedReason::RingBufferFull,
-        }
-    }
-
-    /// Reads every cgroup's kill counter (refreshing the cgroup names first).
-    pub fn snapshot(cgroups: &mut CgroupResolver) -> Counts {
-        cgroups.refresh();
-        let root = cgroups.root().to_path_buf();
-        let counts = Counts(
-            cgroups
-                .known()
-                .filter_map(|(id, path)| {
-                    let start = monotonic_ns();
-                    let count = kernel_oom_kills(&root.join(path.trim_start_matches('/')))?;
-                    Some(CounterRead {
-                        id,
-                        path: path.to_string(),
-                        count,
-                        start,
-                        end: monotonic_ns(),
-                    })
-                })
-                .collect(),
-        );
-        tracing::debug!(
-            "snapshot: {} cgroup(s) known, {} counter(s) read",
-            cgroups.known().count(),
-            counts.0.len()
-        );
-        counts
-    }
-
-    /// Whether [`reconcile`] would report kills from `counts` now: some
-    /// cgroup's counter is above what is accounted for.
-    ///
-    /// [`reconcile`]: KillLedger::reconcile
-    pub fn has_unaccounted(&self, counts: &Counts) -> bool {
-        let since = self.since_read(counts);
-        self.has_baseline
-            && counts.0.iter().any(|read| {
-                let since = since.get(&read.id);
-                since.is_none_or(|s| s.unsure == 0)
-                    && read.count > self.accounted_at_read(read.id, since.map_or(0, |s| s.after))
-            })
-    }
-
-    /// What was accounted for in cgroup `id` when its counter was read:
-    /// now, less the `after` kills stamped after the read.
-    fn accounted_at_read(&self, id: u64, after: u64) -> u64 {
-        self.state
-            .accounted
-            .get(&id)
-            .copied()
-            .unwrap_or(0)
-            .saturating_sub(after)
-    }
-
-    /// Compares a [`snapshot`] taken before the last drain with the kills
-    /// accounted for, and returns the kills nobody accounted for. The new
-    /// counts are written at the next [`commit`].
-    ///
-    /// [`snapshot`]: KillLedger::snapshot
-    /// [`commit`]: KillLedger::commit
-    pub fn reconcile(&mut self, counts: Counts, time: &str, node: &str) -> Vec<UnobservedKills> {
-        let mut unobserved = Vec::new();
-        let mut seen = HashMap::new();
-        let since_read = self.since_read(&counts);
-        self.during_walk = None;
-        for CounterRead {
-            id, path, count, ..
-        } in counts.0
-        {
-            // Compared with what was accounted for when the counter was
-            // read: a kill accounted for since, in the drains that follow
-            // the snapshot, is not in `count`, and must not hide one that
-            // is (a kill missed while the agent was down, then a kill the
-            // restarted agent reported after the read: same totals).
-            let since = since_read.get(&id);
-            if self.has_baseline && since.is_some_and(|s| s.unsure > 0) {
-                // A kill stamped during the read may or may not be in the
-                // count: judge this cgroup at the next tick's walk, when
-                // that kill is long in the count. Nothing is forgotten.
-                tracing::debug!("cgroup {id} ({path}): a kill stamped during the read; walk again");
-                let kept = self.state.accounted.get(&id).copied().unwrap_or(0);
-                seen.insert(id, kept);
-                self.node_kills_at_walk = None;
-                continue;
-            }
-            let after = since.map_or(0, |s| s.after);
-            let accounted = self.accounted_at_read(id, after);
-            seen.insert(id, count + after);
-            if count != accounted {
-                tracing::debug!("cgroup {id} ({path}): kernel {count}, accounted {accounted}");
-            }
-            if self.has_baseline && count > accounted {
-                unobserved.push(UnobservedKills {
-                    time: time.to_string(),
-                    node: node.to_string(),
-                    cgroup_id: id,
-                    cgroup_path: Some(path),
-                    count: count - accounted,
-                    event_id: format!("{}-unobserved-{id}-{}-{count}", self.boot, accounted + 1),
-                    replayed: false,
-                    reason: UnobservedReason::CounterAhead,
-                });
-            }
-        }
-        // Keep the larger of the two: a kill reported but not yet counted by
-        // the kernel stays accounted for. Removed cgroups are forgotten, but
-        // not one with a kill since the last reconcile that the snapshot
-        // missed (made between the snapshot and the drain).
-        let mut accounted: HashMap<u64, u64> = seen
-            .into_iter()
-            .map(|(id, count)| {
-                (
-                    id,
-                    count.max(self.state.accounted.get(&id).copied().unwrap_or(0)),
-                )
-            })
-            .collect();
-        for id in self.recent.drain() {
-            if let Some(&kept) = self.state.accounted.get(&id) {
-                accounted.entry(id).or_insert(kept);
-            }
-        }
-        if tracing::enabled!(tracing::Level::DEBUG) {
-            for (id, kept) in &self.state.accounted {
-                if !accounted.contains_key(id) {
-                    tracing::debug!(
-                        "cgroup {id}: forgotten (accounted {kept}, not in the snapshot)"
-                    );
-                }
-            }
-        }
-        self.state.accounted = accounted;
-        self.accounted_at_walk = self.state.accounted.len();
-        self.has_baseline = true;
-        self.dirty = true;
-        unobserved
-    }
-}
-
-/// The eBPF side's count of kernel OOM-kill records the ring buffer had no
-/// room for, per victim memory cgroup id (the `LOST_BY_CGROUP` map).
-pub trait LostByCgroup {
-    /// Every `(cgroup id, count)` in the map now.
-    fn by_cgroup(&self) -> Vec<(u64, u64)>;
-    /// One cgroup's count now (0 when it has no entry).
-    fn of_cgroup(&self, id: u64) -> u64;
-    /// Removes a cgroup's entry. Errors: the kernel refused.
-    fn forget(&mut self, id: u64) -> Result<()>;
-}
-
-/// New lost kill records of one cgroup, from [`LostKills::drain`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LostKill {
-    /// The victim's memory cgroup id; 0 when the eBPF side could not read it.
-    pub cgroup_id: u64,
-    /// Kills lost since the last drain.
-    pub count: u64,
-    /// Position of the first of them in the map's count for this cgroup
-    /// (1-based), for the event id of cgroup 0.
-    pub first: u64,
-    /// This agent run (its start time, ns since the epoch), for the event
-    /// id of cgroup 0, whose map count restarts at every run.
-    pub run: u128,
-}
-
-/// Drains the lost-kill map: what each entry gained since the last drain.
-/// The map is only read, never reset, so a kill counted while userspace
-/// reads is never missed; an entry is removed (room made) only after its
-/// cgroup is gone, when no kill can be counted in it any more.
-pub struct LostKills {
-    drained: HashMap<u64, u64>,
-    run: u128,
-    /// Lost kills drained since start.
-    total: u64,
-}
-
-impl Default for LostKills {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl LostKills {
-    /// Nothing drained yet.
-    pub fn new() -> Self {
-        Self {
-            drained: HashMap::new(),
-            run: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-            total: 0,
-        }
-    }
-
-    /// Lost kill records drained since start, every cgroup.
-    pub fn total(&self) -> u64 {
-        self.total
-    }
-
-    /// The kills `map` counted since the last drain, per cgroup. `exists`
-    /// says whether a cgroup exists now; it is asked before the final read
-    /// of a cgroup's entry, which is then removed.
-    pub fn drain(
-        &mut self,
-        map: &mut impl LostByCgroup,
-        mut exists: impl FnMut(u64) -> bool,
-    ) -> Vec<LostKill> {
-        let mut new = Vec::new();
-        for (id, mut count) in map.by_cgroup() {
-            // Gone first, then read: nothing can be counted in it after.
-            let gone = id != 0 && !exists(id);
-            if gone {
-                count = map.of_cgroup(id).max(count);
-            }
-            let before = self.drained.get(&id).copied().unwrap_or(0);
-            if count > before {
-                new.push(LostKill {
-                    cgroup_id: id,
-                    count: count - before,
-                    first: before + 1,
-                    run: self.run,
-                });
-                self.total += count - before;
-            }
-            if gone {
-                match map.forget(id) {
-                    Ok(()) => {
-                        self.drained.remove(&id);
-                    }
-                    Err(err) => {
-                        tracing::warn!("cannot remove cgroup {id} from the lost-kill map: {err:#}");
-                        self.drained.insert(id, count);
-                    }
-                }
-            } else {
-                self.drained.insert(id, count);
-            }
-        }
-        new
-    }
-}
-
-fn read_state(path: &Path) -> Result<Option<State>> {
-    match fs::read(path) {
-        Ok(bytes) => Ok(Some(parse_state(&bytes)?)),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(err) => Err(err.into()),
-    }
-}
-
-fn parse_state(bytes: &[u8]) -> Result<State> {
-    serde_json::from_slice(bytes).context("not an oom-probe state file")
-}
-
-/// Writes atomically (temp file + rename) so a crash never leaves half a
-/// file; a temp file that could not be written whole is removed.
-fn write_state(path: &Path, state: &State) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir).context("cannot create its directory")?;
-    }
-    let temp = path.with_extension("tmp");
-    let written = fs::write(&temp, serde_json::to_vec(state)?)
-        .and_then(|()| fs::rename(&temp, path))
-        .context("cannot write it");
-    if written.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    written
-}
-
-fn boot_id() -> String {
-    fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
-}
-
-/// The first 8 hex digits of this boot's id (`/proc/sys/kernel/random/boot_id`),
-/// the first part of every event id; `00000000` when it cannot be read.
-pub fn short_boot_id() -> String {
-    let id: String = boot_id()
-        .chars()
-        .filter(char::is_ascii_hexdigit)
-        .take(8)
-        .collect();
-    if id.len() == 8 {
-        id
-    } else {
-        "00000000".into()
-    }
-}
-
-/// The kernel's count of OOM kills in this one cgroup (not its children).
-fn kernel_oom_kills(dir: &Path) -> Option<u64> {
-    counters::oom_kills(dir, Scope::Local).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::MetadataExt;
+    use std::{collections::HashMap, fs, os::unix::fs::MetadataExt};
+
+    use oom_probe_cgroupfs::{clock::monotonic_ns, CgroupResolver};
+
+    use crate::{
+        boot::short_boot_id,
+        event::{UnobservedKills, UnobservedReason},
+    };
+    use walk::PRUNE_SLACK;
 
     #[test]
     fn a_state_file_is_read_as_written_and_garbage_is_refused() {
