@@ -529,7 +529,12 @@ fn a_crash_in_either_commit_window_replays_the_batch_marked_and_counts_it_once()
             thread::sleep(Duration::from_millis(100));
         }
         agent.kill();
-        let agent = Agent::start(&args, &printed);
+        // The restarted run serves /metrics on a known address.
+        let addr = free_loopback_addr();
+        let mut restart_args = args;
+        restart_args[1] = &addr;
+        let first_of_restart = printed.lock().unwrap().events.len();
+        let agent = Agent::start(&restart_args, &printed);
         kill_all(round);
         let kernel: HashMap<String, u64> = cgroups
             .iter()
@@ -547,8 +552,48 @@ fn a_crash_in_either_commit_window_replays_the_batch_marked_and_counts_it_once()
             thread::sleep(Duration::from_millis(200));
         }
         thread::sleep(Duration::from_secs(1));
+        // The restarted run's metrics count every kill it printed, the
+        // replayed ones too (M7: a kill committed but not printed before
+        // the crash was counted by no process), each once. Kills of other
+        // tests on the node count on both sides; a kill landing between
+        // the two reads is retried.
+        let (mut in_metrics, mut in_stream) = (0.0, 0.0);
+        for _ in 0..20 {
+            in_metrics = kills_in_metrics(&addr);
+            in_stream = printed.lock().unwrap().events[first_of_restart..]
+                .iter()
+                .filter(|e| e["type"] == "oom_kill" || e["type"] == "userspace_kill")
+                .count() as f64;
+            if in_metrics == in_stream {
+                break;
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(
+            in_metrics,
+            in_stream,
+            "{fault}: oom_probe_kills_total after the restart != the kills it printed, replays \
+             included:\n{}\n{}",
+            printed.lock().unwrap().events[first_of_restart..]
+                .iter()
+                .map(|e| format!(
+                    "{} {} {} {}",
+                    e["type"], e["replayed"], e["event_id"], e["victim"]["comm"]
+                ))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            oom_probe_tests::http_get(&addr, "/metrics").unwrap().1
+        );
         agent.terminate();
         let printed = printed.lock().unwrap();
+        let replayed_kills = printed.events[first_of_restart..]
+            .iter()
+            .filter(|e| e["replayed"] == true && e["type"] == "oom_kill")
+            .count();
+        eprintln!(
+            "{fault}: after the restart oom_probe_kills_total {in_metrics}, {replayed_kills} \
+             replayed kill(s) among them"
+        );
         let counts = accounted(&printed.events, &paths);
         for (path, kills) in &kernel {
             assert_eq!(
@@ -656,6 +701,15 @@ fn metric(addr: &str, name: &str) -> f64 {
         .trim()
         .parse()
         .unwrap()
+}
+
+/// The sum of every `oom_probe_kills_total` series on /metrics.
+fn kills_in_metrics(addr: &str) -> f64 {
+    let (_, body) = oom_probe_tests::http_get(addr, "/metrics").unwrap();
+    body.lines()
+        .filter(|l| l.starts_with("oom_probe_kills_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
 }
 
 /// One kill in `cgroup`, and its event from the agent.

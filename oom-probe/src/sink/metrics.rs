@@ -132,7 +132,7 @@ impl Metrics {
         let replayed = Counter::default();
         registry.register(
             "replayed_events",
-            "Events a crashed run had committed and maybe printed, printed again at start with replayed: true (not counted again in oom_probe_kills_total)",
+            "Events a crashed run had committed and maybe printed, printed again at start with replayed: true (also counted in this run's oom_probe_kills_total: its counters started at zero)",
             replayed.clone(),
         );
         let reconcile_ticks = Counter::default();
