@@ -332,6 +332,190 @@ fn a_sigkill_mid_burst_twice_loses_no_kill_and_counts_none_twice() {
     let _ = stderr;
 }
 
+/// A sustained burst (H2): 8 threads OOM-kill hogs in 8 cgroups, one after
+/// the other, for 8 s (hundreds of kills) while `/healthz` is polled every
+/// 50 ms; in the middle the agent gets SIGTERM and is started again at
+/// once. Every poll answers within [`HEALTHZ_BOUND`] (the listener has its
+/// own thread, and the loop takes records in bounded turns), the SIGTERM
+/// ends the agent within [`SIGTERM_BOUND`], and every kill is still
+/// counted once (reported + unobserved = the kernel's count per cgroup).
+#[test]
+fn a_sustained_burst_starves_neither_healthz_nor_sigterm_and_loses_no_kill() {
+    let test = "a_sustained_burst_starves_neither_healthz_nor_sigterm_and_loses_no_kill";
+    if !root_or_skip(test) {
+        return;
+    }
+    const HEALTHZ_BOUND: Duration = Duration::from_secs(1);
+    const SIGTERM_BOUND: Duration = Duration::from_secs(2);
+    const CGROUPS: usize = 8;
+    const BURST: Duration = Duration::from_secs(8);
+    let dir = TempDir::new("burst-healthz");
+    let state = dir.0.join("state.json");
+    let store = dir.0.join("history.redb");
+    let (state_arg, store_arg) = (state.to_str().unwrap(), store.to_str().unwrap());
+    let cgroups: Vec<MemoryCgroup> = (0..CGROUPS)
+        .map(|_| MemoryCgroup::create(8 * MIB).unwrap())
+        .collect();
+    let paths: HashSet<String> = cgroups
+        .iter()
+        .map(|c| c.relative_path().to_string())
+        .collect();
+    let printed = Arc::new(Mutex::new(Printed::default()));
+    let start = |addr: &str| {
+        Agent::start(
+            &[
+                "--listen",
+                addr,
+                "--state-file",
+                state_arg,
+                "--history-file",
+                store_arg,
+                "--reconcile-interval",
+                "0.3",
+            ],
+            &printed,
+        )
+    };
+    let addr = free_loopback_addr();
+    let mut agent = start(&addr);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !state.exists() {
+        assert!(Instant::now() < deadline, "no state file written");
+        thread::sleep(Duration::from_millis(50));
+    }
+    // The poller: the address of the running agent, none while it restarts.
+    let target: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(Some(addr)));
+    let polling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let poller = {
+        let (target, polling) = (target.clone(), polling.clone());
+        thread::spawn(move || {
+            let mut latencies = Vec::new();
+            while polling.load(std::sync::atomic::Ordering::Relaxed) {
+                let Some(addr) = target.lock().unwrap().clone() else {
+                    thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let asked = Instant::now();
+                let answer = oom_probe_tests::http_get(&addr, "/healthz");
+                let took = asked.elapsed();
+                // A poll that raced the restart's pause is not counted.
+                if target.lock().unwrap().as_deref() == Some(addr.as_str()) {
+                    let (status, body) = answer.expect("/healthz did not answer");
+                    assert_eq!((status, body.as_str()), (200, "ok\n"));
+                    latencies.push(took);
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+            latencies
+        })
+    };
+    let burst_end = Instant::now() + BURST;
+    let burst: Vec<_> = cgroups
+        .iter()
+        .map(|c| {
+            let cgroup = c.path().to_path_buf();
+            thread::spawn(move || {
+                let mut n = 0;
+                while Instant::now() < burst_end {
+                    let status = hog()
+                        .arg("--cgroup")
+                        .arg(&cgroup)
+                        .args(["--comm", &format!("burst-{n}"), "--mb", "32"])
+                        .stdout(std::process::Stdio::null())
+                        .status()
+                        .unwrap();
+                    assert_eq!(
+                        std::os::unix::process::ExitStatusExt::signal(&status),
+                        Some(9)
+                    );
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    thread::sleep(BURST / 2);
+    *target.lock().unwrap() = None;
+    let asked = Instant::now();
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(agent.child.id() as i32, libc::SIGTERM) };
+    let status = agent.child.wait().unwrap();
+    let sigterm_took = asked.elapsed();
+    assert!(status.success(), "SIGTERM mid-burst: {status}");
+    agent.reader.take().unwrap().join().unwrap();
+    drop(agent);
+    let addr = free_loopback_addr();
+    let agent = start(&addr);
+    *target.lock().unwrap() = Some(addr);
+    for thread in burst {
+        thread.join().unwrap();
+    }
+    polling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let latencies = poller.join().unwrap();
+    let kernel: HashMap<String, u64> = cgroups
+        .iter()
+        .map(|c| (c.relative_path().to_string(), c.kernel_oom_kills().unwrap()))
+        .collect();
+    let total: u64 = kernel.values().sum();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let counts = accounted(&printed.lock().unwrap().events, &paths);
+        let short = kernel
+            .iter()
+            .any(|(p, k)| counts.get(p).copied().unwrap_or(0) < *k);
+        if !short || Instant::now() > deadline {
+            break;
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    thread::sleep(Duration::from_secs(1));
+    agent.terminate();
+    let printed = printed.lock().unwrap();
+    let counts = accounted(&printed.events, &paths);
+    for (path, kills) in &kernel {
+        assert_eq!(
+            counts.get(path).copied().unwrap_or(0),
+            *kills,
+            "cgroup {path}: reported + unobserved != the kernel's count; its events:\n{}",
+            events_of(&printed.events, path)
+        );
+    }
+    let max = latencies.iter().max().copied().unwrap_or_default();
+    let mut sorted = latencies.clone();
+    sorted.sort();
+    let p99 = sorted
+        .get(sorted.len() * 99 / 100)
+        .copied()
+        .unwrap_or_default();
+    let mine = |e: &&Value| {
+        e["victim"]["cgroup_path"]
+            .as_str()
+            .or(e["cgroup_path"].as_str())
+            .is_some_and(|p| paths.contains(p))
+    };
+    let kill_lines = printed
+        .events
+        .iter()
+        .filter(mine)
+        .filter(|e| e["type"] == "oom_kill")
+        .count();
+    eprintln!(
+        "burst: kernel {total} kills in {} s, oom_kill lines {kill_lines}, {} /healthz polls, \
+         p99 {p99:?}, max {max:?}; SIGTERM mid-burst exited in {sigterm_took:?}",
+        BURST.as_secs(),
+        latencies.len()
+    );
+    assert!(total >= 300, "only {total} kills: not a burst");
+    assert!(latencies.len() >= 50, "only {} polls", latencies.len());
+    assert!(
+        max < HEALTHZ_BOUND,
+        "/healthz took {max:?} during the burst"
+    );
+    assert!(
+        sigterm_took < SIGTERM_BOUND,
+        "SIGTERM mid-burst took {sigterm_took:?}"
+    );
+}
+
 /// Kills the ring buffer had no room for, in cgroups removed right after
 /// their kill: the agent's reader is stopped (SIGSTOP) while 40 cgroups,
 /// one after the other, get one kill each, have their kernel counter read
