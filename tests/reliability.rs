@@ -311,9 +311,17 @@ fn a_sigkill_mid_burst_twice_loses_no_kill_and_counts_none_twice() {
         .filter(|e| e["type"] == "oom_kill_unobserved")
         .map(|e| e["count"].as_u64().unwrap())
         .sum();
+    // Kills in no cgroup of this test the node counted while the agent
+    // was down (other tests' removed cgroups; never one of these).
+    let node_counter_ahead: u64 = printed
+        .events
+        .iter()
+        .filter(|e| e["reason"] == "node_counter_ahead")
+        .map(|e| e["count"].as_u64().unwrap())
+        .sum();
     eprintln!(
         "burst across two SIGKILLs: kernel {total}, oom_kill lines {kills}, unobserved {unobserved}, \
-         replayed lines {replayed}, lines cut by the kill {}",
+         replayed lines {replayed}, lines cut by the kill {}, node_counter_ahead {node_counter_ahead}",
         printed.cut_lines
     );
     assert!(
@@ -514,6 +522,100 @@ fn a_sustained_burst_starves_neither_healthz_nor_sigterm_and_loses_no_kill() {
         sigterm_took < SIGTERM_BOUND,
         "SIGTERM mid-burst took {sigterm_took:?}"
     );
+}
+
+/// M9: a kill made while the agent is stopped, in a cgroup removed before
+/// it starts again, leaves no counter to walk; the node's count of OOM
+/// kills (`/proc/vmstat`, kept in the state file) still has it. The
+/// restarted agent reports it as one `oom_kill_unobserved` with reason
+/// `node_counter_ahead`, `cgroup_id` 0 and no path. (Other tests' kills in
+/// cgroups they removed meanwhile may be in its count: at least 1.)
+#[test]
+fn a_kill_in_a_cgroup_removed_while_the_agent_was_down_is_reported_from_the_node_count() {
+    let test =
+        "a_kill_in_a_cgroup_removed_while_the_agent_was_down_is_reported_from_the_node_count";
+    if !root_or_skip(test) {
+        return;
+    }
+    let dir = TempDir::new("node-residual");
+    let state = dir.0.join("state.json");
+    let state_arg = state.to_str().unwrap();
+    let printed = Arc::new(Mutex::new(Printed::default()));
+    let start = || {
+        Agent::start(
+            &[
+                "--listen",
+                &free_loopback_addr(),
+                "--state-file",
+                state_arg,
+                "--reconcile-interval",
+                "0.3",
+            ],
+            &printed,
+        )
+    };
+    let agent = start();
+    // A walk completed: the node's count is in the state file.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&state)
+        .is_ok_and(|s| s.contains("\"node_kills\":") && !s.contains("\"node_kills\":null"))
+    {
+        assert!(Instant::now() < deadline, "no node count in the state file");
+        thread::sleep(Duration::from_millis(50));
+    }
+    agent.terminate();
+    let first = printed.lock().unwrap().events.len();
+    // Down: one kill, and its cgroup removed.
+    let removed = {
+        let cgroup = MemoryCgroup::create(8 * MIB).unwrap();
+        let status = hog()
+            .arg("--cgroup")
+            .arg(cgroup.path())
+            .args(["--comm", "while-down", "--mb", "32"])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9)
+        );
+        assert_eq!(cgroup.kernel_oom_kills().unwrap(), 1);
+        cgroup.relative_path().to_string()
+    };
+    let agent = start();
+    let node_events = || -> Vec<Value> {
+        printed.lock().unwrap().events[first..]
+            .iter()
+            .filter(|e| e["reason"] == "node_counter_ahead")
+            .cloned()
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while node_events().is_empty() {
+        assert!(Instant::now() < deadline, "no node_counter_ahead event");
+        thread::sleep(Duration::from_millis(50));
+    }
+    // More walks: never a second one.
+    thread::sleep(Duration::from_secs(1));
+    agent.terminate();
+    let events = node_events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let event = &events[0];
+    assert_eq!(event["type"], "oom_kill_unobserved");
+    assert_eq!(event["cgroup_id"], 0);
+    assert_eq!(event["cgroup_path"], Value::Null);
+    let count = event["count"].as_u64().unwrap();
+    assert!(count >= 1, "{event}");
+    let printed = printed.lock().unwrap();
+    assert!(
+        !printed
+            .events
+            .iter()
+            .any(|e| e["victim"]["cgroup_path"] == removed.as_str()
+                || e["cgroup_path"] == removed.as_str()),
+        "the removed cgroup was reported by path"
+    );
+    eprintln!("killed while down in a removed cgroup: node_counter_ahead count {count}: {event}");
 }
 
 /// Kills the ring buffer had no room for, in cgroups removed right after
