@@ -483,7 +483,7 @@ impl Cache {
 mod tests {
     use std::os::unix::net::UnixListener;
 
-    use oom_probe_tests::{
+    use oom_probe_test_support::{
         containerd::{Containerd, NAMESPACE},
         root_or_skip,
     };

@@ -49,7 +49,7 @@ mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::Pod;
     use kube::Api;
-    use oom_probe_tests::apiserver::{pod, ApiServer};
+    use oom_probe_test_support::apiserver::{pod, ApiServer};
 
     const UID: &str = "7b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0";
 

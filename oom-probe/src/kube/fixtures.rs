@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-pub use oom_probe_tests::apiserver::pod;
+pub use oom_probe_test_support::apiserver::pod;
 
 use super::pod::{ContainerKind, Owner, PodMatch};
 

@@ -270,7 +270,7 @@ mod tests {
 
     use super::*;
     use crate::kube::{client::client, fixtures::*};
-    use oom_probe_tests::apiserver::{unreachable_url, ApiServer, KubeconfigFile};
+    use oom_probe_test_support::apiserver::{unreachable_url, ApiServer, KubeconfigFile};
     use serde_json::json;
     use std::{path::Path, time::SystemTime};
 
