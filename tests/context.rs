@@ -4,7 +4,9 @@
 
 use std::{fs, process::Command, time::Duration};
 
-use oom_probe_tests::{hog, root_or_skip, run_hog_with_child, skipped, MemoryCgroup, Watcher};
+use oom_probe_test_support::{
+    hog, root_or_skip, run_hog_with_child, skipped, MemoryCgroup, Watcher,
+};
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;

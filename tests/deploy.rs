@@ -12,7 +12,9 @@ use k8s_openapi::api::{
     core::v1::{ConfigMap, Namespace, Service, ServiceAccount},
     rbac::v1::{ClusterRole, ClusterRoleBinding},
 };
-use oom_probe_tests::deploy::{base_objects, deploy_dir, kustomize, overlays, write_rule_file};
+use oom_probe_test_support::deploy::{
+    base_objects, deploy_dir, kustomize, overlays, write_rule_file,
+};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -48,7 +50,7 @@ fn strip_nulls(value: Value) -> Value {
 
 #[test]
 fn every_manifest_parses_into_the_api_types_without_losing_a_field() {
-    if !oom_probe_tests::host_only(
+    if !oom_probe_test_support::host_only(
         "every_manifest_parses_into_the_api_types_without_losing_a_field",
         "reads deploy/ from the source tree",
     ) {
@@ -103,7 +105,7 @@ fn every_manifest_parses_into_the_api_types_without_losing_a_field() {
 
 #[test]
 fn the_daemonset_runs_everywhere_with_least_privilege() {
-    if !oom_probe_tests::host_only(
+    if !oom_probe_test_support::host_only(
         "the_daemonset_runs_everywhere_with_least_privilege",
         "reads deploy/ from the source tree",
     ) {
@@ -173,7 +175,7 @@ fn the_daemonset_runs_everywhere_with_least_privilege() {
     // The flags it runs with exist.
     let args = container.args.clone().unwrap();
     assert_eq!(args[0], "run");
-    let help = std::process::Command::new(oom_probe_tests::oom_probe_bin())
+    let help = std::process::Command::new(oom_probe_test_support::oom_probe_bin())
         .args(["run", "--help"])
         .output()
         .unwrap();
@@ -186,7 +188,7 @@ fn the_daemonset_runs_everywhere_with_least_privilege() {
 
 #[test]
 fn alerts_and_dashboard_use_metrics_oom_probe_exports() {
-    if !oom_probe_tests::host_only(
+    if !oom_probe_test_support::host_only(
         "alerts_and_dashboard_use_metrics_oom_probe_exports",
         "reads deploy/ from the source tree",
     ) {
@@ -227,7 +229,7 @@ fn metric_names(text: &str) -> BTreeSet<String> {
 
 #[test]
 fn no_overlay_sits_inside_its_base() {
-    if !oom_probe_tests::host_only(
+    if !oom_probe_test_support::host_only(
         "no_overlay_sits_inside_its_base",
         "reads deploy/ from the source tree",
     ) {
@@ -237,7 +239,7 @@ fn no_overlay_sits_inside_its_base() {
     assert!(!overlays.is_empty(), "deploy/overlays has no overlay");
     for overlay in overlays {
         let text = fs::read_to_string(overlay.join("kustomization.yaml")).unwrap();
-        let kustomization = &oom_probe_tests::deploy::yaml_documents(&text)[0];
+        let kustomization = &oom_probe_test_support::deploy::yaml_documents(&text)[0];
         let own = overlay.canonicalize().unwrap();
         for resource in kustomization["resources"].as_array().unwrap() {
             let target = overlay
@@ -258,14 +260,14 @@ fn no_overlay_sits_inside_its_base() {
 
 #[test]
 fn the_base_and_every_overlay_render_with_kubectl_kustomize() {
-    if !oom_probe_tests::host_only(
+    if !oom_probe_test_support::host_only(
         "the_base_and_every_overlay_render_with_kubectl_kustomize",
         "reads deploy/ from the source tree",
     ) {
         return;
     }
     let Some(base) = kustomize(&deploy_dir().join("base")) else {
-        oom_probe_tests::skipped(
+        oom_probe_test_support::skipped(
             "the_base_and_every_overlay_render_with_kubectl_kustomize",
             "kubectl is not installed (Debian has no kubectl with kustomize v4+)",
         );
@@ -294,7 +296,7 @@ fn the_base_and_every_overlay_render_with_kubectl_kustomize() {
 
 #[test]
 fn alerts_pass_their_promtool_unit_tests() {
-    if !oom_probe_tests::host_only(
+    if !oom_probe_test_support::host_only(
         "alerts_pass_their_promtool_unit_tests",
         "needs promtool (Debian's prometheus package) and deploy/",
     ) {

@@ -19,7 +19,7 @@ use std::{
 };
 
 use oom_probe_cri::v1::{Capability, Int64Value, LinuxContainerSecurityContext, Mount};
-use oom_probe_tests::{
+use oom_probe_test_support::{
     containerd::{ContainerSpec, Containerd, NAMESPACE},
     deploy::base_objects,
     free_loopback_addr, host_only, http_get,

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use oom_probe_tests::{
+use oom_probe_test_support::{
     deploy::{base_objects, deploy_dir, write_rule_file},
     free_loopback_addr, host_only, http_get, root_or_skip, run_hog_with_child, MemoryCgroup,
     Watcher,
