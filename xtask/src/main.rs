@@ -146,12 +146,14 @@ fn watch(args: &[String]) -> Result<()> {
 
 fn test() -> Result<()> {
     let toolchain = setup::build_toolchain()?;
-    // The end-to-end tests run real containers under a private containerd,
-    // and a real Prometheus (and promtool) for the alerts and dashboard;
-    // the table is checked in a real terminal, tmux's.
+    // The end-to-end tests run real containers under a private containerd
+    // (deploy/examples' pods in an image of the static busybox), and a real
+    // Prometheus (and promtool) for the alerts and dashboard; the table is
+    // checked in a real terminal, tmux's.
     setup::apt_install(&[
         ("containerd", "containerd"),
         ("runc", "runc"),
+        ("busybox", "busybox-static"),
         ("promtool", "prometheus"),
         ("tmux", "tmux"),
     ])?;
