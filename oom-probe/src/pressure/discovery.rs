@@ -507,6 +507,113 @@ mod tests {
         list.iter().map(|s| s.to_string()).collect()
     }
 
+    impl WatchedPaths for HashSet<String> {
+        fn is_watched(&self, path: &str) -> bool {
+            self.contains(path)
+        }
+
+        fn watched_paths(&self) -> Vec<String> {
+            self.iter().cloned().collect()
+        }
+    }
+
+    fn watch(root: &Path, path: &str) -> Found {
+        Found::Watch {
+            path: path.to_string(),
+            dir: root.join(path.trim_start_matches('/')),
+        }
+    }
+
+    fn unwatch(path: &str, removed: bool) -> Found {
+        Found::Unwatch {
+            path: path.to_string(),
+            removed,
+        }
+    }
+
+    /// A v1-like hierarchy in a temporary directory (limits are
+    /// `memory.limit_in_bytes` files), changed by hand and told to
+    /// discovery as inotify would: what to watch and stop follows, without
+    /// a registry.
+    #[test]
+    fn leaves_with_a_limit_under_the_prefix_are_found_and_followed_through_changes() {
+        let root = std::env::temp_dir().join(format!("oom-probe-discovery-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let limit = |path: &str, bytes: u64| {
+            fs::write(
+                root.join(path).join("memory.limit_in_bytes"),
+                bytes.to_string(),
+            )
+            .unwrap()
+        };
+        for dir in ["p/a", "p/b", "q/c"] {
+            fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        limit("p/a", 64 << 20);
+        limit("p/b", 9_223_372_036_854_771_712); // PAGE_COUNTER_MAX pages: none
+        limit("q/c", 64 << 20);
+        let mut discovery = Discovery::new(
+            root.clone(),
+            false,
+            prefixes(&["/p"]),
+            Duration::from_secs(600),
+        )
+        .unwrap();
+        let mut watched = HashSet::new();
+        assert_eq!(
+            discovery.rescan(Walk::StartUp, &watched),
+            vec![watch(&root, "/p/a")]
+        );
+        assert_eq!(discovery.walks(), [1, 0, 0, 0]);
+        assert_eq!(discovery.watched_dirs(), 4, "/, /p, /p/a, /p/b; not /q");
+        watched.insert("/p/a".to_string());
+
+        // A child made: /p/a is no longer a leaf.
+        fs::create_dir(root.join("p/a/x")).unwrap();
+        let made = DirChange::Made("/p/a".into(), "x".into());
+        assert_eq!(
+            discovery.on_change(made, &watched),
+            vec![unwatch("/p/a", false)]
+        );
+        assert_eq!(discovery.watched_dirs(), 5);
+        watched.remove("/p/a");
+        // And removed: a leaf again.
+        fs::remove_dir(root.join("p/a/x")).unwrap();
+        let removed = DirChange::Removed("/p/a".into(), "x".into());
+        assert_eq!(
+            discovery.on_change(removed, &watched),
+            vec![watch(&root, "/p/a")]
+        );
+        assert_eq!(discovery.watched_dirs(), 4);
+        watched.insert("/p/a".to_string());
+
+        // A limit written.
+        limit("p/b", 32 << 20);
+        let written = DirChange::Limit("/p/b".into());
+        assert_eq!(
+            discovery.on_change(written, &watched),
+            vec![watch(&root, "/p/b")]
+        );
+        watched.insert("/p/b".to_string());
+
+        // A watched cgroup removed, and one the safety walk finds gone.
+        fs::remove_dir_all(root.join("p/a")).unwrap();
+        let removed = DirChange::Removed("/p".into(), "a".into());
+        assert_eq!(
+            discovery.on_change(removed, &watched),
+            vec![unwatch("/p/a", true)]
+        );
+        watched.remove("/p/a");
+        watched.insert("/p/gone".to_string());
+        assert_eq!(
+            discovery.rescan(Walk::Safety, &watched),
+            vec![unwatch("/p/gone", true)]
+        );
+        assert_eq!(discovery.walks(), [1, 1, 0, 0]);
+        assert_eq!(discovery.rescan_if_due(&watched), Vec::new(), "not due");
+        let _ = fs::remove_dir_all(&root);
+    }
+
     #[test]
     fn child_paths_join_below_the_root_and_below_a_cgroup() {
         assert_eq!(child_path("/", "a"), "/a");

@@ -192,3 +192,74 @@ pub fn wall_time_of(at: Instant) -> SystemTime {
 fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pressure::episode::{Kind, Tracker};
+
+    fn watched(path: &str) -> Watched {
+        let fd = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap();
+        Watched {
+            path: Some(path.to_string()),
+            dir: PathBuf::from("/nonexistent").join(path.trim_start_matches('/')),
+            cgroup_id: Some(42),
+            notifier: cgroupfs::Notifier { fd, psi: false },
+            wd: None,
+            tracker: Tracker::new(Kind::CgroupV1, None),
+        }
+    }
+
+    fn episode(since: Instant, seconds: f64) -> Episode {
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        Episode {
+            since,
+            since_wall: wall,
+            last: since + Duration::from_secs_f64(seconds),
+            last_wall: wall + Duration::from_secs_f64(seconds),
+            last_event: Some(since),
+            events: 3,
+            peak_some_avg10: None,
+        }
+    }
+
+    #[test]
+    fn an_end_carries_the_episode_and_is_joined_to_a_kill_that_follows() {
+        let mut builder = EventBuilder::new("node-1".into(), "/proc".into(), false);
+        let now = Instant::now();
+        let watched = watched("/oom-probe/test");
+        let episode = episode(now, 12.34);
+        assert_eq!(builder.before_kill("/oom-probe/test", None, now), None);
+        let end = builder.end_event(&watched, &episode, true);
+        assert_eq!(end.node, "node-1");
+        assert_eq!(end.scope, PressureScope::Cgroup);
+        assert_eq!(end.target.cgroup_path.as_deref(), Some("/oom-probe/test"));
+        assert_eq!(end.target.cgroup_id, Some(42));
+        assert_eq!(end.since, "2023-11-14T22:13:20.000Z");
+        assert_eq!(end.last, "2023-11-14T22:13:32.340Z");
+        assert_eq!(end.duration_seconds, 12.3);
+        assert_eq!(end.events, 3);
+        assert!(end.cgroup_removed);
+        let before = builder
+            .before_kill("/oom-probe/test", None, now)
+            .expect("ended within five minutes");
+        assert_eq!(before.since, end.since);
+        assert_eq!(builder.before_kill("/elsewhere", None, now), None);
+        builder.expire(Instant::now() + KILL_JOIN);
+        assert_eq!(builder.before_kill("/oom-probe/test", None, now), None);
+    }
+
+    #[test]
+    fn a_kill_carries_the_episode_under_way_only_if_it_began_before_the_kill() {
+        let builder = EventBuilder::new("n".into(), "/proc".into(), true);
+        let since = Instant::now();
+        let mut current = episode(since, 1.0);
+        current.peak_some_avg10 = Some(42.5);
+        let before = builder
+            .before_kill("/c", Some(&current), since)
+            .expect("began at the kill");
+        assert_eq!(before.peak_psi_some_avg10, Some(42.5));
+        let earlier = since - Duration::from_millis(1);
+        assert_eq!(builder.before_kill("/c", Some(&current), earlier), None);
+    }
+}
