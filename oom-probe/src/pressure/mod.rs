@@ -29,10 +29,11 @@ pub mod events;
 pub mod explanation;
 pub mod options;
 pub mod read;
+pub mod register;
 pub mod registry;
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -44,10 +45,10 @@ pub use events::TOP_TASKS;
 pub use explanation::explain_pressure;
 pub use options::{PressureOptions, V1Level};
 
-use cgroupfs::Notifier;
 use discovery::{Discovery, Found, Walk, WatchedPaths};
 use episode::{Episode, Kind, Observation, Rules, Tracker, Wake};
 use events::{wall_time_of, EventBuilder};
+use register::Registrar;
 use registry::{Registry, Watched, INOTIFY_KEY};
 
 /// What a wake-up produced.
@@ -66,11 +67,7 @@ pub struct PressureWatcher {
     registry: Registry,
     discovery: Discovery,
     events: EventBuilder,
-    /// A cgroup's notification could not be registered (said once).
-    register_failed: bool,
-    /// The PSI trigger written, `(stall µs, window µs)`: the options', or
-    /// the nearest one an opener without `CAP_SYS_RESOURCE` may write.
-    psi: (u64, u64),
+    registrar: Registrar,
     /// The node's watch, when its PSI trigger was taken.
     node_key: Option<u64>,
 }
@@ -91,14 +88,13 @@ impl PressureWatcher {
         let discovery = Discovery::new(root, v2, options.cgroups.clone(), options.rescan)?;
         registry.add_inotify(discovery.fd())?;
         let mut watcher = Self {
-            psi: options.psi_trigger_us(),
+            registrar: Registrar::new(&options, v2),
             options,
             v2,
             events: EventBuilder::new(node_name, procfs.clone(), v2),
             procfs,
             registry,
             discovery,
-            register_failed: false,
             node_key: None,
         };
         if watcher.options.node {
@@ -132,95 +128,27 @@ impl PressureWatcher {
 
     /// The PSI trigger in use, `(stall, window)`.
     pub fn psi_trigger(&self) -> (Duration, Duration) {
-        (
-            Duration::from_micros(self.psi.0),
-            Duration::from_micros(self.psi.1),
-        )
+        let (stall, window) = self.registrar.psi();
+        (Duration::from_micros(stall), Duration::from_micros(window))
     }
 
     fn watch_node(&mut self) {
-        let mut file = self.procfs.join("pressure/memory");
-        let mut registered = self.trigger(&file);
-        if let Some(own) = registered
-            .as_ref()
-            .err()
-            .and_then(|err| cgroupfs::own_proc_fallback(&file, err))
-        {
-            match self.trigger(&own) {
-                Ok(notifier) => {
-                    tracing::info!(
-                        "{} is read-only (EROFS): the node's memory pressure is watched through \
-                         {} instead (node PSI is one for the whole machine)",
-                        file.display(),
-                        own.display()
-                    );
-                    file = own;
-                    registered = Ok(notifier);
-                }
-                Err(err) => tracing::warn!(
-                    "no PSI trigger on {} either: {}",
-                    own.display(),
-                    cgroupfs::psi_trigger_error(&own, &err)
-                ),
-            }
-        }
-        match registered {
-            Ok(notifier) => {
-                self.node_key = self.registry.add(Watched {
-                    path: None,
-                    dir: file,
-                    cgroup_id: None,
-                    notifier,
-                    wd: None,
-                    tracker: Tracker::new(Kind::Node, None),
-                });
-            }
-            Err(err) => tracing::warn!(
-                "node memory pressure is not watched: no PSI trigger on {}",
-                cgroupfs::psi_trigger_error(&file, &err)
-            ),
-        }
-    }
-
-    /// Writes the PSI trigger to `file` (a `memory.pressure` or the node's).
-    /// When the kernel refuses its window to an opener without
-    /// `CAP_SYS_RESOURCE`, writes the nearest one it takes instead, says so
-    /// once, and keeps it for every later trigger.
-    fn trigger(&mut self, file: &Path) -> std::io::Result<Notifier> {
-        let (notifier, taken) = cgroupfs::psi_trigger_or_nearest(file, self.psi)?;
-        if taken != self.psi {
-            let ((stall, window), (fit_stall, fit_window)) = (self.psi, taken);
-            tracing::warn!(
-                "PSI trigger \"some {stall} {window}\" refused (EINVAL): oom-probe lacks \
-                 CAP_SYS_RESOURCE, and since Linux 6.5 an unprivileged trigger's window must \
-                 be a multiple of 2 s; using \"some {fit_stall} {fit_window}\" (the same \
-                 share of stalled time, notified at most every {} s); grant CAP_SYS_RESOURCE \
-                 for --pressure-psi-window",
-                fit_window / 1_000_000
-            );
-            self.psi = taken;
-        }
-        Ok(notifier)
+        let Some((notifier, file)) = self.registrar.node(&self.procfs) else {
+            return;
+        };
+        self.node_key = self.registry.add(Watched {
+            path: None,
+            dir: file,
+            cgroup_id: None,
+            notifier,
+            wd: None,
+            tracker: Tracker::new(Kind::Node, None),
+        });
     }
 
     fn watch_cgroup(&mut self, path: String, dir: PathBuf) {
-        let registered = if self.v2 {
-            self.trigger(&dir.join("memory.pressure"))
-        } else {
-            cgroupfs::v1_pressure_level(&dir, self.options.v1_level.as_str())
-        };
-        let notifier = match registered {
-            Ok(n) => n,
-            Err(err) => {
-                if !self.register_failed {
-                    tracing::warn!(
-                        "cannot watch memory pressure of {path} ({err}); cgroups where this \
-                         fails are not watched"
-                    );
-                    self.register_failed = true;
-                }
-                return;
-            }
+        let Some(notifier) = self.registrar.cgroup(&path, &dir) else {
+            return;
         };
         let wd = self.discovery.watch_file(&dir.join("memory.events"));
         let cgroup_id = {
@@ -379,7 +307,7 @@ impl PressureWatcher {
         let rules = Rules {
             interval: self.options.interval,
             clear_after: self.options.clear_after,
-            psi_trigger: self.psi,
+            psi_trigger: self.registrar.psi(),
         };
         let watched = self.registry.get_mut(key)?;
         if watched.scope() == PressureScope::Cgroup && !watched.dir.exists() {
