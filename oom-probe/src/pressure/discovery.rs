@@ -33,9 +33,13 @@ const MAX_DEPTH: usize = 16;
 /// Which walk: the index in [`Discovery::walks`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Walk {
+    /// The first walk, when the watcher starts.
     StartUp = 0,
+    /// The safety net, every `PressureOptions::rescan` (10 min).
     Safety = 1,
+    /// After the inotify queue overflowed (events were lost).
     Overflow = 2,
+    /// Every [`POLL_FALLBACK`] while a directory could not be watched.
     Polling = 3,
 }
 
@@ -50,10 +54,20 @@ pub trait WatchedPaths {
 /// A change to apply to the watches.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Found {
-    /// Watch the cgroup at `path` (below the root), whose directory is `dir`.
-    Watch { path: String, dir: PathBuf },
-    /// Stop watching the cgroup at `path`; `removed`: its directory is gone.
-    Unwatch { path: String, removed: bool },
+    /// Watch a cgroup.
+    Watch {
+        /// Below the hierarchy root.
+        path: String,
+        /// Its directory.
+        dir: PathBuf,
+    },
+    /// Stop watching a cgroup.
+    Unwatch {
+        /// Below the hierarchy root.
+        path: String,
+        /// Its directory is gone (`cgroup_removed` on its end event).
+        removed: bool,
+    },
 }
 
 /// A change inotify reported on a watched directory of the hierarchy.

@@ -145,9 +145,17 @@ pub enum Observation {
     Stale,
     /// Not both notified and at its limit within `clear_after`: no episode
     /// goes on from this wake-up.
-    Calm { at_limit: bool, notified: bool },
+    Calm {
+        /// A limit hit within `clear_after` (always true for the node).
+        at_limit: bool,
+        /// A notification that counts within `clear_after`.
+        notified: bool,
+    },
     /// In an episode; `warning` when a `memory_pressure` is due.
-    Pressure { warning: Option<Warning> },
+    Pressure {
+        /// The `memory_pressure` due now, if one is.
+        warning: Option<Warning>,
+    },
 }
 
 /// The pressure state of one watched cgroup (or the node).

@@ -5,11 +5,11 @@
 //!
 //! 1. [`discovery`] learns which cgroups to watch from inotify on the
 //!    hierarchy's directories (a walk at start-up and as a safety net).
-//! 2. [`cgroupfs`] registers each one's notification (v1
-//!    `memory.pressure_level` eventfd, v2 and node PSI trigger) and knows
-//!    the kernel's files; [`registry`] keeps the watches and polls their
-//!    notifications on one epoll instance (v1 eventfds rest 250 ms after
-//!    each one).
+//! 2. [`register`] registers each one's notification (v1
+//!    `memory.pressure_level` eventfd, v2 and node PSI trigger) through
+//!    [`cgroupfs`], which knows the kernel's files; [`registry`] keeps the
+//!    watches and polls their notifications on one epoll instance (v1
+//!    eventfds rest 250 ms after each one).
 //! 3. A wake-up is read ([`read`]) and judged by the watch's pure state
 //!    machine ([`episode`]): at its limit (counter rising), notified,
 //!    which episode, is a warning due, did it end.
@@ -46,7 +46,7 @@ pub use explanation::explain_pressure;
 pub use options::{PressureOptions, V1Level};
 
 use discovery::{Discovery, Found, Walk, WatchedPaths};
-use episode::{Episode, Kind, Observation, Rules, Tracker, Wake};
+use episode::{Kind, Observation, Rules, Tracker, Wake};
 use events::{wall_time_of, EventBuilder};
 use register::Registrar;
 use registry::{Registry, Watched, INOTIFY_KEY};
@@ -180,11 +180,9 @@ impl PressureWatcher {
             self.discovery.forget_file(wd);
         }
         let episode = watched.tracker.take_episode()?;
-        Some(self.end(&watched, &episode, removed))
-    }
-
-    fn end(&mut self, watched: &Watched, episode: &Episode, removed: bool) -> Change {
-        Change::End(self.events.end_event(watched, episode, removed))
+        Some(Change::End(
+            self.events.end_event(&watched, &episode, removed),
+        ))
     }
 
     /// Applies what discovery found.
