@@ -55,15 +55,14 @@ impl PressureOptions {
 
 /// A cgroup v1 `memory.pressure_level` level (the kernel's
 /// `vmpressure_levels`): how hard reclaim must work before the eventfd is
-/// signalled. `low`: any reclaim; `medium`: swapping or dropping caches in
-/// earnest; `critical`: about to OOM.
+/// signalled. `low`: any reclaim; `medium` (the default): swapping or
+/// dropping caches in earnest; `critical`: about to OOM.
+// The variants have no doc comments: clap would print them in `--help`,
+// which lists the values on one line, as before the enum.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum V1Level {
-    /// `low`
     Low,
-    /// `medium` (the default)
     Medium,
-    /// `critical`
     Critical,
 }
 
