@@ -14,7 +14,7 @@ use oom_probe::{
     event::Event,
     kube::names::SourceOptions,
     node,
-    pressure::PressureOptions,
+    pressure::{PressureOptions, V1Level},
     probes::{self, DecisionHook, VictimHook},
     sink::{
         history::{HistoryLimits, HistoryReader},
@@ -173,8 +173,8 @@ struct PressureArgs {
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pressure_clear_after: Duration,
     /// cgroup v1: the memory.pressure_level level that counts (low, medium, critical).
-    #[arg(long, default_value = "medium", value_parser = ["low", "medium", "critical"])]
-    pressure_level: String,
+    #[arg(long, default_value = "medium", value_enum)]
+    pressure_level: V1Level,
     /// cgroup v2 and the node: PSI trigger, stall time (some) per window that counts.
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     pressure_psi_stall: Duration,
