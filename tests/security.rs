@@ -1,0 +1,131 @@
+//! Hostile inputs (docs/security.md): a process that takes a userspace OOM
+//! killer's name, a cgroup path that looks like a pod's, command lines and
+//! pipes that used to end oom-probe with a panic, and HTTP clients that
+//! never finish their request.
+
+use std::{process::Command, time::Duration};
+
+use oom_probe_tests::{hog, root_or_skip, MemoryCgroup, Watcher};
+use serde_json::Value;
+
+const MIB: u64 = 1 << 20;
+const SETTLE: Duration = Duration::from_millis(1500);
+
+/// `--userspace-killers NAME@<cgroup>`: `name` is a killer only in `cgroup`.
+fn killer_in(name: &str, cgroup: &MemoryCgroup) -> String {
+    format!("{name}@{}", cgroup.relative_path())
+}
+
+/// Runs `oom-hog` named `comm` in `cgroup` that SIGKILLs `children` of its
+/// own, optionally through `wrapper` (e.g. `unshare --pid --fork`);
+/// returns the killed pids.
+fn kill_children(wrapper: &[&str], cgroup: &MemoryCgroup, comm: &str, children: u32) -> Vec<u64> {
+    let hog_bin = hog().get_program().to_owned();
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(hog_bin);
+            c
+        }
+        None => Command::new(hog_bin),
+    };
+    let output = command
+        .arg("--cgroup")
+        .arg(cgroup.path())
+        .args(["--comm", comm, "--kill-children", &children.to_string()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("killed ")?.parse().ok())
+        .collect()
+}
+
+fn userspace_kill_by(comm: &'static str) -> impl Fn(&Value) -> bool {
+    move |e: &Value| e["type"] == "userspace_kill" && e["trigger"]["comm"] == comm
+}
+
+/// The running total the agent logged in its impostor warning.
+fn impostors_in(line: &str) -> u64 {
+    line.rsplit("impostors total ")
+        .next()
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no impostor total in {line}"))
+}
+
+/// H1: a process that renames itself `earlyoom` (prctl PR_SET_NAME) outside
+/// earlyoom's cgroup and SIGKILLs its own children fakes no kill: the kernel
+/// drops its SIGKILLs and counts them, the agent says so once.
+#[test]
+fn a_process_renamed_earlyoom_fakes_no_userspace_kill() {
+    if !root_or_skip("a_process_renamed_earlyoom_fakes_no_userspace_kill") {
+        return;
+    }
+    let earlyoom_unit = MemoryCgroup::create(64 * MIB).unwrap();
+    let impostor = MemoryCgroup::create(64 * MIB).unwrap();
+    let mut watcher = Watcher::start(&[
+        "--userspace-killers",
+        &killer_in("earlyoom", &earlyoom_unit),
+    ])
+    .unwrap();
+    let killed = kill_children(&[], &impostor, "earlyoom", 20);
+    assert_eq!(killed.len(), 20);
+    let line = watcher
+        .wait_for_stderr("userspace kill impostors total", Duration::from_secs(10))
+        .unwrap();
+    let counted = impostors_in(&line);
+    assert!((1..=20).contains(&counted), "{line}");
+    let faked = watcher.events_within(SETTLE, userspace_kill_by("earlyoom"));
+    assert!(faked.is_empty(), "{faked:#?}");
+}
+
+/// H1: the name in the killer's own cgroup, but from a container's pid
+/// namespace, is no killer either.
+#[test]
+fn a_killer_name_in_a_container_pid_namespace_fakes_no_userspace_kill() {
+    if !root_or_skip("a_killer_name_in_a_container_pid_namespace_fakes_no_userspace_kill") {
+        return;
+    }
+    let unit = MemoryCgroup::create(64 * MIB).unwrap();
+    let mut watcher = Watcher::start(&["--userspace-killers", &killer_in("oomd", &unit)]).unwrap();
+    let killed = kill_children(&["unshare", "--pid", "--fork"], &unit, "oomd", 5);
+    assert_eq!(killed.len(), 5);
+    let line = watcher
+        .wait_for_stderr("userspace kill impostors total", Duration::from_secs(10))
+        .unwrap();
+    assert!((1..=5).contains(&impostors_in(&line)), "{line}");
+    let faked = watcher.events_within(SETTLE, userspace_kill_by("oomd"));
+    assert!(faked.is_empty(), "{faked:#?}");
+}
+
+/// H1: a sender that meets the rule (the name, the host's pid namespace,
+/// the allow-listed cgroup) is still a userspace OOM killer, every kill.
+#[test]
+fn a_killer_in_its_own_cgroup_is_reported() {
+    if !root_or_skip("a_killer_in_its_own_cgroup_is_reported") {
+        return;
+    }
+    let unit = MemoryCgroup::create(64 * MIB).unwrap();
+    let mut watcher =
+        Watcher::start(&["--userspace-killers", &killer_in("nohang", &unit)]).unwrap();
+    let killed = kill_children(&[], &unit, "nohang", 3);
+    let events = watcher
+        .events_matching(3, SETTLE, userspace_kill_by("nohang"))
+        .unwrap();
+    assert_eq!(events.len(), 3, "{events:#?}");
+    for (event, pid) in events.iter().zip(&killed) {
+        assert_eq!(event["victim"]["pid"], *pid, "{event:#}");
+        assert_eq!(
+            event["victim"]["cgroup_path"],
+            unit.relative_path(),
+            "{event:#}"
+        );
+    }
+}
