@@ -129,3 +129,43 @@ fn a_killer_in_its_own_cgroup_is_reported() {
         );
     }
 }
+
+/// M1: a cgroup path only looks like a pod's below a directory anyone with
+/// a delegated subtree could have made (here a systemd user manager's
+/// `user@1000.service`): its kill names no pod, while the kubelet's own
+/// layout next to it still does.
+#[test]
+fn a_pod_look_alike_outside_the_kubelet_root_names_no_pod() {
+    if !root_or_skip("a_pod_look_alike_outside_the_kubelet_root_names_no_pod") {
+        return;
+    }
+    const UID: &str = "0f8a1c2e-4b3d-4e5f-9a6b-7c8d9e0f1a2b";
+    let root = MemoryCgroup::create(256 * MIB).unwrap();
+    // root/<parent>/kubepods/burstable/pod<UID>/<64 hex>
+    let pod_container = |parent: &MemoryCgroup, id: &str| {
+        let kubepods = parent.create_child_named("kubepods", None).unwrap();
+        let burstable = kubepods.create_child_named("burstable", None).unwrap();
+        let pod = burstable
+            .create_child_named(&format!("pod{UID}"), None)
+            .unwrap();
+        let container = pod.create_child_named(id, Some(32 * MIB)).unwrap();
+        (container, [pod, burstable, kubepods])
+    };
+    let user = root.create_child_named("user@1000.service", None).unwrap();
+    let (look_alike, look_alike_parents) = pod_container(&user, &"ab".repeat(32));
+    let (real, real_parents) = pod_container(&root, &"cd".repeat(32));
+    let mut watcher = Watcher::start(&["--no-kubernetes-api"]).unwrap();
+
+    oom_probe_tests::run_hog_with_child(&look_alike, "--fork", "look-alike", 128).unwrap();
+    let event = &watcher
+        .events_for(look_alike.relative_path(), 1, SETTLE)
+        .unwrap()[0];
+    assert_eq!(event["type"], "oom_kill", "{event:#}");
+    assert_eq!(event["kubernetes"], Value::Null, "{event:#}");
+
+    oom_probe_tests::run_hog_with_child(&real, "--fork", "real-pod", 128).unwrap();
+    let event = &watcher.events_for(real.relative_path(), 1, SETTLE).unwrap()[0];
+    assert_eq!(event["kubernetes"]["pod_uid"], UID, "{event:#}");
+    assert_eq!(event["kubernetes"]["qos_class"], "Burstable", "{event:#}");
+    drop((look_alike, look_alike_parents, user, real, real_parents));
+}
