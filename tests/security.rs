@@ -5,7 +5,7 @@
 
 use std::{process::Command, time::Duration};
 
-use oom_probe_tests::{hog, root_or_skip, MemoryCgroup, Watcher};
+use oom_probe_tests::{hog, oom_probe_bin, root_or_skip, MemoryCgroup, Watcher};
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
@@ -168,4 +168,137 @@ fn a_pod_look_alike_outside_the_kubelet_root_names_no_pod() {
     assert_eq!(event["kubernetes"]["pod_uid"], UID, "{event:#}");
     assert_eq!(event["kubernetes"]["qos_class"], "Burstable", "{event:#}");
     drop((look_alike, look_alike_parents, user, real, real_parents));
+}
+
+/// Runs `oom-probe <args>` through bash with a shell redirection or pipe
+/// (`>&-`, `| true`) after it; returns oom-probe's exit code and stderr.
+fn oom_probe_sh(args: &str, plumbing: &str) -> (i32, String) {
+    let script = format!(
+        "{} {args} 2>/tmp/oom-probe-sh-$$.err {plumbing}; code=${{PIPESTATUS[0]}}; \
+         cat /tmp/oom-probe-sh-$$.err >&2; rm -f /tmp/oom-probe-sh-$$.err; exit $code",
+        oom_probe_bin().display()
+    );
+    let output = Command::new("bash").args(["-c", &script]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.code().expect("exited"), stderr)
+}
+
+/// L9: `check` with stdout closed or a reader that left, and with stderr
+/// closed, ends with a message and a documented code, never a panic (101).
+/// A closed descriptor is /dev/null to a Rust program (its runtime reopens
+/// 0, 1 and 2 there), so `>&-` and `2>&-` change nothing but where the
+/// text goes.
+#[test]
+fn check_on_a_closed_or_broken_stdout_exits_cleanly() {
+    if !root_or_skip("check_on_a_closed_or_broken_stdout_exits_cleanly") {
+        return;
+    }
+    let normal = Command::new(oom_probe_bin()).arg("check").output().unwrap();
+    let normal_code = normal.status.code().expect("exited");
+    assert!([0, 2].contains(&normal_code), "{normal:?}");
+
+    let (code, stderr) = oom_probe_sh("check", ">&-");
+    assert_eq!(code, normal_code, "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // `true` exits at once: check's write meets EPIPE.
+    for plumbing in ["| true", "| head -c0"] {
+        for command in ["check", "check --json"] {
+            let (code, stderr) = oom_probe_sh(command, plumbing);
+            assert_eq!(code, 1, "{command} {plumbing}: {stderr}");
+            assert!(
+                stderr.contains("cannot write the report to stdout")
+                    && stderr.contains("Broken pipe"),
+                "{command} {plumbing}: {stderr}"
+            );
+        }
+    }
+
+    // stderr closed: the report is still printed, the code is check's own.
+    let script = format!("exec {} check 2>&-", oom_probe_bin().display());
+    let closed = Command::new("bash").args(["-c", &script]).output().unwrap();
+    assert_eq!(closed.status.code(), Some(normal_code));
+    assert_eq!(closed.stdout, normal.stdout);
+}
+
+/// L9: durations that are infinite, not a number, negative or too large are
+/// a usage error (exit 2) naming the flag, not a panic.
+#[test]
+fn bad_durations_are_usage_errors() {
+    for (flag, value, says) in [
+        ("--reconcile-interval", "inf", "not a duration"),
+        ("--reconcile-interval", "-1", "negative"),
+        ("--metrics-series-ttl", "NaN", "not a duration"),
+        ("--metrics-series-ttl", "-inf", "negative"),
+        ("--retain-deleted-pods", "1e300", "not a duration"),
+        ("--retain-deleted-pods", "soon", "not a number of seconds"),
+    ] {
+        for command in ["watch", "run"] {
+            let output = Command::new(oom_probe_bin())
+                .arg(command)
+                .arg(format!("{flag}={value}"))
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(
+                output.status.code(),
+                Some(2),
+                "{command} {flag}={value}: {stderr}"
+            );
+            assert!(stderr.contains(flag) && stderr.contains(says), "{stderr}");
+        }
+    }
+    let output = Command::new(oom_probe_bin())
+        .args(["watch", "--userspace-killers"])
+        .arg(
+            (0..33)
+                .map(|i| format!("k{i}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("at most 32"), "{stderr}");
+}
+
+/// L9: `history --since` longer ago than the clock can count back reads
+/// everything instead of panicking on the subtraction.
+#[test]
+fn history_since_beyond_the_clock_reads_everything() {
+    if !root_or_skip("history_since_beyond_the_clock_reads_everything") {
+        return;
+    }
+    let store = std::env::temp_dir().join(format!("oom-probe-since-{}.redb", std::process::id()));
+    let _ = std::fs::remove_file(&store);
+    let cgroup = MemoryCgroup::create(32 * MIB).unwrap();
+    let mut watcher = Watcher::start(&["--history-file", store.to_str().unwrap()]).unwrap();
+    oom_probe_tests::run_hog_with_child(&cgroup, "--fork", "since-hog", 128).unwrap();
+    watcher
+        .events_for(cgroup.relative_path(), 1, SETTLE)
+        .unwrap();
+    watcher.terminate().unwrap();
+    for since in ["500000000000y", "1000y", "1h"] {
+        let output = Command::new(oom_probe_bin())
+            .args([
+                "history",
+                "--output",
+                "json",
+                "--since",
+                since,
+                "--history-file",
+            ])
+            .arg(&store)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "--since {since}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains("since-hog"), "--since {since}: {stdout}");
+    }
+    let _ = std::fs::remove_file(&store);
 }

@@ -28,7 +28,8 @@ use oom_probe::{
     version,
     about = "Reports every Linux OOM kill, with the process, cgroup and memory figures.",
     after_help = "Exit status: 0 done; 1 an error (said on stderr), also when stdout cannot be \
-                  written (a closed pipe); 2 a bad command line, or `check` found a blocker."
+                  written (a pipe whose reader left); 2 a bad command line, or `check` found a \
+                  blocker. A closed stdout or stderr (>&-) reads as /dev/null."
 )]
 struct Cli {
     /// Format of the logs on stderr.
