@@ -3,9 +3,16 @@
 //! pipes that used to end oom-probe with a panic, and HTTP clients that
 //! never finish their request.
 
-use std::{process::Command, time::Duration};
+use std::{
+    io::{ErrorKind, Read, Write},
+    net::TcpStream,
+    process::Command,
+    time::{Duration, Instant},
+};
 
-use oom_probe_tests::{hog, oom_probe_bin, root_or_skip, MemoryCgroup, Watcher};
+use oom_probe_tests::{
+    free_loopback_addr, hog, http_get, oom_probe_bin, root_or_skip, MemoryCgroup, Watcher,
+};
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
@@ -301,4 +308,141 @@ fn history_since_beyond_the_clock_reads_everything() {
         assert!(stdout.contains("since-hog"), "--since {since}: {stdout}");
     }
     let _ = std::fs::remove_file(&store);
+}
+
+/// The agent's resident memory, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// Reads until the server closes the connection (EOF or reset); `None` if
+/// it is still open after `wait`.
+fn closed_within(stream: &mut TcpStream, wait: Duration) -> Option<Vec<u8>> {
+    let deadline = Instant::now() + wait;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => return Some(got),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return Some(got),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return None
+            }
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+/// The header timeout of sink/http.rs, plus scheduling slack.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+const SLACK: Duration = Duration::from_secs(2);
+
+/// H3: 400 clients that send half a header and stop are all cut off within
+/// the header timeout, /healthz answers meanwhile, and the agent's memory
+/// stays flat.
+#[test]
+fn slow_clients_are_cut_off_and_healthz_still_answers() {
+    if !root_or_skip("slow_clients_are_cut_off_and_healthz_still_answers") {
+        return;
+    }
+    let addr = free_loopback_addr();
+    let watcher = Watcher::start(&["--listen", &addr, "--no-kubernetes-api"]).unwrap();
+    assert_eq!(http_get(&addr, "/healthz").unwrap().0, 200);
+    let rss_before = rss_kib(watcher.pid());
+    let started = Instant::now();
+    let mut slow: Vec<TcpStream> = (0..400)
+        .map(|i| {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow-{i}: ").unwrap();
+            s
+        })
+        .collect();
+    let opened = started.elapsed();
+    let asked = Instant::now();
+    let (code, body) = http_get(&addr, "/healthz").unwrap();
+    let healthz = asked.elapsed();
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+    let rss_during = rss_kib(watcher.pid());
+    let mut last_cut = Duration::ZERO;
+    for (i, stream) in slow.iter_mut().enumerate() {
+        let wait = (HEADER_TIMEOUT + SLACK).saturating_sub(started.elapsed());
+        assert!(
+            closed_within(stream, wait).is_some(),
+            "slow client {i} still open {:?} after it connected",
+            started.elapsed()
+        );
+        last_cut = started.elapsed();
+    }
+    let rss_after = rss_kib(watcher.pid());
+    eprintln!(
+        "400 slow clients opened in {opened:?}; /healthz answered in {healthz:?} meanwhile; \
+         all cut off by {last_cut:?}; agent RSS {rss_before} KiB before, {rss_during} KiB \
+         with 400 open, {rss_after} KiB after"
+    );
+    assert!(
+        rss_during < rss_before + 16 * 1024,
+        "RSS {rss_before} -> {rss_during} KiB"
+    );
+    assert_eq!(http_get(&addr, "/healthz").unwrap().0, 200);
+}
+
+/// H3: an idle keep-alive connection is closed under the header clock; a
+/// header over 8 KiB, a body, a flood of header fields are refused.
+#[test]
+fn requests_over_the_limits_are_refused() {
+    if !root_or_skip("requests_over_the_limits_are_refused") {
+        return;
+    }
+    let addr = free_loopback_addr();
+    let _watcher = Watcher::start(&["--listen", &addr, "--no-kubernetes-api"]).unwrap();
+    // Keep-alive: one answer, then closed once idle for the header timeout.
+    let mut idle = TcpStream::connect(&addr).unwrap();
+    let asked = Instant::now();
+    write!(idle, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let answer = closed_within(&mut idle, HEADER_TIMEOUT + SLACK).expect("idle stays open");
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    assert!(asked.elapsed() >= HEADER_TIMEOUT - Duration::from_millis(500));
+
+    let status_of = |request: String| {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        // The server may answer and close before all is sent.
+        let _ = s.write_all(request.as_bytes());
+        let answer = closed_within(&mut s, HEADER_TIMEOUT + SLACK).expect("closed");
+        String::from_utf8_lossy(&answer)
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("none")
+            .to_string()
+    };
+    let big = "x".repeat(9000);
+    let header = status_of(format!(
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n"
+    ));
+    assert_eq!(header, "431");
+    let fields: String = (0..40).map(|i| format!("X-{i}: y\r\n")).collect();
+    let many = status_of(format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{fields}\r\n"));
+    assert_eq!(many, "431");
+    let body = status_of(format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{}",
+        "b".repeat(2000)
+    ));
+    assert_eq!(body, "413");
+    let chunked = status_of(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+            .into(),
+    );
+    assert_eq!(chunked, "413");
+    let small = status_of("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into());
+    assert_eq!(small, "200");
 }

@@ -111,7 +111,9 @@ struct EventArgs {
     /// Seconds between comparisons with the kernel's per-cgroup kill counters.
     #[arg(long, default_value = "30", value_parser = seconds)]
     reconcile_interval: Duration,
-    /// Address for /metrics, /healthz and /readyz (`run`: 0.0.0.0:9464).
+    /// Address for /metrics, /healthz and /readyz (`run`: 0.0.0.0:9464,
+    /// which in a pod is its own IP and loopback; a DaemonSet can name the
+    /// pod IP alone with the downward API: --listen=$(POD_IP):9464).
     #[arg(long)]
     listen: Option<SocketAddr>,
     /// Seconds after which a kill series that stopped moving leaves /metrics.
