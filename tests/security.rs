@@ -446,3 +446,70 @@ fn requests_over_the_limits_are_refused() {
     let small = status_of("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into());
     assert_eq!(small, "200");
 }
+
+/// H1 with the real program: Debian's `earlyoom` (if installed) run in a
+/// container's pid namespace, even from the allow-listed cgroup, kills its
+/// victim for real, and that kill is not reported as a `userspace_kill`.
+/// (earlyoom in the host's pid namespace would pick among every process of
+/// this shared machine, so the accepted case is left to the stand-in above.)
+#[test]
+fn a_real_earlyoom_in_a_container_pid_namespace_is_no_userspace_killer() {
+    if !root_or_skip("a_real_earlyoom_in_a_container_pid_namespace_is_no_userspace_killer") {
+        return;
+    }
+    let Some(earlyoom) = ["/usr/bin/earlyoom", "/usr/sbin/earlyoom"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        oom_probe_tests::skipped(
+            "a_real_earlyoom_in_a_container_pid_namespace_is_no_userspace_killer",
+            "earlyoom is not installed (apt-get install earlyoom)",
+        );
+        return;
+    };
+    let unit = MemoryCgroup::create(64 * MIB).unwrap();
+    let victims = MemoryCgroup::create(64 * MIB).unwrap();
+    let mut watcher =
+        Watcher::start(&["--userspace-killers", &killer_in("earlyoom", &unit)]).unwrap();
+    // Thresholds at 99 % (its maximum): earlyoom kills at once; in its own pid namespace
+    // (and /proc) the hog is the only process it can see besides itself.
+    let script = format!(
+        "echo 0 > {unit}/cgroup.procs && {{ {hog} --cgroup {victims} --comm eo-victim --mb 8 & }} \
+         && exec {earlyoom} -m 99,99 -s 100,100 -r 0 --prefer '^eo-victim$'",
+        unit = unit.path().display(),
+        hog = hog().get_program().to_string_lossy(),
+        victims = victims.path().display(),
+    );
+    let mut child = Command::new("unshare")
+        .args([
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--mount-proc",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let line = watcher
+        .wait_for_stderr("userspace kill impostors total", Duration::from_secs(15))
+        .unwrap();
+    assert!(impostors_in(&line) >= 1, "{line}");
+    let faked = watcher.events_within(SETTLE, userspace_kill_by("earlyoom"));
+    let _ = child.kill();
+    drop(unit);
+    let output = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        said.contains("sending SIGKILL to process 2 "),
+        "earlyoom did not kill the hog: {said}"
+    );
+    assert!(faked.is_empty(), "{faked:#?}");
+}
