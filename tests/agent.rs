@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use oom_probe_tests::{
+use oom_probe_test_support::{
     free_loopback_addr, history, http_get, http_get_accept, root_or_skip, run_hog_with_child,
     MemoryCgroup, Watcher,
 };
@@ -326,7 +326,7 @@ fn history_survives_sigkills_in_the_middle_of_writes() {
                 std::thread::spawn(move || {
                     let mut kills = 0;
                     while !stop.load(Ordering::Relaxed) {
-                        let status = oom_probe_tests::hog()
+                        let status = oom_probe_test_support::hog()
                             .arg("--cgroup")
                             .arg(&cgroup)
                             .args(["--comm", &format!("crash-{round}-{w}-{kills}")])
@@ -395,11 +395,11 @@ fn history_survives_sigkills_in_the_middle_of_writes() {
         printed_all.len(),
         in_store.len()
     );
-    if oom_probe_tests::in_vm() {
+    if oom_probe_test_support::in_vm() {
         // The VM's /tmp is a tmpfs: a write there takes microseconds and
         // is rarely caught; the crash checks above ran all the same.
         if landed == 0 {
-            oom_probe_tests::skipped(
+            oom_probe_test_support::skipped(
                 &format!("{test} (mid-write landing)"),
                 "no SIGKILL landed inside a store write on the VM's tmpfs",
             );

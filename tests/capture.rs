@@ -3,7 +3,7 @@
 
 use std::{process::Command, time::Duration};
 
-use oom_probe_tests::{
+use oom_probe_test_support::{
     hog, root_or_skip, run_hog_with_child, run_hog_with_child_args, MemoryCgroup, Watcher,
 };
 use serde_json::Value;
@@ -50,7 +50,7 @@ fn assert_kill(event: &Value, pid: u32, comm: &str, cgroup: &MemoryCgroup, limit
     assert_eq!(event["constraint"], "memcg", "{event:#}");
     assert_eq!(
         event["constraint_source"],
-        oom_probe_tests::expected_constraint_source(),
+        oom_probe_test_support::expected_constraint_source(),
         "{event:#}"
     );
     assert_eq!(
@@ -61,7 +61,7 @@ fn assert_kill(event: &Value, pid: u32, comm: &str, cgroup: &MemoryCgroup, limit
     assert_eq!(event["oom_memcg"]["limit_bytes"], limit, "{event:#}");
     // The decision hook's figures: the victim's badness and the OOM
     // domain (the cgroup's limit, no swap), else null.
-    if oom_probe_tests::expected_constraint_source() == "oom_kill_process" {
+    if oom_probe_test_support::expected_constraint_source() == "oom_kill_process" {
         assert!(
             victim["oom_points"].as_i64().is_some_and(|p| p > 0),
             "{event:#}"
@@ -312,7 +312,7 @@ fn table_output_names_the_victim() {
         return;
     }
     let cgroup = MemoryCgroup::create(32 * MIB).unwrap();
-    let mut watch = Command::new(oom_probe_tests::oom_probe_bin())
+    let mut watch = Command::new(oom_probe_test_support::oom_probe_bin())
         .args(["watch", "--output", "table"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -330,17 +330,19 @@ fn table_output_names_the_victim() {
     let stderr = lines_of(Box::new(watch.stderr.take().unwrap()));
     let stdout = lines_of(Box::new(watch.stdout.take().unwrap()));
     while !stderr
-        .recv_timeout(oom_probe_tests::START_TIMEOUT)
+        .recv_timeout(oom_probe_test_support::START_TIMEOUT)
         .unwrap()
-        .contains(oom_probe_tests::READY_LINE)
+        .contains(oom_probe_test_support::READY_LINE)
     {}
     let (pid, _) = run_hog_with_child(&cgroup, "--fork", "hog-table", 256).unwrap();
-    let header = stdout.recv_timeout(oom_probe_tests::EVENT_TIMEOUT).unwrap();
+    let header = stdout
+        .recv_timeout(oom_probe_test_support::EVENT_TIMEOUT)
+        .unwrap();
     assert!(header.starts_with("TIME"), "{header}");
     // Rows of kills made by other tests running at the same time are skipped.
     let row = loop {
         let line = stdout
-            .recv_timeout(oom_probe_tests::EVENT_TIMEOUT)
+            .recv_timeout(oom_probe_test_support::EVENT_TIMEOUT)
             .expect("no row for our kill");
         if line.split_whitespace().nth(1) == Some(pid.to_string().as_str()) {
             break line;
@@ -362,15 +364,18 @@ fn kprobe_decision_hook_names_the_memcg_that_ran_out() {
     if !root_or_skip("kprobe_decision_hook_names_the_memcg_that_ran_out") {
         return;
     }
-    if !oom_probe_tests::working_hooks()
+    if !oom_probe_test_support::working_hooks()
         .iter()
         .any(|h| h == "kprobe oom_kill_process")
     {
-        oom_probe_tests::skipped(
+        oom_probe_test_support::skipped(
             "kprobe_decision_hook_names_the_memcg_that_ran_out",
             "this kernel has no kprobes (runs in the VM matrix)",
         );
-        assert!(!oom_probe_tests::in_vm(), "the VM kernels have kprobes");
+        assert!(
+            !oom_probe_test_support::in_vm(),
+            "the VM kernels have kprobes"
+        );
         return;
     }
     let limit = 48 * MIB;
@@ -432,7 +437,7 @@ fn names_that_are_not_text_are_escaped_and_kept_exactly() {
 fn table_in_a_120_column_terminal_is_safe_from_hostile_names() {
     use std::os::unix::ffi::OsStrExt;
     let test = "table_in_a_120_column_terminal_is_safe_from_hostile_names";
-    if !root_or_skip(test) || !oom_probe_tests::host_only(test, "needs tmux") {
+    if !root_or_skip(test) || !oom_probe_test_support::host_only(test, "needs tmux") {
         return;
     }
     let cgroup = MemoryCgroup::create(32 * MIB).unwrap();
@@ -458,7 +463,7 @@ fn table_in_a_120_column_terminal_is_safe_from_hostile_names() {
     let log = std::env::temp_dir().join(format!("{socket}.log"));
     let command = format!(
         "exec {} watch --output table 2>{}",
-        oom_probe_tests::oom_probe_bin().display(),
+        oom_probe_test_support::oom_probe_bin().display(),
         log.display()
     );
     tmux(&["new-session", "-d", "-x", "120", "-y", "40", &command]);
@@ -466,10 +471,10 @@ fn table_in_a_120_column_terminal_is_safe_from_hostile_names() {
     let started = std::time::Instant::now();
     while !std::fs::read_to_string(&log)
         .unwrap_or_default()
-        .contains(oom_probe_tests::READY_LINE)
+        .contains(oom_probe_test_support::READY_LINE)
     {
         assert!(
-            started.elapsed() < oom_probe_tests::START_TIMEOUT,
+            started.elapsed() < oom_probe_test_support::START_TIMEOUT,
             "oom-probe never got ready"
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -487,7 +492,7 @@ fn table_in_a_120_column_terminal_is_safe_from_hostile_names() {
             break screen;
         }
         assert!(
-            started.elapsed() < oom_probe_tests::EVENT_TIMEOUT,
+            started.elapsed() < oom_probe_test_support::EVENT_TIMEOUT,
             "no row:\n{screen}"
         );
         std::thread::sleep(Duration::from_millis(200));

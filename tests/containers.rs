@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use oom_probe_tests::{
+use oom_probe_test_support::{
     containerd::{Containerd, Pod, PodContainer, NAMESPACE},
     host_only, root_or_skip, Watcher, EVENT_TIMEOUT,
 };

@@ -4,7 +4,9 @@
 
 use std::{fs, process::Command, time::Duration};
 
-use oom_probe_tests::{hog, root_or_skip, run_hog_with_child, skipped, MemoryCgroup, Watcher};
+use oom_probe_test_support::{
+    hog, root_or_skip, run_hog_with_child, skipped, MemoryCgroup, Watcher,
+};
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
@@ -226,7 +228,10 @@ fn a_userspace_oom_killer_is_reported_with_its_name() {
         return;
     }
     let cgroup = MemoryCgroup::create(256 * MIB).unwrap();
-    let mut watcher = Watcher::start(&["--userspace-killers", "fake-oomd"]).unwrap();
+    // A killer counts only in its own cgroup (its systemd unit's on a node).
+    let killer_unit = MemoryCgroup::create(64 * MIB).unwrap();
+    let killer = format!("fake-oomd@{}", killer_unit.relative_path());
+    let mut watcher = Watcher::start(&["--userspace-killers", &killer]).unwrap();
     let mut victim = hog()
         .arg("--cgroup")
         .arg(cgroup.path())
@@ -237,6 +242,8 @@ fn a_userspace_oom_killer_is_reported_with_its_name() {
     // A SIGKILL from a process not on the list is not a memory kill.
     let pid = victim.id().to_string();
     let status = hog()
+        .arg("--cgroup")
+        .arg(killer_unit.path())
         .args(["--comm", "fake-oomd", "--kill", &pid])
         .status()
         .unwrap();

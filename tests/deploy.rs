@@ -1,109 +1,404 @@
-//! deploy/ as kustomize renders it: the base and every overlay build with
-//! `kubectl kustomize`, every object parses into the Kubernetes API types
-//! without losing a field (a typo would vanish in the round trip), the
-//! DaemonSet has the least privilege promised, the alerts pass their
-//! `promtool test rules` unit tests, and alerts and dashboard use metrics that
-//! exist.
+//! deploy/ as kustomize renders it: the base, the base with each component,
+//! every overlay and every example build with `kubectl kustomize`, and every
+//! object they hold passes its kind's API types (tests/schema: a field the
+//! types do not know fails, by its path). The base needs no CRD; the
+//! monitoring component carries the `release` label kube-prometheus-stack
+//! selects by, settable in a user's kustomization; the DaemonSet has the
+//! least privilege promised and mounts every runtime socket oom-probe looks
+//! for; the alerts pass their `promtool test rules` unit tests, and alerts
+//! and dashboard use metrics that exist.
+
+mod schema;
 
 use std::{collections::BTreeSet, fs, path::Path, process::Command};
 
-use k8s_openapi::api::{
-    apps::v1::DaemonSet,
-    core::v1::{ConfigMap, Namespace, Service, ServiceAccount},
-    rbac::v1::{ClusterRole, ClusterRoleBinding},
+use k8s_openapi::api::apps::v1::DaemonSet;
+use oom_probe_test_support::deploy::{
+    base_objects, components, deploy_dir, examples, kustomize, kustomize_user, monitoring_dir,
+    monitoring_objects, overlays, write_rule_file, yaml_documents,
 };
-use oom_probe_tests::deploy::{base_objects, deploy_dir, kustomize, overlays, write_rule_file};
-use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// Every object the base renders to, with where it came from.
 fn documents() -> Vec<(String, Value)> {
     base_objects()
 }
 
-/// Parses into `T` and back; what comes back must be what went in.
-fn round_trip<T: DeserializeOwned + serde::Serialize>(file: &str, doc: &Value) -> T {
-    let typed: T = serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{file}: {e}"));
-    let back = serde_json::to_value(&typed).unwrap();
-    assert_eq!(
-        &strip_nulls(back),
-        doc,
-        "{file}: a field is unknown to the API types"
-    );
-    typed
+/// Parses into `T` and back; panics unless what comes back is what went in.
+fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(file: &str, doc: &Value) -> T {
+    schema::round_trip(doc).unwrap_or_else(|e| panic!("{file}: {e}"))
 }
 
-fn strip_nulls(value: Value) -> Value {
-    match value {
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k, strip_nulls(v)))
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.into_iter().map(strip_nulls).collect()),
-        other => other,
+/// The user's kustomization line that names their kube-prometheus-stack
+/// release, as deploy/README.md gives it.
+const RELEASE_PATCH: &str = "patches:
+  - target:
+      group: monitoring.coreos.com
+    patch: |-
+      - op: replace
+        path: /metadata/labels/release
+        value: my-prometheus
+";
+
+/// Every rendering a user can apply, with what it is: the base, the base
+/// with each component, each overlay, each example. Without kubectl, the
+/// base's and the monitoring component's files as they stand instead.
+fn renderings() -> Vec<(String, Vec<Value>)> {
+    let mut all = Vec::new();
+    let base = deploy_dir().join("base");
+    if let Some(objects) = kustomize(&base) {
+        all.push(("deploy/base".to_string(), objects));
+        for component in components() {
+            let objects = kustomize_user(&[&base], &[&component], "").unwrap();
+            all.push((format!("deploy/base + {}", component.display()), objects));
+        }
+        for overlay in overlays() {
+            all.push((overlay.display().to_string(), kustomize(&overlay).unwrap()));
+        }
+    } else {
+        // The files as they stand (base_objects and monitoring_objects say
+        // so loudly): no overlay patch, no generated ConfigMap.
+        let files = |objects: Vec<(String, Value)>| objects.into_iter().map(|(_, o)| o).collect();
+        all.push(("deploy/base files".to_string(), files(base_objects())));
+        all.push((
+            "deploy/components/monitoring files".to_string(),
+            files(monitoring_objects()),
+        ));
     }
+    for example in examples() {
+        let objects = yaml_documents(&fs::read_to_string(&example).unwrap());
+        all.push((example.display().to_string(), objects));
+    }
+    all
 }
 
 #[test]
-fn every_manifest_parses_into_the_api_types_without_losing_a_field() {
-    if !oom_probe_tests::host_only(
-        "every_manifest_parses_into_the_api_types_without_losing_a_field",
+fn every_rendered_object_passes_its_api_types_without_losing_a_field() {
+    if !oom_probe_test_support::host_only(
+        "every_rendered_object_passes_its_api_types_without_losing_a_field",
         "reads deploy/ from the source tree",
     ) {
         return;
     }
-    let mut kinds = BTreeSet::new();
-    for (file, doc) in documents() {
-        let kind = doc["kind"].as_str().unwrap().to_string();
-        match kind.as_str() {
-            "Namespace" => drop(round_trip::<Namespace>(&file, &doc)),
-            "ServiceAccount" => drop(round_trip::<ServiceAccount>(&file, &doc)),
-            "ClusterRole" => drop(round_trip::<ClusterRole>(&file, &doc)),
-            "ClusterRoleBinding" => drop(round_trip::<ClusterRoleBinding>(&file, &doc)),
-            "DaemonSet" => drop(round_trip::<DaemonSet>(&file, &doc)),
-            "Service" => drop(round_trip::<Service>(&file, &doc)),
-            "ConfigMap" => {
-                let map: ConfigMap = round_trip(&file, &doc);
-                let dashboard = &map.data.unwrap()["oom-probe.json"];
-                let parsed: Value = serde_json::from_str(dashboard).unwrap();
-                assert_eq!(parsed["uid"], "oom-probe", "{file}");
-            }
-            "PodMonitor" | "PrometheusRule" => {
-                assert_eq!(doc["apiVersion"], "monitoring.coreos.com/v1", "{file}");
-            }
-            other => panic!("{file}: unexpected kind {other}"),
+    let renderings = renderings();
+    let mut checked = 0;
+    for (source, objects) in &renderings {
+        assert!(!objects.is_empty(), "{source} renders nothing");
+        for doc in objects {
+            schema::validate(doc).unwrap_or_else(|e| {
+                panic!("{source}: {} {}: {e}", doc["kind"], doc["metadata"]["name"])
+            });
+            checked += 1;
         }
-        kinds.insert(kind);
     }
-    let expected = [
-        "ClusterRole",
-        "ConfigMap",
-        "ClusterRoleBinding",
-        "DaemonSet",
-        "Namespace",
-        "PodMonitor",
-        "PrometheusRule",
-        "Service",
-        "ServiceAccount",
+    eprintln!(
+        "{checked} objects in {} renderings checked",
+        renderings.len()
+    );
+    assert!(
+        renderings
+            .iter()
+            .any(|(s, _)| s.ends_with("silent-kill.yaml")),
+        "the examples were checked"
+    );
+}
+
+#[test]
+fn the_schema_check_refuses_a_misspelt_or_misplaced_field() {
+    if !oom_probe_test_support::host_only(
+        "the_schema_check_refuses_a_misspelt_or_misplaced_field",
+        "reads deploy/ from the source tree",
+    ) {
+        return;
+    }
+    // The check itself, on deploy/'s own objects with one field broken.
+    let monitoring: Vec<Value> = monitoring_objects().into_iter().map(|(_, o)| o).collect();
+    let example = yaml_documents(
+        &fs::read_to_string(deploy_dir().join("examples/silent-kill.yaml")).unwrap(),
+    )
+    .remove(0);
+    let find = |kind: &str| -> Value {
+        monitoring
+            .iter()
+            .chain([&example])
+            .find(|o| o["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind}"))
+            .clone()
+    };
+    type Break = fn(&mut Value);
+    let cases: [(&str, &str, Break); 7] = [
+        ("DaemonSet", "spec.template.spec.tolerationz", |o| {
+            let spec = &mut o["spec"]["template"]["spec"];
+            spec["tolerationz"] = spec["tolerations"].take();
+            spec.as_object_mut().unwrap().remove("tolerations");
+        }),
+        (
+            "DaemonSet",
+            "spec.template.spec.containers[0].readOnly",
+            |o| {
+                o["spec"]["template"]["spec"]["containers"][0]["readOnly"] = json!(true);
+            },
+        ),
+        ("Pod", "spec.containers[0].resources.limit", |o| {
+            let resources = &mut o["spec"]["containers"][0]["resources"];
+            resources["limit"] = resources["limits"].take();
+            resources.as_object_mut().unwrap().remove("limits");
+        }),
+        // A required field misspelt: missing, as serde says.
+        ("PodMonitor", "missing field `podMetricsEndpoints`", |o| {
+            let spec = o["spec"].as_object_mut().unwrap();
+            let endpoints = spec.remove("podMetricsEndpoints").unwrap();
+            spec.insert("podMetricEndpoints".into(), endpoints);
+        }),
+        (
+            "PodMonitor",
+            "spec.podMetricsEndpoints[0].relabelings[0].sourceLabel",
+            |o| {
+                let relabeling = &mut o["spec"]["podMetricsEndpoints"][0]["relabelings"][0];
+                relabeling["sourceLabel"] = relabeling["sourceLabels"].take();
+                relabeling.as_object_mut().unwrap().remove("sourceLabels");
+            },
+        ),
+        (
+            "PrometheusRule",
+            "spec.groups[0].rules[0].annotation",
+            |o| {
+                let rule = &mut o["spec"]["groups"][0]["rules"][0];
+                rule["annotation"] = rule["annotations"].take();
+                rule.as_object_mut().unwrap().remove("annotations");
+            },
+        ),
+        ("PodMonitor", "is not a Prometheus duration", |o| {
+            o["spec"]["podMetricsEndpoints"][0]["interval"] = json!("30 seconds");
+        }),
     ];
-    let mut expected: BTreeSet<String> = expected.iter().map(|k| k.to_string()).collect();
-    if kustomize(&deploy_dir().join("base")).is_none() {
-        // Only kustomize's configMapGenerator makes the dashboard's ConfigMap.
-        expected.remove("ConfigMap");
+    // Each: the kind, what the error must say (the field's path), the break.
+    for (kind, needle, break_it) in cases {
+        let mut doc = find(kind);
+        schema::validate(&doc).unwrap_or_else(|e| panic!("{kind} as shipped: {e}"));
+        break_it(&mut doc);
+        let error = schema::validate(&doc).expect_err(needle);
+        assert!(
+            error.contains(needle),
+            "{kind}: {error:?} does not say {needle}"
+        );
     }
-    assert_eq!(kinds, expected);
-    for (file, doc) in documents() {
-        if doc["kind"] != "Namespace" && !doc["kind"].as_str().unwrap().starts_with("Cluster") {
-            assert_eq!(doc["metadata"]["namespace"], "oom-probe", "{file}: {doc}");
-        }
+    // A kind with the wrong apiVersion, a value of the wrong type.
+    let mut rule = find("PrometheusRule");
+    rule["apiVersion"] = json!("monitoring.coreos.com/v1beta1");
+    assert!(schema::validate(&rule).unwrap_err().contains("apiVersion"));
+    let mut pod = example.clone();
+    pod["spec"]["containers"][0]["command"] = json!("sh -c true");
+    assert!(schema::validate(&pod).is_err());
+    for (text, ok) in [
+        ("30s", true),
+        ("1h30m", true),
+        ("500ms", true),
+        ("0", true),
+        ("1m1h", false),
+        ("30", false),
+        ("", false),
+        ("3 0s", false),
+    ] {
+        assert_eq!(schema::monitoring::is_duration(text), ok, "{text:?}");
     }
 }
 
 #[test]
+fn the_base_applies_without_crds_and_monitoring_is_a_component() {
+    if !oom_probe_test_support::host_only(
+        "the_base_applies_without_crds_and_monitoring_is_a_component",
+        "reads deploy/ from the source tree",
+    ) {
+        return;
+    }
+    let kinds = |objects: &[(String, Value)]| -> BTreeSet<String> {
+        objects
+            .iter()
+            .map(|(_, o)| o["kind"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let base = documents();
+    let base_kinds = kinds(&base);
+    // Core kinds only: a cluster without the Prometheus Operator has them all.
+    let expected: BTreeSet<String> = [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "DaemonSet",
+        "Namespace",
+        "Service",
+        "ServiceAccount",
+    ]
+    .map(String::from)
+    .into();
+    assert_eq!(base_kinds, expected);
+    for (file, doc) in &base {
+        assert!(
+            schema::CORE_KINDS.contains(&doc["kind"].as_str().unwrap()),
+            "{file}: {doc}"
+        );
+        assert!(
+            !doc["apiVersion"].as_str().unwrap().contains(".coreos.com"),
+            "{file}: {doc}"
+        );
+    }
+    // The component adds the Prometheus Operator's objects and the dashboard.
+    let monitoring = monitoring_objects();
+    let added: BTreeSet<String> = kinds(&monitoring)
+        .difference(&base_kinds)
+        .cloned()
+        .collect();
+    let mut wanted: BTreeSet<String> = ["PodMonitor", "PrometheusRule", "ConfigMap"]
+        .map(String::from)
+        .into();
+    if kustomize(&deploy_dir().join("base")).is_none() {
+        // Only kustomize's configMapGenerator makes the dashboard's ConfigMap.
+        wanted.remove("ConfigMap");
+    }
+    assert_eq!(added, wanted);
+    for (file, doc) in base.iter().chain(&monitoring) {
+        if doc["kind"] != "Namespace" && !doc["kind"].as_str().unwrap().starts_with("Cluster") {
+            assert_eq!(doc["metadata"]["namespace"], "oom-probe", "{file}: {doc}");
+        }
+    }
+    if let Some((file, map)) = monitoring.iter().find(|(_, o)| o["kind"] == "ConfigMap") {
+        assert_eq!(
+            map["metadata"]["labels"]["grafana_dashboard"], "1",
+            "{file}"
+        );
+        let dashboard: Value =
+            serde_json::from_str(map["data"]["oom-probe.json"].as_str().unwrap()).unwrap();
+        assert_eq!(dashboard["uid"], "oom-probe", "{file}");
+    }
+}
+
+#[test]
+fn the_monitoring_objects_select_the_agent_and_carry_a_settable_release_label() {
+    const TEST: &str = "the_monitoring_objects_select_the_agent_and_carry_a_settable_release_label";
+    if !oom_probe_test_support::host_only(TEST, "reads deploy/ from the source tree") {
+        return;
+    }
+    let base = deploy_dir().join("base");
+    let Some(default) = kustomize_user(&[&base], &[&monitoring_dir()], "") else {
+        oom_probe_test_support::skipped(TEST, "kubectl is not installed");
+        return;
+    };
+    let release_of = |objects: &[Value]| -> Vec<Value> {
+        objects
+            .iter()
+            .filter(|o| o["apiVersion"] == schema::monitoring::API_VERSION)
+            .map(|o| o["metadata"]["labels"]["release"].clone())
+            .collect()
+    };
+    // kube-prometheus-stack's default selectors: `release: <Helm release>`.
+    assert_eq!(
+        release_of(&default),
+        [
+            json!("kube-prometheus-stack"),
+            json!("kube-prometheus-stack")
+        ]
+    );
+    let patched = kustomize_user(&[&base], &[&monitoring_dir()], RELEASE_PATCH).unwrap();
+    assert_eq!(
+        release_of(&patched),
+        [json!("my-prometheus"), json!("my-prometheus")]
+    );
+    let readme = fs::read_to_string(deploy_dir().join("README.md")).unwrap();
+    assert!(
+        readme.contains(RELEASE_PATCH),
+        "deploy/README.md shows the release patch tested here:\n{RELEASE_PATCH}"
+    );
+    // Only those two carry it: the agent is no Helm release's.
+    assert_eq!(
+        patched
+            .iter()
+            .filter(|o| !o["metadata"]["labels"]["release"].is_null())
+            .count(),
+        2
+    );
+    // The PodMonitor selects the agent's pods and scrapes a port they name.
+    let monitor: schema::monitoring::PodMonitor = round_trip(
+        "PodMonitor",
+        default.iter().find(|o| o["kind"] == "PodMonitor").unwrap(),
+    );
+    let daemonset: DaemonSet = round_trip(
+        "DaemonSet",
+        default.iter().find(|o| o["kind"] == "DaemonSet").unwrap(),
+    );
+    let template = daemonset.spec.unwrap().template;
+    let pod_labels = template.metadata.unwrap().labels.unwrap();
+    let selector = monitor.spec.selector.match_labels.unwrap();
+    assert!(!selector.is_empty());
+    for (key, value) in &selector {
+        assert_eq!(pod_labels.get(key), Some(value), "selector {key}={value}");
+    }
+    let ports: Vec<String> = template.spec.unwrap().containers[0]
+        .ports
+        .iter()
+        .flatten()
+        .filter_map(|p| p.name.clone())
+        .collect();
+    for endpoint in &monitor.spec.pod_metrics_endpoints {
+        let port = endpoint.port.as_ref().unwrap();
+        assert!(ports.contains(port), "port {port} not among {ports:?}");
+    }
+}
+
+#[test]
+fn the_daemonset_mounts_the_directory_of_every_runtime_socket_oom_probe_looks_for() {
+    if !oom_probe_test_support::host_only(
+        "the_daemonset_mounts_the_directory_of_every_runtime_socket_oom_probe_looks_for",
+        "reads deploy/ from the source tree",
+    ) {
+        return;
+    }
+    let (file, doc) = documents()
+        .into_iter()
+        .find(|(_, d)| d["kind"] == "DaemonSet")
+        .unwrap();
+    let ds: DaemonSet = round_trip(&file, &doc);
+    let spec = ds.spec.unwrap().template.spec.unwrap();
+    let volumes = spec.volumes.unwrap();
+    // No `type: Socket`: the kubelet refuses to start a pod whose socket
+    // is missing, and every node lacks all runtimes' sockets but one.
+    for volume in &volumes {
+        if let Some(host) = &volume.host_path {
+            assert_ne!(host.type_.as_deref(), Some("Socket"), "{volume:?}");
+        }
+    }
+    let mounts = spec.containers[0].volume_mounts.clone().unwrap();
+    // cri-dockerd's socket is /run/cri-dockerd.sock, directly in /run: only
+    // mounting all of the host's /run would reach it (deploy/README.md).
+    let not_mounted = ["/var/run/cri-dockerd.sock"];
+    let mut covered = 0;
+    for socket in oom_probe::enrich::cri::DEFAULT_SOCKETS {
+        if not_mounted.contains(&socket) {
+            continue;
+        }
+        let mount = mounts
+            .iter()
+            .find(|m| Path::new(socket).parent() == Some(Path::new(&m.mount_path)))
+            .unwrap_or_else(|| panic!("no mount of {socket}'s directory: {mounts:#?}"));
+        assert_eq!(mount.read_only, Some(true), "{mount:?}");
+        let volume = volumes.iter().find(|v| v.name == mount.name).unwrap();
+        let host = volume.host_path.as_ref().expect("a hostPath volume");
+        // The same path on the node as in the container: the search list
+        // names the node's paths.
+        assert_eq!(host.path, mount.mount_path, "{volume:?}");
+        assert_eq!(
+            host.type_.as_deref(),
+            Some("DirectoryOrCreate"),
+            "{volume:?}"
+        );
+        covered += 1;
+    }
+    // containerd, CRI-O, k3s and RKE2 (the same path as k3s).
+    assert_eq!(covered, 3);
+}
+
+#[test]
 fn the_daemonset_runs_everywhere_with_least_privilege() {
-    if !oom_probe_tests::host_only(
+    if !oom_probe_test_support::host_only(
         "the_daemonset_runs_everywhere_with_least_privilege",
         "reads deploy/ from the source tree",
     ) {
@@ -173,7 +468,7 @@ fn the_daemonset_runs_everywhere_with_least_privilege() {
     // The flags it runs with exist.
     let args = container.args.clone().unwrap();
     assert_eq!(args[0], "run");
-    let help = std::process::Command::new(oom_probe_tests::oom_probe_bin())
+    let help = std::process::Command::new(oom_probe_test_support::oom_probe_bin())
         .args(["run", "--help"])
         .output()
         .unwrap();
@@ -186,7 +481,7 @@ fn the_daemonset_runs_everywhere_with_least_privilege() {
 
 #[test]
 fn alerts_and_dashboard_use_metrics_oom_probe_exports() {
-    if !oom_probe_tests::host_only(
+    if !oom_probe_test_support::host_only(
         "alerts_and_dashboard_use_metrics_oom_probe_exports",
         "reads deploy/ from the source tree",
     ) {
@@ -205,8 +500,8 @@ fn alerts_and_dashboard_use_metrics_oom_probe_exports() {
             .unwrap(),
     );
     let exported = metrics.encode();
-    let rule = fs::read_to_string(deploy_dir().join("base/prometheusrule.yaml")).unwrap();
-    let dashboard = fs::read_to_string(deploy_dir().join("base/grafana-dashboard.json")).unwrap();
+    let rule = fs::read_to_string(monitoring_dir().join("prometheusrule.yaml")).unwrap();
+    let dashboard = fs::read_to_string(monitoring_dir().join("grafana-dashboard.json")).unwrap();
     for text in [rule, dashboard] {
         for name in metric_names(&text) {
             let family = name.trim_end_matches("_total");
@@ -227,7 +522,7 @@ fn metric_names(text: &str) -> BTreeSet<String> {
 
 #[test]
 fn no_overlay_sits_inside_its_base() {
-    if !oom_probe_tests::host_only(
+    if !oom_probe_test_support::host_only(
         "no_overlay_sits_inside_its_base",
         "reads deploy/ from the source tree",
     ) {
@@ -237,7 +532,7 @@ fn no_overlay_sits_inside_its_base() {
     assert!(!overlays.is_empty(), "deploy/overlays has no overlay");
     for overlay in overlays {
         let text = fs::read_to_string(overlay.join("kustomization.yaml")).unwrap();
-        let kustomization = &oom_probe_tests::deploy::yaml_documents(&text)[0];
+        let kustomization = &yaml_documents(&text)[0];
         let own = overlay.canonicalize().unwrap();
         for resource in kustomization["resources"].as_array().unwrap() {
             let target = overlay
@@ -258,14 +553,14 @@ fn no_overlay_sits_inside_its_base() {
 
 #[test]
 fn the_base_and_every_overlay_render_with_kubectl_kustomize() {
-    if !oom_probe_tests::host_only(
+    if !oom_probe_test_support::host_only(
         "the_base_and_every_overlay_render_with_kubectl_kustomize",
         "reads deploy/ from the source tree",
     ) {
         return;
     }
     let Some(base) = kustomize(&deploy_dir().join("base")) else {
-        oom_probe_tests::skipped(
+        oom_probe_test_support::skipped(
             "the_base_and_every_overlay_render_with_kubectl_kustomize",
             "kubectl is not installed (Debian has no kubectl with kustomize v4+)",
         );
@@ -294,7 +589,7 @@ fn the_base_and_every_overlay_render_with_kubectl_kustomize() {
 
 #[test]
 fn alerts_pass_their_promtool_unit_tests() {
-    if !oom_probe_tests::host_only(
+    if !oom_probe_test_support::host_only(
         "alerts_pass_their_promtool_unit_tests",
         "needs promtool (Debian's prometheus package) and deploy/",
     ) {

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use oom_probe_tests::{
+use oom_probe_test_support::{
     host_only, oom_probe_bin, root_or_skip, run_hog_with_child, MemoryCgroup, Watcher,
     START_TIMEOUT,
 };
@@ -308,7 +308,7 @@ fn a_closed_log_pipe_neither_stops_the_events_nor_fails_the_exit() {
         .unwrap();
     let mut log = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
-    while !line.contains(oom_probe_tests::READY_LINE) {
+    while !line.contains(oom_probe_test_support::READY_LINE) {
         line.clear();
         assert!(
             log.read_line(&mut line).unwrap() > 0,
@@ -328,7 +328,7 @@ fn a_closed_log_pipe_neither_stops_the_events_nor_fails_the_exit() {
     });
     let (pid, report) = run_hog_with_child(&cgroup, "--fork", "closedlog", 512).unwrap();
     assert!(report.contains("killed by signal 9"), "{report}");
-    let deadline = Instant::now() + oom_probe_tests::EVENT_TIMEOUT;
+    let deadline = Instant::now() + oom_probe_test_support::EVENT_TIMEOUT;
     let event = loop {
         let line = lines
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))

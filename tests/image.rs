@@ -5,8 +5,8 @@
 //! security context, all read from deploy/base (user 0, read-only root, no
 //! privilege escalation, every capability dropped but BPF, PERFMON and
 //! SYS_RESOURCE). In it, `check` must pass, and the agent must report a
-//! kill in another pod's container, named through the runtime's socket
-//! mounted where the DaemonSet mounts it, and warn of memory pressure in a
+//! kill in another pod's container, named through the runtime's socket in
+//! the runtime directory mounted where the DaemonSet mounts it, and warn of memory pressure in a
 //! container held at its limit (its registrations write to the host's
 //! cgroupfs, mounted read-write, and to the container's own /proc).
 
@@ -19,7 +19,7 @@ use std::{
 };
 
 use oom_probe_cri::v1::{Capability, Int64Value, LinuxContainerSecurityContext, Mount};
-use oom_probe_tests::{
+use oom_probe_test_support::{
     containerd::{ContainerSpec, Containerd, NAMESPACE},
     deploy::base_objects,
     free_loopback_addr, host_only, http_get,
@@ -131,8 +131,10 @@ fn grantable(names: Vec<String>) -> Vec<String> {
 }
 
 /// The DaemonSet's volume mounts with their hostPath sources; the runtime
-/// socket and the state directory are the test's own.
-fn mounts(pod: &Value, container: &Value, socket: &Path, state: &Path) -> Vec<Mount> {
+/// directories and the state directory are the test's own: containerd's is
+/// the private containerd's (its socket is `containerd.sock` in it), the
+/// other runtimes' are empty directories in it.
+fn mounts(pod: &Value, container: &Value, containerd_dir: &Path, state: &Path) -> Vec<Mount> {
     let volumes = pod["volumes"].as_array().unwrap();
     container["volumeMounts"]
         .as_array()
@@ -147,7 +149,13 @@ fn mounts(pod: &Value, container: &Value, socket: &Path, state: &Path) -> Vec<Mo
                 .as_str()
                 .unwrap_or_else(|| panic!("not a hostPath volume: {volume}"));
             let host = match host {
-                "/run/containerd/containerd.sock" => socket.display().to_string(),
+                "/run/containerd" => containerd_dir.display().to_string(),
+                "/run/k3s/containerd" | "/run/crio" => {
+                    let empty =
+                        containerd_dir.join(format!("not-this-runtime{}", host.replace('/', "-")));
+                    fs::create_dir_all(&empty).unwrap();
+                    empty.display().to_string()
+                }
                 "/var/lib/oom-probe" => state.display().to_string(),
                 other => other.to_string(),
             };
@@ -250,7 +258,11 @@ fn the_image_runs_as_the_daemonset_and_reports_a_kill_in_another_container() {
     let (pod_spec, container) = daemonset();
     let state = containerd.dir().join("state");
     fs::create_dir_all(&state).unwrap();
-    let mounts = mounts(&pod_spec, &container, containerd.socket(), &state);
+    assert_eq!(
+        containerd.socket(),
+        containerd.dir().join("containerd.sock")
+    );
+    let mounts = mounts(&pod_spec, &container, containerd.dir(), &state);
     let security = security_context(&container);
     let memory_limit = quantity(container["resources"]["limits"]["memory"].as_str().unwrap());
     let env: Vec<(String, String)> = container["env"]

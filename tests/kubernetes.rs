@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use oom_probe_tests::{
+use oom_probe_test_support::{
     apiserver::{pod, ApiServer},
     root_or_skip, run_hog_with_child, MemoryCgroup, Watcher,
 };
@@ -198,7 +198,7 @@ fn the_api_server_names_the_pod_even_right_after_it_was_deleted() {
     assert_eq!(patch["series"]["count"], 2, "{patch:#}");
 
     // The deployed ClusterRole grants exactly what this run used.
-    let used = oom_probe_tests::rbac::permissions_used(&server.requests());
+    let used = oom_probe_test_support::rbac::permissions_used(&server.requests());
     assert_eq!(
         used,
         deployed_cluster_role(),
@@ -226,8 +226,8 @@ fn a_dead_api_server_does_not_hold_events_back() {
     if !root_or_skip("a_dead_api_server_does_not_hold_events_back") {
         return;
     }
-    let kubeconfig = oom_probe_tests::apiserver::KubeconfigFile::for_server(
-        &oom_probe_tests::apiserver::unreachable_url().unwrap(),
+    let kubeconfig = oom_probe_test_support::apiserver::KubeconfigFile::for_server(
+        &oom_probe_test_support::apiserver::unreachable_url().unwrap(),
     )
     .unwrap();
     let cgroup = MemoryCgroup::create(32 * MIB).unwrap();
@@ -254,7 +254,7 @@ fn a_dead_api_server_does_not_hold_events_back() {
 }
 
 /// The (group, resource, verb) triples deploy/base/rbac.yaml's ClusterRole grants.
-fn deployed_cluster_role() -> std::collections::BTreeSet<oom_probe_tests::rbac::Permission> {
+fn deployed_cluster_role() -> std::collections::BTreeSet<oom_probe_test_support::rbac::Permission> {
     // Compiled in, so the check runs in the kernel-matrix VM too.
     let text = include_str!("../deploy/base/rbac.yaml");
     let role = serde_yaml_ng::Deserializer::from_str(text)

@@ -17,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use oom_probe_tests::{hog, in_vm, root_or_skip, skipped, MemoryCgroup, Watcher};
+use oom_probe_test_support::{hog, in_vm, root_or_skip, skipped, MemoryCgroup, Watcher};
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;

@@ -13,8 +13,8 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use oom_probe_tests::{
-    deploy::{base_objects, deploy_dir, write_rule_file},
+use oom_probe_test_support::{
+    deploy::{monitoring_dir, monitoring_objects, write_rule_file},
     free_loopback_addr, host_only, http_get, root_or_skip, run_hog_with_child, MemoryCgroup,
     Watcher,
 };
@@ -148,10 +148,10 @@ impl Drop for Prometheus {
 /// an agent pod at `target`: the target labels it gives a pod (namespace,
 /// pod, container, node name), then the PodMonitor's own relabelings.
 fn pod_monitor_scrape_config(target: &str) -> Value {
-    let (_, monitor) = base_objects()
+    let (_, monitor) = monitoring_objects()
         .into_iter()
         .find(|(_, o)| o["kind"] == "PodMonitor")
-        .expect("deploy/base has a PodMonitor");
+        .expect("deploy/components/monitoring has a PodMonitor");
     let endpoint = &monitor["spec"]["podMetricsEndpoints"][0];
     let relabel_configs: Vec<Value> = endpoint["relabelings"]
         .as_array()
@@ -360,7 +360,7 @@ fn prometheus_alerts_fire_for_real_kills_and_every_dashboard_panel_has_data() {
 
     // Every dashboard query, as Grafana sends it with "All" namespaces.
     let dashboard: Value = serde_json::from_str(
-        &fs::read_to_string(deploy_dir().join("base/grafana-dashboard.json")).unwrap(),
+        &fs::read_to_string(monitoring_dir().join("grafana-dashboard.json")).unwrap(),
     )
     .unwrap();
     let variables = dashboard["templating"]["list"].as_array().unwrap();

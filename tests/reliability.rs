@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use oom_probe_tests::{
+use oom_probe_test_support::{
     free_loopback_addr, history, hog, oom_probe_bin, root_or_skip, spawn_until_ready, MemoryCgroup,
 };
 use serde_json::Value;
@@ -980,7 +980,7 @@ fn fill(dir: &std::path::Path) -> PathBuf {
 
 /// A counter's value on /metrics.
 fn metric(addr: &str, name: &str) -> f64 {
-    let (_, body) = oom_probe_tests::http_get(addr, "/metrics").unwrap();
+    let (_, body) = oom_probe_test_support::http_get(addr, "/metrics").unwrap();
     body.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .unwrap_or_else(|| panic!("no {name}:\n{body}"))
@@ -1269,10 +1269,11 @@ fn event_of(printed: &Arc<Mutex<Printed>>, comm: &str) -> Value {
 #[test]
 fn a_hung_container_runtime_holds_no_event_back_and_names_come_back() {
     let test = "a_hung_container_runtime_holds_no_event_back_and_names_come_back";
-    if !root_or_skip(test) || !oom_probe_tests::host_only(test, "needs containerd and runc") {
+    if !root_or_skip(test) || !oom_probe_test_support::host_only(test, "needs containerd and runc")
+    {
         return;
     }
-    let containerd = oom_probe_tests::containerd::Containerd::start().unwrap();
+    let containerd = oom_probe_test_support::containerd::Containerd::start().unwrap();
     let pod = containerd.run_pod("cri-hang").unwrap();
     let real = pod.start_container("app", 64 * MIB, &["--pause"]).unwrap();
     let uids: Vec<String> = (0..10)
@@ -1384,7 +1385,7 @@ fn an_api_server_that_fails_or_hangs_holds_no_event_back_and_names_come_back() {
     if !root_or_skip(test) {
         return;
     }
-    use oom_probe_tests::apiserver::{pod, ApiServer};
+    use oom_probe_test_support::apiserver::{pod, ApiServer};
     const NODE: &str = "node-reliability";
     let uids: Vec<String> = (1..=3)
         .map(|i| format!("{i}{i}{i}{i}{i}{i}{i}{i}-aaaa-bbbb-cccc-dddddddddddd"))

@@ -42,8 +42,30 @@ pub const LOST_BY_CGROUP_MAP: &str = "LOST_BY_CGROUP";
 /// Entries of [`LOST_BY_CGROUP_MAP`]: cgroups with lost records at once.
 pub const LOST_BY_CGROUP_ENTRIES: u32 = 1024;
 /// Name of the hash map of process names whose SIGKILLs are reported as
-/// userspace OOM kills (key: comm, zero-padded to [`TASK_COMM_LEN`]).
+/// userspace OOM kills (key: comm, zero-padded to [`TASK_COMM_LEN`]), when
+/// the sender also passes the identity check of [`KILLER_CGROUPS_MAP`].
 pub const KILLERS_MAP: &str = "KILLERS";
+/// Entries of [`KILLERS_MAP`]: distinct killer names at most.
+pub const KILLERS_ENTRIES: u32 = 32;
+/// Name of the hash map of the cgroups a userspace OOM killer must run in
+/// (its systemd unit's, Talos' `/init`): key a cgroup id, value a bitset of
+/// the hierarchies that id was read from ([`KILLER_CGROUP_V2`],
+/// [`KILLER_CGROUP_MEMORY_V1`]; ids of two hierarchies may collide). The
+/// sender must also be in the host's pid namespace (level 0). Userspace
+/// fills it at start and keeps it current.
+pub const KILLER_CGROUPS_MAP: &str = "KILLER_CGROUPS";
+/// Entries of [`KILLER_CGROUPS_MAP`]: two hierarchies per allowed cgroup.
+pub const KILLER_CGROUPS_ENTRIES: u32 = 2 * KILLERS_ENTRIES;
+/// In [`KILLER_CGROUPS_MAP`]: the id is of the unified (v2) hierarchy,
+/// compared with `bpf_get_current_cgroup_id()`.
+pub const KILLER_CGROUP_V2: u8 = 1;
+/// In [`KILLER_CGROUPS_MAP`]: the id is of the v1 memory hierarchy,
+/// compared with the sender's memory cgroup.
+pub const KILLER_CGROUP_MEMORY_V1: u8 = 2;
+/// Name of the per-CPU counter (one entry) of SIGKILLs dropped in the kernel
+/// because their sender had a killer's name but not its identity: an
+/// impostor, never reported as a kill.
+pub const KILLER_IMPOSTORS_MAP: &str = "KILLER_IMPOSTORS";
 
 /// Bits of [`KernelOffsets::features`]: which groups of offsets the running
 /// kernel's BTF could resolve. A program never reads through an offset whose

@@ -136,6 +136,12 @@ fn victim_memcg_id(task: *const u8) -> u64 {
 /// SIGKILL) set off this kill.
 #[inline(always)]
 fn trigger_cgroup_id() -> u64 {
+    current_memcg_id()
+}
+
+/// The memory cgroup id of the current task; 0 when it cannot be read.
+#[inline(always)]
+pub fn current_memcg_id() -> u64 {
     if !has(feature::MEMCG) {
         return 0;
     }

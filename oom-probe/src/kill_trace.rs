@@ -16,6 +16,7 @@
 //! the variable is unset.
 
 use std::{
+    io::Write,
     sync::{
         atomic::{AtomicBool, Ordering},
         Mutex, OnceLock,
@@ -132,7 +133,9 @@ pub fn end() {
         .zip(batch.micros)
         .map(|(name, us)| format!("{name} {us}"))
         .collect();
-    eprintln!(
+    // Not eprintln!: it panics when stderr is a closed pipe.
+    let _ = writeln!(
+        std::io::stderr(),
         "kill trace: {} event(s), wake {} us after the kernel's stamp; {} (us); line out {} us after the stamp, batch done {} us after",
         batch.events,
         batch.wake_ns.saturating_sub(kernel) / 1000,

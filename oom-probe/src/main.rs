@@ -14,7 +14,7 @@ use oom_probe::{
     event::Event,
     kube::names::SourceOptions,
     node,
-    pressure::PressureOptions,
+    pressure::{PressureOptions, V1Level},
     probes::{self, DecisionHook, VictimHook},
     sink::{
         history::{HistoryLimits, HistoryReader},
@@ -26,7 +26,10 @@ use oom_probe::{
 #[derive(Parser)]
 #[command(
     version,
-    about = "Reports every Linux OOM kill, with the process, cgroup and memory figures."
+    about = "Reports every Linux OOM kill, with the process, cgroup and memory figures.",
+    after_help = "Exit status: 0 done; 1 an error (said on stderr), also when stdout cannot be \
+                  written (a pipe whose reader left); 2 a bad command line, or `check` found a \
+                  blocker. A closed stdout or stderr (>&-) reads as /dev/null."
 )]
 struct Cli {
     /// Format of the logs on stderr.
@@ -93,27 +96,29 @@ struct EventArgs {
     /// Exit after this many kills.
     #[arg(long)]
     count: Option<u64>,
-    /// Process names whose SIGKILLs are reported as `userspace_kill`
-    /// (comma-separated; empty to turn off).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "systemd-oomd,earlyoom,oomd,nohang"
-    )]
+    /// Userspace OOM killers whose SIGKILLs are reported as `userspace_kill`,
+    /// comma-separated, each `NAME` (its systemd unit's cgroup,
+    /// /system.slice/NAME.service) or `NAME@CGROUP` (from the hierarchy
+    /// root); at most 32 names. A sender counts only with the name, in the
+    /// host's pid namespace and in the cgroup (docs/security.md); empty to
+    /// turn off.
+    #[arg(long, value_delimiter = ',', default_value = probes::killers::DEFAULT_KILLERS)]
     userspace_killers: Vec<String>,
     /// File that keeps accounted kill counts across restarts, so kills made
     /// while oom-probe was down are reported once (`run`: /var/lib/oom-probe/state.json).
     #[arg(long)]
     state_file: Option<PathBuf>,
     /// Seconds between comparisons with the kernel's per-cgroup kill counters.
-    #[arg(long, default_value_t = 30.0)]
-    reconcile_interval: f64,
-    /// Address for /metrics, /healthz and /readyz (`run`: 0.0.0.0:9464).
+    #[arg(long, default_value = "30", value_parser = seconds)]
+    reconcile_interval: Duration,
+    /// Address for /metrics, /healthz and /readyz (`run`: 0.0.0.0:9464,
+    /// which in a pod is its own IP and loopback; a DaemonSet can name the
+    /// pod IP alone with the downward API: --listen=$(POD_IP):9464).
     #[arg(long)]
     listen: Option<SocketAddr>,
     /// Seconds after which a kill series that stopped moving leaves /metrics.
-    #[arg(long, default_value_t = 6.0 * 3600.0)]
-    metrics_series_ttl: f64,
+    #[arg(long, default_value = "21600", value_parser = seconds)]
+    metrics_series_ttl: Duration,
     /// The host's cgroupfs when it is mounted elsewhere (a DaemonSet:
     /// /host/sys/fs/cgroup); default: the cgroup mounts this process sees.
     #[arg(long)]
@@ -139,8 +144,8 @@ struct EventArgs {
     #[arg(long)]
     no_events: bool,
     /// Seconds a deleted pod stays nameable (a pod that died with its kill).
-    #[arg(long, default_value_t = 600.0)]
-    retain_deleted_pods: f64,
+    #[arg(long, default_value = "600", value_parser = seconds)]
+    retain_deleted_pods: Duration,
     /// Keep every emitted event in this history store (`run`:
     /// /var/lib/oom-probe/history.redb; read it with `oom-probe history`).
     #[arg(long)]
@@ -173,8 +178,8 @@ struct PressureArgs {
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pressure_clear_after: Duration,
     /// cgroup v1: the memory.pressure_level level that counts (low, medium, critical).
-    #[arg(long, default_value = "medium", value_parser = ["low", "medium", "critical"])]
-    pressure_level: String,
+    #[arg(long, default_value = "medium", value_enum)]
+    pressure_level: V1Level,
     /// cgroup v2 and the node: PSI trigger, stall time (some) per window that counts.
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     pressure_psi_stall: Duration,
@@ -266,6 +271,22 @@ impl EventType {
     }
 }
 
+/// A number of seconds on the command line (`30`, `0.5`): finite, not
+/// negative, and within what a `Duration` holds, else a usage error.
+fn seconds(text: &str) -> Result<Duration, String> {
+    let value: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if value.is_sign_negative() {
+        return Err(format!(
+            "{text} is negative: a duration is 0 seconds or more"
+        ));
+    }
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| format!("{text} seconds is not a duration (too large or not finite)"))
+}
+
 const AGENT_LISTEN: &str = "0.0.0.0:9464";
 const AGENT_STATE_FILE: &str = "/var/lib/oom-probe/state.json";
 const AGENT_HISTORY_FILE: &str = "/var/lib/oom-probe/history.redb";
@@ -304,6 +325,13 @@ fn init_logs(format: LogFormat) {
 
 fn watch_options(args: EventArgs, agent: bool) -> Result<WatchOptions> {
     let terminal = std::io::stdout().is_terminal() && !agent;
+    let userspace_killers: Vec<String> = args
+        .userspace_killers
+        .into_iter()
+        .filter(|k| !k.is_empty())
+        .collect();
+    probes::killers::Killers::parse(&userspace_killers)?;
+    probes::killers::use_cgroupfs(args.cgroupfs.clone());
     let node = node::resolve(args.node_name.as_deref(), &args.node_name_file)?;
     tracing::info!("node name {:?} from {}", node.name, node.source);
     Ok(WatchOptions {
@@ -324,26 +352,22 @@ fn watch_options(args: EventArgs, agent: bool) -> Result<WatchOptions> {
             .unwrap_or_else(|| DecisionHook::ALL.to_vec()),
         node: node.name,
         max_events: args.count,
-        userspace_killers: args
-            .userspace_killers
-            .into_iter()
-            .filter(|k| !k.is_empty())
-            .collect(),
+        userspace_killers,
         state_file: args
             .state_file
             .or_else(|| agent.then(|| AGENT_STATE_FILE.into())),
-        reconcile_interval: Duration::from_secs_f64(args.reconcile_interval.max(0.1)),
+        reconcile_interval: args.reconcile_interval.max(Duration::from_millis(100)),
         listen: args
             .listen
             .or_else(|| agent.then(|| AGENT_LISTEN.parse().expect("valid address"))),
-        metrics_series_ttl: Duration::from_secs_f64(args.metrics_series_ttl.max(1.0)),
+        metrics_series_ttl: args.metrics_series_ttl.max(Duration::from_secs(1)),
         cgroupfs: args.cgroupfs,
         procfs: args.procfs,
         sources: SourceOptions {
             cri_socket: args.cri_socket,
             kubeconfig: args.kubeconfig,
             no_api: args.no_kubernetes_api,
-            retain_deleted: Duration::from_secs_f64(args.retain_deleted_pods.max(0.0)),
+            retain_deleted: args.retain_deleted_pods,
         },
         events: !args.no_events,
         filter: args.filter.into(),
@@ -375,7 +399,12 @@ fn watch_options(args: EventArgs, agent: bool) -> Result<WatchOptions> {
 
 fn run_history(args: HistoryArgs) -> Result<()> {
     let reader = HistoryReader::open(&args.history_file)?;
-    let since = args.since.map(|ago| std::time::SystemTime::now() - ago);
+    // Longer ago than the clock can count back, or than 1970: everything.
+    let since = args.since.map(|ago| {
+        std::time::SystemTime::now()
+            .checked_sub(ago)
+            .map_or(std::time::UNIX_EPOCH, |t| t.max(std::time::UNIX_EPOCH))
+    });
     let filter = Filter::from(args.filter);
     let format = args.output.unwrap_or(if std::io::stdout().is_terminal() {
         OutputFormat::Table
@@ -417,11 +446,17 @@ fn run_watch(options: WatchOptions) -> Result<()> {
 
 fn run_check(json: bool) -> Result<()> {
     let report = check::run();
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    let text = if json {
+        serde_json::to_string_pretty(&report)? + "\n"
     } else {
-        print!("{}", report.to_text());
-    }
+        report.to_text()
+    };
+    // Not print!: it panics (exit 101) when the reader went away.
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| anyhow::anyhow!("cannot write the report to stdout: {e}"))?;
     if !report.blockers.is_empty() {
         std::process::exit(2);
     }

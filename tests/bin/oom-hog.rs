@@ -5,7 +5,7 @@
 //! oom-hog (--cgroup DIR | --in-container) [--mb N] [--comm NAME] [--fork | --pidns] [--pause]
 //!         [--uid UID] [--oom-score-adj ADJ]
 //! oom-hog --pause
-//! oom-hog --comm NAME --kill PID
+//! oom-hog [--cgroup DIR] --comm NAME (--kill PID | --kill-children N)
 //! oom-hog --cgroup DIR --reclaim FILES_DIR [--mb N] [--files-mb M] [--churn-kb K] [--seconds S]
 //!         [--then-oom]
 //! ```
@@ -22,8 +22,10 @@
 //! `--pause` makes it sleep until killed instead of exiting once the child is
 //! gone, as a surviving worker parent does; alone, it only sleeps: the
 //! stand-in for a pod sandbox's pause process in the container tests.
-//! `--kill` plays a userspace OOM killer: it takes the name NAME and
-//! SIGKILLs PID.
+//! `--kill` plays a userspace OOM killer: it joins DIR when given, takes the
+//! name NAME and SIGKILLs PID. `--kill-children N` does so to N children of
+//! its own (they sleep until killed), one after the other, and reaps them:
+//! a killer, or an impostor's flood.
 //!
 //! `--reclaim` holds a memory cgroup at its limit with steady reclaim, the
 //! state before an OOM kill: it touches N MiB of anonymous memory, writes M
@@ -56,6 +58,7 @@ struct Args {
     in_container: bool,
     pause: bool,
     kill: Option<i32>,
+    kill_children: Option<u32>,
     uid: Option<u32>,
     oom_score_adj: Option<i32>,
     reclaim: Option<String>,
@@ -75,6 +78,7 @@ fn parse_args() -> Args {
         in_container: false,
         pause: false,
         kill: None,
+        kill_children: None,
         uid: None,
         oom_score_adj: None,
         reclaim: None,
@@ -110,10 +114,15 @@ fn parse_args() -> Args {
             "--seconds" => args.seconds = next_text(&mut it).parse().unwrap_or_else(|_| usage()),
             "--then-oom" => args.then_oom = true,
             "--kill" => args.kill = Some(next_text(&mut it).parse().unwrap_or_else(|_| usage())),
+            "--kill-children" => {
+                args.kill_children = Some(next_text(&mut it).parse().unwrap_or_else(|_| usage()))
+            }
             _ => usage(),
         }
     }
-    let allocates = args.kill.is_none() && (args.fork || args.pidns || !args.pause);
+    let allocates = args.kill.is_none()
+        && args.kill_children.is_none()
+        && (args.fork || args.pidns || !args.pause);
     if allocates && args.cgroup.is_none() && !args.in_container {
         usage();
     }
@@ -125,25 +134,27 @@ fn usage() -> ! {
         "usage: oom-hog (--cgroup DIR | --in-container) [--mb N] [--comm NAME] [--fork | --pidns] [--pause] [--uid UID] [--oom-score-adj ADJ]"
     );
     eprintln!("       oom-hog --pause");
-    eprintln!("       oom-hog --comm NAME --kill PID");
+    eprintln!("       oom-hog [--cgroup DIR] --comm NAME (--kill PID | --kill-children N)");
     eprintln!("       oom-hog --cgroup DIR --reclaim FILES_DIR [--mb N] [--files-mb M] [--churn-kb K] [--seconds S] [--then-oom]");
     exit(2)
 }
 
 fn main() {
     let args = parse_args();
-    if let Some(pid) = args.kill {
-        set_comm(args.comm.as_ref());
-        // SAFETY: kill has no memory-safety preconditions.
-        if unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {
-            fail(&format!("kill {pid}: {}", std::io::Error::last_os_error()));
-        }
-        return;
-    }
-    // Join the cgroup before anything is allocated.
+    // Join the cgroup before anything is allocated (or killed).
     if let Some(cgroup) = &args.cgroup {
         std::fs::write(format!("{cgroup}/cgroup.procs"), "0")
             .unwrap_or_else(|e| fail(&format!("cannot join {cgroup}: {e}")));
+    }
+    if let Some(pid) = args.kill {
+        set_comm(args.comm.as_ref());
+        sigkill(pid);
+        return;
+    }
+    if let Some(children) = args.kill_children {
+        set_comm(args.comm.as_ref());
+        kill_children(children);
+        return;
     }
     if let Some(dir) = &args.reclaim {
         become_victim(&args);
@@ -166,6 +177,33 @@ fn main() {
     }
     if args.pause {
         pause_forever();
+    }
+}
+
+fn sigkill(pid: i32) {
+    // SAFETY: kill has no memory-safety preconditions.
+    if unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {
+        fail(&format!("kill {pid}: {}", std::io::Error::last_os_error()));
+    }
+}
+
+/// Forks `count` sleeping children, SIGKILLs and reaps each; prints
+/// `killed <pid>` per child.
+fn kill_children(count: u32) {
+    for _ in 0..count {
+        // SAFETY: single-threaded; the child only sleeps.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            fail("fork failed");
+        }
+        if pid == 0 {
+            pause_forever();
+        }
+        sigkill(pid);
+        let mut status = 0;
+        // SAFETY: a valid status pointer for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        println!("killed {pid}");
     }
 }
 

@@ -42,7 +42,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use oom_probe_cgroupfs::{clock::monotonic_ns, testing::MemoryCgroup};
-use oom_probe_tests::spawn_until_ready;
+use oom_probe_test_support::spawn_until_ready;
 use serde_json::{json, Value};
 
 /// What `cargo xtask bench` was asked for.
@@ -702,7 +702,7 @@ fn cgroup_scaling(n: usize) -> Result<Value> {
         .count();
     let full_cpu_ns = thread_cpu_ns() - started;
     let (tx, _rx) = mpsc::channel();
-    let listen = oom_probe_tests::free_loopback_addr();
+    let listen = oom_probe_test_support::free_loopback_addr();
     let mut tool = start_oom_probe(
         &tx,
         "oom-probe",
@@ -777,7 +777,7 @@ fn print_cgroups(results: &Value) {
 /// `[ticks, walks, CPU seconds]` of oom-probe's reconciliation so far, from
 /// its /metrics at `listen`.
 fn reconcile_metrics(listen: &str) -> Result<[f64; 3]> {
-    let (_, text) = oom_probe_tests::http_get(listen, "/metrics")?;
+    let (_, text) = oom_probe_test_support::http_get(listen, "/metrics")?;
     let value = |name: &str| -> Result<f64> {
         text.lines()
             .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
@@ -884,7 +884,7 @@ fn side_by_side(kills: usize) -> Result<Value> {
 const BENCH_NODE: &str = "bench-node";
 
 fn kubernetes_enrichment(kills: usize, pods: usize) -> Result<Value> {
-    use oom_probe_tests::apiserver::{pod, ApiServer};
+    use oom_probe_test_support::apiserver::{pod, ApiServer};
     let server = ApiServer::start()?;
     let uid = |i: usize| format!("00000000-0000-4000-8000-{i:012}");
     let container_id = "5e".repeat(32);

@@ -22,7 +22,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use oom_probe_cgroupfs::testing::MemoryCgroup;
-use oom_probe_tests::spawn_until_ready;
+use oom_probe_test_support::spawn_until_ready;
 use serde_json::{json, Value};
 
 const MIB: u64 = 1 << 20;
@@ -63,7 +63,7 @@ pub fn churn_footprint(binary: &str, hog: &str, kills: usize, cgroups: usize) ->
     let per_cgroup = kills.div_ceil(cgroups.max(1)).max(1);
     let dir = std::env::temp_dir().join(format!("oom-probe-churn-{}", std::process::id()));
     fs::create_dir_all(&dir)?;
-    let addr = oom_probe_tests::free_loopback_addr();
+    let addr = oom_probe_test_support::free_loopback_addr();
     let mut command = crate::soak::agent_with_files(binary, &dir, &addr);
     command.args(["--userspace-killers", ""]);
     let (mut agent, stdout, _stderr) = spawn_until_ready(&mut command, false)?;

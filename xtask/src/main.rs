@@ -146,12 +146,14 @@ fn watch(args: &[String]) -> Result<()> {
 
 fn test() -> Result<()> {
     let toolchain = setup::build_toolchain()?;
-    // The end-to-end tests run real containers under a private containerd,
-    // and a real Prometheus (and promtool) for the alerts and dashboard;
-    // the table is checked in a real terminal, tmux's.
+    // The end-to-end tests run real containers under a private containerd
+    // (deploy/examples' pods in an image of the static busybox), and a real
+    // Prometheus (and promtool) for the alerts and dashboard; the table is
+    // checked in a real terminal, tmux's.
     setup::apt_install(&[
         ("containerd", "containerd"),
         ("runc", "runc"),
+        ("busybox", "busybox-static"),
         ("promtool", "prometheus"),
         ("tmux", "tmux"),
     ])?;
@@ -184,12 +186,20 @@ fn test() -> Result<()> {
     let static_oom_probe = vm::artifacts::build_binaries(&toolchain)?.oom_probe;
     // The end-to-end tests fail rather than skip when they cannot run; never
     // let an inherited OOM_PROBE_ALLOW_SKIP turn that into a silent pass.
+    // Debian's real earlyoom for the userspace-killer tests, unpacked (not
+    // installed: an installed earlyoom starts its service on this node).
+    let earlyoom = vm::apt::Apt::default().cached_file(
+        "earlyoom",
+        "usr/bin/earlyoom",
+        &std::path::PathBuf::from("target/tools/earlyoom"),
+    )?;
     let mut test = setup::cargo_command(&toolchain);
     // --no-fail-fast: one run reports every failing test binary, and the
     // kernel matrix runs even when a host test failed, so that a CI log
     // shows every failure at once.
     test.args(["test", "--workspace", "--no-fail-fast"])
         .env("OOM_PROBE_STATIC_BIN", &static_oom_probe)
+        .env("OOM_PROBE_EARLYOOM", std::path::absolute(&earlyoom)?)
         .env_remove("OOM_PROBE_ALLOW_SKIP");
     let host = run_counting_tests(&mut test)?;
     if host.failure.is_none() {

@@ -21,7 +21,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use oom_probe_cgroupfs::testing::MemoryCgroup;
-use oom_probe_tests::spawn_until_ready;
+use oom_probe_test_support::spawn_until_ready;
 use serde_json::{json, Value};
 
 /// What `cargo xtask soak` was asked for.
@@ -121,7 +121,7 @@ pub fn run(args: &SoakArgs) -> Result<()> {
     let oom_hog = format!("target/{profile}/oom-hog");
     let dir = std::env::temp_dir().join(format!("oom-probe-soak-{}", std::process::id()));
     fs::create_dir_all(&dir)?;
-    let addr = oom_probe_tests::free_loopback_addr();
+    let addr = oom_probe_test_support::free_loopback_addr();
     let mut command = agent_with_files(&oom_probe, &dir, &addr);
     if let Some(bytes) = args.ring_buffer_size {
         command.args(["--ring-buffer-size", &bytes.to_string()]);
@@ -218,7 +218,7 @@ pub fn run(args: &SoakArgs) -> Result<()> {
     }
     // Records the ring buffer had no room for: counted by the kernel, and
     // for a cgroup removed before the next reconcile, counted nowhere else.
-    let lost = oom_probe_tests::http_get(&addr, "/metrics")
+    let lost = oom_probe_test_support::http_get(&addr, "/metrics")
         .ok()
         .and_then(|(_, body)| {
             body.lines()

@@ -5,7 +5,7 @@
 //! `xtask/vm-init`), which runs `oom-probe check` and the tests and prints a
 //! verdict line that decides pass or fail.
 
-mod apt;
+pub mod apt;
 pub mod artifacts;
 mod console;
 mod cpio;

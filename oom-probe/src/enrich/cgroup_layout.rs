@@ -20,13 +20,27 @@
 //! | host service | `/system.slice/kubelet.service`, `/user.slice/user-1000.slice/session-3.scope` |
 //!
 //! Reading the path needs no API server and no runtime socket, so it works
-//! on every node, for victims that are already gone. Elements are read from
-//! the innermost outward, and the first kind found wins: a pod (with the
-//! container directly below it, however deep the path goes on), else a
-//! container outside Kubernetes (a host service's path is neither; its
-//! unit is in `victim.cgroup_path`). Whatever the path does
+//! on every node, for victims that are already gone. A pod (with the
+//! container directly below it, however deep the path goes on) is read
+//! first, else a container outside Kubernetes (a host service's path is
+//! neither; its unit is in `victim.cgroup_path`). Whatever the path does
 //! not clearly say stays `None`: a wrong guess would send people to the
 //! wrong pod.
+//!
+//! A pod counts only under the kubelet's root (docs/security.md), since
+//! anyone with a delegated cgroup subtree (a systemd user manager, rootless
+//! Podman, a nested engine) can make a directory named like another
+//! tenant's pod: the outermost `pod<uid>` below the outermost kubelet root
+//! element (`kubepods`, `kubepods.slice`, `<root>-kubepods.slice`), where no
+//! element above that root is delegated (a unit holding processes, such as
+//! `user@1000.service` or `foo.service`, other than a container's scope; or
+//! `user.slice`, `user-<uid>.slice`). Only root makes such a path: kubelet
+//! at the top (`/kubepods`), under a custom `--cgroup-root` (`/custom/kubepods`),
+//! or inside a node container (kind: `/docker/<id>/kubepods`,
+//! `/system.slice/docker-<id>.scope/kubelet.slice/kubelet-kubepods.slice`).
+//! Also accepted: a `pod<uid>` at the very top (`--cgroups-per-qos=false`),
+//! and containerd's unexpanded `slice:prefix:name` directly under
+//! `/system.slice/containerd.service`.
 
 /// What a cgroup path says about who owns it, so an OOM kill can be reported
 /// as "container X of pod Y" or "kubelet.service" instead of a path.
@@ -116,10 +130,12 @@ const PREFIXES: [(&str, bool, &str); 6] = [
 /// Unit types whose cgroups hold processes; slices only group other units.
 const UNIT_SUFFIXES: [&str; 5] = [".service", ".scope", ".socket", ".mount", ".swap"];
 
-/// The innermost pod, with the container in the element directly below it
-/// (or in the same element, for containerd's `slice:prefix:name`).
+/// The outermost pod under the kubelet's root ([`pod_elements_from`]), with
+/// the container in the element directly below it (or in the same element,
+/// for containerd's `slice:prefix:name`).
 fn in_pod(elements: &[&str]) -> Option<CgroupIdentity> {
-    let (i, uid, qos) = elements.iter().enumerate().rev().find_map(|(i, e)| {
+    let first = pod_elements_from(elements)?;
+    let (i, uid, qos) = elements.iter().enumerate().skip(first).find_map(|(i, e)| {
         let (uid, qos) = pod_from_element(e, &elements[..i])?;
         Some((i, uid, qos))
     })?;
@@ -142,6 +158,48 @@ fn in_pod(elements: &[&str]) -> Option<CgroupIdentity> {
         qos_class: qos,
         runtime,
     })
+}
+
+/// Where a pod element may start: just below the outermost kubelet root
+/// element, when nothing above that root is delegated; at the top for a
+/// pod element there (`/pod<uid>`, containerd's unexpanded form alone) or
+/// under `/system.slice/containerd.service`. `None`: no pod can be read here.
+fn pod_elements_from(elements: &[&str]) -> Option<usize> {
+    if let [first, ..] = elements {
+        if pod_from_element(first, &[]).is_some() {
+            return Some(0);
+        }
+    }
+    if let ["system.slice", "containerd.service", unexpanded, ..] = elements {
+        if colon_form(unexpanded).is_some() {
+            return Some(2);
+        }
+    }
+    for (i, element) in elements.iter().enumerate() {
+        if is_kubelet_root(element) {
+            return Some(i + 1);
+        }
+        if is_delegated(element) {
+            return None;
+        }
+    }
+    None
+}
+
+/// kubelet's own top cgroup: `kubepods` (cgroupfs driver) or
+/// `kubepods.slice`, `<cgroup-root>-kubepods.slice` (systemd driver).
+fn is_kubelet_root(element: &str) -> bool {
+    element == "kubepods" || element == "kubepods.slice" || element.ends_with("-kubepods.slice")
+}
+
+/// An element below which someone other than root may make cgroups: a
+/// systemd unit that holds processes (a `Delegate=yes` service, a user's
+/// manager `user@<uid>.service`), except a container's scope (a Kubernetes
+/// node in a container); a user's slices.
+fn is_delegated(element: &str) -> bool {
+    (is_systemd_unit(element) && container_from_element(element).is_none())
+        || element == "user.slice"
+        || (element.starts_with("user-") && element.ends_with(".slice"))
 }
 
 /// The innermost container of a path with no pod in it.
@@ -529,10 +587,15 @@ mod tests {
                 format!("/kubepods/burstable/pod{UID}/{ID}/docker/{ID2}"),
                 kube(UID, Some(Burstable), Some(ID)),
             ),
-            // kind: a node container on a v1 host; the innermost pod wins.
+            // kind: a node container on a v1 host, kubelet's root inside it.
             (
                 format!("/docker/{ID2}/kubepods/besteffort/pod{UID}/{ID}"),
                 kube(UID, Some(BestEffort), Some(ID)),
+            ),
+            // kind on a v2 host (systemd driver, --cgroup-root=/kubelet).
+            (
+                format!("/system.slice/docker-{ID2}.scope/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-burstable.slice/kubelet-kubepods-burstable-pod{UID_}.slice/cri-containerd-{ID}.scope"),
+                kube(UID, Some(Burstable), Some(ID)),
             ),
             (format!("/docker/{ID2}/docker/{ID}"), container(Some(ID))),
             // crun's `container` sub-cgroup under Podman on v2.
@@ -545,6 +608,51 @@ mod tests {
                 format!(
                     "/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope"
                 ),
+                container(Some(ID)),
+            ),
+        ]);
+    }
+
+    /// Pod look-alikes: a `pod<uid>` anyone with a delegated subtree can make
+    /// names no pod; the ids that are a container's are still read outside
+    /// Kubernetes.
+    #[test]
+    fn pods_only_under_the_kubelet_root() {
+        let user = "/user.slice/user-1000.slice/user@1000.service";
+        check(&[
+            // A systemd user manager's subtree, with or without kubepods.
+            (format!("{user}/app.slice/pod{UID}/{ID}"), none()),
+            (format!("{user}/pod{UID}/{ID}"), none()),
+            (format!("{user}/kubepods/burstable/pod{UID}/{ID}"), none()),
+            (
+                format!("{user}/kubepods.slice/kubepods-pod{UID_}.slice/cri-containerd-{ID}.scope"),
+                container(Some(ID)),
+            ),
+            (format!("/user.slice/kubepods/pod{UID}/{ID}"), none()),
+            // A Delegate=yes service's subtree.
+            (
+                format!("/system.slice/foo.service/kubepods/pod{UID}/{ID}"),
+                none(),
+            ),
+            (format!("/system.slice/foo.service/pod{UID}/{ID}"), none()),
+            // No kubelet root at all, below the top.
+            (format!("/system.slice/pod{UID}/{ID}"), none()),
+            (format!("/machine.slice/pod{UID}/{ID}"), none()),
+            // A plain directory under system.slice: only root makes it, as a
+            // custom --cgroup-root.
+            (
+                format!("/system.slice/foo/kubepods/pod{UID}/{ID}"),
+                kube(UID, Some(Guaranteed), Some(ID)),
+            ),
+            // A nested engine inside a pod's container makes a look-alike
+            // of another pod: the outer, real pod is the one named.
+            (
+                format!("/kubepods/burstable/pod{UID}/{ID}/kubepods/besteffort/pod{STATIC}/{ID2}"),
+                kube(UID, Some(Burstable), Some(ID)),
+            ),
+            // containerd's unexpanded form elsewhere than under containerd.service.
+            (
+                format!("{user}/kubepods-burstable-pod{UID_}.slice:cri-containerd:{ID}"),
                 container(Some(ID)),
             ),
         ]);

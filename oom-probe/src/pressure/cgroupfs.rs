@@ -16,7 +16,7 @@ use std::{
     fs,
     io::{self, Write},
     os::fd::{AsFd, AsRawFd, OwnedFd},
-    path::Path,
+    path::{Path, PathBuf},
 };
 
 use rustix::event::{eventfd, EventfdFlags};
@@ -94,6 +94,50 @@ pub fn unprivileged_psi_trigger(stall_us: u64, window_us: u64) -> Option<(u64, u
         .min(PSI_WINDOW_MAX_US);
     let stall = (stall_us.saturating_mul(window) / window_us.max(1)).clamp(1, window);
     Some((stall, window))
+}
+
+/// Writes the PSI trigger `(stall µs, window µs)` to `file`; when the kernel
+/// refuses its window to an opener without `CAP_SYS_RESOURCE` (`EINVAL`,
+/// Linux 6.5 and later), writes the nearest one it takes instead
+/// ([`unprivileged_psi_trigger`]). Returns the notifier and the trigger
+/// written.
+///
+/// Errors: as [`psi_trigger`] for the trigger asked for (the fallback's own
+/// error is not returned).
+pub fn psi_trigger_or_nearest(
+    file: &Path,
+    trigger: (u64, u64),
+) -> io::Result<(Notifier, (u64, u64))> {
+    let (stall, window) = trigger;
+    match psi_trigger(file, stall, window) {
+        Ok(notifier) => Ok((notifier, trigger)),
+        Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {
+            let Some(fit) = unprivileged_psi_trigger(stall, window) else {
+                return Err(err);
+            };
+            let notifier = psi_trigger(file, fit.0, fit.1).map_err(|_| err)?;
+            Ok((notifier, fit))
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// The node PSI file to use when `file` (`<procfs>/pressure/memory`) gave
+/// `err`: the agent's own `/proc/pressure/memory` when `err` is `EROFS`
+/// (the host's /proc mounted read-only, as the DaemonSet mounts it) and
+/// `file` is not that one already. System-wide PSI is one set of numbers
+/// for the whole machine, whatever procfs or pid namespace shows it, and a
+/// pod's own /proc is writable (`/proc/pressure` is not among the paths
+/// container runtimes mask). `None` otherwise.
+pub fn own_proc_fallback(file: &Path, err: &io::Error) -> Option<PathBuf> {
+    let own = Path::new("/proc/pressure/memory");
+    (err.raw_os_error() == Some(libc::EROFS) && file != own).then(|| own.to_path_buf())
+}
+
+/// True when the memory hierarchy at `root` (the v1 memory mount or the v2
+/// root) is cgroup v2 (it has `cgroup.controllers`).
+pub fn memory_hierarchy(root: &Path) -> bool {
+    root.join("cgroup.controllers").exists()
 }
 
 /// Why a PSI trigger could not be written to `file`, in words a person can

@@ -22,12 +22,15 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use oom_probe_common::{
-    EVENTS_MAP, KILLERS_MAP, LOST_BY_CGROUP_FULL, LOST_BY_CGROUP_MAP, LOST_MAP, LOST_RECORDS,
-    OFFSETS_GLOBAL, TASK_COMM_LEN,
+    EVENTS_MAP, KILLERS_MAP, KILLER_CGROUPS_MAP, KILLER_IMPOSTORS_MAP, LOST_BY_CGROUP_FULL,
+    LOST_BY_CGROUP_MAP, LOST_MAP, LOST_RECORDS, OFFSETS_GLOBAL, TASK_COMM_LEN,
 };
 
 pub mod kernel_offsets;
+pub mod killers;
 pub mod layout_cache;
+
+use killers::{KillerWatch, Killers};
 
 use kernel_offsets::{BtfBytes, KernelLayout};
 use layout_cache::LayoutCache;
@@ -174,6 +177,9 @@ pub struct Probes {
     pub context_hook: Result<DecisionHook, String>,
     /// The hook that reports userspace OOM killers, or why there is none.
     pub signal_hook: Result<SignalHook, String>,
+    /// Keeps the killers' cgroups current in the kernel; `None` when no
+    /// killer is named.
+    _killer_watch: Option<KillerWatch>,
 }
 
 impl Probes {
@@ -181,6 +187,8 @@ impl Probes {
     /// `victim_hooks` that works, then the best OOM-decision hook. The
     /// offsets come from `layout_cache` where it holds this boot's (and it
     /// is written after a parse); `None` always parses the kernel's BTF.
+    /// `userspace_killers` are `--userspace-killers` entries
+    /// ([`killers::KillerSpec`]); errors: one does not parse, or too many.
     pub fn attach(
         ring_buffer_bytes: u32,
         victim_hooks: &[VictimHook],
@@ -188,6 +196,7 @@ impl Probes {
         userspace_killers: &[String],
         layout_cache: Option<&LayoutCache>,
     ) -> Result<Self> {
+        let killers = Killers::parse(userspace_killers)?;
         let (mut ebpf, layout, layout_cached_in) = load(ring_buffer_bytes, layout_cache)?;
         let mut btf = AyaBtf::default();
         let victim_hook = attach_first(&mut ebpf, &mut btf, &layout, victim_hooks)
@@ -195,12 +204,17 @@ impl Probes {
         let context_hook = attach_first(&mut ebpf, &mut btf, &layout, decision_hooks);
         // On pid-only mark_victim kernels the signal hook also finds the
         // victims' tasks, so it is attached even with no killers named.
-        let signal_hook = if userspace_killers.is_empty() && !layout.victim_task_from_signal() {
+        let signal_hook = if killers.is_empty() && !layout.victim_task_from_signal() {
             Err(String::from("no userspace killers named"))
         } else {
-            set_killers(&mut ebpf, userspace_killers)
+            set_killers(&mut ebpf, &killers)
                 .map_err(|e| format!("{e:#}"))
                 .and_then(|()| attach_first(&mut ebpf, &mut btf, &layout, &SignalHook::ALL))
+        };
+        let killer_watch = if killers.is_empty() || signal_hook.is_err() {
+            None
+        } else {
+            Some(watch_killers(&mut ebpf, &killers)?)
         };
         Ok(Self {
             ebpf,
@@ -209,6 +223,7 @@ impl Probes {
             victim_hook,
             context_hook,
             signal_hook,
+            _killer_watch: killer_watch,
         })
     }
 
@@ -338,9 +353,13 @@ pub fn startup_trace(what: &str) {
         std::env::var_os("OOM_PROBE_STARTUP_TRACE").map(|_| std::time::Instant::now())
     });
     if let Some(started) = started {
-        eprintln!(
-            "startup {:8.2} ms {what}",
-            started.elapsed().as_secs_f64() * 1000.0
+        // Not eprintln!: it panics when stderr is a closed pipe.
+        let _ = std::io::Write::write_fmt(
+            &mut std::io::stderr(),
+            format_args!(
+                "startup {:8.2} ms {what}\n",
+                started.elapsed().as_secs_f64() * 1000.0
+            ),
         );
     }
 }
@@ -379,21 +398,26 @@ fn attach_first<H: Copy + Into<Hook>>(
     Err(failures.join("; "))
 }
 
-/// Tells the signal hook whose SIGKILLs to report (comm, as the kernel
-/// truncates it to 15 bytes).
-fn set_killers(ebpf: &mut Ebpf, names: &[String]) -> Result<()> {
+/// Tells the signal hook the names whose SIGKILLs may be reported (comm,
+/// as the kernel truncates it to 15 bytes).
+fn set_killers(ebpf: &mut Ebpf, killers: &Killers) -> Result<()> {
     let map = ebpf
         .map_mut(KILLERS_MAP)
         .ok_or_else(|| anyhow!("no {KILLERS_MAP} map"))?;
-    let mut killers: BpfHashMap<_, [u8; TASK_COMM_LEN], u8> = BpfHashMap::try_from(map)?;
-    for name in names {
-        let mut comm = [0u8; TASK_COMM_LEN];
-        let bytes = name.as_bytes();
-        let len = bytes.len().min(TASK_COMM_LEN - 1);
-        comm[..len].copy_from_slice(&bytes[..len]);
-        killers.insert(comm, 1, 0)?;
+    let mut names: BpfHashMap<_, [u8; TASK_COMM_LEN], u8> = BpfHashMap::try_from(map)?;
+    for comm in &killers.comms {
+        names.insert(*comm, 1, 0)?;
     }
     Ok(())
+}
+
+/// Fills the killers' cgroups and starts keeping them current.
+fn watch_killers(ebpf: &mut Ebpf, killers: &Killers) -> Result<KillerWatch> {
+    let take =
+        |ebpf: &mut Ebpf, name: &str| ebpf.take_map(name).ok_or_else(|| anyhow!("no {name} map"));
+    let allowed = BpfHashMap::try_from(take(ebpf, KILLER_CGROUPS_MAP)?)?;
+    let impostors = PerCpuArray::try_from(take(ebpf, KILLER_IMPOSTORS_MAP)?)?;
+    KillerWatch::start(killers, allowed, impostors)
 }
 
 /// Loads and attaches one hook; the link lives as long as `ebpf`.

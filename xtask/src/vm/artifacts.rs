@@ -170,7 +170,7 @@ mod tests {
     use super::*;
 
     /// Trimmed messages of a real `cargo test --no-run --message-format=json`.
-    const MESSAGES: &str = r#"{"reason":"compiler-artifact","package_id":"path+file:///w/tests#oom-probe-tests@0.1.0","target":{"kind":["lib"],"crate_types":["lib"],"name":"oom_probe_tests"},"profile":{"test":false},"executable":null,"fresh":true}
+    const MESSAGES: &str = r#"{"reason":"compiler-artifact","package_id":"path+file:///w/test-support#oom-probe-test-support@0.1.0","target":{"kind":["lib"],"crate_types":["lib"],"name":"oom_probe_test_support"},"profile":{"test":false},"executable":null,"fresh":true}
 {"reason":"compiler-artifact","target":{"kind":["bin"],"crate_types":["bin"],"name":"oom-hog"},"profile":{"test":false},"executable":"/t/x86_64-unknown-linux-musl/release/oom-hog","fresh":true}
 {"reason":"compiler-artifact","target":{"kind":["test"],"crate_types":["bin"],"name":"capture"},"profile":{"test":true},"executable":"/t/x86_64-unknown-linux-musl/release/deps/capture-0123abcd","fresh":false}
 {"reason":"build-script-executed","package_id":"path+file:///w/oom-probe#0.1.0","out_dir":"/t/build/out"}

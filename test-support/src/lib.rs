@@ -1,6 +1,9 @@
 //! What the end-to-end tests share: memory cgroups of their own (from the
 //! `oom-probe-cgroupfs` crate), the `oom-probe watch` process, and the memory
-//! hog that the kernel kills.
+//! hog that the kernel kills; a private containerd, a local API server and
+//! its pods. oom-probe's unit tests (dev-dependency), the end-to-end tests
+//! (`tests/`) and xtask's benchmark and soak use it; it depends on no crate
+//! of the agent, so xtask builds with nothing but the Rust toolchain.
 //!
 //! The tests need root (they load eBPF and create cgroups). Without root they
 //! fail, unless `OOM_PROBE_ALLOW_SKIP=1` is set, in which case they print a
@@ -22,6 +25,7 @@ pub mod apiserver;
 pub mod containerd;
 pub mod deploy;
 pub mod image;
+pub mod pods;
 pub mod rbac;
 
 pub use oom_probe_cgroupfs::testing::MemoryCgroup;

@@ -1,0 +1,841 @@
+//! One watch's pressure as a state machine, fed what was read and the clock,
+//! with no I/O: is the cgroup (or the node) at its limit and notified, which
+//! episode is it in, is a `memory_pressure` due, has the episode ended.
+//!
+//! A wake-up is two steps. [`Tracker::wake`] says whether to read at all (a
+//! cgroup's files are read at most every [`READ_EVERY`]) and what; the shell
+//! reads that ([`super::read`]) and hands the [`Sample`] to
+//! [`Tracker::observe`], which decides. [`Tracker::end_if_quiet`] ends the
+//! episode after `clear_after` without a qualifying wake-up.
+//!
+//! The rules, in the order `observe` applies them:
+//! - *at its limit*: the limit-hit counter rose since the last read, or a
+//!   notification came with the usage within a charge batch of the limit
+//!   ([`AtLimit`]); the node always is. It counts for `clear_after`.
+//! - *notified*: its notifier fired (a PSI trigger counts even when its
+//!   read is skipped), or a check found the PSI `some` total grown by the
+//!   trigger's share since the last check (the triggers were seen silent
+//!   through whole stalls). It counts for `clear_after`.
+//! - a v1 eventfd's notification may be up to [`READ_EVERY`] old (its fd
+//!   is out of the epoll set that long after each one): it counts, and its
+//!   wake-up may warn, only when the same read shows the cgroup still at
+//!   its limit (CI once warned of a cgroup whose hog had died, 192 KiB of
+//!   64 MiB).
+//! - notified and at its limit: the episode begins (or goes on); a
+//!   `memory_pressure` is due at its start and then at most once per
+//!   `interval`, carrying the limit hits counted since the last one.
+
+use std::{
+    collections::VecDeque,
+    time::{Duration, Instant, SystemTime},
+};
+
+use super::cgroupfs::AtLimit;
+use crate::event::{Memcg, Psi};
+
+/// A cgroup's files are read at most this often, however often it notifies;
+/// a v1 eventfd that notified is not polled again before this either.
+pub const READ_EVERY: Duration = Duration::from_millis(250);
+
+/// A new usage sample at most this often.
+const USAGE_EVERY: Duration = Duration::from_secs(1);
+
+/// Usage samples are kept this long (a minute, and a second of slack).
+const USAGE_KEPT: Duration = Duration::from_secs(61);
+
+/// PSI totals closer together than this are not compared (µs).
+const STALL_MIN_US: u64 = 100_000;
+
+/// What is watched, as far as the rules differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// The node (`/proc/pressure/memory`): always at its limit, no counter.
+    Node,
+    /// A cgroup v1 memory cgroup: `memory.pressure_level` eventfd,
+    /// `memory.failcnt`, no PSI.
+    CgroupV1,
+    /// A cgroup v2 memory cgroup: PSI trigger, `memory.events`, PSI.
+    CgroupV2,
+}
+
+/// What woke a watch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// Its notifier fired: a v1 eventfd or a PSI trigger.
+    Notified,
+    /// A check without a notification: its `memory.events` changed (v2),
+    /// or the node's every-second check.
+    Check,
+}
+
+/// What a wake-up must read before [`Tracker::observe`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reads {
+    /// The limit-hit counter (cgroups).
+    pub hits: bool,
+    /// Usage and limit (a notified cgroup, or a usage sample is due).
+    pub memcg: bool,
+    /// The PSI file (v2 cgroups and the node).
+    pub psi: bool,
+}
+
+/// What was read at a wake-up; `None` where it was not read or could not be.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Sample {
+    /// Limit hits so far: v1 `memory.failcnt` (+ `memory.memsw.failcnt`),
+    /// v2 `memory.events` `max` + `high`.
+    pub hits: Option<u64>,
+    /// Usage and limit, bytes (the node: RAM in use of MemTotal).
+    pub memcg: Option<Memcg>,
+    /// PSI (`memory.pressure`, the node's `/proc/pressure/memory`).
+    pub psi: Option<Psi>,
+}
+
+/// The options the rules use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rules {
+    /// At most one `memory_pressure` per this long.
+    pub interval: Duration,
+    /// Notifications and limit hits count this long; an episode ends after
+    /// this long without a qualifying wake-up.
+    pub clear_after: Duration,
+    /// The PSI trigger in use, `(stall µs, window µs)`: its share of
+    /// stalled time is what a check compares the PSI total with.
+    pub psi_trigger: (u64, u64),
+}
+
+/// One pressure episode: from the first qualifying wake-up to the last one
+/// before `clear_after` of quiet.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Episode {
+    /// The first qualifying wake-up.
+    pub since: Instant,
+    /// `since` on the wall clock.
+    pub since_wall: SystemTime,
+    /// The last qualifying wake-up.
+    pub last: Instant,
+    /// `last` on the wall clock.
+    pub last_wall: SystemTime,
+    /// When the last `memory_pressure` was due.
+    pub last_event: Option<Instant>,
+    /// How many `memory_pressure` were due.
+    pub events: u64,
+    /// Highest PSI `some avg10` read during the episode (percent).
+    pub peak_some_avg10: Option<f64>,
+}
+
+/// A `memory_pressure` due now.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Warning {
+    /// The episode, as of this warning.
+    pub episode: Episode,
+    /// PSI as read at this wake-up (`None` on v1).
+    pub psi: Option<Psi>,
+    /// Limit hits counted since the previous warning (or since watched).
+    pub hits: u64,
+    /// Usage growth over the last minute, bytes per minute.
+    pub growth: Option<i64>,
+}
+
+/// What [`Tracker::observe`] concluded.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Observation {
+    /// A v1 eventfd notification whose cgroup is no longer at its limit:
+    /// ignored.
+    Stale,
+    /// Not both notified and at its limit within `clear_after`: no episode
+    /// goes on from this wake-up.
+    Calm {
+        /// A limit hit within `clear_after` (always true for the node).
+        at_limit: bool,
+        /// A notification that counts within `clear_after`.
+        notified: bool,
+    },
+    /// In an episode; `warning` when a `memory_pressure` is due.
+    Pressure {
+        /// The `memory_pressure` due now, if one is.
+        warning: Option<Warning>,
+    },
+}
+
+/// The pressure state of one watched cgroup (or the node).
+#[derive(Clone, Debug)]
+pub struct Tracker {
+    kind: Kind,
+    /// The limit-hit counter at the last read.
+    last_hits: Option<u64>,
+    /// Limit hits counted since the last warning.
+    hits_since_event: u64,
+    /// The last wake-up that found it at its limit.
+    last_rise: Option<Instant>,
+    /// The last notification that counts.
+    last_notify: Option<Instant>,
+    /// When its files were last read.
+    last_read: Option<Instant>,
+    /// The last `some` stall total compared on a check, and when.
+    last_stall: Option<(Instant, u64)>,
+    episode: Option<Episode>,
+    /// `(when, usage)`, at most one a second, the last minute.
+    usage: VecDeque<(Instant, u64)>,
+}
+
+impl Tracker {
+    /// A new watch of `kind`; `hits` is its limit-hit counter when it was
+    /// registered (rises are counted from there).
+    pub fn new(kind: Kind, hits: Option<u64>) -> Self {
+        Self {
+            kind,
+            last_hits: hits,
+            hits_since_event: 0,
+            last_rise: None,
+            last_notify: None,
+            last_read: None,
+            last_stall: None,
+            episode: None,
+            usage: VecDeque::new(),
+        }
+    }
+
+    /// What is watched.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The episode under way, if any.
+    pub fn episode(&self) -> Option<&Episode> {
+        self.episode.as_ref()
+    }
+
+    /// Ends the episode under way, if any (the watch goes away).
+    pub fn take_episode(&mut self) -> Option<Episode> {
+        self.episode.take()
+    }
+
+    /// Ends the episode when its last qualifying wake-up is `clear_after`
+    /// or more before `now`.
+    pub fn end_if_quiet(&mut self, now: Instant, clear_after: Duration) -> Option<Episode> {
+        let quiet = self
+            .episode
+            .as_ref()
+            .is_some_and(|e| now.duration_since(e.last) >= clear_after);
+        if quiet {
+            self.episode.take()
+        } else {
+            None
+        }
+    }
+
+    /// The first step of a wake-up at `now`: what to read, or `None` when a
+    /// notification comes within [`READ_EVERY`] of the last read (a PSI
+    /// trigger's still counts as notified; a v1 eventfd's counts only with
+    /// a read).
+    pub fn wake(&mut self, wake: Wake, now: Instant) -> Option<Reads> {
+        if wake == Wake::Notified {
+            if self.kind != Kind::CgroupV1 {
+                self.last_notify = Some(now);
+            }
+            if self
+                .last_read
+                .is_some_and(|at| now.duration_since(at) < READ_EVERY)
+            {
+                return None;
+            }
+        }
+        self.last_read = Some(now);
+        let cgroup = self.kind != Kind::Node;
+        Some(Reads {
+            hits: cgroup,
+            memcg: (cgroup && wake == Wake::Notified) || self.usage_due(now),
+            psi: self.kind != Kind::CgroupV1,
+        })
+    }
+
+    /// The second step: applies `sample`, read after [`Tracker::wake`] at
+    /// `now` (`wall`: `now` on the wall clock), and decides.
+    pub fn observe(
+        &mut self,
+        wake: Wake,
+        sample: Sample,
+        now: Instant,
+        wall: SystemTime,
+        rules: &Rules,
+    ) -> Observation {
+        let notified = wake == Wake::Notified;
+        let v1_eventfd = notified && self.kind == Kind::CgroupV1;
+        let mut still_at_limit = false;
+        if self.kind == Kind::Node {
+            // The node's trigger was seen silent through a whole 8 s stall
+            // (6.12 and 5.10 VMs): the every-second check compares totals.
+            if !notified && self.stalled_since_last(sample.psi, now, rules.psi_trigger) {
+                self.last_notify = Some(now);
+            }
+        } else {
+            if let (Some(hits), Some(before)) = (sample.hits, self.last_hits) {
+                if hits > before {
+                    self.hits_since_event += hits - before;
+                    self.last_rise = Some(now);
+                    still_at_limit = true;
+                }
+            }
+            if sample.hits.is_some() {
+                self.last_hits = sample.hits;
+            }
+            // The counters miss some limit hits (a v1 cgroup whose
+            // memory+swap limit equals its memory limit fails its charges
+            // without counting them on 6.x kernels): a notification with
+            // the usage within a charge batch of the limit counts too.
+            if notified && sample.memcg.is_some_and(|m| m.at_limit()) {
+                self.last_rise = Some(now);
+                still_at_limit = true;
+            }
+            if v1_eventfd && still_at_limit {
+                self.last_notify = Some(now);
+            }
+            // A limit hit (v2) also checks the stall share the trigger
+            // watches: the trigger alone was seen silent for seconds on a
+            // 6.12 VM while the cgroup stalled half the time.
+            if !notified
+                && self.kind == Kind::CgroupV2
+                && self.stalled_since_last(sample.psi, now, rules.psi_trigger)
+            {
+                self.last_notify = Some(now);
+            }
+        }
+        self.sample_usage(sample.memcg, now);
+        if v1_eventfd && !still_at_limit {
+            return Observation::Stale;
+        }
+        let recent =
+            |at: Option<Instant>| at.is_some_and(|at| now.duration_since(at) < rules.clear_after);
+        let at_limit = self.kind == Kind::Node || recent(self.last_rise);
+        let notified = recent(self.last_notify);
+        if !(notified && at_limit) {
+            return Observation::Calm { at_limit, notified };
+        }
+        let episode = self.episode.get_or_insert(Episode {
+            since: now,
+            since_wall: wall,
+            last: now,
+            last_wall: wall,
+            last_event: None,
+            events: 0,
+            peak_some_avg10: None,
+        });
+        episode.last = now;
+        episode.last_wall = wall;
+        if let Some(psi) = sample.psi {
+            episode.peak_some_avg10 = Some(
+                episode
+                    .peak_some_avg10
+                    .map_or(psi.some_avg10, |p| p.max(psi.some_avg10)),
+            );
+        }
+        let due = episode
+            .last_event
+            .is_none_or(|at| now.duration_since(at) >= rules.interval);
+        if !due {
+            return Observation::Pressure { warning: None };
+        }
+        episode.last_event = Some(now);
+        episode.events += 1;
+        let episode = episode.clone();
+        Observation::Pressure {
+            warning: Some(Warning {
+                episode,
+                psi: sample.psi,
+                hits: std::mem::take(&mut self.hits_since_event),
+                growth: self.growth(now),
+            }),
+        }
+    }
+
+    /// True when it stalled at least the trigger's share (`stall_us /
+    /// window_us`) since the last comparison, over at least 100 ms, by
+    /// PSI's `some` total (µs).
+    fn stalled_since_last(
+        &mut self,
+        psi: Option<Psi>,
+        now: Instant,
+        (stall_us, window_us): (u64, u64),
+    ) -> bool {
+        let Some(total) = psi.map(|psi| psi.some_total_us) else {
+            return false;
+        };
+        let Some((at, before)) = self.last_stall else {
+            self.last_stall = Some((now, total));
+            return false;
+        };
+        let elapsed = now.duration_since(at).as_micros() as u64;
+        if elapsed < STALL_MIN_US {
+            return false;
+        }
+        self.last_stall = Some((now, total));
+        let stalled = total.saturating_sub(before);
+        stalled.saturating_mul(window_us) >= elapsed.saturating_mul(stall_us)
+    }
+
+    /// True when a usage sample is due at `now`.
+    fn usage_due(&self, now: Instant) -> bool {
+        self.usage
+            .back()
+            .is_none_or(|(at, _)| now.duration_since(*at) >= USAGE_EVERY)
+    }
+
+    fn sample_usage(&mut self, memcg: Option<Memcg>, now: Instant) {
+        if !self.usage_due(now) {
+            return;
+        }
+        if let Some(usage) = memcg.and_then(|m| m.usage_bytes) {
+            self.usage.push_back((now, usage));
+        }
+        while self
+            .usage
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > USAGE_KEPT)
+        {
+            self.usage.pop_front();
+        }
+    }
+
+    /// Usage growth over the last minute, scaled to a minute when the
+    /// samples span at least 10 s; `None` before that.
+    fn growth(&self, now: Instant) -> Option<i64> {
+        let (first_at, first) = *self.usage.front()?;
+        let (_, last) = *self.usage.back()?;
+        let span = now.duration_since(first_at).as_secs_f64();
+        if span < 10.0 {
+            return None;
+        }
+        let delta = last as f64 - first as f64;
+        Some((delta * 60.0 / span.min(60.0)).round() as i64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    /// A watch fed by hand: each wake-up reads only what [`Tracker::wake`]
+    /// asked for out of the sample given, as the shell does.
+    struct Feed {
+        tracker: Tracker,
+        t0: Instant,
+        rules: Rules,
+    }
+
+    impl Feed {
+        fn new(kind: Kind, hits: Option<u64>) -> Self {
+            Self {
+                tracker: Tracker::new(kind, hits),
+                t0: Instant::now(),
+                rules: Rules {
+                    interval: Duration::from_secs(60),
+                    clear_after: Duration::from_secs(10),
+                    psi_trigger: (100_000, 1_000_000),
+                },
+            }
+        }
+
+        fn at(&self, ms: u64) -> Instant {
+            self.t0 + Duration::from_millis(ms)
+        }
+
+        /// A wake-up `ms` after the start; `None` when it was not read.
+        fn wake(&mut self, ms: u64, wake: Wake, sample: Sample) -> Option<Observation> {
+            let now = self.at(ms);
+            let reads = self.tracker.wake(wake, now)?;
+            let read = Sample {
+                hits: sample.hits.filter(|_| reads.hits),
+                memcg: sample.memcg.filter(|_| reads.memcg),
+                psi: sample.psi.filter(|_| reads.psi),
+            };
+            let wall = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + ms);
+            Some(self.tracker.observe(wake, read, now, wall, &self.rules))
+        }
+
+        /// A wake-up that must be read; its warning, if one is due.
+        fn warning(&mut self, ms: u64, wake: Wake, sample: Sample) -> Option<Warning> {
+            match self.wake(ms, wake, sample).expect("read") {
+                Observation::Pressure { warning } => warning,
+                other => panic!("at {ms} ms: no episode: {other:?}"),
+            }
+        }
+    }
+
+    fn sample(hits: u64, usage: u64, limit: u64) -> Sample {
+        Sample {
+            hits: Some(hits),
+            memcg: Some(Memcg {
+                usage_bytes: Some(usage),
+                limit_bytes: Some(limit),
+            }),
+            psi: None,
+        }
+    }
+
+    fn with_psi(mut sample: Sample, some_avg10: f64, some_total_us: u64) -> Sample {
+        sample.psi = Some(Psi {
+            some_avg10,
+            full_avg10: 0.0,
+            some_total_us,
+            full_total_us: 0,
+        });
+        sample
+    }
+
+    fn node(usage: u64, some_total_us: u64) -> Sample {
+        with_psi(
+            Sample {
+                hits: None,
+                memcg: Some(Memcg {
+                    usage_bytes: Some(usage),
+                    limit_bytes: Some(1024 * MIB),
+                }),
+                psi: None,
+            },
+            5.0,
+            some_total_us,
+        )
+    }
+
+    #[test]
+    fn a_notification_with_the_limit_hits_rising_starts_an_episode_and_warns_at_once() {
+        let mut feed = Feed::new(Kind::CgroupV2, Some(10));
+        let warning = feed
+            .warning(
+                0,
+                Wake::Notified,
+                with_psi(sample(12, 10 * MIB, 64 * MIB), 20.0, 1),
+            )
+            .expect("the first warning of an episode is due at once");
+        assert_eq!(warning.hits, 2, "hits since the cgroup was watched");
+        assert_eq!(warning.episode.since, feed.t0);
+        assert_eq!(warning.episode.events, 1);
+        assert_eq!(warning.episode.peak_some_avg10, Some(20.0));
+        assert_eq!(warning.psi.map(|p| p.some_avg10), Some(20.0));
+        assert_eq!(warning.growth, None, "one usage sample");
+        assert_eq!(feed.tracker.episode(), Some(&warning.episode));
+    }
+
+    #[test]
+    fn a_notification_away_from_the_limit_or_a_limit_hit_alone_is_no_episode() {
+        let mut feed = Feed::new(Kind::CgroupV2, Some(10));
+        assert_eq!(
+            feed.wake(0, Wake::Notified, sample(10, 10 * MIB, 64 * MIB)),
+            Some(Observation::Calm {
+                at_limit: false,
+                notified: true
+            })
+        );
+        let mut feed = Feed::new(Kind::CgroupV2, Some(10));
+        // The first PSI total is only remembered: no stall share yet.
+        assert_eq!(
+            feed.wake(
+                0,
+                Wake::Check,
+                with_psi(sample(11, 10 * MIB, 64 * MIB), 0.0, 0)
+            ),
+            Some(Observation::Calm {
+                at_limit: true,
+                notified: false
+            })
+        );
+        assert_eq!(feed.tracker.episode(), None);
+    }
+
+    #[test]
+    fn a_notification_and_a_limit_hit_count_together_within_clear_after() {
+        let mut feed = Feed::new(Kind::CgroupV2, Some(10));
+        feed.wake(0, Wake::Notified, sample(10, 10 * MIB, 64 * MIB));
+        // memory.events changed 2 s later: the notification still counts.
+        let warning = feed
+            .warning(2_000, Wake::Check, sample(11, 10 * MIB, 64 * MIB))
+            .unwrap();
+        assert_eq!(warning.episode.since, feed.at(2_000));
+        assert_eq!(warning.hits, 1);
+
+        // clear_after (10 s) later it no longer does.
+        let mut feed = Feed::new(Kind::CgroupV2, Some(10));
+        feed.wake(0, Wake::Notified, sample(10, 10 * MIB, 64 * MIB));
+        assert_eq!(
+            feed.wake(10_000, Wake::Check, sample(11, 10 * MIB, 64 * MIB)),
+            Some(Observation::Calm {
+                at_limit: true,
+                notified: false
+            })
+        );
+    }
+
+    #[test]
+    fn warnings_come_once_per_interval_with_the_hits_counted_since_the_last() {
+        let mut feed = Feed::new(Kind::CgroupV2, Some(0));
+        let first = feed.warning(0, Wake::Notified, sample(5, 63 * MIB, 64 * MIB));
+        assert_eq!(first.map(|w| w.hits), Some(5));
+        for s in 1..60 {
+            let hits = 5 + 5 * s;
+            assert_eq!(
+                feed.warning(s * 1_000, Wake::Notified, sample(hits, 63 * MIB, 64 * MIB)),
+                None,
+                "{s} s: within the interval"
+            );
+            assert_eq!(feed.tracker.episode().unwrap().last, feed.at(s * 1_000));
+        }
+        let renewed = feed
+            .warning(60_000, Wake::Notified, sample(305, 63 * MIB, 64 * MIB))
+            .expect("due again after the interval");
+        assert_eq!(renewed.hits, 300, "every rise since the first warning");
+        assert_eq!(renewed.episode.since, feed.t0, "the same episode");
+        assert_eq!(renewed.episode.events, 2);
+        assert_eq!(renewed.episode.last_event, Some(feed.at(60_000)));
+    }
+
+    #[test]
+    fn the_episode_ends_after_clear_after_without_a_qualifying_wake_up() {
+        let mut feed = Feed::new(Kind::CgroupV2, Some(0));
+        feed.warning(0, Wake::Notified, sample(1, 63 * MIB, 64 * MIB));
+        feed.warning(5_000, Wake::Notified, sample(2, 63 * MIB, 64 * MIB));
+        // A notification away from the limit still renews it within
+        // clear_after of the last limit hit (5 s).
+        assert!(matches!(
+            feed.wake(8_000, Wake::Notified, sample(2, 10 * MIB, 64 * MIB)),
+            Some(Observation::Pressure { warning: None })
+        ));
+        let clear = feed.rules.clear_after;
+        assert_eq!(feed.tracker.end_if_quiet(feed.at(16_999), clear), None);
+        let ended = feed
+            .tracker
+            .end_if_quiet(feed.at(18_000), clear)
+            .expect("10 s after the last qualifying wake-up");
+        assert_eq!(ended.since, feed.t0);
+        assert_eq!(ended.last, feed.at(8_000));
+        assert_eq!(ended.events, 1);
+        assert_eq!(feed.tracker.episode(), None);
+        assert_eq!(feed.tracker.end_if_quiet(feed.at(30_000), clear), None);
+        // The next pressure is a new episode, warned of at once.
+        let next = feed
+            .warning(40_000, Wake::Notified, sample(3, 63 * MIB, 64 * MIB))
+            .expect("a new episode");
+        assert_eq!(next.episode.since, feed.at(40_000));
+        assert_eq!(next.episode.events, 1);
+        // Counted since the last warning: the rise at 5 s too.
+        assert_eq!(next.hits, 2);
+    }
+
+    #[test]
+    fn notifications_within_read_every_are_not_read_but_a_psi_trigger_still_counts() {
+        let mut feed = Feed::new(Kind::CgroupV2, Some(0));
+        assert!(matches!(
+            feed.wake(0, Wake::Check, sample(1, 10 * MIB, 64 * MIB)),
+            Some(Observation::Calm {
+                at_limit: true,
+                notified: false
+            })
+        ));
+        assert_eq!(
+            feed.wake(100, Wake::Notified, sample(9, 63 * MIB, 64 * MIB)),
+            None
+        );
+        // The trigger at 100 ms counts with the limit hit at 0.
+        assert!(feed
+            .warning(300, Wake::Check, sample(1, 10 * MIB, 64 * MIB))
+            .is_some());
+
+        let mut v1 = Feed::new(Kind::CgroupV1, Some(0));
+        assert!(v1
+            .warning(0, Wake::Notified, sample(1, 10 * MIB, 64 * MIB))
+            .is_some());
+        assert_eq!(
+            v1.wake(249, Wake::Notified, sample(2, 63 * MIB, 64 * MIB)),
+            None
+        );
+        assert!(v1
+            .wake(250, Wake::Notified, sample(2, 63 * MIB, 64 * MIB))
+            .is_some());
+    }
+
+    /// The rule of be7c28f: a v1 eventfd's notification is up to 250 ms old
+    /// (its fd rests after each one); the hog may have died meanwhile.
+    #[test]
+    fn a_v1_notification_counts_only_when_the_same_read_shows_the_cgroup_at_its_limit() {
+        let mut feed = Feed::new(Kind::CgroupV1, Some(100));
+        feed.rules.interval = Duration::from_secs(3);
+        feed.rules.clear_after = Duration::from_secs(3);
+        assert!(feed
+            .warning(0, Wake::Notified, sample(101, 63 * MIB, 64 * MIB))
+            .is_some());
+        assert_eq!(
+            feed.warning(1_000, Wake::Notified, sample(102, 63 * MIB, 64 * MIB)),
+            None
+        );
+        let before = feed.tracker.clone();
+        // 3.2 s: due, limit hit 2.2 s ago, but the cgroup holds 192 KiB of
+        // 64 MiB and its counter did not move: the notification is stale.
+        assert_eq!(
+            feed.wake(3_200, Wake::Notified, sample(102, 192 << 10, 64 * MIB)),
+            Some(Observation::Stale)
+        );
+        assert_eq!(feed.tracker.episode().unwrap().last, feed.at(1_000));
+        // The same wake-up with the cgroup still at its limit warns.
+        feed.tracker = before.clone();
+        assert!(feed
+            .warning(3_200, Wake::Notified, sample(102, 63 * MIB, 64 * MIB))
+            .is_some());
+        // And so does one whose counter rose, whatever the usage now.
+        feed.tracker = before;
+        let warning = feed
+            .warning(3_200, Wake::Notified, sample(103, 192 << 10, 64 * MIB))
+            .unwrap();
+        assert_eq!(warning.hits, 2);
+        assert_eq!(warning.psi, None, "no PSI per cgroup on v1");
+
+        // A v2 trigger's notification is not stale: it waits for a limit
+        // hit within clear_after (a_notification_and_a_limit_hit_count...).
+        let mut v2 = Feed::new(Kind::CgroupV2, Some(100));
+        assert!(matches!(
+            v2.wake(0, Wake::Notified, sample(100, 192 << 10, 64 * MIB)),
+            Some(Observation::Calm { .. })
+        ));
+    }
+
+    #[test]
+    fn at_its_limit_means_within_a_charge_batch_2_mib_or_a_64th() {
+        let cases = [
+            (64 * MIB, 62 * MIB, true),
+            (64 * MIB, 62 * MIB - 1, false),
+            (4096 * MIB, 4032 * MIB, true),
+            (4096 * MIB, 4032 * MIB - 1, false),
+        ];
+        for (limit, usage, at_limit) in cases {
+            let mut feed = Feed::new(Kind::CgroupV1, Some(0));
+            let seen = feed.wake(0, Wake::Notified, sample(0, usage, limit));
+            assert_eq!(
+                matches!(seen, Some(Observation::Pressure { .. })),
+                at_limit,
+                "{usage} of {limit}: {seen:?}"
+            );
+        }
+        // No limit: never at it.
+        let mut feed = Feed::new(Kind::CgroupV1, Some(0));
+        let mut unlimited = sample(0, 63 * MIB, 0);
+        unlimited.memcg = Some(Memcg {
+            usage_bytes: Some(63 * MIB),
+            limit_bytes: None,
+        });
+        assert_eq!(
+            feed.wake(0, Wake::Notified, unlimited),
+            Some(Observation::Stale)
+        );
+    }
+
+    #[test]
+    fn a_check_counts_as_notified_when_psi_grew_by_the_triggers_share() {
+        // The node, checked every second: 100 ms in 1 s is the share.
+        for (stalled, notified) in [(100_000, true), (99_999, false)] {
+            let mut feed = Feed::new(Kind::Node, None);
+            assert!(matches!(
+                feed.wake(0, Wake::Check, node(MIB, 500)),
+                Some(Observation::Calm {
+                    at_limit: true,
+                    notified: false
+                })
+            ));
+            // Less than 100 ms after: not compared (and not remembered).
+            assert!(matches!(
+                feed.wake(50, Wake::Check, node(MIB, 500 + 10_000_000)),
+                Some(Observation::Calm {
+                    notified: false,
+                    ..
+                })
+            ));
+            let seen = feed.wake(1_000, Wake::Check, node(MIB, 500 + stalled));
+            assert_eq!(
+                matches!(seen, Some(Observation::Pressure { .. })),
+                notified,
+                "{stalled} us stalled in 1 s: {seen:?}"
+            );
+        }
+        // A v2 cgroup's memory.events change does the same with its own PSI.
+        let mut feed = Feed::new(Kind::CgroupV2, Some(0));
+        feed.wake(0, Wake::Check, with_psi(sample(1, MIB, 64 * MIB), 0.0, 0));
+        let warning = feed
+            .warning(
+                2_000,
+                Wake::Check,
+                with_psi(sample(2, MIB, 64 * MIB), 30.0, 200_000),
+            )
+            .expect("20 % stalled over 2 s, and a limit hit");
+        assert_eq!(warning.episode.peak_some_avg10, Some(30.0));
+        // v1 has no PSI: a check never counts as notified.
+        let mut v1 = Feed::new(Kind::CgroupV1, Some(0));
+        v1.wake(0, Wake::Check, with_psi(sample(1, MIB, 64 * MIB), 0.0, 0));
+        assert!(matches!(
+            v1.wake(
+                2_000,
+                Wake::Check,
+                with_psi(sample(2, MIB, 64 * MIB), 0.0, 2_000_000)
+            ),
+            Some(Observation::Calm {
+                at_limit: true,
+                notified: false
+            })
+        ));
+    }
+
+    #[test]
+    fn the_node_is_always_at_its_limit_and_warns_on_its_trigger() {
+        let mut feed = Feed::new(Kind::Node, None);
+        let warning = feed
+            .warning(0, Wake::Notified, node(512 * MIB, 0))
+            .expect("the node's trigger alone");
+        assert_eq!(warning.hits, 0);
+        assert_eq!(warning.episode.peak_some_avg10, Some(5.0));
+    }
+
+    #[test]
+    fn each_wake_up_reads_only_what_its_rules_use() {
+        let t0 = Instant::now();
+        let reads = |kind, wake| Tracker::new(kind, Some(0)).wake(wake, t0).unwrap();
+        let all = Reads {
+            hits: true,
+            memcg: true,
+            psi: true,
+        };
+        assert_eq!(
+            reads(Kind::CgroupV1, Wake::Notified),
+            Reads { psi: false, ..all }
+        );
+        assert_eq!(reads(Kind::CgroupV2, Wake::Notified), all);
+        assert_eq!(reads(Kind::Node, Wake::Check), Reads { hits: false, ..all });
+        // A check reads usage only for the one sample a second.
+        let mut feed = Feed::new(Kind::CgroupV2, Some(0));
+        feed.wake(0, Wake::Check, sample(0, MIB, 64 * MIB));
+        let at = |ms| feed.at(ms);
+        let (at_500, at_1000) = (at(500), at(1_000));
+        assert_eq!(
+            feed.tracker.wake(Wake::Check, at_500),
+            Some(Reads {
+                memcg: false,
+                ..all
+            })
+        );
+        assert_eq!(feed.tracker.wake(Wake::Check, at_1000), Some(all));
+    }
+
+    #[test]
+    fn growth_is_scaled_to_a_minute_once_the_samples_span_10_s() {
+        let mut feed = Feed::new(Kind::Node, None);
+        feed.rules.interval = Duration::from_secs(10);
+        let first = feed.warning(0, Wake::Notified, node(100 * MIB, 0)).unwrap();
+        assert_eq!(first.growth, None);
+        for s in 1..10 {
+            feed.warning(s * 1_000, Wake::Notified, node((100 + s) * MIB, 0));
+        }
+        let tenth = feed
+            .warning(10_000, Wake::Notified, node(110 * MIB, 0))
+            .unwrap();
+        assert_eq!(tenth.growth, Some(60 * MIB as i64), "10 MiB in 10 s");
+        assert_eq!(tenth.episode.events, 2);
+    }
+}
