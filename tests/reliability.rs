@@ -404,7 +404,7 @@ fn a_sustained_burst_starves_neither_healthz_nor_sigterm_and_loses_no_kill() {
                     continue;
                 };
                 let asked = Instant::now();
-                let answer = oom_probe_tests::http_get(&addr, "/healthz");
+                let answer = oom_probe_test_support::http_get(&addr, "/healthz");
                 let took = asked.elapsed();
                 // A poll that raced the restart's pause is not counted.
                 if target.lock().unwrap().as_deref() == Some(addr.as_str()) {
@@ -868,7 +868,9 @@ fn a_crash_in_either_commit_window_replays_the_batch_marked_and_counts_it_once()
                 ))
                 .collect::<Vec<_>>()
                 .join("\n"),
-            oom_probe_tests::http_get(&addr, "/metrics").unwrap().1
+            oom_probe_test_support::http_get(&addr, "/metrics")
+                .unwrap()
+                .1
         );
         agent.terminate();
         let printed = printed.lock().unwrap();
@@ -991,7 +993,7 @@ fn metric(addr: &str, name: &str) -> f64 {
 
 /// The sum of every `oom_probe_kills_total` series on /metrics.
 fn kills_in_metrics(addr: &str) -> f64 {
-    let (_, body) = oom_probe_tests::http_get(addr, "/metrics").unwrap();
+    let (_, body) = oom_probe_test_support::http_get(addr, "/metrics").unwrap();
     body.lines()
         .filter(|l| l.starts_with("oom_probe_kills_total{"))
         .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
