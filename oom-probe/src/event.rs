@@ -532,6 +532,11 @@ pub enum UnobservedReason {
     /// the eBPF side counted them by victim memory cgroup
     /// (`--ring-buffer-size` too small for the burst).
     RingBufferFull,
+    /// The node's count of OOM kills (`oom_kill` in `/proc/vmstat`) rose
+    /// while oom-probe was down by more than the kills found since: kills
+    /// in cgroups removed before it started again (`cgroup_id` 0, no
+    /// path).
+    NodeCounterAhead,
 }
 
 /// Where the victim ran in Kubernetes: from the cgroup path (ids), the

@@ -32,7 +32,7 @@ use crate::{
         fault::Fault,
         history::HistoryLimits,
         history_slot::HistorySlot,
-        http,
+        http, http_thread,
         ledger::{KillLedger, LostByCgroup},
         metrics::Metrics,
         output::{Output, OutputFormat},
@@ -103,12 +103,13 @@ pub async fn watch(mut options: WatchOptions) -> Result<()> {
         .map(|path| HistorySlot::open(path.clone(), options.history_limits));
     let ready = Arc::new(AtomicBool::new(false));
     if let Some(addr) = options.listen {
-        let listener = http::bind(addr).await?;
         let shared = http::Shared {
             metrics: metrics.clone(),
             ready: ready.clone(),
         };
-        tokio::spawn(http::serve(listener, shared));
+        // Its own thread: a burst on the kill path does not delay scrapes
+        // and liveness probes, nor they the kill path.
+        http_thread::spawn(addr, shared)?;
         tracing::info!("serving /metrics, /healthz and /readyz on {addr}");
     }
     let mut probes = Probes::attach(
@@ -184,10 +185,19 @@ pub async fn watch(mut options: WatchOptions) -> Result<()> {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
                 kill_trace::wake();
-                let events = pump.drain(guard.get_inner_mut());
-                guard.clear_ready();
+                let (events, more) = pump.drain(guard.get_inner_mut());
+                // Records left for the next turn keep the ring ready.
+                if !more {
+                    guard.clear_ready();
+                }
                 pump.emit_all(events).await?;
                 kill_trace::end();
+                if more {
+                    // A turn of at most DRAIN_TURN records, then signals,
+                    // ticks and the tasks of this runtime (Event posts) get
+                    // theirs before the next.
+                    tokio::task::yield_now().await;
+                }
             }
             update = pump.naming.next() => match update {
                 Update::Connected(connected) => pump.naming.finish(connected),
@@ -216,7 +226,12 @@ pub async fn watch(mut options: WatchOptions) -> Result<()> {
         }
     }
     pump.report_lost(&lost);
-    pump.flush(ring.get_mut(), &mut lost).await?;
+    if !pump.flush(ring.get_mut(), &mut lost).await? {
+        tracing::warn!(
+            "stopping with records still in the ring buffer (a burst); the next start reports \
+             their kills from the kernel's counters"
+        );
+    }
     tracing::info!(
         "stopped after {} kill(s); {} record(s) lost, {} undecodable",
         pump.publisher.kills(),
@@ -342,18 +357,38 @@ fn announce(probes: &Probes, memcg_paths: Option<&CgroupResolver>, node: &str) {
     }
 }
 
+/// Records taken from the ring buffer per turn of the loop: a sustained
+/// burst then never keeps the loop in one drain (aya's `next()` follows the
+/// producer for as long as it writes), each batch committed, stored and
+/// printed is at most this many records, and SIGTERM, the ticks and the
+/// runtime's other tasks get a turn between batches. What the ring cannot
+/// hold meanwhile the kernel counts (`ring_buffer_full`), the designed
+/// loss path.
+const DRAIN_TURN: usize = 256;
+
+/// Turns of [`DRAIN_TURN`] records a flush takes at most (4,096 records):
+/// a flush that does not empty the ring by then gives up (the stop exits
+/// anyway, a reconciliation waits for the next tick) rather than follow a
+/// producer that never stops.
+const FLUSH_TURNS: usize = 16;
+
 /// Where kernel records come from: the probes' ring buffer, or the bytes a
 /// test feeds.
 trait Records {
-    /// Hands every record now available to `each`, oldest first.
-    fn drain_into(&mut self, each: impl FnMut(&[u8]));
+    /// Hands at most `max` of the records now available to `each`, oldest
+    /// first; returns true when it stopped at `max` (more may be waiting).
+    fn drain_into(&mut self, max: usize, each: impl FnMut(&[u8])) -> bool;
 }
 
 impl Records for RingBuf<MapData> {
-    fn drain_into(&mut self, mut each: impl FnMut(&[u8])) {
-        while let Some(item) = self.next() {
-            each(&item);
+    fn drain_into(&mut self, max: usize, mut each: impl FnMut(&[u8])) -> bool {
+        for _ in 0..max {
+            match self.next() {
+                Some(item) => each(&item),
+                None => return false,
+            }
         }
+        true
     }
 }
 
@@ -418,27 +453,44 @@ impl<W: Write> Pump<W> {
         }
     }
 
-    /// Everything in the ring buffer, decoded and enriched (no waiting:
-    /// the buffer is emptied before anything slow happens).
-    fn drain(&mut self, ring: &mut impl Records) -> Vec<Event> {
+    /// At most [`DRAIN_TURN`] records of the ring buffer, decoded and
+    /// enriched (no waiting: the records are taken before anything slow
+    /// happens), and whether more may be waiting.
+    fn drain(&mut self, ring: &mut impl Records) -> (Vec<Event>, bool) {
         let mut events = Vec::new();
-        ring.drain_into(|bytes| match decode::decode(bytes) {
+        let more = ring.drain_into(DRAIN_TURN, |bytes| match decode::decode(bytes) {
             Ok(record) => events.extend(self.enricher.on_record(record)),
             Err(err) => {
                 self.undecodable += 1;
                 tracing::error!("undecodable record ({err})");
             }
         });
-        events
+        (events, more)
     }
 
-    /// Drains the ring buffer, publishes what it held, then the kills
-    /// whose records it had no room for: after this, every kill the kernel
-    /// had counted before the call is published.
-    async fn flush(&mut self, ring: &mut impl Records, lost: &mut impl LostRecords) -> Result<()> {
-        let events = self.drain(ring);
-        self.emit_all(events).await?;
-        self.drain_lost(lost)
+    /// Drains the ring buffer (at most [`FLUSH_TURNS`] turns, yielding
+    /// between them), publishes what it held, then the kills whose records
+    /// it had no room for. Returns true when the ring was emptied: then
+    /// every kill the kernel had counted before the call is published.
+    async fn flush(
+        &mut self,
+        ring: &mut impl Records,
+        lost: &mut impl LostRecords,
+    ) -> Result<bool> {
+        let mut emptied = false;
+        for turn in 0..FLUSH_TURNS {
+            if turn > 0 {
+                tokio::task::yield_now().await;
+            }
+            let (events, more) = self.drain(ring);
+            self.emit_all(events).await?;
+            if !more {
+                emptied = true;
+                break;
+            }
+        }
+        self.drain_lost(lost)?;
+        Ok(emptied)
     }
 
     /// Names pods (bounded waits), then publishes the batch.
@@ -513,10 +565,13 @@ impl<W: Write> Pump<W> {
     ) -> Result<()> {
         let cpu = thread_cpu_time();
         // The node's count first, then drain: a kill it counted is then
-        // reported, or drained as lost, before comparing.
+        // reported, or drained as lost, before comparing. Every comparison
+        // needs the ring emptied first; while a burst keeps it full
+        // (`emptied` false), the walk waits for a later tick.
         let node_kills_now = node_kills();
-        self.flush(ring, lost).await?;
-        let walk = self.enricher.cgroups().is_some()
+        let mut emptied = self.flush(ring, lost).await?;
+        let walk = emptied
+            && self.enricher.cgroups().is_some()
             && self.publisher.ledger_mut().walk_needed(node_kills_now);
         if walk {
             // The node's count, then what the kernel had counted by then
@@ -525,25 +580,35 @@ impl<W: Write> Pump<W> {
             // twice over and hide a missed one from the next ticks (a kill
             // after the read that this drain takes only costs one more walk).
             let node_at_walk = node_kills();
-            self.flush(ring, lost).await?;
-            self.publisher.ledger_mut().walking(node_at_walk);
-            // Counters first, then drain: every kill the kernel had counted
-            // is then in the buffer, and seen before comparing; then the
-            // kills whose records the ring had no room for: the kernel
-            // counted them in `counts`, they are not missed.
-            let counts = self.enricher.cgroups().map(KillLedger::snapshot);
-            self.flush(ring, lost).await?;
-            if let Some(counts) = counts {
-                if self.publisher.ledger().has_unaccounted(&counts) {
-                    // The kernel bumps the counters a few instructions
-                    // before the victim's record (under the victim's task
-                    // lock): let a kill counted in the snapshot but still
-                    // in flight land first.
-                    tokio::time::sleep(SETTLE).await;
-                    self.flush(ring, lost).await?;
+            emptied = self.flush(ring, lost).await?;
+            if emptied {
+                self.publisher.ledger_mut().walking(node_at_walk);
+                // Counters first, then drain: every kill the kernel had
+                // counted is then in the buffer, and seen before comparing;
+                // then the kills whose records the ring had no room for:
+                // the kernel counted them in `counts`, they are not missed.
+                let counts = self.enricher.cgroups().map(KillLedger::snapshot);
+                emptied = self.flush(ring, lost).await?;
+                if let Some(counts) = counts.filter(|_| emptied) {
+                    if self.publisher.ledger().has_unaccounted(&counts) {
+                        // The kernel bumps the counters a few instructions
+                        // before the victim's record (under the victim's
+                        // task lock): let a kill counted in the snapshot
+                        // but still in flight land first.
+                        tokio::time::sleep(SETTLE).await;
+                        emptied = self.flush(ring, lost).await?;
+                    }
+                    if emptied {
+                        self.publisher.reconcile(counts)?;
+                    }
                 }
-                self.publisher.reconcile(counts)?;
             }
+        }
+        if !emptied {
+            // A kill counted in a snapshot with its record still in the
+            // ring would be reported twice: compare at a later tick.
+            tracing::debug!("the ring buffer is still busy; the comparison waits");
+            self.publisher.ledger_mut().force_walk();
         }
         let metrics = self.publisher.metrics();
         metrics.add_reconcile_tick(thread_cpu_time().saturating_sub(cpu), walk);
@@ -606,10 +671,14 @@ mod tests {
     };
 
     impl Records for VecDeque<Vec<u8>> {
-        fn drain_into(&mut self, mut each: impl FnMut(&[u8])) {
-            while let Some(bytes) = self.pop_front() {
-                each(&bytes);
+        fn drain_into(&mut self, max: usize, mut each: impl FnMut(&[u8])) -> bool {
+            for _ in 0..max {
+                match self.pop_front() {
+                    Some(bytes) => each(&bytes),
+                    None => return false,
+                }
             }
+            true
         }
     }
 
@@ -716,8 +785,9 @@ mod tests {
         let dir = temp_dir("watch-drain");
         let (mut pump, _) = pump(&dir, false);
         let mut ring = VecDeque::from([vec![1, 2, 3], victim(77, 5_000), vec![9; 8]]);
-        let events = pump.drain(&mut ring);
+        let (events, more) = pump.drain(&mut ring);
         assert!(ring.is_empty());
+        assert!(!more);
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].as_kill().unwrap().1.victim.cgroup_id, Some(77));
         assert_eq!(pump.undecodable, 2);
@@ -797,6 +867,63 @@ mod tests {
             metrics.contains("oom_probe_reconcile_walks_total 3"),
             "4 ticks, 3 walks: {metrics}"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A ring whose producer never stops: a record of cgroup `id` every
+    /// time one is taken.
+    struct Endless {
+        id: u64,
+        taken: usize,
+    }
+
+    impl Records for Endless {
+        fn drain_into(&mut self, max: usize, mut each: impl FnMut(&[u8])) -> bool {
+            for _ in 0..max {
+                self.taken += 1;
+                each(&victim(self.id, oom_probe_cgroupfs::clock::monotonic_ns()));
+            }
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn a_burst_is_taken_in_bounded_turns_and_a_busy_ring_defers_the_comparison() {
+        let dir = temp_dir("watch-burst");
+        let root = dir.join("cgroups");
+        let pod = set_kills(&root, "pod", 0);
+        let (mut pump, printed) = pump(&dir, true);
+        let mut ring: VecDeque<Vec<u8>> = (0..600).map(|i| victim(pod, 1_000 + i)).collect();
+        let (events, more) = pump.drain(&mut ring);
+        assert_eq!((events.len(), more, ring.len()), (DRAIN_TURN, true, 344));
+        // A producer that never stops: the flush gives up after its turns,
+        // and the walk (the first one, due) waits: nothing compared while
+        // the ring is busy, so nothing reported twice.
+        set_kills(&root, "pod", 1_000_000);
+        let mut endless = Endless { id: pod, taken: 0 };
+        let mut lost = FakeLost::default();
+        pump.reconcile(&mut endless, &mut lost, || Some(1_000_000))
+            .await
+            .unwrap();
+        assert_eq!(endless.taken, DRAIN_TURN * FLUSH_TURNS);
+        let lines = printed.lines();
+        assert_eq!(lines.len(), DRAIN_TURN * FLUSH_TURNS);
+        assert!(lines.iter().all(|l| l["type"] == "oom_kill"));
+        let metrics = pump.publisher.metrics().encode();
+        assert!(
+            metrics.contains("oom_probe_reconcile_walks_total 0"),
+            "{metrics}"
+        );
+        // The burst over (the ring empties), the deferred walk happens.
+        pump.reconcile(&mut ring, &mut lost, || Some(1_000_000))
+            .await
+            .unwrap();
+        let metrics = pump.publisher.metrics().encode();
+        assert!(
+            metrics.contains("oom_probe_reconcile_walks_total 1"),
+            "{metrics}"
+        );
+        assert!(ring.is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -14,12 +14,21 @@ use crate::event::{Rss, Task};
 /// How many tasks an event lists, the biggest by RSS first.
 pub const TOP_TASKS: usize = 10;
 
+/// Processes whose `/proc` files one scene reads at most, the victim
+/// included: a cgroup (or a node) with more, which an unprivileged pod can
+/// make (`pids.max` is unlimited by default), would cost two file reads per
+/// process at every kill. Past it, [`Scene::total`] is the number of pids
+/// listed (so above this), and the top is the biggest of those read.
+pub const MAX_SCANNED: usize = 4096;
+
 /// Processes and their figures, as read now.
 #[derive(Debug, Default, PartialEq)]
 pub struct Scene {
     /// The [`TOP_TASKS`] biggest by resident memory (anon + file + shmem).
     pub top: Vec<Task>,
-    /// How many processes there were in all.
+    /// How many processes there were in all: those read, or, when more
+    /// than [`MAX_SCANNED`] were listed, those listed (the top then comes
+    /// from the first [`MAX_SCANNED`]).
     pub total: u64,
 }
 
@@ -53,8 +62,16 @@ pub fn top_of_node(procfs: &Path, n: usize) -> Option<Scene> {
 }
 
 fn top(pids: impl Iterator<Item = u32>, procfs: &Path, n: usize) -> Scene {
-    let mut tasks: Vec<Task> = pids.filter_map(|pid| read_task(procfs, pid)).collect();
-    let total = tasks.len() as u64;
+    let pids: Vec<u32> = pids.collect();
+    let mut tasks: Vec<Task> = pids
+        .iter()
+        .take(MAX_SCANNED)
+        .filter_map(|&pid| read_task(procfs, pid))
+        .collect();
+    let total = match pids.len() > MAX_SCANNED {
+        true => pids.len() as u64,
+        false => tasks.len() as u64,
+    };
     tasks.sort_by_key(|t| std::cmp::Reverse(rss_total(t)));
     tasks.truncate(n);
     Scene { top: tasks, total }
@@ -105,24 +122,39 @@ fn collect_pids(dir: &Path, pids: &mut Vec<u32>, depth: usize) -> std::io::Resul
 }
 
 fn scene(pids: impl Iterator<Item = u32>, procfs: &Path, victim: Task) -> Scene {
+    scene_capped(pids, procfs, victim, MAX_SCANNED)
+}
+
+/// [`scene`] reading at most `cap` processes, the victim included.
+fn scene_capped(pids: impl Iterator<Item = u32>, procfs: &Path, victim: Task, cap: usize) -> Scene {
+    let mut victim_listed = false;
+    let others: Vec<u32> = pids
+        .filter(|&pid| {
+            let is_victim = pid == victim.pid;
+            victim_listed |= is_victim;
+            !is_victim
+        })
+        .collect();
+    let others_cap = cap.saturating_sub(1);
+    let mut tasks: Vec<Task> = others
+        .iter()
+        .take(others_cap)
+        .filter_map(|&pid| read_task(procfs, pid))
+        .collect();
     // The victim's /proc is not read when the kernel gave its figures: they
     // are the ones that count (its memory may be half reaped), and reading
     // its `status` can cost the reader the victim's exit: the read holds the
     // last reference to its mm and frees its memory in our system call
     // (1.8 ms at the 90th percentile for a 16 MiB hog, OOM_PROBE_KILL_TRACE).
-    let skip = victim.rss_bytes.is_some().then_some(victim.pid);
-    let mut tasks: Vec<Task> = pids
-        .filter(|&pid| Some(pid) != skip)
-        .filter_map(|pid| read_task(procfs, pid))
-        .collect();
-    match tasks.iter_mut().find(|t| t.pid == victim.pid) {
-        // Still there, but its memory may be half reaped: the kernel's
-        // figures at the kill are the ones that count.
-        Some(task) if victim.rss_bytes.is_some() => task.rss_bytes = victim.rss_bytes,
-        Some(_) => {}
-        None => tasks.push(victim),
-    }
-    let total = tasks.len() as u64;
+    let victim = match victim.rss_bytes.is_none() && victim_listed {
+        true => read_task(procfs, victim.pid).unwrap_or(victim),
+        false => victim,
+    };
+    tasks.push(victim);
+    let total = match others.len() > others_cap {
+        true => others.len() as u64 + 1,
+        false => tasks.len() as u64,
+    };
     tasks.sort_by_key(|t| std::cmp::Reverse(rss_total(t)));
     tasks.truncate(TOP_TASKS);
     Scene { top: tasks, total }
@@ -291,6 +323,46 @@ mod tests {
             Some("gunicorn"),
             "read from /proc"
         );
+    }
+
+    /// A cgroup with more processes than the cap: only the first `cap`
+    /// (the victim among them) are read, and the total says how many were
+    /// listed, above the cap, so the event shows the list was cut.
+    #[test]
+    fn past_the_cap_only_the_first_pids_are_read_and_the_total_says_so() {
+        let procfs =
+            std::env::temp_dir().join(format!("oom-probe-tasks-cap-{}", std::process::id()));
+        // pids 1..=10, each one's RSS growing with its pid.
+        for pid in 1..=10u32 {
+            fs::create_dir_all(procfs.join(pid.to_string())).unwrap();
+            let status = format!("Name:\tp{pid}\nRssAnon:\t{} kB\n", pid * 100);
+            fs::write(procfs.join(format!("{pid}/status")), status).unwrap();
+        }
+        let victim = Task {
+            pid: 5,
+            ns_pid: None,
+            comm: Some("victim".into()),
+            rss_bytes: Some(Rss {
+                anon: 1,
+                file: 0,
+                shmem: 0,
+            }),
+            oom_score_adj: None,
+            cgroup_path: None,
+            kubernetes: None,
+        };
+        let cut = scene_capped(1..=10, &procfs, victim.clone(), 4);
+        let uncut = scene_capped(1..=10, &procfs, victim.clone(), 11);
+        let at_cap = scene_capped(1..=10, &procfs, victim, 10);
+        fs::remove_dir_all(&procfs).unwrap();
+        let pids = |s: &Scene| s.top.iter().map(|t| t.pid).collect::<Vec<_>>();
+        // 3 others read (1, 2, 3) and the victim; 10 listed.
+        assert_eq!(pids(&cut), [3, 2, 1, 5]);
+        assert_eq!(cut.total, 10, "the pids listed, above the cap of 4");
+        assert_eq!(pids(&uncut), [10, 9, 8, 7, 6, 4, 3, 2, 1, 5]);
+        assert_eq!(uncut.total, 10, "all read");
+        assert_eq!(at_cap.total, 10, "exactly at the cap: all read");
+        assert_eq!(pids(&at_cap), pids(&uncut));
     }
 
     #[test]

@@ -6,9 +6,14 @@
 //! dead API server never holds back the JSON stream, and events it cannot
 //! take are counted as enrichment failures. Repeated kills of one container
 //! become one Event with a growing series (kube's Recorder does the
-//! aggregation; the container is the reference's fieldPath).
+//! aggregation; the container is the reference's fieldPath). Posts past the
+//! rate limit ([`super::event_rate`]: per node and per container) are
+//! dropped, counted and said once a minute.
 
-use std::sync::Arc;
+use std::{
+    sync::{Arc, Mutex},
+    time::Instant,
+};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
@@ -17,6 +22,7 @@ use kube::{
 };
 use tokio::sync::mpsc;
 
+use super::event_rate::{Decision, EventRate, Limits};
 use crate::{
     enrich::explain::size,
     event::{Constraint, KillKind, OomKillEvent},
@@ -32,6 +38,7 @@ pub const REPORTING_CONTROLLER: &str = "oom-probe";
 pub struct EventPoster {
     queue: mpsc::Sender<(Event, ObjectReference)>,
     metrics: Arc<Metrics>,
+    rate: Mutex<EventRate>,
 }
 
 impl EventPoster {
@@ -55,18 +62,53 @@ impl EventPoster {
                 }
             }
         });
-        Self { queue, metrics }
+        Self {
+            queue,
+            metrics,
+            rate: Mutex::new(EventRate::new(Limits::default(), Instant::now())),
+        }
     }
 
     /// Queues the Events for one kill: on its Pod, and on the Node for a
     /// node-wide OOM.
+    /// Posts past the rate limit are dropped and counted
+    /// (`oom_probe_event_posts_dropped_total`), and said once a minute.
     pub fn post(&self, kind: KillKind, kill: &OomKillEvent) {
         for event in events_for(kind, kill) {
+            let decision = self
+                .rate
+                .lock()
+                .expect("event rate lock")
+                .admit(&object_key(&event.1), Instant::now());
+            if let Decision::Drop { say } = decision {
+                self.metrics.add_event_posts_dropped(1);
+                if let Some(dropped) = say {
+                    tracing::warn!(
+                        "{dropped} Kubernetes Event post(s) dropped by the rate limit (1/s per \
+                         node, burst 10; one per 5 s per container, burst 3) since last said; \
+                         counted in oom_probe_event_posts_dropped_total"
+                    );
+                }
+                continue;
+            }
             if self.queue.try_send(event).is_err() {
                 self.metrics.add_enrichment_failure();
             }
         }
     }
+}
+
+/// The object an Event is about, as the key of its rate-limit bucket:
+/// kind, namespace, name and fieldPath (a pod's container).
+fn object_key(reference: &ObjectReference) -> String {
+    let part = |p: &Option<String>| p.clone().unwrap_or_default();
+    format!(
+        "{}/{}/{}/{}",
+        part(&reference.kind),
+        part(&reference.namespace),
+        part(&reference.name),
+        part(&reference.field_path)
+    )
 }
 
 /// The Events a kill deserves.

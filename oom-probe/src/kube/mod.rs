@@ -3,10 +3,12 @@
 //! [`store`] (each [`pod`] projected to what names a kill; [`quantity`] reads
 //! its memory figures), the [`names`] joiner that fills an event's
 //! `kubernetes` from the container runtime and the store, the
-//! Kubernetes [`events`] posted for kills, and the [`naming`] connection
-//! that brings them up off the start-up path.
+//! Kubernetes [`events`] posted for kills (within the [`event_rate`]
+//! limit), and the [`naming`] connection that brings them up off the
+//! start-up path.
 
 pub mod client;
+pub mod event_rate;
 pub mod events;
 #[cfg(test)]
 mod fixtures;

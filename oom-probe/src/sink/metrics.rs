@@ -70,6 +70,7 @@ pub struct Metrics {
     pressure: Family<PressureLabels, Gauge>,
     state_write_failures: Counter,
     replayed: Counter,
+    event_posts_dropped: Counter,
     reconcile_ticks: Counter,
     reconcile_walks: Counter,
     reconcile_cpu: Counter<f64, AtomicU64>,
@@ -132,8 +133,14 @@ impl Metrics {
         let replayed = Counter::default();
         registry.register(
             "replayed_events",
-            "Events a crashed run had committed and maybe printed, printed again at start with replayed: true (not counted again in oom_probe_kills_total)",
+            "Events a crashed run had committed and maybe printed, printed again at start with replayed: true (also counted in this run's oom_probe_kills_total: its counters started at zero)",
             replayed.clone(),
+        );
+        let event_posts_dropped = Counter::default();
+        registry.register(
+            "event_posts_dropped",
+            "Kubernetes Event posts dropped by the rate limit (1/s per node, burst 10; one per 5 s per container, burst 3); the kills are still reported",
+            event_posts_dropped.clone(),
         );
         let reconcile_ticks = Counter::default();
         registry.register(
@@ -178,6 +185,7 @@ impl Metrics {
             pressure,
             state_write_failures,
             replayed,
+            event_posts_dropped,
             reconcile_ticks,
             reconcile_walks,
             reconcile_cpu,
@@ -265,6 +273,11 @@ impl Metrics {
     /// Counts events printed again after a crash.
     pub fn add_replayed(&self, events: u64) {
         self.replayed.inc_by(events);
+    }
+
+    /// Counts Kubernetes Event posts the rate limit dropped.
+    pub fn add_event_posts_dropped(&self, posts: u64) {
+        self.event_posts_dropped.inc_by(posts);
     }
 
     /// Drops kill series that have not moved for the TTL.

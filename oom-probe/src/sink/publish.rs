@@ -171,9 +171,12 @@ impl<W: Write> Publisher<W> {
 
     /// Prints again, marked `replayed`, the batch a crashed run committed
     /// and may not have printed; stores in the history only what the
-    /// history does not hold yet. Its kills were accounted for then, and are
-    /// not counted again in the metrics. Errors: stdout could not be
-    /// written.
+    /// history does not hold yet. Its kills were accounted for then (the
+    /// ledger does not count them again) but are counted in this run's
+    /// metrics: a crash before the print left them counted by no process,
+    /// and a restarted agent's counters start at zero, so an `increase()`
+    /// cannot count them twice while `last_kill_timestamp_seconds` makes
+    /// their alert fire. Errors: stdout could not be written.
     pub fn replay(&mut self) -> Result<()> {
         let mut events = self.ledger.pending().to_vec();
         if events.is_empty() {
@@ -200,6 +203,7 @@ impl<W: Write> Publisher<W> {
             self.keep(&missing);
         }
         for event in &events {
+            self.metrics.record(event);
             if self.filter.matches(event) {
                 self.output
                     .write(event)
@@ -441,9 +445,27 @@ pub(crate) mod tests {
             serde_json::to_value(&kill).unwrap()["event_id"]
         );
         assert_eq!(publisher.kills(), 0, "accounted for by the crashed run");
+        let metrics = publisher.metrics().encode();
+        let kills: f64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("oom_probe_kills_total{"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum();
+        assert_eq!(kills, 1.0, "the replayed kill counted once: {metrics}");
+        assert!(
+            metrics.contains("oom_probe_unobserved_kills_total 2"),
+            "the replayed unobserved count: {metrics}"
+        );
         assert_eq!(state(&dir)["pending"], serde_json::json!([]));
         publisher.replay().unwrap();
         assert_eq!(printed.lines().len(), 2, "once");
+        assert!(
+            publisher
+                .metrics()
+                .encode()
+                .contains("oom_probe_unobserved_kills_total 2"),
+            "counted once"
+        );
         drop(publisher);
         let ids: Vec<_> = stored(&dir).iter().map(|e| e["event_id"].clone()).collect();
         assert_eq!(ids.len(), 2, "the kill is not stored twice: {ids:?}");

@@ -34,10 +34,12 @@
 //!
 //! The parts, one file each: [`state`] (the file), [`walk`] (when to read
 //! every counter), [`reconcile`] (the comparison), [`lost`] (the records the
-//! ring buffer had no room for). This file holds the ledger and its commit
-//! protocol.
+//! ring buffer had no room for), [`node`] (kills the node counted while the
+//! agent was down in cgroups gone since). This file holds the ledger and
+//! its commit protocol.
 
 mod lost;
+mod node;
 mod reconcile;
 mod state;
 mod walk;
@@ -78,6 +80,12 @@ pub struct KillLedger {
     /// [`walking`]: KillLedger::walking
     /// [`reconcile`]: KillLedger::reconcile
     during_walk: Option<Vec<(u64, u64)>>,
+    /// The node's count of OOM kills of the state file loaded at start,
+    /// until the first walk compares it ([`node`]).
+    start_node_kills: Option<u64>,
+    /// The node's count read for the walk under way, and
+    /// `published_since` when it began ([`node`]).
+    at_walking: Option<(Option<u64>, u64)>,
 }
 
 impl KillLedger {
@@ -111,7 +119,9 @@ impl KillLedger {
             boot_id,
             ..State::default()
         });
-        Self::new(state_file, state, has_baseline)
+        let mut ledger = Self::new(state_file, state, has_baseline);
+        ledger.start_node_kills = ledger.state.node_kills.filter(|_| has_baseline);
+        ledger
     }
 
     /// A ledger of `state`, written to `state_file`.
@@ -125,6 +135,8 @@ impl KillLedger {
             recent: HashSet::new(),
             walk: WalkSchedule::default(),
             during_walk: None,
+            start_node_kills: None,
+            at_walking: None,
         }
     }
 
@@ -203,6 +215,7 @@ impl KillLedger {
     /// [`walk_needed`]: KillLedger::walk_needed
     pub fn walking(&mut self, node_kills: Option<u64>) {
         self.walk.started(node_kills, Instant::now());
+        self.at_walking = Some((node_kills, self.state.published_since));
         self.during_walk = Some(Vec::new());
         // A cgroup with a kill before the snapshot is in it unless it was
         // removed: only those after it need keeping at the comparison.
@@ -224,6 +237,7 @@ impl KillLedger {
         if !self.dirty && events.is_empty() {
             return Ok(false);
         }
+        self.count_published(events);
         self.state.pending = events.to_vec();
         self.dirty = false;
         self.write()
@@ -356,6 +370,52 @@ mod tests {
         assert!(reconcile(&mut ledger, &mut resolver).is_empty());
         ledger.printed().unwrap();
         assert!(KillLedger::load(Some(state)).pending().is_empty());
+    }
+
+    /// M9: kills the node counted while the agent was down, in cgroups
+    /// removed before it started again, are reported once from the node's
+    /// count; kills published before the stop or found by the walk are not.
+    #[test]
+    fn kills_in_cgroups_removed_while_down_are_reported_from_the_node_count() {
+        let cgroups = FakeCgroups::new("node-residual");
+        let state = cgroups.0.join("state/ledger.json");
+        let pod = cgroups.set_kills("pod", 0);
+        let mut resolver = CgroupResolver::new(&cgroups.0);
+        let mut ledger = KillLedger::load(Some(state.clone()));
+        ledger.walking(Some(100));
+        assert!(reconcile(&mut ledger, &mut resolver).is_empty(), "baseline");
+        // One kill reported (elsewhere) after the walk: node count 101.
+        let kill = crate::sink::publish::tests::golden().remove(0);
+        ledger.commit(std::slice::from_ref(&kill)).unwrap();
+        ledger.printed().unwrap();
+        drop(ledger);
+        // Down: 2 kills in the pod, 3 in cgroups made and removed: 106.
+        cgroups.set_kills("pod", 2);
+        let mut ledger = KillLedger::load(Some(state.clone()));
+        ledger.walking(Some(106));
+        let missed = reconcile(&mut ledger, &mut resolver);
+        let seen: Vec<_> = missed
+            .iter()
+            .map(|u| (u.cgroup_id, u.cgroup_path.is_some(), u.count, u.reason))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (pod, true, 2, UnobservedReason::CounterAhead),
+                (0, false, 3, UnobservedReason::NodeCounterAhead),
+            ]
+        );
+        assert_eq!(
+            missed[1].event_id,
+            format!("{}-unobserved-node-100-106", short_boot_id())
+        );
+        // Once: a later walk, or a restart, finds nothing more.
+        ledger.walking(Some(106));
+        assert!(reconcile(&mut ledger, &mut resolver).is_empty());
+        drop(ledger);
+        let mut ledger = KillLedger::load(Some(state));
+        ledger.walking(Some(106));
+        assert!(reconcile(&mut ledger, &mut resolver).is_empty());
     }
 
     #[test]

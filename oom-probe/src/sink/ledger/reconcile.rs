@@ -126,6 +126,7 @@ impl KillLedger {
     pub fn reconcile(&mut self, counts: Counts, time: &str, node: &str) -> Vec<UnobservedKills> {
         let mut unobserved = Vec::new();
         let mut seen = HashMap::new();
+        let mut any_unsure = false;
         let since_read = self.since_read(&counts);
         self.during_walk = None;
         for CounterRead {
@@ -146,6 +147,7 @@ impl KillLedger {
                 let kept = self.state.accounted.get(&id).copied().unwrap_or(0);
                 seen.insert(id, kept);
                 self.walk.force();
+                any_unsure = true;
                 continue;
             }
             let after = since.map_or(0, |s| s.after);
@@ -195,6 +197,8 @@ impl KillLedger {
             }
         }
         self.state.accounted = accounted;
+        let found: u64 = unobserved.iter().map(|u| u.count).sum();
+        unobserved.extend(self.node_residual(found, any_unsure, time, node));
         self.walk.walked(self.state.accounted.len());
         self.has_baseline = true;
         self.dirty = true;

@@ -19,6 +19,15 @@ pub(super) struct State {
     /// Events committed and not yet known to be printed, in order.
     #[serde(default)]
     pub(super) pending: Vec<Event>,
+    /// The node's count of OOM kills (`oom_kill` in `/proc/vmstat`) read
+    /// before the last completed walk: every kill it counts was published
+    /// (see [`super::node`]). `None`: no walk completed yet.
+    #[serde(default)]
+    pub(super) node_kills: Option<u64>,
+    /// Kernel kills published since that walk began (`oom_kill` lines and
+    /// `ring_buffer_full` counts).
+    #[serde(default)]
+    pub(super) published_since: u64,
 }
 
 /// Reads the state file; `None` when there is none. Errors: unreadable, or
@@ -71,11 +80,17 @@ mod tests {
             boot_id: "b".into(),
             accounted: HashMap::from([(7, 2), (u64::MAX, 1)]),
             pending: Vec::new(),
+            node_kills: Some(106),
+            published_since: 3,
         };
         write_state(&path, &state).unwrap();
         let read = read_state(&path).unwrap().unwrap();
         assert_eq!(read.boot_id, "b");
         assert_eq!(read.accounted, state.accounted);
+        assert_eq!((read.node_kills, read.published_since), (Some(106), 3));
+        // A file of an older oom-probe, without them, reads as unknown.
+        let old = parse_state(br#"{"boot_id":"b","accounted":{}}"#).unwrap();
+        assert_eq!((old.node_kills, old.published_since), (None, 0));
         assert!(!path.with_extension("tmp").exists(), "renamed into place");
         fs::write(&path, "{").unwrap();
         assert!(read_state(&path).is_err(), "garbage is an error");
