@@ -13,8 +13,10 @@ pub const DEFAULT_LOG_FILTER: &str = "info,kube_client::client::builder=off";
 pub mod check;
 pub mod clock;
 pub mod decode;
+pub mod duration;
 pub mod enrich;
 pub mod event;
+pub mod exit_code;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod kill_trace;
