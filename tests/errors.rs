@@ -7,6 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use oom_probe::exit_code;
 use oom_probe_test_support::{
     host_only, oom_probe_bin, root_or_skip, run_hog_with_child, MemoryCgroup, Watcher,
     START_TIMEOUT,
@@ -56,14 +57,24 @@ fn without_root_it_says_what_privilege_it_needs() {
         return;
     }
     let watch = as_nobody(&["watch", "--output", "json"]);
-    assert_eq!(watch.status.code(), Some(1), "{}", text(&watch));
+    assert_eq!(
+        watch.status.code(),
+        Some(exit_code::FAILURE),
+        "{}",
+        text(&watch)
+    );
     assert!(
         text(&watch).contains("must run as root, or with CAP_BPF, CAP_PERFMON"),
         "{}",
         text(&watch)
     );
     let check = as_nobody(&["check"]);
-    assert_eq!(check.status.code(), Some(2), "{}", text(&check));
+    assert_eq!(
+        check.status.code(),
+        Some(exit_code::NODE_UNSUPPORTED),
+        "{}",
+        text(&check)
+    );
     assert!(
         text(&check).contains("not running as root"),
         "{}",
@@ -78,14 +89,24 @@ fn without_btf_it_says_the_kernel_lacks_it() {
     }
     let hide_btf = "mount -t tmpfs none /sys/kernel/btf";
     let check = in_private_mounts(hide_btf, "check");
-    assert_eq!(check.status.code(), Some(2), "{}", text(&check));
+    assert_eq!(
+        check.status.code(),
+        Some(exit_code::NODE_UNSUPPORTED),
+        "{}",
+        text(&check)
+    );
     assert!(
         text(&check).contains("built without CONFIG_DEBUG_INFO_BTF"),
         "{}",
         text(&check)
     );
     let watch = in_private_mounts(hide_btf, "watch --output json");
-    assert_eq!(watch.status.code(), Some(1), "{}", text(&watch));
+    assert_eq!(
+        watch.status.code(),
+        Some(exit_code::FAILURE),
+        "{}",
+        text(&watch)
+    );
     assert!(
         text(&watch).contains("/sys/kernel/btf/vmlinux is missing"),
         "{}",

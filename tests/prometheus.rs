@@ -205,7 +205,9 @@ fn samples(series: &Value) -> Vec<(f64, f64)> {
 /// The selector of this test's kill series: a memory cgroup outside any pod,
 /// so namespace, pod and container are empty (and absent in Prometheus).
 fn our_series(silent: bool) -> String {
-    format!(r#"namespace="",pod="",container="",constraint="memcg",silent="{silent}""#)
+    format!(
+        r#"namespace="",pod="",container="",killer="kernel",constraint="memcg",silent="{silent}""#
+    )
 }
 
 /// Checks that `alert` went firing for this test's kill within two rule
@@ -242,6 +244,7 @@ fn fires_within_two_evaluations(
                     && a["state"] == "firing"
                     && a["labels"]["silent"].as_str() == Some(if silent { "true" } else { "false" })
                     && a["labels"]["constraint"] == "memcg"
+                    && a["labels"]["killer"] == "kernel"
             })
             .cloned()
     });
@@ -356,6 +359,34 @@ fn prometheus_alerts_fire_for_real_kills_and_every_dashboard_panel_has_data() {
         "promtool check metrics: {}{}\n{exposition}",
         String::from_utf8_lossy(&lint.stdout),
         String::from_utf8_lossy(&lint.stderr)
+    );
+
+    // The process_* metrics of every client library, scraped as Prometheus
+    // stores them, and the build's revision.
+    for metric in [
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+        "process_virtual_memory_bytes",
+    ] {
+        let found = prometheus.wait_for(&format!("a sample of {metric}"), |p| {
+            p.query(&format!(r#"{metric}{{job="oom-probe"}}"#))
+                .first()
+                .cloned()
+        });
+        let value: f64 = found["value"][1].as_str().unwrap().parse().unwrap();
+        assert!(
+            value > 0.0 || metric == "process_cpu_seconds_total",
+            "{found}"
+        );
+    }
+    assert!(
+        !prometheus
+            .query(r#"oom_probe_build_info{revision!="",version!=""}"#)
+            .is_empty(),
+        "no oom_probe_build_info with a revision"
     );
 
     // Every dashboard query, as Grafana sends it with "All" namespaces.

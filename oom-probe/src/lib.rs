@@ -14,10 +14,12 @@ pub mod boot;
 pub mod check;
 pub mod clock;
 pub mod decode;
+pub mod duration;
 pub mod enrich;
 pub mod event;
 #[cfg(test)]
 mod event_reference;
+pub mod exit_code;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod kill_trace;

@@ -8,10 +8,11 @@ use std::{
 };
 
 use anyhow::Result;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use oom_probe::{
-    check,
+    check, duration,
     event::Event,
+    exit_code,
     kube::names::SourceOptions,
     node,
     pressure::{PressureOptions, V1Level},
@@ -23,12 +24,22 @@ use oom_probe::{
     watch::{self, Filter, WatchOptions},
 };
 
+/// `--version`: the crate version and the git revision it was built from
+/// (build.rs; `unknown` without git).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (revision ",
+    env!("OOM_PROBE_REVISION"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
-    version,
+    name = "oom-probe",
+    version = VERSION,
     about = "Reports every Linux OOM kill, with the process, cgroup and memory figures.",
     after_help = "Exit status: 0 done; 1 an error (said on stderr), also when stdout cannot be \
-                  written (a pipe whose reader left); 2 a bad command line, or `check` found a \
+                  written (a pipe whose reader left); 2 a bad command line; 3 `check` found a \
                   blocker. A closed stdout or stderr (>&-) reads as /dev/null."
 )]
 struct Cli {
@@ -60,6 +71,19 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Print a shell completion script (e.g. `oom-probe completions bash >
+    /// /etc/bash_completion.d/oom-probe`).
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (oom-probe.1), or write one page per command into
+    /// a directory (`cargo xtask dist` does).
+    #[command(hide = true)]
+    Man {
+        /// Write oom-probe.1, oom-probe-watch.1... here instead.
+        out_dir: Option<PathBuf>,
     },
 }
 
@@ -108,16 +132,18 @@ struct EventArgs {
     /// while oom-probe was down are reported once (`run`: /var/lib/oom-probe/state.json).
     #[arg(long)]
     state_file: Option<PathBuf>,
-    /// Seconds between comparisons with the kernel's per-cgroup kill counters.
-    #[arg(long, default_value = "30", value_parser = seconds)]
+    /// Time between comparisons with the kernel's per-cgroup kill counters
+    /// (at least 100ms).
+    #[arg(long, default_value = "30s", value_parser = duration::parse)]
     reconcile_interval: Duration,
     /// Address for /metrics, /healthz and /readyz (`run`: 0.0.0.0:9464,
     /// which in a pod is its own IP and loopback; a DaemonSet can name the
     /// pod IP alone with the downward API: --listen=$(POD_IP):9464).
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// Seconds after which a kill series that stopped moving leaves /metrics.
-    #[arg(long, default_value = "21600", value_parser = seconds)]
+    /// A kill series that stopped moving leaves /metrics after this long
+    /// (at least 1s).
+    #[arg(long, default_value = "6h", value_parser = duration::parse)]
     metrics_series_ttl: Duration,
     /// The host's cgroupfs when it is mounted elsewhere (a DaemonSet:
     /// /host/sys/fs/cgroup); default: the cgroup mounts this process sees.
@@ -143,8 +169,8 @@ struct EventArgs {
     /// is configured).
     #[arg(long)]
     no_events: bool,
-    /// Seconds a deleted pod stays nameable (a pod that died with its kill).
-    #[arg(long, default_value = "600", value_parser = seconds)]
+    /// How long a deleted pod stays nameable (a pod that died with its kill).
+    #[arg(long, default_value = "10m", value_parser = duration::parse)]
     retain_deleted_pods: Duration,
     /// Keep every emitted event in this history store (`run`:
     /// /var/lib/oom-probe/history.redb; read it with `oom-probe history`).
@@ -157,7 +183,7 @@ struct EventArgs {
     #[arg(long, default_value_t = HistoryLimits::default().max_events)]
     history_max_events: u64,
     /// The history store drops events older than this (e.g. 12h, 30d).
-    #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30d", value_parser = duration::parse)]
     history_max_age: Duration,
     #[command(flatten)]
     pressure: PressureArgs,
@@ -172,19 +198,19 @@ struct PressureArgs {
     no_pressure: bool,
     /// At most one memory_pressure event per cgroup per this long while the
     /// pressure lasts (e.g. 60s, 5m).
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = duration::parse)]
     pressure_interval: Duration,
     /// memory_pressure_end after this long without a pressure notification.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = duration::parse)]
     pressure_clear_after: Duration,
     /// cgroup v1: the memory.pressure_level level that counts (low, medium, critical).
     #[arg(long, default_value = "medium", value_enum)]
     pressure_level: V1Level,
     /// cgroup v2 and the node: PSI trigger, stall time (some) per window that counts.
-    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "100ms", value_parser = duration::parse)]
     pressure_psi_stall: Duration,
     /// PSI trigger window (500ms to 10s).
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = duration::parse)]
     pressure_psi_window: Duration,
     /// Watch the leaf memory cgroups with a limit under this path (relative
     /// to the memory hierarchy root, e.g. /system.slice; repeatable) instead
@@ -229,7 +255,7 @@ struct HistoryArgs {
     #[arg(long, default_value = AGENT_HISTORY_FILE)]
     history_file: PathBuf,
     /// Only events stored within this long before now (e.g. 90m, 24h, 7d).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = duration::parse)]
     since: Option<Duration>,
     /// Only events of these types (comma-separated).
     #[arg(long = "type", value_enum, value_delimiter = ',')]
@@ -271,22 +297,6 @@ impl EventType {
     }
 }
 
-/// A number of seconds on the command line (`30`, `0.5`): finite, not
-/// negative, and within what a `Duration` holds, else a usage error.
-fn seconds(text: &str) -> Result<Duration, String> {
-    let value: f64 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
-    if value.is_sign_negative() {
-        return Err(format!(
-            "{text} is negative: a duration is 0 seconds or more"
-        ));
-    }
-    Duration::try_from_secs_f64(value)
-        .map_err(|_| format!("{text} seconds is not a duration (too large or not finite)"))
-}
-
 const AGENT_LISTEN: &str = "0.0.0.0:9464";
 const AGENT_STATE_FILE: &str = "/var/lib/oom-probe/state.json";
 const AGENT_HISTORY_FILE: &str = "/var/lib/oom-probe/history.redb";
@@ -300,11 +310,31 @@ fn main() {
         Command::Run(args) => watch_options(args, true).and_then(run_watch),
         Command::History(args) => run_history(args),
         Command::Check { json } => run_check(json),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "oom-probe",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man { out_dir } => write_man(out_dir),
     };
     if let Err(err) = result {
         tracing::error!("{err:#}");
-        std::process::exit(1);
+        std::process::exit(exit_code::FAILURE);
     }
+}
+
+/// The man page on stdout, or every command's page written into `out_dir`.
+fn write_man(out_dir: Option<PathBuf>) -> Result<()> {
+    let command = Cli::command();
+    match out_dir {
+        Some(dir) => clap_mangen::generate_to(command, dir)?,
+        None => clap_mangen::Man::new(command).render(&mut std::io::stdout())?,
+    }
+    Ok(())
 }
 
 fn init_logs(format: LogFormat) {
@@ -313,8 +343,13 @@ fn init_logs(format: LogFormat) {
     // A log line that cannot be written (stderr closed: the reader of a
     // pipe went away) is dropped; tracing's default would panic on its own
     // error report to the same stderr and end the agent with exit code 101.
+    // Colours only for a person: stderr is a terminal and NO_COLOR
+    // (no-color.org: set and not empty) is not.
+    let ansi = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .log_internal_errors(false)
         .with_env_filter(filter);
     match format {
@@ -458,7 +493,7 @@ fn run_check(json: bool) -> Result<()> {
         .and_then(|()| stdout.flush())
         .map_err(|e| anyhow::anyhow!("cannot write the report to stdout: {e}"))?;
     if !report.blockers.is_empty() {
-        std::process::exit(2);
+        std::process::exit(exit_code::NODE_UNSUPPORTED);
     }
     Ok(())
 }

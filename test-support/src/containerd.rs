@@ -912,7 +912,7 @@ fn write_image_archive(archive: &Path, hog: &Path) -> Result<()> {
 /// `docker load` read) named `name`, of one layer holding `files` (path
 /// inside the image without the leading `/`, bytes, mode; parent
 /// directories are added) and the image config's `config` object
-/// (`Entrypoint`, `Cmd`...).
+/// (`Entrypoint`, `Cmd`...), for this machine's architecture.
 pub fn write_oci_archive(
     archive: &Path,
     name: &str,
@@ -924,6 +924,27 @@ pub fn write_oci_archive(
         "aarch64" => "arm64",
         other => bail!("no OCI name for architecture {other}"),
     };
+    write_oci_archive_for(archive, name, arch, files, config)
+}
+
+/// [`write_oci_archive`] for the OCI architecture `arch` (`amd64`,
+/// `arm64`). The config's `org.opencontainers.image.*` labels are also
+/// the manifest's annotations (and its descriptor's in the index), where
+/// registries and `skopeo inspect` look for them.
+pub fn write_oci_archive_for(
+    archive: &Path,
+    name: &str,
+    arch: &str,
+    files: &[(PathBuf, Vec<u8>, u32)],
+    config: serde_json::Value,
+) -> Result<()> {
+    let annotations: serde_json::Map<String, serde_json::Value> = config["Labels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(key, _)| key.starts_with("org.opencontainers.image."))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
     let mut layer = tar::Builder::new(Vec::new());
     let dirs: BTreeSet<&Path> = files
         .iter()
@@ -945,16 +966,22 @@ pub fn write_oci_archive(
         "config": config,
         "rootfs": {"type": "layers", "diff_ids": [digest(&layer)]},
     }))?;
-    let manifest = serde_json::to_vec(&json!({
+    let mut manifest = json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": descriptor("application/vnd.oci.image.config.v1+json", &config),
         "layers": [descriptor("application/vnd.oci.image.layer.v1.tar", &layer)],
-    }))?;
+    });
+    if !annotations.is_empty() {
+        manifest["annotations"] = json!(annotations);
+    }
+    let manifest = serde_json::to_vec(&manifest)?;
     let mut manifest_descriptor =
         descriptor("application/vnd.oci.image.manifest.v1+json", &manifest);
     manifest_descriptor["platform"] = json!({"architecture": arch, "os": "linux"});
-    manifest_descriptor["annotations"] = json!({"io.containerd.image.name": name});
+    let mut descriptor_annotations = annotations;
+    descriptor_annotations.insert("io.containerd.image.name".into(), json!(name));
+    manifest_descriptor["annotations"] = json!(descriptor_annotations);
     let index = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",

@@ -1,7 +1,8 @@
 //! Builds one stage of the project's Dockerfile into an OCI image archive,
 //! with no Docker daemon and no registry: the instructions a `FROM scratch`
 //! stage of this Dockerfile holds (`FROM` scratch or an earlier stage, `ARG`,
-//! `COPY` of one file from the context, `ENTRYPOINT` and `CMD` in JSON form)
+//! `LABEL key="value" ...`, `COPY` of one file from the context, `ENTRYPOINT`
+//! and `CMD` in JSON form)
 //! done the way Docker does them. Any other instruction, or a `COPY` flag, is an
 //! error naming it, so a Dockerfile change the test cannot follow fails the
 //! test instead of building something else.
@@ -127,6 +128,15 @@ fn build(
                 image.files.retain(|(path, _, _)| path != &inside);
                 image.files.push((inside, bytes, mode));
             }
+            "LABEL" => {
+                let labels = image
+                    .config
+                    .entry("Labels")
+                    .or_insert_with(|| Value::Object(Map::new()));
+                for (key, value) in label_pairs(&substitute(rest, &args))? {
+                    labels[key.as_str()] = Value::String(value);
+                }
+            }
             "ENTRYPOINT" | "CMD" => {
                 let value: Value = serde_json::from_str(rest)
                     .with_context(|| format!("{keyword} {rest}: only the JSON form is built"))?;
@@ -166,6 +176,46 @@ fn parse(text: &str) -> Vec<Instruction> {
     instructions
 }
 
+/// The `key=value` pairs of a `LABEL` line; a value may be in double quotes
+/// (with spaces, and `\"` for a quote).
+fn label_pairs(text: &str) -> Result<Vec<(String, String)>> {
+    let mut pairs = Vec::new();
+    let mut chars = text.trim().chars().peekable();
+    while chars.peek().is_some() {
+        let mut key = String::new();
+        let mut equals = false;
+        for c in chars.by_ref() {
+            if c == '=' {
+                equals = true;
+                break;
+            }
+            key.push(c);
+        }
+        if !equals || key.is_empty() || key.contains(char::is_whitespace) {
+            bail!("LABEL {text}: only key=value pairs are built");
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('\\') => value.extend(chars.next()),
+                    Some('"') => break,
+                    Some(c) => value.push(c),
+                    None => bail!("LABEL {text}: unterminated quote"),
+                }
+            }
+        } else {
+            value.extend(chars.by_ref().take_while(|c| !c.is_whitespace()));
+        }
+        pairs.push((key, value));
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+    }
+    Ok(pairs)
+}
+
 /// `$NAME` and `${NAME}` replaced by the stage's ARG values.
 fn substitute(text: &str, args: &BTreeMap<String, String>) -> String {
     let mut out = text.to_string();
@@ -181,4 +231,18 @@ fn unquote(text: &str) -> &str {
     text.strip_prefix('"')
         .and_then(|t| t.strip_suffix('"'))
         .unwrap_or(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_pairs_take_quoted_and_bare_values() {
+        let pairs = label_pairs(r#"a.b="x y" c=z  d="q\"uote" e="""#).unwrap();
+        let expected = [("a.b", "x y"), ("c", "z"), ("d", "q\"uote"), ("e", "")];
+        assert_eq!(pairs, expected.map(|(k, v)| (k.to_string(), v.to_string())));
+        assert!(label_pairs("novalue").is_err());
+        assert!(label_pairs(r#"a="open"#).is_err());
+    }
 }

@@ -3,6 +3,7 @@
 
 mod bench;
 mod churn;
+mod dist;
 mod fuzz;
 mod setup;
 mod soak;
@@ -48,6 +49,10 @@ enum Task {
         #[arg(long)]
         out: Option<std::path::PathBuf>,
     },
+    /// Build what a release publishes into one folder (target/dist): the
+    /// static binary, the image as an OCI archive, shell completions, man
+    /// pages and SHA256SUMS.
+    Dist(dist::DistArgs),
     /// Boot each kernel of the matrix (6.1, 6.12) under QEMU and run the
     /// end-to-end tests in it.
     VmTest(vm::VmTestArgs),
@@ -113,6 +118,7 @@ fn main() -> Result<()> {
             println!("{}", binary.display());
             Ok(())
         }
+        Task::Dist(args) => dist::run(&args),
         Task::VmTest(args) => vm::run(args).map(drop),
         Task::Fuzz(args) => fuzz::run(&args),
     }

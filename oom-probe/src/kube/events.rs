@@ -55,7 +55,7 @@ impl EventPoster {
             let mut warned = false;
             while let Some((event, reference)) = pending.recv().await {
                 if let Err(err) = recorder.publish(&event, &reference).await {
-                    task_metrics.add_enrichment_failure();
+                    task_metrics.add_event_post_failure(true);
                     if !std::mem::replace(&mut warned, true) {
                         tracing::warn!("cannot post a Kubernetes Event ({err}); further failures are only counted");
                     }
@@ -92,7 +92,7 @@ impl EventPoster {
                 continue;
             }
             if self.queue.try_send(event).is_err() {
-                self.metrics.add_enrichment_failure();
+                self.metrics.add_event_post_failure(false);
             }
         }
     }

@@ -16,6 +16,8 @@ use prometheus_client::{
 
 use crate::event::{Constraint, Event, Kubernetes, PressureScope};
 
+mod process;
+
 fn pressure_labels(
     scope: PressureScope,
     k8s: Option<&Kubernetes>,
@@ -41,8 +43,21 @@ pub struct KillLabels {
     pub namespace: String,
     pub pod: String,
     pub container: String,
+    /// `kernel` for an `oom_kill`; for a `userspace_kill`, the killer's
+    /// name (`trigger.comm`, one of `--userspace-killers`).
+    pub killer: String,
+    /// The kernel's `constraint` (`memcg`, `global`, `cpuset`, `mempolicy`,
+    /// `unknown` when the kernel did not say); `none` for a userspace kill.
     pub constraint: String,
     pub silent: String,
+}
+
+/// Labels of `oom_probe_kubernetes_event_post_failures_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventPostFailureLabels {
+    /// `api_error`: the API server refused the Event or could not be
+    /// reached; `queue_full`: dropped before posting, the queue was full.
+    pub reason: String,
 }
 
 /// Labels of `oom_probe_memory_pressure`: the cgroup under pressure and
@@ -64,6 +79,7 @@ pub struct Metrics {
     unobserved: Counter,
     lost: Counter,
     enrichment_failures: Counter,
+    event_post_failures: Family<EventPostFailureLabels, Counter>,
     history_write_failures: Counter,
     /// 1 while a cgroup (or the node) is under memory pressure; the series
     /// leaves when it clears.
@@ -87,7 +103,10 @@ pub struct Metrics {
 impl Metrics {
     /// Registers the metrics; kill series idle for `series_ttl` expire.
     pub fn new(series_ttl: Duration) -> Self {
-        let mut registry = Registry::with_prefix("oom_probe");
+        let mut root = Registry::default();
+        // process_*, unprefixed as every client library exports them.
+        root.register_collector(Box::new(process::ProcessCollector));
+        let registry = root.sub_registry_with_prefix("oom_probe");
         let kills = Family::<KillLabels, Counter>::default();
         registry.register(
             "kills",
@@ -109,9 +128,21 @@ impl Metrics {
         let enrichment_failures = Counter::default();
         registry.register(
             "enrichment_failures",
-            "Lookups of pod or container names that failed",
+            "Lookups of pod or container names that failed (the container runtime, the API server, or naming sources still connecting)",
             enrichment_failures.clone(),
         );
+        let event_post_failures = Family::<EventPostFailureLabels, Counter>::default();
+        registry.register(
+            "kubernetes_event_post_failures",
+            "Kubernetes Events about kills that were not posted, by reason (api_error, queue_full)",
+            event_post_failures.clone(),
+        );
+        // Both reasons from the start, at 0, so a rate over them has a start.
+        for reason in ["api_error", "queue_full"] {
+            drop(event_post_failures.get_or_create(&EventPostFailureLabels {
+                reason: reason.into(),
+            }));
+        }
         let history_write_failures = Counter::default();
         registry.register(
             "history_write_failures",
@@ -173,14 +204,22 @@ impl Metrics {
             "Unix time this oom-probe started; its counters started at zero then",
             start_time,
         );
-        let build = Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]);
-        registry.register("build", "oom-probe build", build);
+        let build = Info::new(vec![
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("revision", env!("OOM_PROBE_REVISION")),
+        ]);
+        registry.register(
+            "build",
+            "oom-probe build: its version and git revision (unknown when built without git)",
+            build,
+        );
         Self {
-            registry,
+            registry: root,
             kills,
             unobserved,
             lost,
             enrichment_failures,
+            event_post_failures,
             history_write_failures,
             pressure,
             state_write_failures,
@@ -201,16 +240,18 @@ impl Metrics {
             Event::OomKill(kill) | Event::UserspaceKill(kill) => {
                 let k8s = kill.kubernetes.as_ref();
                 let text = |value: Option<&String>| value.cloned().unwrap_or_default();
-                let constraint = if matches!(event, Event::UserspaceKill(_)) {
-                    Some("userspace")
+                let (killer, constraint) = if matches!(event, Event::UserspaceKill(_)) {
+                    (kill.trigger.comm.as_str(), "none")
                 } else {
-                    kill.constraint.map(Constraint::as_str)
+                    let constraint = kill.constraint.map_or("unknown", Constraint::as_str);
+                    ("kernel", constraint)
                 };
                 let labels = KillLabels {
                     namespace: text(k8s.and_then(|k| k.namespace.as_ref())),
                     pod: text(k8s.and_then(|k| k.pod.as_ref())),
                     container: text(k8s.and_then(|k| k.container.as_ref())),
-                    constraint: constraint.unwrap_or("unknown").to_string(),
+                    killer: killer.to_string(),
+                    constraint: constraint.to_string(),
                     silent: kill
                         .silent
                         .map_or("unknown", |s| if s { "true" } else { "false" })
@@ -258,6 +299,18 @@ impl Metrics {
     /// Counts a failed name lookup.
     pub fn add_enrichment_failure(&self) {
         self.enrichment_failures.inc();
+    }
+
+    /// Counts a Kubernetes Event the API server did not take (`queued`:
+    /// it was posted and failed) or that was dropped before posting
+    /// because the queue was full (`!queued`).
+    pub fn add_event_post_failure(&self, queued: bool) {
+        let reason = if queued { "api_error" } else { "queue_full" };
+        self.event_post_failures
+            .get_or_create(&EventPostFailureLabels {
+                reason: reason.into(),
+            })
+            .inc();
     }
 
     /// Counts events the history store could not keep.
@@ -415,6 +468,87 @@ mod tests {
             .contains("oom_probe_memory_pressure{"));
     }
 
+    /// The golden file's events (every type, a kernel and a userspace kill).
+    fn golden_events() -> Vec<Event> {
+        include_str!("../testdata/events.golden.jsonl")
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("a golden event"))
+            .collect()
+    }
+
+    #[test]
+    fn the_killer_is_a_label_of_its_own_beside_the_kernel_s_constraint() {
+        let metrics = Metrics::new(Duration::from_secs(60));
+        for event in golden_events() {
+            metrics.record(&event);
+        }
+        let text = metrics.encode_prometheus_text();
+        for expected in [
+            "oom_probe_kills_total{namespace=\"\",pod=\"\",container=\"\",killer=\"kernel\",constraint=\"memcg\",silent=\"true\"} 2\n",
+            "oom_probe_kills_total{namespace=\"shop\",pod=\"web-7d9f8-x2x4q\",container=\"app\",killer=\"systemd-oomd\",constraint=\"none\",silent=\"true\"} 1\n",
+        ] {
+            assert!(text.contains(expected), "{expected:?} missing:\n{text}");
+        }
+        assert!(!text.contains("constraint=\"userspace\""), "{text}");
+    }
+
+    #[test]
+    fn event_post_failures_are_not_enrichment_failures() {
+        let metrics = Metrics::new(Duration::from_secs(60));
+        metrics.add_event_post_failure(true);
+        metrics.add_event_post_failure(true);
+        metrics.add_event_post_failure(false);
+        let text = metrics.encode_prometheus_text();
+        for expected in [
+            "oom_probe_kubernetes_event_post_failures_total{reason=\"api_error\"} 2\n",
+            "oom_probe_kubernetes_event_post_failures_total{reason=\"queue_full\"} 1\n",
+            "oom_probe_enrichment_failures_total 0\n",
+        ] {
+            assert!(text.contains(expected), "{expected:?} missing:\n{text}");
+        }
+    }
+
+    /// The value of an unlabelled sample `name` in the 0.0.4 text.
+    fn sample(text: &str, name: &str) -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn process_metrics_are_this_process_s_as_client_libraries_name_them() {
+        let metrics = Metrics::new(Duration::from_secs(60));
+        // Spin until this process has used a clock tick of CPU.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut text = metrics.encode_prometheus_text();
+        while sample(&text, "process_cpu_seconds_total") == 0.0 && Instant::now() < deadline {
+            std::hint::black_box((0..100_000u64).sum::<u64>());
+            text = metrics.encode_prometheus_text();
+        }
+        let rss = sample(&text, "process_resident_memory_bytes");
+        let vsize = sample(&text, "process_virtual_memory_bytes");
+        assert!(rss > 1e5 && vsize >= rss, "rss {rss}, vsize {vsize}");
+        let open = sample(&text, "process_open_fds");
+        let max = sample(&text, "process_max_fds");
+        assert!(open >= 3.0 && max >= open, "open {open}, max {max}");
+        assert!(sample(&text, "process_threads") >= 1.0);
+        assert!(sample(&text, "process_cpu_seconds_total") > 0.0);
+        assert!(sample(&text, "process_virtual_memory_max_bytes") > 0.0);
+        // This process started before this test ran, and after boot.
+        let started = sample(&text, "process_start_time_seconds");
+        let now = unix_now();
+        assert!(
+            started <= now && started > now - 86400.0 * 365.0,
+            "{started} {now}"
+        );
+        assert!(
+            text.contains("# TYPE process_cpu_seconds_total counter\n"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn prometheus_text_names_families_after_their_samples() {
         let metrics = Metrics::new(Duration::from_secs(60));
@@ -424,6 +558,7 @@ mod tests {
             "# HELP oom_probe_lost_events_total Records the kernel dropped because the ring buffer was full.\n",
             "# TYPE oom_probe_lost_events_total counter\noom_probe_lost_events_total 3\n",
             "# TYPE oom_probe_build_info gauge\noom_probe_build_info{version=",
+            concat!(",revision=\"", env!("OOM_PROBE_REVISION"), "\"} 1\n"),
             "# TYPE oom_probe_start_time_seconds gauge\noom_probe_start_time_seconds ",
         ] {
             assert!(text.contains(expected), "{expected:?} missing:\n{text}");
