@@ -2,7 +2,6 @@
 //! fresh machine first, so the README's two commands are all a person types.
 
 mod bench;
-mod churn;
 mod dist;
 mod fuzz;
 mod setup;
@@ -54,7 +53,7 @@ enum Task {
     /// static binary, the image as an OCI archive, shell completions, man
     /// pages and SHA256SUMS.
     Dist(dist::DistArgs),
-    /// Boot each kernel of the matrix (6.1, 6.12) under QEMU and run the
+    /// Boot each kernel of the matrix (5.10, 6.1, 6.12) under QEMU and run the
     /// end-to-end tests in it.
     VmTest(vm::VmTestArgs),
     /// Set up (cargo-fuzz, nightly) and run every fuzz target of fuzz/ for
@@ -71,43 +70,8 @@ fn main() -> Result<()> {
         Task::Setup => setup::build_toolchain().map(drop),
         Task::Watch { args } => watch(&args),
         Task::Test => test(),
-        Task::Bench(args) => {
-            let toolchain = setup::build_toolchain()?;
-            setup::apt_install(&[("bpftrace", "bpftrace")])?;
-            // bpftrace finds oom:mark_victim through tracefs.
-            setup::mount_tracefs();
-            cargo(
-                &toolchain,
-                &[
-                    "build",
-                    "--release",
-                    "--package",
-                    "oom-probe",
-                    "--package",
-                    "oom-probe-tests",
-                    "--package",
-                    "bare-aya-loader",
-                    "--bins",
-                ],
-            )?;
-            bench::run(&args)
-        }
-        Task::Soak(args) => {
-            let toolchain = setup::build_toolchain()?;
-            let mut build = vec!["build"];
-            if !args.debug {
-                build.push("--release");
-            }
-            build.extend([
-                "--package",
-                "oom-probe",
-                "--package",
-                "oom-probe-tests",
-                "--bins",
-            ]);
-            cargo(&toolchain, &build)?;
-            soak::run(&args)
-        }
+        Task::Bench(args) => bench::run(&args),
+        Task::Soak(args) => soak::run(&args),
         Task::KmsgReader => bench::kmsg_reader(),
         Task::Static { out } => {
             let binary = static_binary()?;
@@ -263,7 +227,7 @@ fn kernel_matrix() -> Result<vm::Matrix> {
 }
 
 /// Runs cargo with the environment the eBPF build needs.
-fn cargo(toolchain: &setup::EbpfToolchain, args: &[&str]) -> Result<()> {
+pub(crate) fn cargo(toolchain: &setup::EbpfToolchain, args: &[&str]) -> Result<()> {
     run(setup::cargo_command(toolchain).args(args))
 }
 
