@@ -335,8 +335,191 @@ fn print_pressure(machine: &str, rows: &[PressureFootprint]) {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
-    use crate::bench::stats::Percentiles;
+    use crate::bench::{
+        bursts::BurstRun, latency::ToolLatency, measure::Rss, pressure::PressureRun,
+        startup::ToolStartup, stats::Percentiles,
+    };
+
+    /// Every `path: kind` of a JSON value, array elements merged (`[]`).
+    fn key_paths(value: &Value, path: &str, out: &mut BTreeSet<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, v) in map {
+                    key_paths(v, &format!("{path}.{key}"), out);
+                }
+            }
+            Value::Array(items) => {
+                for v in items {
+                    key_paths(v, &format!("{path}[]"), out);
+                }
+            }
+            Value::Number(n) if n.is_f64() => drop(out.insert(format!("{path}: float"))),
+            Value::Number(_) => drop(out.insert(format!("{path}: int"))),
+            Value::String(_) => drop(out.insert(format!("{path}: string"))),
+            Value::Bool(_) => drop(out.insert(format!("{path}: bool"))),
+            Value::Null => drop(out.insert(format!("{path}: null"))),
+        }
+    }
+
+    /// Results with every phase, shaped like a full run's.
+    fn full_results() -> Results {
+        let latency = Some(Percentiles {
+            p50: 1,
+            p99: 2,
+            max: 3,
+        });
+        let tool_startup = |tool: &str, binary: Option<&str>| ToolStartup {
+            tool: tool.into(),
+            binary: binary.map(String::from),
+            startup_ms: Some(1.5),
+            startup_ms_all: vec![1.5],
+            hwm_kib: binary.map(|_| 9336.0),
+            rss_kib_after_1s: binary.map(|_| 9336.0),
+        };
+        let run = BurstRun {
+            processes: 50,
+            ring_buffer_bytes: 4096,
+            kernel_counted: 50,
+            reported: 50,
+            lost: 0,
+            rss_kib: 1,
+            cpu_ms: 1,
+            killed_in_ms: 1,
+            load_average: vec![0.5],
+            kernel_kills_per_s: 1.5,
+            cpu_us_per_kill: 1.5,
+        };
+        let pressure = || PressureRun {
+            rss_kib: 1,
+            cpu_ms: 1,
+            open_fds: 1,
+            memory_pressure_events: 0,
+        };
+        let rss = Rss {
+            rss_kib: 1,
+            anon_kib: 1,
+            file_kib: 1,
+        };
+        Results {
+            machine: "m".into(),
+            date: "2026-12-07".into(),
+            note: None,
+            startup: Some(Startup {
+                runs: 1,
+                object: "o".into(),
+                tools: vec![
+                    tool_startup("oom-probe cold", Some("target/release/oom-probe")),
+                    tool_startup("bpftrace", None),
+                ],
+            }),
+            cgroups: Some(vec![CgroupCosts {
+                cgroups_created: 1,
+                cgroups_in_hierarchy: 1,
+                lookup: "Handle".into(),
+                named_by_handle: 1,
+                name_by_handle_us: 1.5,
+                name_by_handle_wall_us: 1.5,
+                walk_found: true,
+                name_by_walk_us: 1.5,
+                full_reconcile_cpu_ms: 1.5,
+                counters_read: 1,
+                agent_tick_cpu_ms: 1.5,
+                agent_ticks: 1.0,
+                agent_walks: 1.0,
+                agent_process_cpu_ms_per_tick: 1.5,
+                agent_rss_kib: 1,
+            }]),
+            side_by_side: Some(SideBySide {
+                kernel_counted: 1,
+                latency_measures: "l",
+                load_average_before: vec![0.5],
+                load_average_after: vec![0.5],
+                tools: vec![ToolLatency {
+                    tool: "oom-probe",
+                    kills: 1,
+                    caught: 1,
+                    latency_us: latency,
+                    rss_kib: 1,
+                    names_container: true,
+                }],
+                notes: vec!["n".into()],
+            }),
+            idle: Some(Idle {
+                seconds: 1,
+                rss_kib: 1,
+                anon_kib: 1,
+                file_kib: 1,
+                cpu_ms: 1,
+            }),
+            kubernetes: Some(KubernetesNames {
+                pods_in_store: 1,
+                kills: 1,
+                caught: 1,
+                named: 1,
+                latency_us: latency,
+                rss_kib_with_store: 1,
+                anon_kib_with_store: 1,
+                file_kib_with_store: 1,
+            }),
+            churn: Some(Churn {
+                cgroups_created_and_removed: 1,
+                kernel_kills: 1,
+                reported_plus_unobserved: 1,
+                churn_seconds: 1.5,
+                quiet_seconds: 1,
+                idle: rss,
+                after: rss,
+                rss_growth_kib: 1,
+                anon_growth_kib: 1,
+                peak_kib: 1,
+                history_file_bytes: 1,
+            }),
+            bursts: Some(vec![BurstSize {
+                processes: 50,
+                ring_buffer_bytes: 4096,
+                lost_min: Some(0),
+                lost_median: Some(0),
+                lost_max: Some(0),
+                runs_with_loss: 0,
+                runs_reported_plus_lost_short_of_kernel: 0,
+                runs: vec![run],
+            }]),
+            pressure: Some(vec![PressureFootprint {
+                watched_cgroups: 1,
+                seconds: 1,
+                with_pressure: pressure(),
+                one_held_at_limit: pressure(),
+                no_pressure: pressure(),
+            }]),
+        }
+    }
+
+    /// A full run writes the keys (and number kinds) of the committed full
+    /// run built with `json!`, so old and new results compare.
+    #[test]
+    fn a_full_run_has_the_keys_of_the_committed_results() {
+        let committed: Value =
+            serde_json::from_str(include_str!("../../../docs/bench/2026-11-30-idle.json")).unwrap();
+        let written: Value =
+            serde_json::from_str(&to_sorted_json(&full_results()).unwrap()).unwrap();
+        let (mut old, mut new) = (BTreeSet::new(), BTreeSet::new());
+        key_paths(&committed, "", &mut old);
+        key_paths(&written, "", &mut new);
+        assert_eq!(
+            new.difference(&old).collect::<Vec<_>>(),
+            Vec::<&String>::new(),
+            "keys the committed results lack"
+        );
+        assert_eq!(
+            old.difference(&new).collect::<Vec<_>>(),
+            Vec::<&String>::new(),
+            "keys no longer written"
+        );
+        assert_eq!(old.len(), 100);
+    }
 
     #[test]
     fn cells_print_as_json_with_null_as_a_dash() {
