@@ -10,12 +10,14 @@ use std::{
 
 use anyhow::{bail, Result};
 use oom_probe_cgroupfs::testing::MemoryCgroup;
-use oom_probe_test_support::apiserver::{pod, ApiServer};
 use serde::Serialize;
 use serde_json::json;
 
 use super::{
-    measure::{hog, process_stats, stop, MIB},
+    measure::{
+        apiserver::{pod, ApiServer},
+        hog, process_stats, stop, MIB,
+    },
     sightings::{start_oom_probe, Sighting, DEFAULT_RING},
     stats::{percentiles, Percentiles},
 };

@@ -13,9 +13,11 @@ use std::{
 
 use serde::Serialize;
 
-// The test harness's process plumbing, named here once for the bench and the
-// soak.
-pub(crate) use oom_probe_test_support::{free_loopback_addr, http_get, spawn_until_ready};
+// The test harness's process plumbing and local API server, named here once
+// for the bench and the soak.
+pub(crate) use oom_probe_test_support::{
+    apiserver, free_loopback_addr, http_get, spawn_until_ready,
+};
 
 /// One mebibyte, in bytes (cgroup limits).
 pub(crate) const MIB: u64 = 1 << 20;
