@@ -2,11 +2,11 @@
 //! fresh machine first, so the README's two commands are all a person types.
 
 mod bench;
-mod churn;
 mod dist;
 mod fuzz;
 mod setup;
 mod soak;
+mod test_counts;
 mod vm;
 
 use std::process::Command;
@@ -53,7 +53,7 @@ enum Task {
     /// static binary, the image as an OCI archive, shell completions, man
     /// pages and SHA256SUMS.
     Dist(dist::DistArgs),
-    /// Boot each kernel of the matrix (6.1, 6.12) under QEMU and run the
+    /// Boot each kernel of the matrix (5.10, 6.1, 6.12) under QEMU and run the
     /// end-to-end tests in it.
     VmTest(vm::VmTestArgs),
     /// Set up (cargo-fuzz, nightly) and run every fuzz target of fuzz/ for
@@ -70,43 +70,8 @@ fn main() -> Result<()> {
         Task::Setup => setup::build_toolchain().map(drop),
         Task::Watch { args } => watch(&args),
         Task::Test => test(),
-        Task::Bench(args) => {
-            let toolchain = setup::build_toolchain()?;
-            setup::apt_install(&[("bpftrace", "bpftrace")])?;
-            // bpftrace finds oom:mark_victim through tracefs.
-            setup::mount_tracefs();
-            cargo(
-                &toolchain,
-                &[
-                    "build",
-                    "--release",
-                    "--package",
-                    "oom-probe",
-                    "--package",
-                    "oom-probe-tests",
-                    "--package",
-                    "bare-aya-loader",
-                    "--bins",
-                ],
-            )?;
-            bench::run(&args)
-        }
-        Task::Soak(args) => {
-            let toolchain = setup::build_toolchain()?;
-            let mut build = vec!["build"];
-            if !args.debug {
-                build.push("--release");
-            }
-            build.extend([
-                "--package",
-                "oom-probe",
-                "--package",
-                "oom-probe-tests",
-                "--bins",
-            ]);
-            cargo(&toolchain, &build)?;
-            soak::run(&args)
-        }
+        Task::Bench(args) => bench::run(&args),
+        Task::Soak(args) => soak::run(&args),
         Task::KmsgReader => bench::kmsg_reader(),
         Task::Static { out } => {
             let binary = static_binary()?;
@@ -207,7 +172,7 @@ fn test() -> Result<()> {
         .env("OOM_PROBE_STATIC_BIN", &static_oom_probe)
         .env("OOM_PROBE_EARLYOOM", std::path::absolute(&earlyoom)?)
         .env_remove("OOM_PROBE_ALLOW_SKIP");
-    let host = run_counting_tests(&mut test)?;
+    let host = test_counts::run_counting_tests(&mut test)?;
     if host.failure.is_none() {
         println!("xtask: fmt, clippy, unit and end-to-end tests passed on the host");
     }
@@ -261,62 +226,8 @@ fn kernel_matrix() -> Result<vm::Matrix> {
     vm::run_matrix(vm::VmTestArgs::for_test_suite())
 }
 
-/// Tests passed and failed over every test binary of a `cargo test` run.
-#[derive(Default)]
-struct TestCounts {
-    passed: u64,
-    failed: u64,
-    /// The names of the failing tests (`test NAME ... FAILED` lines).
-    failed_tests: Vec<String>,
-    /// Why `cargo test` failed, when it did.
-    failure: Option<String>,
-}
-
-/// Runs `cargo test`, echoing its output and adding up its `test result:`
-/// lines, so the run ends on one total instead of the last binary's count.
-/// A failing run is returned, not an error: its counts still add up.
-fn run_counting_tests(command: &mut Command) -> Result<TestCounts> {
-    eprintln!("xtask: running {command:?}");
-    let mut child = command.stdout(std::process::Stdio::piped()).spawn()?;
-    let mut counts = TestCounts::default();
-    let stdout = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
-    for line in std::io::BufRead::lines(stdout) {
-        let line = line?;
-        println!("{line}");
-        if let Some(result) = line.strip_prefix("test result: ") {
-            counts.passed += count_before(result, " passed");
-            counts.failed += count_before(result, " failed");
-        } else if let Some(name) = line
-            .strip_prefix("test ")
-            .and_then(|rest| rest.strip_suffix(" ... FAILED"))
-        {
-            counts.failed_tests.push(name.to_string());
-        }
-    }
-    let status = child.wait()?;
-    if !status.success() {
-        // A binary that failed to build or crashed has no result line.
-        counts.failed = counts.failed.max(1);
-        counts.failure = Some(format!("{command:?} failed with {status}"));
-    }
-    Ok(counts)
-}
-
-/// The number just before `label` in `ok. 5 passed; 0 failed; ...`.
-fn count_before(text: &str, label: &str) -> u64 {
-    text.split(';')
-        .find_map(|part| {
-            let part = part
-                .trim()
-                .trim_start_matches("ok. ")
-                .trim_start_matches("FAILED. ");
-            part.strip_suffix(label)?.trim().parse().ok()
-        })
-        .unwrap_or(0)
-}
-
 /// Runs cargo with the environment the eBPF build needs.
-fn cargo(toolchain: &setup::EbpfToolchain, args: &[&str]) -> Result<()> {
+pub(crate) fn cargo(toolchain: &setup::EbpfToolchain, args: &[&str]) -> Result<()> {
     run(setup::cargo_command(toolchain).args(args))
 }
 
@@ -330,35 +241,4 @@ pub(crate) fn run(command: &mut Command) -> Result<()> {
         bail!("{command:?} failed with {status}");
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The counts and failing names of a `cargo test`-like run that fails,
-    /// from real output lines (passing and failing binaries).
-    #[test]
-    fn a_failing_run_keeps_its_counts_and_names() {
-        let mut command = Command::new("sh");
-        command.args([
-            "-c",
-            "echo 'test a ... ok'; echo 'test b ... FAILED'; \
-             echo 'test result: FAILED. 1 passed; 1 failed; 0 ignored'; \
-             echo 'test result: ok. 3 passed; 0 failed; 0 ignored'; exit 101",
-        ]);
-        let counts = run_counting_tests(&mut command).unwrap();
-        assert_eq!((counts.passed, counts.failed), (4, 1));
-        assert_eq!(counts.failed_tests, ["b"]);
-        assert!(counts.failure.unwrap().contains("101"));
-    }
-
-    #[test]
-    fn a_passing_run_has_no_failure() {
-        let mut command = Command::new("sh");
-        command.args(["-c", "echo 'test result: ok. 2 passed; 0 failed'"]);
-        let counts = run_counting_tests(&mut command).unwrap();
-        assert_eq!((counts.passed, counts.failed), (2, 0));
-        assert!(counts.failure.is_none());
-    }
 }

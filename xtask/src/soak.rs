@@ -21,8 +21,14 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use oom_probe_cgroupfs::testing::MemoryCgroup;
-use oom_probe_test_support::spawn_until_ready;
 use serde_json::{json, Value};
+
+use crate::{
+    bench::measure::{
+        agent_with_files, free_loopback_addr, http_get, process_stats, spawn_until_ready, MIB,
+    },
+    setup,
+};
 
 /// What `cargo xtask soak` was asked for.
 #[derive(clap::Args)]
@@ -46,10 +52,8 @@ pub struct SoakArgs {
     /// Use the debug binaries in target/debug (already built) instead of
     /// building release ones; the RSS figures are then a debug build's.
     #[arg(long)]
-    pub debug: bool,
+    debug: bool,
 }
-
-const MIB: u64 = 1 << 20;
 
 /// Everything the agent printed, by cgroup path.
 #[derive(Default)]
@@ -97,31 +101,34 @@ impl Seen {
     }
 }
 
-/// `oom-probe run` as a DaemonSet runs it: JSON lines on stdout, /metrics
-/// on `addr`, its state file and history store in `dir`, a reconciliation
-/// every 5 s.
-pub(crate) fn agent_with_files(binary: &str, dir: &std::path::Path, addr: &str) -> Command {
-    let mut command = Command::new(binary);
-    command
-        .args(["run", "--output", "json", "--listen", addr])
-        .arg("--state-file")
-        .arg(dir.join("state.json"))
-        .arg("--history-file")
-        .arg(dir.join("history.redb"))
-        .args(["--reconcile-interval", "5"])
-        .stdin(Stdio::null());
-    command
+/// Sets up, builds the binaries (release, or debug with `--debug`) and
+/// runs the soak.
+pub fn run(args: &SoakArgs) -> Result<()> {
+    let toolchain = setup::build_toolchain()?;
+    let mut build = vec!["build"];
+    if !args.debug {
+        build.push("--release");
+    }
+    build.extend([
+        "--package",
+        "oom-probe",
+        "--package",
+        "oom-probe-tests",
+        "--bins",
+    ]);
+    crate::cargo(&toolchain, &build)?;
+    soak(args)
 }
 
 /// Runs the soak with binaries already built in `target/release` (or
 /// `target/debug` with `--debug`).
-pub fn run(args: &SoakArgs) -> Result<()> {
+fn soak(args: &SoakArgs) -> Result<()> {
     let profile = if args.debug { "debug" } else { "release" };
     let oom_probe = format!("target/{profile}/oom-probe");
     let oom_hog = format!("target/{profile}/oom-hog");
     let dir = std::env::temp_dir().join(format!("oom-probe-soak-{}", std::process::id()));
     fs::create_dir_all(&dir)?;
-    let addr = oom_probe_test_support::free_loopback_addr();
+    let addr = free_loopback_addr();
     let mut command = agent_with_files(&oom_probe, &dir, &addr);
     if let Some(bytes) = args.ring_buffer_size {
         command.args(["--ring-buffer-size", &bytes.to_string()]);
@@ -141,7 +148,7 @@ pub fn run(args: &SoakArgs) -> Result<()> {
     let pid = agent.id();
     let started = Instant::now();
     let until = started + Duration::from_secs_f64(args.minutes * 60.0);
-    let mut rss = vec![(0u64, rss_kib(pid))];
+    let mut rss = vec![(0u64, process_stats(pid).rss_kib)];
     let mut next_sample = started + Duration::from_secs(args.sample_seconds);
     // Kernel counts of removed cgroups, by cgroup id (the directory's inode;
     // summed should the kernel reuse an id), read just before removal.
@@ -192,7 +199,7 @@ pub fn run(args: &SoakArgs) -> Result<()> {
         live = keep;
         if Instant::now() >= next_sample {
             let at = started.elapsed().as_secs();
-            let kib = rss_kib(pid);
+            let kib = process_stats(pid).rss_kib;
             println!("  {:>5} s  RSS {:>6} KiB  cgroups made {created}", at, kib);
             rss.push((at, kib));
             next_sample += Duration::from_secs(args.sample_seconds);
@@ -202,7 +209,7 @@ pub fn run(args: &SoakArgs) -> Result<()> {
     for (cgroup, _) in live.drain(..) {
         *kernel.entry(cgroup_id(&cgroup)?).or_default() += cgroup.kernel_oom_kills()?;
     }
-    rss.push((started.elapsed().as_secs(), rss_kib(pid)));
+    rss.push((started.elapsed().as_secs(), process_stats(pid).rss_kib));
     // Let the agent print what is in flight, then stop it cleanly.
     let settle = Instant::now() + Duration::from_secs(60);
     while Instant::now() < settle {
@@ -218,7 +225,7 @@ pub fn run(args: &SoakArgs) -> Result<()> {
     }
     // Records the ring buffer had no room for: counted by the kernel, and
     // for a cgroup removed before the next reconcile, counted nowhere else.
-    let lost = oom_probe_test_support::http_get(&addr, "/metrics")
+    let lost = http_get(&addr, "/metrics")
         .ok()
         .and_then(|(_, body)| {
             body.lines()
@@ -314,18 +321,4 @@ pub fn run(args: &SoakArgs) -> Result<()> {
 fn cgroup_id(cgroup: &MemoryCgroup) -> Result<u64> {
     use std::os::unix::fs::MetadataExt;
     Ok(fs::metadata(cgroup.path())?.ino())
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmRSS:")?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
 }

@@ -56,8 +56,9 @@ pub fn parse(console: &str) -> Report {
         } else if let Some(verdict) = after(line, RESULT_MARKER) {
             report.verdict = Some(parse_verdict(verdict));
         } else if let Some(result) = after(line, "test result: ") {
-            report.passed += count_before(result, " passed");
-            report.failed += count_before(result, " failed");
+            let (passed, failed) = crate::test_counts::passed_and_failed(result);
+            report.passed += passed;
+            report.failed += failed;
         }
     }
     report
@@ -146,18 +147,6 @@ fn parse_check(json: &str) -> Option<Check> {
         unavailable,
         victim_task: report["victim_task"].as_str().map(String::from),
     })
-}
-
-/// The number just before `label` in `ok. 5 passed; 0 failed; …`.
-fn count_before(result: &str, label: &str) -> u64 {
-    result
-        .split(';')
-        .find_map(|part| {
-            let part = part.trim();
-            let part = part.rsplit(". ").next().unwrap_or(part);
-            part.strip_suffix(label)?.trim().parse().ok()
-        })
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

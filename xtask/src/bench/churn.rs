@@ -3,10 +3,10 @@
 //! endpoint, as the DaemonSet runs it) idles, then sees `kills` OOM kills
 //! spread over `cgroups` memory cgroups that are created, killed in and
 //! removed, a few at a time; once every kill is reported and the agent has
-//! been quiet for a while, its RSS is read again. Printed: RSS idle, RSS
-//! after and the difference, each split into anonymous and file-backed
-//! pages (/proc/PID/status RssAnon, RssFile), and the peak (VmHWM).
-//! Nothing here is asserted: the figures go to the README.
+//! been quiet for a while, its RSS is read again: RSS idle, RSS after and
+//! the difference, each split into anonymous and file-backed pages
+//! (/proc/PID/status RssAnon, RssFile), and the peak (VmHWM). Nothing here
+//! is asserted.
 
 use std::{
     fs,
@@ -22,49 +22,76 @@ use std::{
 
 use anyhow::{Context, Result};
 use oom_probe_cgroupfs::testing::MemoryCgroup;
-use oom_probe_test_support::spawn_until_ready;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
-const MIB: u64 = 1 << 20;
+use super::measure::{
+    agent_with_files, free_loopback_addr, process_stats, spawn_until_ready, Rss, MIB,
+};
+
 /// Cgroups alive (and killed in) at the same time.
 const AT_ONCE: usize = 8;
 /// How long the agent sits before each RSS reading (past its start-up, and
 /// past the last kill: at least one reconcile tick of 5 s runs in it).
 const QUIET: Duration = Duration::from_secs(15);
 
-/// RSS of a process from /proc/PID/status, in KiB.
-#[derive(Clone, Copy, Default)]
-struct Rss {
-    total: u64,
-    anon: u64,
-    file: u64,
-    peak: u64,
+/// The phase's figures (`churn` in the JSON).
+#[derive(Debug, Serialize)]
+pub(crate) struct Churn {
+    /// Cgroups made, killed in and removed.
+    pub(crate) cgroups_created_and_removed: usize,
+    /// Kills the cgroups' own counters counted, read before each removal.
+    pub(crate) kernel_kills: u64,
+    /// `oom_kill` events plus the counts of `oom_kill_unobserved` ones.
+    pub(crate) reported_plus_unobserved: u64,
+    /// How long the kills and cgroup churn took.
+    pub(crate) churn_seconds: f64,
+    /// The quiet before each RSS reading.
+    pub(crate) quiet_seconds: u64,
+    /// The agent's RSS before the churn.
+    pub(crate) idle: Rss,
+    /// And after it, quiet again.
+    pub(crate) after: Rss,
+    /// RSS after minus idle (negative if it shrank).
+    pub(crate) rss_growth_kib: i64,
+    /// RssAnon after minus idle.
+    pub(crate) anon_growth_kib: i64,
+    /// Peak RSS (VmHWM) at the end.
+    pub(crate) peak_kib: u64,
+    /// Size of the history store at the end.
+    pub(crate) history_file_bytes: u64,
 }
 
-impl Rss {
-    fn of(pid: u32) -> Self {
-        let stats = crate::bench::process_stats(pid);
-        Self {
-            total: stats.rss_kib,
-            anon: stats.anon_kib,
-            file: stats.file_kib,
-            peak: stats.hwm_kib,
-        }
-    }
+/// The fields of an agent's event line the phase counts.
+#[derive(Deserialize)]
+struct EventLine {
+    #[serde(rename = "type")]
+    kind: String,
+    count: Option<u64>,
+}
 
-    fn json(self) -> Value {
-        json!({"rss_kib": self.total, "anon_kib": self.anon, "file_kib": self.file})
+/// Kills one event line accounts for: 1 for `oom_kill`, its count for
+/// `oom_kill_unobserved`, else 0.
+fn kills_accounted(line: &str) -> u64 {
+    match serde_json::from_str::<EventLine>(line) {
+        Ok(event) if event.kind == "oom_kill" => 1,
+        Ok(event) if event.kind == "oom_kill_unobserved" => event.count.unwrap_or(0),
+        _ => 0,
     }
 }
 
 /// Runs the phase with `binary` (a release `oom-probe`) and `hog`
-/// (`oom-hog`); returns the figures as JSON.
-pub fn churn_footprint(binary: &str, hog: &str, kills: usize, cgroups: usize) -> Result<Value> {
+/// (`oom-hog`).
+pub(crate) fn churn_footprint(
+    binary: &str,
+    hog: &str,
+    kills: usize,
+    cgroups: usize,
+) -> Result<Churn> {
     let per_cgroup = kills.div_ceil(cgroups.max(1)).max(1);
     let dir = std::env::temp_dir().join(format!("oom-probe-churn-{}", std::process::id()));
     fs::create_dir_all(&dir)?;
-    let addr = oom_probe_test_support::free_loopback_addr();
-    let mut command = crate::soak::agent_with_files(binary, &dir, &addr);
+    let addr = free_loopback_addr();
+    let mut command = agent_with_files(binary, &dir, &addr);
     command.args(["--userspace-killers", ""]);
     let (mut agent, stdout, _stderr) = spawn_until_ready(&mut command, false)?;
     let pid = agent.id();
@@ -74,23 +101,15 @@ pub fn churn_footprint(binary: &str, hog: &str, kills: usize, cgroups: usize) ->
         let accounted = accounted.clone();
         thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let Ok(event) = serde_json::from_str::<Value>(&line) else {
-                    continue;
-                };
-                let n = match event["type"].as_str() {
-                    Some("oom_kill") => 1,
-                    Some("oom_kill_unobserved") => event["count"].as_u64().unwrap_or(0),
-                    _ => 0,
-                };
-                accounted.fetch_add(n, Ordering::Relaxed);
+                accounted.fetch_add(kills_accounted(&line), Ordering::Relaxed);
             }
         })
     };
     thread::sleep(QUIET);
-    let idle = Rss::of(pid);
+    let idle = process_stats(pid);
     println!(
         "churn: idle RSS {} KiB; {} kills in {} cgroups ({per_cgroup} each), {AT_ONCE} at a time",
-        idle.total,
+        idle.rss_kib,
         per_cgroup * cgroups,
         cgroups
     );
@@ -128,7 +147,7 @@ pub fn churn_footprint(binary: &str, hog: &str, kills: usize, cgroups: usize) ->
             println!(
                 "  {made} cgroups, {kernel} kills, {:.0} s, RSS {} KiB",
                 started.elapsed().as_secs_f64(),
-                Rss::of(pid).total
+                process_stats(pid).rss_kib
             );
         }
     }
@@ -138,62 +157,43 @@ pub fn churn_footprint(binary: &str, hog: &str, kills: usize, cgroups: usize) ->
         thread::sleep(Duration::from_millis(200));
     }
     thread::sleep(QUIET);
-    let after = Rss::of(pid);
+    let after = process_stats(pid);
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     agent.wait()?;
     let _ = reader.join();
     let history_bytes = fs::metadata(dir.join("history.redb")).map_or(0, |m| m.len());
     let _ = fs::remove_dir_all(&dir);
-    Ok(json!({
-        "cgroups_created_and_removed": cgroups,
-        "kernel_kills": kernel,
-        "reported_plus_unobserved": accounted.load(Ordering::Relaxed),
-        "churn_seconds": churn_seconds,
-        "quiet_seconds": QUIET.as_secs(),
-        "idle": idle.json(),
-        "after": after.json(),
-        "rss_growth_kib": after.total as i64 - idle.total as i64,
-        "anon_growth_kib": after.anon as i64 - idle.anon as i64,
-        "peak_kib": after.peak,
-        "history_file_bytes": history_bytes,
-    }))
+    Ok(Churn {
+        cgroups_created_and_removed: cgroups,
+        kernel_kills: kernel,
+        reported_plus_unobserved: accounted.load(Ordering::Relaxed),
+        churn_seconds,
+        quiet_seconds: QUIET.as_secs(),
+        idle: idle.rss(),
+        after: after.rss(),
+        rss_growth_kib: after.rss_kib as i64 - idle.rss_kib as i64,
+        anon_growth_kib: after.anon_kib as i64 - idle.anon_kib as i64,
+        peak_kib: after.hwm_kib,
+        history_file_bytes: history_bytes,
+    })
 }
 
-/// Prints the phase's figures.
-pub fn print_churn(churn: &Value) {
-    let cell = |v: &Value| match v {
-        Value::Null => "-".to_string(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    println!(
-        "\nchurn (oom-probe run: state, history, metrics): {} kills counted by the kernel in {} \
-         cgroups made and removed, {} reported or unobserved, in {:.0} s",
-        cell(&churn["kernel_kills"]),
-        cell(&churn["cgroups_created_and_removed"]),
-        cell(&churn["reported_plus_unobserved"]),
-        churn["churn_seconds"].as_f64().unwrap_or(0.0)
-    );
-    println!(
-        "{:<24} {:>9} {:>10} {:>10}",
-        "", "RSS KiB", "anon KiB", "file KiB"
-    );
-    for (label, key) in [("idle", "idle"), ("after, quiet again", "after")] {
-        let r = &churn[key];
-        println!(
-            "{:<24} {:>9} {:>10} {:>10}",
-            label,
-            cell(&r["rss_kib"]),
-            cell(&r["anon_kib"]),
-            cell(&r["file_kib"])
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_kills_and_unobserved_counts() {
+        assert_eq!(
+            kills_accounted(r#"{"type":"oom_kill","victim":{"pid":1}}"#),
+            1
         );
+        assert_eq!(
+            kills_accounted(r#"{"type":"oom_kill_unobserved","cgroup_id":7,"count":3}"#),
+            3
+        );
+        assert_eq!(kills_accounted(r#"{"type":"memory_pressure"}"#), 0);
+        assert_eq!(kills_accounted("not json"), 0);
     }
-    println!(
-        "RSS after - idle: {} KiB (anonymous {} KiB); peak {} KiB; history file {} bytes",
-        cell(&churn["rss_growth_kib"]),
-        cell(&churn["anon_growth_kib"]),
-        cell(&churn["peak_kib"]),
-        cell(&churn["history_file_bytes"])
-    );
 }
