@@ -16,6 +16,12 @@ pub const RECORD_OOM_CONTEXT: u32 = 2;
 /// Tag of a [`VictimRecord`] for a SIGKILL sent by a userspace OOM killer
 /// (systemd-oomd, earlyoom, ...); `trigger_*` is then the killer.
 pub const RECORD_USERSPACE_KILL: u32 = 3;
+/// Tag of a [`VictimRecord`] for a `mark_victim` that no SIGKILL from the
+/// OOM killer preceded: the kernel chose a task that was already exiting
+/// (`task_will_free_mem()`), only marked it and gave it memory reserves. Not
+/// a kill: no SIGKILL, no "Killed process" line, no `oom_kill` count. Sent
+/// only while the `signal_generate` hook runs (see [`SIGNAL_HOOKED_MAP`]).
+pub const RECORD_OOM_MARK: u32 = 4;
 
 /// How many memory cgroups, from the victim's own upwards, a record
 /// carries: enough for every real hierarchy (`/kubepods/burstable/pod/ctr`
@@ -41,6 +47,11 @@ pub const LOST_BY_CGROUP_FULL: u32 = 1;
 pub const LOST_BY_CGROUP_MAP: &str = "LOST_BY_CGROUP";
 /// Entries of [`LOST_BY_CGROUP_MAP`]: cgroups with lost records at once.
 pub const LOST_BY_CGROUP_ENTRIES: u32 = 1024;
+/// Name of the one-entry array userspace sets to 1 once the
+/// `signal_generate` hook is attached: only then can `mark_victim` tell a
+/// kill (the OOM killer's SIGKILL came first) from a mark
+/// ([`RECORD_OOM_MARK`]).
+pub const SIGNAL_HOOKED_MAP: &str = "SIGNAL_HOOKED";
 /// Name of the hash map of process names whose SIGKILLs are reported as
 /// userspace OOM kills (key: comm, zero-padded to [`TASK_COMM_LEN`]).
 pub const KILLERS_MAP: &str = "KILLERS";
@@ -132,7 +143,7 @@ pub struct KernelOffsets {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VictimRecord {
-    /// Always [`RECORD_VICTIM`].
+    /// [`RECORD_VICTIM`], [`RECORD_USERSPACE_KILL`] or [`RECORD_OOM_MARK`].
     pub kind: u32,
     /// Copy of [`KernelOffsets::features`] at the time of the event, so
     /// userspace knows which fields were read and which are zero by absence;

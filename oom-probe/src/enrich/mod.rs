@@ -142,6 +142,20 @@ impl Enricher {
                 KillKind::UserspaceKill,
                 self.kill_event(&victim, KillKind::UserspaceKill),
             )),
+            Record::OomMark(victim) => {
+                // Not a kill: the kernel counts no oom_kill for it, so
+                // neither do we; said once on the log, never as an event.
+                tracing::info!(
+                    "the OOM killer chose pid {} ({}) in cgroup {:?} but only marked it: it was \
+                     already exiting, so no SIGKILL was sent and no kill is counted",
+                    victim.tgid,
+                    String::from_utf8_lossy(&victim.comm)
+                        .trim_end_matches('\0')
+                        .to_owned(),
+                    self.path_of(victim.memcg_levels[0].cgroup_id),
+                );
+                None
+            }
         }
     }
 
@@ -496,7 +510,9 @@ fn kubernetes_from(identity: cgroup_layout::CgroupIdentity) -> Option<Kubernetes
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oom_probe_common::{RECORD_OOM_CONTEXT, RECORD_USERSPACE_KILL, RECORD_VICTIM};
+    use oom_probe_common::{
+        RECORD_OOM_CONTEXT, RECORD_OOM_MARK, RECORD_USERSPACE_KILL, RECORD_VICTIM,
+    };
 
     const ALL: u32 = feature::VICTIM_TASK_ARG
         | feature::TASK
@@ -795,5 +811,20 @@ mod tests {
             .explanation
             .unwrap()
             .starts_with("SIGKILL from systemd-oomd"));
+    }
+
+    #[test]
+    fn a_mark_of_an_exiting_task_is_no_event_and_the_next_kill_is() {
+        let mut e = enricher();
+        let mut r = victim(ALL);
+        r.kind = RECORD_OOM_MARK;
+        assert_eq!(e.on_record(Record::OomMark(r)), None);
+        let killed = VictimRecord {
+            kind: RECORD_VICTIM,
+            tgid: r.tgid + 1,
+            ..r
+        };
+        let event = kill(e.on_record(Record::Victim(killed)));
+        assert_eq!(event.victim.pid, r.tgid + 1);
     }
 }
