@@ -220,6 +220,68 @@ fn a_memcg_full_of_tmpfs_is_explained_as_shmem() {
     assert!(explanation.contains("64 MiB limit"), "{explanation}");
 }
 
+/// The container: anonymous memory and tmpfs mixed, more anonymous.
+/// memory.stat counts tmpfs in `file` and `shmem`, never in `anon`, so the
+/// kill is explained as anonymous memory, not "mostly tmpfs/shmem".
+#[test]
+fn anon_and_tmpfs_mixed_is_explained_by_the_larger() {
+    if !root_or_skip("anon_and_tmpfs_mixed_is_explained_by_the_larger") {
+        return;
+    }
+    let limit = 64 * MIB;
+    let cgroup = MemoryCgroup::create(limit).unwrap();
+    let tmpfs = Tmpfs::mount("tmpfs-mixed").unwrap();
+    // 20 MiB of tmpfs charged to the cgroup (dd exits; the file stays).
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec dd if=/dev/zero of={}/fill bs=1M count=20 status=none",
+        cgroup.path().display(),
+        tmpfs.0.display()
+    );
+    assert!(Command::new("sh")
+        .args(["-c", &script])
+        .status()
+        .unwrap()
+        .success());
+    let mut watcher = Watcher::start(&[]).unwrap();
+    // 3 x 13 MiB of anonymous memory held; the hog below grows until the
+    // kernel kills one of the holders (the biggest tasks), and keeps its own
+    // anonymous memory charged while memory.stat is read after the kill.
+    let mut holders: Vec<_> = (0..3)
+        .map(|i| hold(&cgroup, &format!("mixed-anon-{i}"), 13))
+        .collect();
+    let mut grower = hog()
+        .arg("--cgroup")
+        .arg(cgroup.path())
+        .args(["--comm", "mixed-grower", "--mb", "256"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let event = watcher
+        .events_for(cgroup.relative_path(), 1, Duration::ZERO)
+        .unwrap()
+        .remove(0);
+    let _ = grower.kill();
+    let _ = grower.wait();
+    for holder in &mut holders {
+        let _ = holder.kill();
+        let _ = holder.wait();
+    }
+    let stat = &event["memcg_stat"];
+    let get = |k: &str| stat[k].as_u64().unwrap_or_else(|| panic!("{k}: {event:#}"));
+    assert_eq!(event["memcg_stat_source"], "after_kill", "{event:#}");
+    assert!(get("shmem") >= 19 * MIB, "the tmpfs file: {event:#}");
+    assert!(
+        get("file") >= get("shmem"),
+        "file includes shmem: {event:#}"
+    );
+    assert!(get("anon") > get("shmem"), "{event:#}");
+    let explanation = event["explanation"].as_str().unwrap();
+    assert!(
+        explanation.starts_with("anonymous memory is"),
+        "{explanation}"
+    );
+}
+
 #[test]
 fn a_userspace_oom_killer_is_reported_with_its_name() {
     if !root_or_skip("a_userspace_oom_killer_is_reported_with_its_name") {
