@@ -181,6 +181,56 @@ fn a_trigger_in_another_cgroup_is_named_apart_from_the_victim() {
     assert_eq!(event["oom_memcg"]["path"], pod.relative_path(), "{event:#}");
 }
 
+/// Nested memory cgroups, removed deepest first.
+struct Nested(Vec<MemoryCgroup>);
+
+impl Drop for Nested {
+    fn drop(&mut self) {
+        while let Some(cgroup) = self.0.pop() {
+            drop(cgroup);
+        }
+    }
+}
+
+/// The limit that runs out is 11 levels above the victim's memory cgroup
+/// (a pod's limit above kind-in-Docker nesting): more than the 8 levels a
+/// record carries. The event must name that cgroup (`constraint` memcg),
+/// never call it a node-wide OOM.
+#[test]
+fn a_limit_more_than_8_levels_above_the_victim_ran_out() {
+    if !root_or_skip("a_limit_more_than_8_levels_above_the_victim_ran_out") {
+        return;
+    }
+    let limit = 64 * MIB;
+    let top = MemoryCgroup::create(limit).unwrap();
+    let mut nested = Nested(Vec::new());
+    for depth in 1..=11 {
+        let child = nested
+            .0
+            .last()
+            .unwrap_or(&top)
+            .create_child_named(&format!("l{depth}"), None)
+            .unwrap();
+        nested.0.push(child);
+    }
+    let deepest = nested.0.last().unwrap();
+    let mut watcher = Watcher::start(&[]).unwrap();
+    let (victim, report) = run_hog_with_child(deepest, "--fork", "deep-hog", 256).unwrap();
+    assert!(report.contains("killed by signal 9"), "{report}");
+    let event = &watcher
+        .events_for(deepest.relative_path(), 1, SETTLE)
+        .unwrap()[0];
+    assert_eq!(event["victim"]["pid"], victim, "{event:#}");
+    assert_eq!(event["constraint"], "memcg", "{event:#}");
+    assert_eq!(event["oom_memcg"]["path"], top.relative_path(), "{event:#}");
+    assert_eq!(event["oom_memcg"]["limit_bytes"], limit, "{event:#}");
+    assert!(
+        !event["explanation"].as_str().unwrap().contains("node-wide"),
+        "{event:#}"
+    );
+    drop(nested);
+}
+
 #[test]
 fn a_memcg_full_of_tmpfs_is_explained_as_shmem() {
     if !root_or_skip("a_memcg_full_of_tmpfs_is_explained_as_shmem") {

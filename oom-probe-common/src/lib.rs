@@ -28,6 +28,14 @@ pub const RECORD_OOM_MARK: u32 = 4;
 /// is four deep), small enough for an unrolled loop the verifier accepts.
 pub const MEMCG_LEVELS: usize = 8;
 
+/// How many memory cgroups, from the victim's own upwards, the programs
+/// walk to find the one that ran out (levels past [`MEMCG_LEVELS`] are not
+/// carried, only the lowest at its limit: [`VictimRecord::memcg_beyond`]).
+/// cgroupfs sets no depth limit of its own (`cgroup.max.depth` defaults to
+/// unlimited); 64 is far past any real nesting (kind in Docker with a
+/// kubelet's pods is about 12) and a bounded loop every kernel verifies.
+pub const MEMCG_WALK_LEVELS: usize = 64;
+
 /// Name of the global that carries [`KernelOffsets`] into the programs.
 pub const OFFSETS_GLOBAL: &str = "OFFSETS";
 /// Name of the ring buffer map every record goes through.
@@ -177,6 +185,18 @@ pub struct VictimRecord {
     /// (the current task: the allocator, or a userspace killer); 0 when
     /// unknown.
     pub trigger_cgroup_id: u64,
+    /// The lowest memory cgroup above `memcg_levels` (more than
+    /// [`MEMCG_LEVELS`] up) whose counter stood at its limit (usage within
+    /// `512 + limit / 128` pages of it), found within [`MEMCG_WALK_LEVELS`];
+    /// all zero when none was.
+    pub memcg_beyond: MemcgLevel,
+    /// How many memory cgroups the walk from the victim's met before the
+    /// root's parent (the root included), when it got there within
+    /// [`MEMCG_WALK_LEVELS`]; 0 when it did not (the hierarchy is deeper,
+    /// or memcgs cannot be read): then "no memcg at its limit" does not
+    /// mean a global OOM.
+    pub memcg_depth: u32,
+    pub _pad2: u32,
 }
 
 /// One memory cgroup's page counter at kill time.

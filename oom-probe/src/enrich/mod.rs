@@ -346,8 +346,10 @@ impl Enricher {
     }
 
     /// The kernel's own decision where a context hook gave it; otherwise the
-    /// lowest memcg whose counter stood at its limit, or a global OOM when
-    /// none did.
+    /// lowest memcg whose counter stood at its limit (the 8 levels carried,
+    /// then the one the eBPF walk found above them), or a global OOM when
+    /// none did and the walk reached the root; unknown (`None`) when it did
+    /// not.
     fn constraint(&self, r: &VictimRecord) -> Decided {
         if let Some((context, _)) = self.context_for(r) {
             let level = MemcgLevel {
@@ -369,14 +371,19 @@ impl Enricher {
         let full = r
             .memcg_levels
             .iter()
+            .chain([&r.memcg_beyond])
             .find(|level| self.at_limit(level))
             .copied();
+        // No memcg at its limit is a global OOM only where the walk saw
+        // the whole way to the root; past MEMCG_WALK_LEVELS it is unknown.
+        let whole_walk = r.memcg_levels.iter().any(|l| l.cgroup_id == 0) || r.memcg_depth != 0;
+        let name = match full {
+            Some(_) => Some(Constraint::Memcg),
+            None if whole_walk => Some(Constraint::Global),
+            None => None,
+        };
         Decided {
-            name: Some(if full.is_some() {
-                Constraint::Memcg
-            } else {
-                Constraint::Global
-            }),
+            name,
             source: Some(ConstraintSource::PageCounters),
             domain_pages: None,
             chosen: None,
@@ -647,6 +654,40 @@ mod tests {
         assert_eq!(oom.cgroup_id, 70);
         assert_eq!(oom.limit_bytes, Some(8_192 * e.page_size));
         assert_eq!(event.memcg.limit_bytes, Some(1_000_000 * e.page_size));
+    }
+
+    /// A victim more than 8 memcgs below the one that ran out (kind in
+    /// Docker): unlimited levels all the way up the carried ones.
+    fn deep_victim() -> VictimRecord {
+        let mut r = victim(ALL);
+        for (i, l) in r.memcg_levels.iter_mut().enumerate() {
+            *l = level(100 + i as u64, 8_000, UNLIMITED);
+        }
+        r
+    }
+
+    #[test]
+    fn a_memcg_at_its_limit_above_the_carried_levels_ran_out() {
+        let mut r = deep_victim();
+        r.memcg_beyond = level(60, 8_190, 8_192);
+        r.memcg_depth = 12;
+        let event = kill(enricher().on_record(Record::Victim(r)));
+        assert_eq!(event.constraint, Some(Constraint::Memcg));
+        assert_eq!(event.oom_memcg.map(|m| m.cgroup_id), Some(60));
+    }
+
+    #[test]
+    fn no_memcg_at_its_limit_is_global_only_when_the_walk_reached_the_root() {
+        let mut r = deep_victim();
+        r.memcg_depth = 12;
+        let event = kill(enricher().on_record(Record::Victim(r)));
+        assert_eq!(event.constraint, Some(Constraint::Global));
+        // Deeper than MEMCG_WALK_LEVELS: the walk never saw the root.
+        r.memcg_depth = 0;
+        let event = kill(enricher().on_record(Record::Victim(r)));
+        assert_eq!(event.constraint, None, "unknown, not global");
+        assert_eq!(event.oom_memcg, None);
+        assert!(!event.explanation.unwrap().contains("node-wide"));
     }
 
     /// A record whose task was not found (pid-only `mark_victim`, no
