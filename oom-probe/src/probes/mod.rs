@@ -384,8 +384,6 @@ fn attach_first<H: Copy + Into<Hook>>(
     Err(failures.join("; "))
 }
 
-/// Tells the signal hook whose SIGKILLs to report (comm, as the kernel
-/// truncates it to 15 bytes).
 /// Tells `mark_victim` that `signal_generate` runs, so that a mark no
 /// SIGKILL preceded is sent as a mark ([`oom_probe_common::RECORD_OOM_MARK`]).
 /// Errors: the map is missing or the kernel refused the write.
@@ -398,6 +396,8 @@ fn set_signal_hooked(ebpf: &mut Ebpf) -> Result<()> {
     Ok(())
 }
 
+/// Tells the signal hook whose SIGKILLs to report (comm, as the kernel
+/// truncates it to 15 bytes).
 fn set_killers(ebpf: &mut Ebpf, names: &[String]) -> Result<()> {
     let map = ebpf
         .map_mut(KILLERS_MAP)
