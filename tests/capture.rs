@@ -634,3 +634,118 @@ fn cgroup_ids_are_named_by_file_handle_as_a_walk_names_them() {
     assert_eq!(fresh.path_of(id), None);
     assert_eq!(fresh.lookup(), Lookup::Handle);
 }
+
+/// A v1 freezer cgroup made for one test, thawed and removed on drop: its
+/// frozen tasks stay frozen with a SIGKILL pending (v1 frozen tasks do not
+/// wake for signals; the v2 freezer lets a SIGKILL through).
+struct FrozenCgroup(std::path::PathBuf);
+
+impl FrozenCgroup {
+    fn create() -> Option<Self> {
+        let root = std::path::Path::new("/sys/fs/cgroup/freezer");
+        if !root.join("freezer.state").exists() && !root.join("tasks").exists() {
+            return None;
+        }
+        let dir = root.join(format!("oom-probe-test-mark-{}", std::process::id()));
+        std::fs::create_dir(&dir).ok()?;
+        Some(Self(dir))
+    }
+
+    fn set(&self, state: &str) {
+        std::fs::write(self.0.join("freezer.state"), state).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(self.0.join("freezer.state"))
+            .unwrap()
+            .trim()
+            != state
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "freezer never {state}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for FrozenCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0.join("freezer.state"), "THAWED");
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The OOM killer picks a task that is already exiting (SIGKILL pending,
+/// frozen so it cannot exit): the kernel only marks it (no SIGKILL, no
+/// `oom_kill` count) and kills the next task once the mark's memory is
+/// reaped. One kill, one `oom_kill` event, agreeing with memory.oom_control;
+/// the mark is said on stderr and is no event.
+#[test]
+fn a_mark_of_an_exiting_task_is_not_reported_as_a_kill() {
+    use std::io::BufRead;
+    if !root_or_skip("a_mark_of_an_exiting_task_is_not_reported_as_a_kill") {
+        return;
+    }
+    let limit = 64 * MIB;
+    // Made after the memory cgroup, so dropped (thawed) before it is removed.
+    let cgroup = MemoryCgroup::create(limit).unwrap();
+    let Some(freezer) = FrozenCgroup::create() else {
+        oom_probe_tests::skipped(
+            "a_mark_of_an_exiting_task_is_not_reported_as_a_kill",
+            "no cgroup v1 freezer (the v2 freezer lets a SIGKILL through)",
+        );
+        return;
+    };
+    let mut watcher = Watcher::start(&[]).unwrap();
+    // The exiting task: 40 MiB of anonymous memory, the biggest in the
+    // cgroup when the hog below reaches the limit.
+    let mut exiting = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs && echo $$ > {}/cgroup.procs && exec python3 -c \
+             \"b = b'x' * (40 << 20); print('ready', flush=True); import time; time.sleep(600)\"",
+            cgroup.path().display(),
+            freezer.0.display()
+        ))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufReader::new(exiting.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    freezer.set("FROZEN");
+    exiting.kill().unwrap();
+    let hog_status = hog()
+        .arg("--cgroup")
+        .arg(cgroup.path())
+        .args(["--comm", "hog-after-mark", "--mb", "256"])
+        .spawn()
+        .unwrap();
+    let hog_pid = hog_status.id();
+    let status = hog_status.wait_with_output().unwrap().status;
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "{status}"
+    );
+    let line = watcher
+        .wait_for_stderr("only marked it", Duration::from_secs(10))
+        .unwrap();
+    assert!(line.contains(&format!("pid {}", exiting.id())), "{line}");
+    let events = watcher
+        .events_for(cgroup.relative_path(), 1, SETTLE)
+        .unwrap();
+    assert_eq!(cgroup.kernel_oom_kills().unwrap(), 1, "the kernel's count");
+    assert_eq!(events.len(), 1, "one kill, one event: {events:#?}");
+    assert_eq!(events[0]["type"], "oom_kill", "{:#}", events[0]);
+    assert_eq!(events[0]["victim"]["pid"], hog_pid, "{:#}", events[0]);
+    freezer.set("THAWED");
+    exiting.wait().unwrap();
+}

@@ -183,6 +183,56 @@ fn a_trigger_in_another_cgroup_is_named_apart_from_the_victim() {
     assert_eq!(event["oom_memcg"]["path"], pod.relative_path(), "{event:#}");
 }
 
+/// Nested memory cgroups, removed deepest first.
+struct Nested(Vec<MemoryCgroup>);
+
+impl Drop for Nested {
+    fn drop(&mut self) {
+        while let Some(cgroup) = self.0.pop() {
+            drop(cgroup);
+        }
+    }
+}
+
+/// The limit that runs out is 11 levels above the victim's memory cgroup
+/// (a pod's limit above kind-in-Docker nesting): more than the 8 levels a
+/// record carries. The event must name that cgroup (`constraint` memcg),
+/// never call it a node-wide OOM.
+#[test]
+fn a_limit_more_than_8_levels_above_the_victim_ran_out() {
+    if !root_or_skip("a_limit_more_than_8_levels_above_the_victim_ran_out") {
+        return;
+    }
+    let limit = 64 * MIB;
+    let top = MemoryCgroup::create(limit).unwrap();
+    let mut nested = Nested(Vec::new());
+    for depth in 1..=11 {
+        let child = nested
+            .0
+            .last()
+            .unwrap_or(&top)
+            .create_child_named(&format!("l{depth}"), None)
+            .unwrap();
+        nested.0.push(child);
+    }
+    let deepest = nested.0.last().unwrap();
+    let mut watcher = Watcher::start(&[]).unwrap();
+    let (victim, report) = run_hog_with_child(deepest, "--fork", "deep-hog", 256).unwrap();
+    assert!(report.contains("killed by signal 9"), "{report}");
+    let event = &watcher
+        .events_for(deepest.relative_path(), 1, SETTLE)
+        .unwrap()[0];
+    assert_eq!(event["victim"]["pid"], victim, "{event:#}");
+    assert_eq!(event["constraint"], "memcg", "{event:#}");
+    assert_eq!(event["oom_memcg"]["path"], top.relative_path(), "{event:#}");
+    assert_eq!(event["oom_memcg"]["limit_bytes"], limit, "{event:#}");
+    assert!(
+        !event["explanation"].as_str().unwrap().contains("node-wide"),
+        "{event:#}"
+    );
+    drop(nested);
+}
+
 #[test]
 fn a_memcg_full_of_tmpfs_is_explained_as_shmem() {
     if !root_or_skip("a_memcg_full_of_tmpfs_is_explained_as_shmem") {
@@ -220,6 +270,68 @@ fn a_memcg_full_of_tmpfs_is_explained_as_shmem() {
     let explanation = event["explanation"].as_str().unwrap();
     assert!(explanation.starts_with("shmem/tmpfs is"), "{explanation}");
     assert!(explanation.contains("64 MiB limit"), "{explanation}");
+}
+
+/// The container: anonymous memory and tmpfs mixed, more anonymous.
+/// memory.stat counts tmpfs in `file` and `shmem`, never in `anon`, so the
+/// kill is explained as anonymous memory, not "mostly tmpfs/shmem".
+#[test]
+fn anon_and_tmpfs_mixed_is_explained_by_the_larger() {
+    if !root_or_skip("anon_and_tmpfs_mixed_is_explained_by_the_larger") {
+        return;
+    }
+    let limit = 64 * MIB;
+    let cgroup = MemoryCgroup::create(limit).unwrap();
+    let tmpfs = Tmpfs::mount("tmpfs-mixed").unwrap();
+    // 20 MiB of tmpfs charged to the cgroup (dd exits; the file stays).
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec dd if=/dev/zero of={}/fill bs=1M count=20 status=none",
+        cgroup.path().display(),
+        tmpfs.0.display()
+    );
+    assert!(Command::new("sh")
+        .args(["-c", &script])
+        .status()
+        .unwrap()
+        .success());
+    let mut watcher = Watcher::start(&[]).unwrap();
+    // 3 x 13 MiB of anonymous memory held; the hog below grows until the
+    // kernel kills one of the holders (the biggest tasks), and keeps its own
+    // anonymous memory charged while memory.stat is read after the kill.
+    let mut holders: Vec<_> = (0..3)
+        .map(|i| hold(&cgroup, &format!("mixed-anon-{i}"), 13))
+        .collect();
+    let mut grower = hog()
+        .arg("--cgroup")
+        .arg(cgroup.path())
+        .args(["--comm", "mixed-grower", "--mb", "256"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let event = watcher
+        .events_for(cgroup.relative_path(), 1, Duration::ZERO)
+        .unwrap()
+        .remove(0);
+    let _ = grower.kill();
+    let _ = grower.wait();
+    for holder in &mut holders {
+        let _ = holder.kill();
+        let _ = holder.wait();
+    }
+    let stat = &event["memcg_stat"];
+    let get = |k: &str| stat[k].as_u64().unwrap_or_else(|| panic!("{k}: {event:#}"));
+    assert_eq!(event["memcg_stat_source"], "after_kill", "{event:#}");
+    assert!(get("shmem") >= 19 * MIB, "the tmpfs file: {event:#}");
+    assert!(
+        get("file") >= get("shmem"),
+        "file includes shmem: {event:#}"
+    );
+    assert!(get("anon") > get("shmem"), "{event:#}");
+    let explanation = event["explanation"].as_str().unwrap();
+    assert!(
+        explanation.starts_with("anonymous memory is"),
+        "{explanation}"
+    );
 }
 
 #[test]

@@ -16,11 +16,25 @@ pub const RECORD_OOM_CONTEXT: u32 = 2;
 /// Tag of a [`VictimRecord`] for a SIGKILL sent by a userspace OOM killer
 /// (systemd-oomd, earlyoom, ...); `trigger_*` is then the killer.
 pub const RECORD_USERSPACE_KILL: u32 = 3;
+/// Tag of a [`VictimRecord`] for a `mark_victim` that no SIGKILL from the
+/// OOM killer preceded: the kernel chose a task that was already exiting
+/// (`task_will_free_mem()`), only marked it and gave it memory reserves. Not
+/// a kill: no SIGKILL, no "Killed process" line, no `oom_kill` count. Sent
+/// only while the `signal_generate` hook runs (see [`SIGNAL_HOOKED_MAP`]).
+pub const RECORD_OOM_MARK: u32 = 4;
 
 /// How many memory cgroups, from the victim's own upwards, a record
 /// carries: enough for every real hierarchy (`/kubepods/burstable/pod/ctr`
 /// is four deep), small enough for an unrolled loop the verifier accepts.
 pub const MEMCG_LEVELS: usize = 8;
+
+/// How many memory cgroups, from the victim's own upwards, the programs
+/// walk to find the one that ran out (levels past [`MEMCG_LEVELS`] are not
+/// carried, only the lowest at its limit: [`VictimRecord::memcg_beyond`]).
+/// cgroupfs sets no depth limit of its own (`cgroup.max.depth` defaults to
+/// unlimited); 64 is far past any real nesting (kind in Docker with a
+/// kubelet's pods is about 12) and a bounded loop every kernel verifies.
+pub const MEMCG_WALK_LEVELS: usize = 64;
 
 /// Name of the global that carries [`KernelOffsets`] into the programs.
 pub const OFFSETS_GLOBAL: &str = "OFFSETS";
@@ -41,6 +55,11 @@ pub const LOST_BY_CGROUP_FULL: u32 = 1;
 pub const LOST_BY_CGROUP_MAP: &str = "LOST_BY_CGROUP";
 /// Entries of [`LOST_BY_CGROUP_MAP`]: cgroups with lost records at once.
 pub const LOST_BY_CGROUP_ENTRIES: u32 = 1024;
+/// Name of the one-entry array userspace sets to 1 once the
+/// `signal_generate` hook is attached: only then can `mark_victim` tell a
+/// kill (the OOM killer's SIGKILL came first) from a mark
+/// ([`RECORD_OOM_MARK`]).
+pub const SIGNAL_HOOKED_MAP: &str = "SIGNAL_HOOKED";
 /// Name of the hash map of process names whose SIGKILLs are reported as
 /// userspace OOM kills (key: comm, zero-padded to [`TASK_COMM_LEN`]), when
 /// the sender also passes the identity check of [`KILLER_CGROUPS_MAP`].
@@ -154,7 +173,7 @@ pub struct KernelOffsets {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VictimRecord {
-    /// Always [`RECORD_VICTIM`].
+    /// [`RECORD_VICTIM`], [`RECORD_USERSPACE_KILL`] or [`RECORD_OOM_MARK`].
     pub kind: u32,
     /// Copy of [`KernelOffsets::features`] at the time of the event, so
     /// userspace knows which fields were read and which are zero by absence;
@@ -188,6 +207,18 @@ pub struct VictimRecord {
     /// (the current task: the allocator, or a userspace killer); 0 when
     /// unknown.
     pub trigger_cgroup_id: u64,
+    /// The lowest memory cgroup above `memcg_levels` (more than
+    /// [`MEMCG_LEVELS`] up) whose counter stood at its limit (usage within
+    /// `512 + limit / 128` pages of it), found within [`MEMCG_WALK_LEVELS`];
+    /// all zero when none was.
+    pub memcg_beyond: MemcgLevel,
+    /// How many memory cgroups the walk from the victim's met before the
+    /// root's parent (the root included), when it got there within
+    /// [`MEMCG_WALK_LEVELS`]; 0 when it did not (the hierarchy is deeper,
+    /// or memcgs cannot be read): then "no memcg at its limit" does not
+    /// mean a global OOM.
+    pub memcg_depth: u32,
+    pub _pad2: u32,
 }
 
 /// One memory cgroup's page counter at kill time.

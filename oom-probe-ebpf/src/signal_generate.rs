@@ -16,9 +16,10 @@
 //! in [`KILLER_IMPOSTORS`] and sends no record, so a pod cannot fake kills
 //! or flood the ring buffer with them.
 //!
-//! On kernels whose `mark_victim` passes only a pid it also keeps the target
-//! of every kernel-private SIGKILL (`info == SEND_SIG_PRIV`, which the OOM
-//! killer uses and `kill(2)` never does) for the `mark_victim` that follows.
+//! It also keeps the target of every kernel-private SIGKILL (`info ==
+//! SEND_SIG_PRIV`, which the OOM killer uses and `kill(2)` never does) for
+//! the `mark_victim` that follows: its task on pid-only kernels, and on every
+//! kernel the proof that the mark is a kill.
 
 use aya_ebpf::{
     helpers::{
@@ -76,11 +77,10 @@ fn record_kill(signal: u64, info: u64, task: u64) {
         return;
     }
     if info == SEND_SIG_PRIV {
-        // Sent by the kernel itself, so not by a userspace killer.
-        if !has(feature::VICTIM_TASK_ARG) {
-            let (_, tid) = current_tgid_tid();
-            let _ = PENDING_VICTIMS.insert(&tid, &task, 0);
-        }
+        // Sent by the kernel itself, so not by a userspace killer. Kept on
+        // every kernel: a mark_victim without it is a mark, not a kill.
+        let (_, tid) = current_tgid_tid();
+        let _ = PENDING_VICTIMS.insert(&tid, &task, 0);
         return;
     }
     let Ok(sender) = bpf_get_current_comm() else {

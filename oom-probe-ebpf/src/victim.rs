@@ -4,7 +4,8 @@
 
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_ktime_get_ns, bpf_probe_read_kernel_buf};
 use oom_probe_common::{
-    feature, MemcgLevel, VictimRecord, MEMCG_LEVELS, RECORD_VICTIM, TASK_COMM_LEN,
+    feature, MemcgLevel, VictimRecord, MEMCG_LEVELS, MEMCG_WALK_LEVELS, RECORD_VICTIM,
+    TASK_COMM_LEN,
 };
 
 use crate::kernel::{
@@ -111,10 +112,43 @@ fn fill_cgroups(record: &mut VictimRecord, task: *const u8) {
     };
     // Walk up the page counters now: a moment later the victim's memory is
     // freed and the cgroup that ran out no longer looks full.
+    let mut depth = 0u32;
     for level in 0..MEMCG_LEVELS {
         record.memcg_levels[level] = memcg_level(memcg);
+        if !memcg.is_null() {
+            depth += 1;
+        }
         memcg = parent_memcg(memcg);
     }
+    // Deeper hierarchies (kind in Docker, nested runtimes): go on up to
+    // MEMCG_WALK_LEVELS, keeping only the lowest memcg at its limit.
+    record.memcg_beyond = MemcgLevel::default();
+    for _ in MEMCG_LEVELS..MEMCG_WALK_LEVELS {
+        if memcg.is_null() {
+            break;
+        }
+        depth += 1;
+        if record.memcg_beyond.cgroup_id == 0 {
+            let level = memcg_level(memcg);
+            if at_limit(&level) {
+                record.memcg_beyond = level;
+            }
+        }
+        memcg = parent_memcg(memcg);
+    }
+    // Null here: the walk passed the root within the bound.
+    record.memcg_depth = if memcg.is_null() { depth } else { 0 };
+    record._pad2 = 0;
+}
+
+/// A charge fails when usage plus the pages asked for (a charge batch of 64
+/// pages, or a huge page) would pass the limit: the same slack userspace
+/// allows for the levels it judges itself. An unlimited counter
+/// (`PAGE_COUNTER_MAX`, 2^51 pages) never comes this close.
+#[inline(always)]
+fn at_limit(level: &MemcgLevel) -> bool {
+    let slack = 512 + level.limit_pages / 128;
+    level.cgroup_id != 0 && level.usage_pages.wrapping_add(slack) >= level.limit_pages
 }
 
 /// The id of `task`'s memory cgroup (the one whose kill counter the kernel

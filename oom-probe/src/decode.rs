@@ -7,7 +7,8 @@
 use std::mem::size_of;
 
 use oom_probe_common::{
-    OomContextRecord, VictimRecord, RECORD_OOM_CONTEXT, RECORD_USERSPACE_KILL, RECORD_VICTIM,
+    OomContextRecord, VictimRecord, RECORD_OOM_CONTEXT, RECORD_OOM_MARK, RECORD_USERSPACE_KILL,
+    RECORD_VICTIM,
 };
 
 /// One record from the kernel, typed.
@@ -19,6 +20,9 @@ pub enum Record {
     OomContext(OomContextRecord),
     /// A SIGKILL from a userspace OOM killer; `trigger_*` is the killer.
     UserspaceKill(VictimRecord),
+    /// A task the kernel OOM killer chose but only marked, because it was
+    /// already exiting: no SIGKILL, no `oom_kill` count. Not a kill.
+    OomMark(VictimRecord),
 }
 
 /// Why bytes from the ring buffer could not be decoded; counted by the
@@ -47,6 +51,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         RECORD_VICTIM => read_pod::<VictimRecord>(kind, bytes).map(Record::Victim),
         RECORD_OOM_CONTEXT => read_pod::<OomContextRecord>(kind, bytes).map(Record::OomContext),
         RECORD_USERSPACE_KILL => read_pod::<VictimRecord>(kind, bytes).map(Record::UserspaceKill),
+        RECORD_OOM_MARK => read_pod::<VictimRecord>(kind, bytes).map(Record::OomMark),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
@@ -102,6 +107,11 @@ mod tests {
             decode(&as_bytes(&killed)),
             Ok(Record::UserspaceKill(killed))
         );
+        let marked = VictimRecord {
+            kind: RECORD_OOM_MARK,
+            ..victim
+        };
+        assert_eq!(decode(&as_bytes(&marked)), Ok(Record::OomMark(marked)));
     }
 
     #[test]

@@ -53,6 +53,40 @@ pub fn parse_memcg_stat(text: &str, kmem_usage: Option<u64>) -> MemcgStat {
     }
 }
 
+/// A cgroup's memory in disjoint parts, bytes, with the kernel's own
+/// definitions of `memory.stat` (Documentation/admin-guide/cgroup-v2.rst,
+/// cgroup-v1/memory.rst): `anon` is anonymous mappings and excludes shmem;
+/// `file` is the page cache and *includes* shmem (tmpfs, shared anonymous
+/// and SysV/POSIX shared memory, which are page cache without a disk), v1
+/// `total_cache` likewise; `kernel` and `sock` are apart from both. So
+/// shmem is taken out of `file`, never out of `anon`: a cgroup with 39 MiB
+/// anonymous and 20 MiB tmpfs is mostly anonymous memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Composition {
+    /// Anonymous memory (`memcg_stat.anon`), shmem not included.
+    pub anon: u64,
+    /// Page cache of files on disk: `file - shmem`.
+    pub page_cache: u64,
+    /// tmpfs and shared memory (`memcg_stat.shmem`, part of `file`).
+    pub shmem: u64,
+    /// Kernel memory (`memcg_stat.kernel`).
+    pub kernel: u64,
+    /// Socket buffers (`memcg_stat.sock`; 0 on v1).
+    pub sock: u64,
+}
+
+/// The disjoint parts of `stat`; they add up to `anon + file + kernel + sock`
+/// (where the read gave `shmem <= file`, as the kernel counts them).
+pub fn composition(stat: &MemcgStat) -> Composition {
+    Composition {
+        anon: stat.anon,
+        page_cache: stat.file.saturating_sub(stat.shmem),
+        shmem: stat.shmem,
+        kernel: stat.kernel,
+        sock: stat.sock,
+    }
+}
+
 /// Whether a `memory.stat` read after the kill can stand for the kill: its
 /// total (anon + file + kernel + sock, bytes) must be at least three
 /// quarters of `usage_at_kill` (the memcg's page counter at the kill, in
@@ -118,12 +152,12 @@ fn explain_memcg(event: &OomKillEvent, victim: &str) -> String {
     };
     let percent = |bytes: u64| bytes * 100 / limit;
     let dirty = stat.file_dirty + stat.file_writeback;
-    let cache = stat.file.saturating_sub(stat.shmem);
+    let parts = composition(&stat);
     let largest = [
-        ("shmem", stat.shmem),
-        ("cache", cache),
-        ("kernel", stat.kernel + stat.sock),
-        ("anon", stat.anon),
+        ("shmem", parts.shmem),
+        ("cache", parts.page_cache),
+        ("kernel", parts.kernel + parts.sock),
+        ("anon", parts.anon),
     ]
     .into_iter()
     .max_by_key(|&(_, bytes)| bytes)
@@ -303,6 +337,36 @@ mod tests {
             explain(KillKind::OomKill, &event),
             "anonymous memory is 31 MiB (96%) of the 32 MiB limit, most of it the victim's; \
              victim app (7) RSS 37 MiB"
+        );
+    }
+
+    #[test]
+    fn shmem_is_part_of_file_not_of_anon() {
+        // The issue's container at half scale (memcg_kill's limit is 32
+        // MiB): 19 MiB anonymous, 10 MiB tmpfs (counted in file), 1 MiB of
+        // page cache. Taking shmem out of anon would leave 9 MiB and call it
+        // "mostly tmpfs".
+        let stat = MemcgStat {
+            anon: 19 << 20,
+            file: 11 << 20,
+            shmem: 10 << 20,
+            kernel: 1 << 20,
+            sock: 1 << 20,
+            ..MemcgStat::default()
+        };
+        let parts = composition(&stat);
+        assert_eq!(parts.anon, 19 << 20);
+        assert_eq!(parts.page_cache, 1 << 20);
+        assert_eq!(parts.shmem, 10 << 20);
+        assert_eq!(
+            parts.anon + parts.page_cache + parts.shmem + parts.kernel + parts.sock,
+            stat.anon + stat.file + stat.kernel + stat.sock
+        );
+        let event = memcg_kill(stat, 32 << 20, 6 << 20);
+        let explanation = explain(KillKind::OomKill, &event);
+        assert!(
+            explanation.starts_with("anonymous memory is 19 MiB (59%) of the 32 MiB limit"),
+            "{explanation}"
         );
     }
 

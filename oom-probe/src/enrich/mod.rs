@@ -142,6 +142,20 @@ impl Enricher {
                 KillKind::UserspaceKill,
                 self.kill_event(&victim, KillKind::UserspaceKill),
             )),
+            Record::OomMark(victim) => {
+                // Not a kill: the kernel counts no oom_kill for it, so
+                // neither do we; said once on the log, never as an event.
+                tracing::info!(
+                    "the OOM killer chose pid {} ({}) in cgroup {:?} but only marked it: it was \
+                     already exiting, so no SIGKILL was sent and no kill is counted",
+                    victim.tgid,
+                    String::from_utf8_lossy(&victim.comm)
+                        .trim_end_matches('\0')
+                        .to_owned(),
+                    self.path_of(victim.memcg_levels[0].cgroup_id),
+                );
+                None
+            }
         }
     }
 
@@ -332,8 +346,10 @@ impl Enricher {
     }
 
     /// The kernel's own decision where a context hook gave it; otherwise the
-    /// lowest memcg whose counter stood at its limit, or a global OOM when
-    /// none did.
+    /// lowest memcg whose counter stood at its limit (the 8 levels carried,
+    /// then the one the eBPF walk found above them), or a global OOM when
+    /// none did and the walk reached the root; unknown (`None`) when it did
+    /// not.
     fn constraint(&self, r: &VictimRecord) -> Decided {
         if let Some((context, _)) = self.context_for(r) {
             let level = MemcgLevel {
@@ -355,14 +371,19 @@ impl Enricher {
         let full = r
             .memcg_levels
             .iter()
+            .chain([&r.memcg_beyond])
             .find(|level| self.at_limit(level))
             .copied();
+        // No memcg at its limit is a global OOM only where the walk saw
+        // the whole way to the root; past MEMCG_WALK_LEVELS it is unknown.
+        let whole_walk = r.memcg_levels.iter().any(|l| l.cgroup_id == 0) || r.memcg_depth != 0;
+        let name = match full {
+            Some(_) => Some(Constraint::Memcg),
+            None if whole_walk => Some(Constraint::Global),
+            None => None,
+        };
         Decided {
-            name: Some(if full.is_some() {
-                Constraint::Memcg
-            } else {
-                Constraint::Global
-            }),
+            name,
             source: Some(ConstraintSource::PageCounters),
             domain_pages: None,
             chosen: None,
@@ -496,7 +517,9 @@ fn kubernetes_from(identity: cgroup_layout::CgroupIdentity) -> Option<Kubernetes
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oom_probe_common::{RECORD_OOM_CONTEXT, RECORD_USERSPACE_KILL, RECORD_VICTIM};
+    use oom_probe_common::{
+        RECORD_OOM_CONTEXT, RECORD_OOM_MARK, RECORD_USERSPACE_KILL, RECORD_VICTIM,
+    };
 
     const ALL: u32 = feature::VICTIM_TASK_ARG
         | feature::TASK
@@ -631,6 +654,40 @@ mod tests {
         assert_eq!(oom.cgroup_id, 70);
         assert_eq!(oom.limit_bytes, Some(8_192 * e.page_size));
         assert_eq!(event.memcg.limit_bytes, Some(1_000_000 * e.page_size));
+    }
+
+    /// A victim more than 8 memcgs below the one that ran out (kind in
+    /// Docker): unlimited levels all the way up the carried ones.
+    fn deep_victim() -> VictimRecord {
+        let mut r = victim(ALL);
+        for (i, l) in r.memcg_levels.iter_mut().enumerate() {
+            *l = level(100 + i as u64, 8_000, UNLIMITED);
+        }
+        r
+    }
+
+    #[test]
+    fn a_memcg_at_its_limit_above_the_carried_levels_ran_out() {
+        let mut r = deep_victim();
+        r.memcg_beyond = level(60, 8_190, 8_192);
+        r.memcg_depth = 12;
+        let event = kill(enricher().on_record(Record::Victim(r)));
+        assert_eq!(event.constraint, Some(Constraint::Memcg));
+        assert_eq!(event.oom_memcg.map(|m| m.cgroup_id), Some(60));
+    }
+
+    #[test]
+    fn no_memcg_at_its_limit_is_global_only_when_the_walk_reached_the_root() {
+        let mut r = deep_victim();
+        r.memcg_depth = 12;
+        let event = kill(enricher().on_record(Record::Victim(r)));
+        assert_eq!(event.constraint, Some(Constraint::Global));
+        // Deeper than MEMCG_WALK_LEVELS: the walk never saw the root.
+        r.memcg_depth = 0;
+        let event = kill(enricher().on_record(Record::Victim(r)));
+        assert_eq!(event.constraint, None, "unknown, not global");
+        assert_eq!(event.oom_memcg, None);
+        assert!(!event.explanation.unwrap().contains("node-wide"));
     }
 
     /// A record whose task was not found (pid-only `mark_victim`, no
@@ -795,5 +852,20 @@ mod tests {
             .explanation
             .unwrap()
             .starts_with("SIGKILL from systemd-oomd"));
+    }
+
+    #[test]
+    fn a_mark_of_an_exiting_task_is_no_event_and_the_next_kill_is() {
+        let mut e = enricher();
+        let mut r = victim(ALL);
+        r.kind = RECORD_OOM_MARK;
+        assert_eq!(e.on_record(Record::OomMark(r)), None);
+        let killed = VictimRecord {
+            kind: RECORD_VICTIM,
+            tgid: r.tgid + 1,
+            ..r
+        };
+        let event = kill(e.on_record(Record::Victim(killed)));
+        assert_eq!(event.victim.pid, r.tgid + 1);
     }
 }

@@ -42,11 +42,13 @@ pub fn explain_pressure(event: &PressureEvent) -> String {
         _ => parts.push(format!("{what} under memory pressure")),
     }
     if let Some(stat) = event.memcg_stat {
+        // memory.stat's own definitions: shmem is part of file, never of anon.
+        let parts_of = explain::composition(&stat);
         let kinds = [
-            ("anonymous memory", stat.anon.saturating_sub(stat.shmem)),
-            ("page cache", stat.file.saturating_sub(stat.shmem)),
-            ("tmpfs/shmem", stat.shmem),
-            ("kernel memory", stat.kernel),
+            ("anonymous memory", parts_of.anon),
+            ("page cache", parts_of.page_cache),
+            ("tmpfs/shmem", parts_of.shmem),
+            ("kernel memory", parts_of.kernel),
         ];
         if let Some((name, bytes)) = kinds.iter().max_by_key(|(_, b)| *b) {
             parts.push(format!("mostly {name} ({})", explain::size(*bytes)));
@@ -122,6 +124,25 @@ mod tests {
             "/p12-try under memory pressure, mostly anonymous memory (62 MiB), limit hit \
              167332 times, stalled 42% of the last 10 s, shrank 3 MiB in the last minute, \
              for 3 s so far"
+        );
+    }
+
+    /// 39 MiB anonymous and 20 MiB tmpfs: memory.stat counts the tmpfs in
+    /// `shmem` and in `file`, never in `anon`, so this is mostly anonymous
+    /// memory (subtracting shmem from anon called it mostly tmpfs).
+    #[test]
+    fn anon_and_tmpfs_mixed_are_told_apart_by_the_kernels_definitions() {
+        let mut event = golden();
+        let mut stat = event.memcg_stat.unwrap();
+        stat.anon = 39 << 20;
+        stat.shmem = 20 << 20;
+        stat.file = (20 << 20) + (1 << 20);
+        stat.kernel = 1 << 20;
+        event.memcg_stat = Some(stat);
+        let sentence = explain_pressure(&event);
+        assert!(
+            sentence.contains("mostly anonymous memory (39 MiB)"),
+            "{sentence}"
         );
     }
 }

@@ -41,6 +41,14 @@ impl KernelLayout {
         f & feature::VICTIM_TASK_ARG == 0 && f & feature::TASK != 0
     }
 
+    /// True when the `signal_generate` hook can see the OOM killer's
+    /// SIGKILL and its target, so that a `mark_victim` without one is known
+    /// to be a mark of an exiting task, not a kill.
+    pub fn tells_marks_from_kills(&self) -> bool {
+        let f = self.offsets.features;
+        f & feature::SIGNAL_TASK_ARG != 0 && f & feature::TASK != 0
+    }
+
     /// Where victim records get the victim's task from, in words, for
     /// `check` and the start-up log.
     pub fn victim_task_source(&self) -> &'static str {

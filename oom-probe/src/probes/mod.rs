@@ -23,7 +23,7 @@ use aya::{
 };
 use oom_probe_common::{
     EVENTS_MAP, KILLERS_MAP, KILLER_CGROUPS_MAP, KILLER_IMPOSTORS_MAP, LOST_BY_CGROUP_FULL,
-    LOST_BY_CGROUP_MAP, LOST_MAP, LOST_RECORDS, OFFSETS_GLOBAL, TASK_COMM_LEN,
+    LOST_BY_CGROUP_MAP, LOST_MAP, LOST_RECORDS, OFFSETS_GLOBAL, SIGNAL_HOOKED_MAP, TASK_COMM_LEN,
 };
 
 pub mod kernel_offsets;
@@ -202,15 +202,20 @@ impl Probes {
         let victim_hook = attach_first(&mut ebpf, &mut btf, &layout, victim_hooks)
             .map_err(|why| anyhow!("no OOM victim hook could be attached: {why}"))?;
         let context_hook = attach_first(&mut ebpf, &mut btf, &layout, decision_hooks);
-        // On pid-only mark_victim kernels the signal hook also finds the
-        // victims' tasks, so it is attached even with no killers named.
-        let signal_hook = if killers.is_empty() && !layout.victim_task_from_signal() {
+        // The signal hook also tells a kill from a mark of an exiting task
+        // (the OOM killer's SIGKILL comes first), and on pid-only
+        // mark_victim kernels finds the victims' tasks, so it is attached
+        // wherever it can read its target, even with no killers named.
+        let signal_hook = if killers.is_empty() && !layout.tells_marks_from_kills() {
             Err(String::from("no userspace killers named"))
         } else {
             set_killers(&mut ebpf, &killers)
                 .map_err(|e| format!("{e:#}"))
                 .and_then(|()| attach_first(&mut ebpf, &mut btf, &layout, &SignalHook::ALL))
         };
+        if signal_hook.is_ok() && layout.tells_marks_from_kills() {
+            set_signal_hooked(&mut ebpf)?;
+        }
         let killer_watch = if killers.is_empty() || signal_hook.is_err() {
             None
         } else {
@@ -396,6 +401,18 @@ fn attach_first<H: Copy + Into<Hook>>(
         }
     }
     Err(failures.join("; "))
+}
+
+/// Tells `mark_victim` that `signal_generate` runs, so that a mark no
+/// SIGKILL preceded is sent as a mark ([`oom_probe_common::RECORD_OOM_MARK`]).
+/// Errors: the map is missing or the kernel refused the write.
+fn set_signal_hooked(ebpf: &mut Ebpf) -> Result<()> {
+    let map = ebpf
+        .map_mut(SIGNAL_HOOKED_MAP)
+        .ok_or_else(|| anyhow!("no {SIGNAL_HOOKED_MAP} map"))?;
+    let mut hooked: aya::maps::Array<_, u32> = aya::maps::Array::try_from(map)?;
+    hooked.set(0, 1, 0)?;
+    Ok(())
 }
 
 /// Tells the signal hook the names whose SIGKILLs may be reported (comm,

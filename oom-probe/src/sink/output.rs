@@ -4,7 +4,7 @@
 use std::io::{self, Write};
 
 use crate::{
-    event::{Event, OomKillEvent, UnobservedKills},
+    event::{Constraint, Event, KillKind, OomKillEvent, UnobservedKills},
     text,
 };
 
@@ -68,7 +68,8 @@ impl<W: Write> Output<W> {
                     self.header_written = true;
                 }
                 let row = match event {
-                    Event::OomKill(kill) | Event::UserspaceKill(kill) => table_row(kill),
+                    Event::OomKill(kill) => table_row(kill, KillKind::OomKill),
+                    Event::UserspaceKill(kill) => table_row(kill, KillKind::UserspaceKill),
                     Event::OomKillUnobserved(missed) => unobserved_row(missed),
                     Event::Eviction(evicted) => format!(
                         "{} pod {}/{} evicted by the kubelet: {}",
@@ -198,7 +199,7 @@ fn container_cell(e: &OomKillEvent) -> String {
         .map_or_else(|| "?".into(), |path| tail(path, width))
 }
 
-fn table_row(e: &OomKillEvent) -> String {
+fn table_row(e: &OomKillEvent, kind: KillKind) -> String {
     let dash = || String::from("-");
     let mib = |bytes: u64| format!("{:.1}", bytes as f64 / (1024.0 * 1024.0));
     let rss = e
@@ -211,16 +212,34 @@ fn table_row(e: &OomKillEvent) -> String {
         e.victim.pid.to_string(),
         e.victim.comm.clone().unwrap_or_else(|| "?".into()),
         rss,
-        e.memcg
-            .limit_bytes
-            .map(mib)
-            .unwrap_or_else(|| "none".into()),
+        limit_cell(e, kind),
         e.silent
             .map_or("?", |s| if s { "yes" } else { "no" })
             .to_string(),
         pod_cell(e),
         container_cell(e),
     ])
+}
+
+/// The LIMIT column: the limit that ran out, not the victim's own. For a
+/// memcg OOM the limit of `oom_memcg` (the cgroup that ran out, which may be
+/// an ancestor of the victim's), in MiB; `node`, `cpuset` or `mempolicy`
+/// when the node or its memory nodes ran out; `?` when the kernel's OOM did
+/// not say (constraint or `oom_memcg` unknown); `-` for a userspace kill (a
+/// killer's choice, no limit ran out).
+fn limit_cell(e: &OomKillEvent, kind: KillKind) -> String {
+    let unknown = || String::from("?");
+    match e.constraint {
+        Some(Constraint::Memcg) => e
+            .oom_memcg
+            .as_ref()
+            .and_then(|m| m.limit_bytes)
+            .map_or_else(unknown, |b| format!("{:.1}", b as f64 / (1024.0 * 1024.0))),
+        Some(Constraint::Global) => "node".into(),
+        Some(other) => other.as_str().into(),
+        None if kind == KillKind::UserspaceKill => "-".into(),
+        None => unknown(),
+    }
 }
 
 #[cfg(test)]
@@ -379,6 +398,37 @@ mod tests {
             replayed: false,
             reason: Default::default(),
         })
+    }
+
+    #[test]
+    fn limit_is_the_limit_that_ran_out_not_the_victims() {
+        use crate::event::{ConstraintSource, OomMemcg};
+        let Event::OomKill(mut kill) = event() else {
+            unreachable!()
+        };
+        // The victim's own cgroup has no limit; its pod's (an ancestor) ran out.
+        kill.memcg.limit_bytes = None;
+        kill.constraint = Some(Constraint::Memcg);
+        kill.constraint_source = Some(ConstraintSource::PageCounters);
+        kill.oom_memcg = Some(OomMemcg {
+            cgroup_id: 8,
+            path: Some("/kubepods/pod1".into()),
+            usage_bytes: Some(48 << 20),
+            limit_bytes: Some(48 << 20),
+        });
+        // TIME PID COMM RSS LIMIT ...: the comm has no spaces here.
+        let cell = |kill: &OomKillEvent, kind| {
+            let row = table_row(kill, kind);
+            row.split_whitespace().nth(4).unwrap().to_string()
+        };
+        assert_eq!(cell(&kill, KillKind::OomKill), "48.0");
+        kill.constraint = Some(Constraint::Global);
+        kill.oom_memcg = None;
+        assert_eq!(cell(&kill, KillKind::OomKill), "node");
+        kill.constraint = None;
+        kill.constraint_source = None;
+        assert_eq!(cell(&kill, KillKind::OomKill), "?");
+        assert_eq!(cell(&kill, KillKind::UserspaceKill), "-");
     }
 
     #[test]
