@@ -695,7 +695,7 @@ fn a_mark_of_an_exiting_task_is_not_reported_as_a_kill() {
     // Made after the memory cgroup, so dropped (thawed) before it is removed.
     let cgroup = MemoryCgroup::create(limit).unwrap();
     let Some(freezer) = FrozenCgroup::create() else {
-        oom_probe_tests::skipped(
+        oom_probe_test_support::skipped(
             "a_mark_of_an_exiting_task_is_not_reported_as_a_kill",
             "no cgroup v1 freezer (the v2 freezer lets a SIGKILL through)",
         );
