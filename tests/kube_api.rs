@@ -346,3 +346,60 @@ async fn evicted_pod_is_reported_once() {
     .await;
     assert!(evictions.try_recv().is_err(), "evicted once, reported once");
 }
+
+/// A node-wide OOM's Event on the Node, posted through kube's `Recorder` to
+/// the API server: referenced as the kubelet references its node (`uid` =
+/// the node's name, no namespace), so `kubectl describe node` lists it, and
+/// created in `default`, where the kubelet's node Events are.
+#[tokio::test]
+async fn a_node_wide_oom_event_references_the_node_as_the_kubelet_does() {
+    use oom_probe::{
+        event::{Event, KillKind},
+        kube::events::EventPoster,
+        sink::metrics::Metrics,
+    };
+    let server = ApiServer::start().unwrap();
+    let client = client(Some(server.kubeconfig().to_owned())).await.unwrap();
+    let metrics = Arc::new(Metrics::new(Duration::from_secs(600)));
+    let poster = EventPoster::start(client, "node-a", metrics);
+    // The golden file's kill, made node-wide on node-a.
+    let golden = include_str!("../oom-probe/src/testdata/events.golden.jsonl");
+    let mut line: serde_json::Value = serde_json::from_str(golden.lines().next().unwrap()).unwrap();
+    line["node"] = json!("node-a");
+    line["constraint"] = json!("global");
+    let Event::OomKill(kill) = serde_json::from_value(line).unwrap() else {
+        panic!("the golden file's first line is an oom_kill");
+    };
+    poster.post(KillKind::OomKill, &kill);
+
+    let post = until("the NodeOOMKill post", || {
+        server
+            .requests()
+            .into_iter()
+            .find(|r| r.method == "POST" && r.body.contains("\"reason\":\"NodeOOMKill\""))
+    })
+    .await;
+    assert_eq!(
+        post.path, "/apis/events.k8s.io/v1/namespaces/default/events",
+        "{post:#?}"
+    );
+    let body: serde_json::Value = serde_json::from_str(&post.body).unwrap();
+    let regarding = &body["regarding"];
+    assert_eq!(regarding["kind"], "Node", "{body:#}");
+    assert_eq!(regarding["name"], "node-a", "{body:#}");
+    assert_eq!(regarding["uid"], "node-a", "{body:#}");
+    assert_eq!(
+        regarding.get("namespace"),
+        None,
+        "kubectl describe node selects involvedObject.namespace=\"\": {body:#}"
+    );
+    // The Event lives in `default` by its URL (kube's Recorder leaves
+    // metadata.namespace unset for a reference without namespace).
+    assert!(
+        matches!(
+            body["metadata"].get("namespace"),
+            None | Some(serde_json::Value::Null)
+        ),
+        "{body:#}"
+    );
+}

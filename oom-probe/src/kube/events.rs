@@ -118,12 +118,7 @@ fn events_for(kind: KillKind, kill: &OomKillEvent) -> Vec<(Event, ObjectReferenc
         events.push(pod);
     }
     if kill.constraint == Some(Constraint::Global) && kind == KillKind::OomKill {
-        let reference = ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Node".into()),
-            name: Some(kill.node.clone()),
-            ..ObjectReference::default()
-        };
+        let reference = node_reference(&kill.node);
         let event = Event {
             type_: EventType::Warning,
             reason: "NodeOOMKill".into(),
@@ -137,6 +132,25 @@ fn events_for(kind: KillKind, kill: &OomKillEvent) -> Vec<(Event, ObjectReferenc
         events.push((event, reference));
     }
     events
+}
+
+/// The Node a node-wide OOM's Event is about, referenced as the kubelet
+/// references its own node: `uid` is the node's *name* and there is no
+/// namespace. `kubectl describe node` lists the Events whose `regarding`
+/// (core/v1 `involvedObject`) has the Node's name, kind, an empty namespace
+/// and either the Node's real uid or its name as uid; the name needs no
+/// API read (docs/decisions/NEW-node-event-reference.md). kube's `Recorder`
+/// creates a reference without namespace in `default`, where the kubelet's
+/// node Events are.
+fn node_reference(node: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Node".into()),
+        name: Some(node.to_owned()),
+        uid: Some(node.to_owned()),
+        namespace: None,
+        ..ObjectReference::default()
+    }
 }
 
 fn pod_event(kind: KillKind, kill: &OomKillEvent) -> Option<(Event, ObjectReference)> {
@@ -304,6 +318,25 @@ mod tests {
         assert_eq!(events[1].1.kind.as_deref(), Some("Node"));
         assert_eq!(events[1].1.name.as_deref(), Some("node-a"));
         assert_eq!(events[1].0.reason, "NodeOOMKill");
+    }
+
+    #[test]
+    fn the_node_is_referenced_as_the_kubelet_does_uid_is_its_name_no_namespace() {
+        let events = events_for(KillKind::OomKill, &kill(Some(true), Constraint::Global));
+        let reference = &events[1].1;
+        assert_eq!(
+            reference,
+            &ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Node".into()),
+                name: Some("node-a".into()),
+                uid: Some("node-a".into()),
+                ..ObjectReference::default()
+            }
+        );
+        assert_eq!(reference.namespace, None);
+        // The rate-limit bucket is still the Node's, by name.
+        assert_eq!(object_key(reference), "Node//node-a/");
     }
 
     #[test]
