@@ -5,14 +5,21 @@
 //! monitoring component carries the `release` label kube-prometheus-stack
 //! selects by, settable in a user's kustomization; the DaemonSet has the
 //! least privilege promised and mounts every runtime socket oom-probe looks
-//! for; the alerts pass their `promtool test rules` unit tests, and alerts
+//! for; one NetworkPolicy admits only the scraper's namespace to the
+//! metrics port (the open-metrics component: every source); the alerts pass their `promtool test rules` unit tests, and alerts
 //! and dashboard use metrics that exist.
 
 mod schema;
 
 use std::{collections::BTreeSet, fs, path::Path, process::Command};
 
-use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::{
+    api::{
+        apps::v1::DaemonSet,
+        networking::v1::{NetworkPolicy, NetworkPolicyPeer},
+    },
+    apimachinery::pkg::util::intstr::IntOrString,
+};
 use oom_probe_test_support::deploy::{
     base_objects, components, deploy_dir, examples, kustomize, kustomize_user, monitoring_dir,
     monitoring_objects, overlays, write_rule_file, yaml_documents,
@@ -226,6 +233,7 @@ fn the_base_applies_without_crds_and_monitoring_is_a_component() {
         "ClusterRoleBinding",
         "DaemonSet",
         "Namespace",
+        "NetworkPolicy",
         "Service",
         "ServiceAccount",
     ]
@@ -476,6 +484,91 @@ fn the_daemonset_runs_everywhere_with_least_privilege() {
     for flag in &args[1..] {
         let name = flag.split('=').next().unwrap();
         assert!(help.contains(name), "{name} is not a flag of oom-probe run");
+    }
+}
+
+#[test]
+fn one_network_policy_admits_only_the_scrapers_namespace_to_the_metrics_port() {
+    const TEST: &str = "one_network_policy_admits_only_the_scrapers_namespace_to_the_metrics_port";
+    if !oom_probe_test_support::host_only(TEST, "reads deploy/ from the source tree") {
+        return;
+    }
+    let base = documents();
+    let (file, doc) = base.iter().find(|(_, d)| d["kind"] == "DaemonSet").unwrap();
+    let ds: DaemonSet = round_trip(file, doc);
+    let template = ds.spec.unwrap().template;
+    let pod_labels = template.metadata.unwrap().labels.unwrap();
+    let port = template.spec.unwrap().containers[0]
+        .ports
+        .clone()
+        .unwrap()
+        .into_iter()
+        .find(|p| p.name.as_deref() == Some("metrics"))
+        .expect("the container has a port named metrics");
+    // The policy of a rendering: exactly one, selecting the DaemonSet's
+    // pods, ingress only (egress to the API server stays open), one rule
+    // to the metrics port. Returns the rule's sources.
+    let policy_of = |source: &str, objects: &[Value]| -> Option<Vec<NetworkPolicyPeer>> {
+        let policies: Vec<&Value> = objects
+            .iter()
+            .filter(|o| o["kind"] == "NetworkPolicy")
+            .collect();
+        assert_eq!(policies.len(), 1, "{source}: {policies:?}");
+        let policy: NetworkPolicy = round_trip(source, policies[0]);
+        assert_eq!(policy.metadata.namespace.as_deref(), Some("oom-probe"));
+        let spec = policy.spec.unwrap();
+        let selector = spec.pod_selector.unwrap_or_default();
+        assert!(selector.match_expressions.is_none(), "{source}");
+        let wanted = selector.match_labels.unwrap_or_default();
+        assert!(
+            !wanted.is_empty(),
+            "{source}: selects every pod of the namespace"
+        );
+        for (key, value) in &wanted {
+            assert_eq!(pod_labels.get(key), Some(value), "{source}: {key}");
+        }
+        assert_eq!(
+            spec.policy_types,
+            Some(vec!["Ingress".to_string()]),
+            "{source}"
+        );
+        let rules = spec.ingress.unwrap();
+        assert_eq!(rules.len(), 1, "{source}: {rules:?}");
+        let ports = rules[0].ports.clone().unwrap();
+        assert_eq!(ports.len(), 1, "{source}: {ports:?}");
+        let matches = match ports[0].port.as_ref().expect("a port") {
+            IntOrString::Int(n) => *n == port.container_port,
+            IntOrString::String(name) => Some(name) == port.name.as_ref(),
+        };
+        assert!(
+            matches,
+            "{source}: {:?} is not the container's {port:?}",
+            ports[0]
+        );
+        assert_eq!(ports[0].protocol.as_deref(), Some("TCP"), "{source}");
+        rules[0].from.clone()
+    };
+    let objects: Vec<Value> = base.iter().map(|(_, o)| o.clone()).collect();
+    let from = policy_of("deploy/base", &objects).expect("the base admits named sources only");
+    assert_eq!(from.len(), 1, "{from:?}");
+    assert!(from[0].pod_selector.is_none() && from[0].ip_block.is_none());
+    let namespaces = from[0].namespace_selector.clone().unwrap();
+    assert_eq!(
+        namespaces
+            .match_labels
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        vec![(
+            "kubernetes.io/metadata.name".to_string(),
+            "monitoring".to_string()
+        )]
+    );
+    // The open-metrics component keeps the policy and the port, every source.
+    let open = deploy_dir().join("components/open-metrics");
+    match kustomize_user(&[&deploy_dir().join("base")], &[&open], "") {
+        Some(objects) => assert_eq!(policy_of("+ open-metrics", &objects), None),
+        None => oom_probe_test_support::skipped(TEST, "kubectl is not installed: open-metrics"),
     }
 }
 

@@ -10,18 +10,20 @@ pub mod monitoring;
 use k8s_openapi::api::{
     apps::v1::DaemonSet,
     core::v1::{ConfigMap, Namespace, Pod, Service, ServiceAccount},
+    networking::v1::NetworkPolicy,
     rbac::v1::{ClusterRole, ClusterRoleBinding},
 };
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 
 /// The kinds of the core API (no CRD needed) that deploy/ may render.
-pub const CORE_KINDS: [&str; 8] = [
+pub const CORE_KINDS: [&str; 9] = [
     "ClusterRole",
     "ClusterRoleBinding",
     "ConfigMap",
     "DaemonSet",
     "Namespace",
+    "NetworkPolicy",
     "Pod",
     "Service",
     "ServiceAccount",
@@ -37,6 +39,7 @@ pub fn validate(doc: &Value) -> Result<(), String> {
         "ConfigMap" => round_trip::<ConfigMap>(doc).map(drop),
         "DaemonSet" => round_trip::<DaemonSet>(doc).map(drop),
         "Namespace" => round_trip::<Namespace>(doc).map(drop),
+        "NetworkPolicy" => round_trip::<NetworkPolicy>(doc).map(drop),
         "Pod" => round_trip::<Pod>(doc).map(drop),
         "Service" => round_trip::<Service>(doc).map(drop),
         "ServiceAccount" => round_trip::<ServiceAccount>(doc).map(drop),

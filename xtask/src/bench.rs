@@ -26,6 +26,9 @@
 //! 8. `pressure`: RSS, CPU time and open fds of oom-probe watching 10, 100
 //!    and 1,000 memory cgroups for `memory_pressure`, against
 //!    `--no-pressure` (`--pressure-only`).
+//! 9. `hostile`: the agent's `/healthz` latency during a storm of 2,000
+//!    kills, and its RSS under 400 slow clients that send half a request
+//!    header and hold (`--hostile-only`).
 //!
 //! `measure` holds what the phases share (process figures, starting and
 //! stopping tools), `stats` the statistics over samples.
@@ -34,6 +37,7 @@ mod bursts;
 mod cgroup_costs;
 mod churn;
 mod footprint;
+mod hostile;
 mod kmsg;
 mod kubernetes;
 mod latency;
@@ -118,6 +122,25 @@ pub struct BenchArgs {
     /// Run only the bursts (with `--latency-only`: both).
     #[arg(long, conflicts_with_all = ["pressure_only", "cgroups_only"])]
     bursts_only: bool,
+    /// Kills in the hostile phase's storm (`/healthz` asked meanwhile).
+    #[arg(long, default_value_t = 2_000)]
+    storm_kills: usize,
+    /// Slow clients in the hostile phase (half a request header, held).
+    #[arg(long, default_value_t = 400)]
+    slow_clients: usize,
+    /// Run only the hostile phase (kill storm, slow clients).
+    #[arg(
+        long,
+        conflicts_with_all = [
+            "pressure_only",
+            "cgroups_only",
+            "churn_only",
+            "kubernetes_only",
+            "latency_only",
+            "bursts_only",
+        ]
+    )]
+    hostile_only: bool,
 }
 
 /// Pods in the API server's store for the Kubernetes phase.
@@ -170,7 +193,16 @@ fn measure_phases(args: &BenchArgs) -> Result<Results> {
             .collect::<Result<Vec<_>>>()
     };
     let bursts = || bursts::bursts(&args.bursts, &args.ring_sizes, args.burst_repeats);
-    if args.kubernetes_only {
+    let hostile = || {
+        hostile::hostile(
+            &measure::oom_probe_binary().to_string_lossy(),
+            args.storm_kills,
+            args.slow_clients,
+        )
+    };
+    if args.hostile_only {
+        results.hostile = Some(hostile()?);
+    } else if args.kubernetes_only {
         results.kubernetes = Some(kubernetes()?);
     } else if args.churn_only {
         results.churn = Some(churn()?);
@@ -181,6 +213,7 @@ fn measure_phases(args: &BenchArgs) -> Result<Results> {
         }
         if args.bursts_only {
             results.bursts = Some(bursts()?);
+            results.hostile = Some(hostile()?);
         }
     } else if args.cgroups_only {
         results.cgroups = Some(cgroups()?);

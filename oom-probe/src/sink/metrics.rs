@@ -25,15 +25,43 @@ fn pressure_labels(
 ) -> PressureLabels {
     let text = |value: Option<&String>| value.cloned().unwrap_or_default();
     PressureLabels {
-        scope: match scope {
-            PressureScope::Cgroup => "cgroup",
-            PressureScope::Node => "node",
-        }
-        .into(),
+        scope: scope_name(scope).into(),
         namespace: text(k8s.and_then(|k| k.namespace.as_ref())),
         pod: text(k8s.and_then(|k| k.pod.as_ref())),
         container: text(k8s.and_then(|k| k.container.as_ref())),
         cgroup: cgroup.clone().unwrap_or_default(),
+    }
+}
+
+/// The `scope` label's value.
+fn scope_name(scope: PressureScope) -> &'static str {
+    match scope {
+        PressureScope::Cgroup => "cgroup",
+        PressureScope::Node => "node",
+    }
+}
+
+/// What identifies a pressure episode across its events: the scope and the
+/// memory cgroup's id (its path when the id is unknown; neither for the
+/// node). Names are not part of it: they are looked up per event and may
+/// fail for one and not the other.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct PressureEpisode {
+    scope: &'static str,
+    cgroup_id: Option<u64>,
+    cgroup_path: Option<String>,
+}
+
+impl PressureEpisode {
+    fn of(scope: PressureScope, target: &crate::event::PressureTarget) -> Self {
+        Self {
+            scope: scope_name(scope),
+            cgroup_id: target.cgroup_id,
+            cgroup_path: match target.cgroup_id {
+                Some(_) => None,
+                None => target.cgroup_path.clone(),
+            },
+        }
     }
 }
 
@@ -84,6 +112,9 @@ pub struct Metrics {
     /// 1 while a cgroup (or the node) is under memory pressure; the series
     /// leaves when it clears.
     pressure: Family<PressureLabels, Gauge>,
+    /// The labels each open pressure episode's first event set to 1: its
+    /// end removes exactly that series, whatever its own names say.
+    pressure_open: Mutex<HashMap<PressureEpisode, PressureLabels>>,
     state_write_failures: Counter,
     replayed: Counter,
     event_posts_dropped: Counter,
@@ -222,6 +253,7 @@ impl Metrics {
             event_post_failures,
             history_write_failures,
             pressure,
+            pressure_open: Mutex::new(HashMap::new()),
             state_write_failures,
             replayed,
             event_posts_dropped,
@@ -269,13 +301,32 @@ impl Metrics {
             }
             Event::Eviction(_) => {}
             Event::MemoryPressure(p) => {
-                let labels =
-                    pressure_labels(p.scope, p.target.kubernetes.as_ref(), &p.target.cgroup_path);
-                self.pressure.get_or_create(&labels).set(1);
+                // The episode keeps its first event's series: later events
+                // named otherwise (a lookup failed or recovered) do not
+                // start a second one, nor reset an alert's `for:`.
+                let mut open = self.pressure_open.lock().expect("metrics lock");
+                let labels = open
+                    .entry(PressureEpisode::of(p.scope, &p.target))
+                    .or_insert_with(|| {
+                        pressure_labels(
+                            p.scope,
+                            p.target.kubernetes.as_ref(),
+                            &p.target.cgroup_path,
+                        )
+                    });
+                self.pressure.get_or_create(labels).set(1);
             }
             Event::MemoryPressureEnd(p) => {
-                let labels =
-                    pressure_labels(p.scope, p.target.kubernetes.as_ref(), &p.target.cgroup_path);
+                let started = self
+                    .pressure_open
+                    .lock()
+                    .expect("metrics lock")
+                    .remove(&PressureEpisode::of(p.scope, &p.target));
+                // No start seen (none recorded by this process): the end's
+                // own labels, the best guess.
+                let labels = started.unwrap_or_else(|| {
+                    pressure_labels(p.scope, p.target.kubernetes.as_ref(), &p.target.cgroup_path)
+                });
                 self.pressure.remove(&labels);
             }
         }
@@ -466,6 +517,97 @@ mod tests {
         assert!(!metrics
             .encode_prometheus_text()
             .contains("oom_probe_memory_pressure{"));
+    }
+
+    /// A pressure start and end of cgroup 7 (`/kubepods/podx/abc`), each
+    /// named as given (`None`: its name lookup failed).
+    fn pressure_episode(start: Option<Kubernetes>, end: Option<Kubernetes>) -> (Event, Event) {
+        use crate::event::{
+            Memcg, PressureEndEvent, PressureEvent, PressureSource, PressureTarget,
+        };
+        let target = |kubernetes| PressureTarget {
+            cgroup_id: Some(7),
+            cgroup_path: Some("/kubepods/podx/abc".to_string()),
+            kubernetes,
+            container: None,
+        };
+        let start = Event::MemoryPressure(Box::new(PressureEvent {
+            time: String::new(),
+            node: "n".into(),
+            scope: PressureScope::Cgroup,
+            source: PressureSource::Psi,
+            target: target(start),
+            memcg: Memcg {
+                usage_bytes: None,
+                limit_bytes: None,
+            },
+            memcg_stat: None,
+            psi: None,
+            limit_hits: None,
+            growth_bytes_per_minute: None,
+            since: String::new(),
+            duration_seconds: 0.0,
+            tasks: None,
+            tasks_total: None,
+            explanation: String::new(),
+        }));
+        let end = Event::MemoryPressureEnd(Box::new(PressureEndEvent {
+            time: String::new(),
+            node: "n".into(),
+            scope: PressureScope::Cgroup,
+            target: target(end),
+            since: String::new(),
+            last: String::new(),
+            duration_seconds: 1.0,
+            events: 2,
+            peak_psi_some_avg10: None,
+            cgroup_removed: false,
+        }));
+        (start, end)
+    }
+
+    #[test]
+    fn a_pressure_series_leaves_with_its_episode_whatever_the_end_is_named() {
+        let named = Some(Kubernetes {
+            namespace: Some("shop".into()),
+            pod: Some("web-1".into()),
+            container: Some("app".into()),
+            ..Kubernetes::default()
+        });
+        let series = "oom_probe_memory_pressure{scope=\"cgroup\",namespace=\"shop\",pod=\"web-1\",container=\"app\",cgroup=\"/kubepods/podx/abc\"} 1";
+        let gone = |metrics: &Metrics| {
+            !metrics
+                .encode_prometheus_text()
+                .contains("oom_probe_memory_pressure{")
+        };
+        // Named at the start, naming failed at the end (kubernetes null).
+        let metrics = Metrics::new(Duration::from_secs(60));
+        let (start, end) = pressure_episode(named.clone(), None);
+        metrics.record(&start);
+        assert!(metrics.encode_prometheus_text().contains(series));
+        metrics.record(&end);
+        assert!(gone(&metrics), "{}", metrics.encode_prometheus_text());
+        // The reverse, with a second, named, event in the episode: one
+        // series (the first event's), and it leaves with the end.
+        let metrics = Metrics::new(Duration::from_secs(60));
+        let (unnamed_start, unnamed_end) = pressure_episode(None, None);
+        let (named_again, _) = pressure_episode(named.clone(), named);
+        metrics.record(&unnamed_start);
+        metrics.record(&named_again);
+        let text = metrics.encode_prometheus_text();
+        assert_eq!(
+            text.matches("oom_probe_memory_pressure{").count(),
+            1,
+            "{text}"
+        );
+        assert!(!text.contains(series), "{text}");
+        metrics.record(&unnamed_end);
+        assert!(gone(&metrics), "{}", metrics.encode_prometheus_text());
+        // An end without a start this process saw removes its own labels.
+        let metrics = Metrics::new(Duration::from_secs(60));
+        let (_, end) = pressure_episode(None, None);
+        metrics.record(&end);
+        assert!(gone(&metrics));
     }
 
     /// The golden file's events (every type, a kernel and a userspace kill).

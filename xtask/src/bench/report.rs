@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{
-    bursts::BurstSize, cgroup_costs::CgroupCosts, churn::Churn, footprint::Idle,
+    bursts::BurstSize, cgroup_costs::CgroupCosts, churn::Churn, footprint::Idle, hostile::Hostile,
     kubernetes::KubernetesNames, latency::SideBySide, measure, pressure::PressureFootprint,
     startup::Startup,
 };
@@ -39,6 +39,8 @@ pub(crate) struct Results {
     pub(crate) bursts: Option<Vec<BurstSize>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) pressure: Option<Vec<PressureFootprint>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) hostile: Option<Hostile>,
 }
 
 impl Results {
@@ -80,6 +82,9 @@ impl Results {
         }
         if let Some(pressure) = &self.pressure {
             print_pressure(&self.machine, pressure);
+        }
+        if let Some(hostile) = &self.hostile {
+            print_hostile(hostile);
         }
     }
 
@@ -296,6 +301,45 @@ fn print_churn(churn: &Churn) {
     );
 }
 
+/// The hostile phase: `/healthz` during the storm, RSS with slow clients.
+fn print_hostile(h: &Hostile) {
+    println!(
+        "\nhostile (oom-probe run): {} kills counted by the kernel ({} reported) in {:.0} s; \
+         /healthz {} asked, {} failed, latency µs {}",
+        h.kernel_kills,
+        h.reported,
+        h.storm_seconds,
+        h.healthz_during_storm,
+        h.healthz_failed_during_storm,
+        cell(h.healthz_during_storm_us)
+    );
+    println!(
+        "{} slow clients ({} connected in {} ms): /healthz {} µs meanwhile; \
+         {} closed by the agent {} s later",
+        h.slow_clients,
+        h.slow_clients_connected,
+        h.slow_clients_open_ms,
+        cell(h.healthz_with_slow_clients_us),
+        h.slow_clients_closed_by_agent,
+        h.past_header_timeout_seconds
+    );
+    println!(
+        "{:<24} {:>9} {:>10} {:>10}",
+        "", "RSS KiB", "anon KiB", "file KiB"
+    );
+    for (label, rss) in [
+        ("before slow clients", h.rss_before_slow_clients),
+        ("with them connected", h.rss_with_slow_clients),
+        ("past header timeout", h.rss_after_slow_clients),
+    ] {
+        println!(
+            "{:<24} {:>9} {:>10} {:>10}",
+            label, rss.rss_kib, rss.anon_kib, rss.file_kib
+        );
+    }
+    println!("peak {} KiB", h.peak_kib);
+}
+
 /// The pressure phase's table, on `machine`.
 fn print_pressure(machine: &str, rows: &[PressureFootprint]) {
     println!("\nmemory_pressure watching ({machine}); CPU over the window, after start-up:");
@@ -494,6 +538,25 @@ mod tests {
                 one_held_at_limit: pressure(),
                 no_pressure: pressure(),
             }]),
+            hostile: Some(Hostile {
+                storm_kills: 1,
+                kernel_kills: 1,
+                reported: 1,
+                storm_seconds: 1.5,
+                healthz_during_storm: 1,
+                healthz_failed_during_storm: 0,
+                healthz_during_storm_us: latency,
+                slow_clients: 1,
+                slow_clients_connected: 1,
+                slow_clients_open_ms: 1,
+                healthz_with_slow_clients_us: Some(1),
+                slow_clients_closed_by_agent: 1,
+                past_header_timeout_seconds: 1,
+                rss_before_slow_clients: rss,
+                rss_with_slow_clients: rss,
+                rss_after_slow_clients: rss,
+                peak_kib: 1,
+            }),
         }
     }
 
@@ -508,11 +571,17 @@ mod tests {
         let (mut old, mut new) = (BTreeSet::new(), BTreeSet::new());
         key_paths(&committed, "", &mut old);
         key_paths(&written, "", &mut new);
+        // Phases added after the committed run: their keys alone are new.
+        const ADDED: [&str; 1] = [".hostile."];
+        let (added, unknown): (Vec<&String>, Vec<&String>) = new
+            .difference(&old)
+            .partition(|key| ADDED.iter().any(|phase| key.starts_with(phase)));
         assert_eq!(
-            new.difference(&old).collect::<Vec<_>>(),
+            unknown,
             Vec::<&String>::new(),
             "keys the committed results lack"
         );
+        assert_eq!(added.len(), 25, "{added:#?}");
         assert_eq!(
             old.difference(&new).collect::<Vec<_>>(),
             Vec::<&String>::new(),
