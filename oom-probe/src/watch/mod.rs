@@ -140,6 +140,10 @@ pub async fn watch(mut options: WatchOptions) -> Result<()> {
         node: options.node.clone(),
         metrics: metrics.clone(),
     });
+    // Ready once the probes are attached (kills from now on wait in the
+    // ring buffer), and before the ready line: the listener has its own
+    // thread, so whoever read that line may ask /readyz at once.
+    ready.store(true, std::sync::atomic::Ordering::Relaxed);
     announce(&probes, memcg_paths.as_ref(), &options.node);
     // Memory pressure watching starts after the ready line: its first walk
     // of the hierarchy is not on the start-up path.
@@ -161,7 +165,6 @@ pub async fn watch(mut options: WatchOptions) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
     let mut lost = probes.take_lost_counter()?;
     release_start_up_heap();
-    ready.store(true, std::sync::atomic::Ordering::Relaxed);
     let ledger = KillLedger::load(options.state_file.clone());
     let publisher = Publisher::new(
         Output::new(options.output, io::stdout().lock()),
