@@ -308,7 +308,7 @@ fn now() -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use std::{cell::RefCell, collections::HashMap, path::PathBuf, rc::Rc, time::Duration};
+    use std::{cell::RefCell, path::PathBuf, rc::Rc, time::Duration};
 
     use crate::sink::{
         history::{HistoryLimits, HistoryReader},
@@ -508,24 +508,7 @@ pub(crate) mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// The eBPF lost-kill map, in memory.
-    #[derive(Default)]
-    pub(crate) struct FakeLostMap(pub(crate) HashMap<u64, u64>);
-
-    impl LostByCgroup for FakeLostMap {
-        fn by_cgroup(&self) -> Vec<(u64, u64)> {
-            let mut entries: Vec<_> = self.0.iter().map(|(&k, &v)| (k, v)).collect();
-            entries.sort();
-            entries
-        }
-        fn of_cgroup(&self, id: u64) -> u64 {
-            self.0.get(&id).copied().unwrap_or(0)
-        }
-        fn forget(&mut self, id: u64) -> Result<()> {
-            self.0.remove(&id);
-            Ok(())
-        }
-    }
+    pub(crate) use crate::sink::ledger::tests::FakeLostMap;
 
     #[test]
     fn lost_records_are_published_once_as_ring_buffer_full() {

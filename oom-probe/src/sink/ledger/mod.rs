@@ -263,7 +263,7 @@ impl KillLedger {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::{collections::HashMap, fs, os::unix::fs::MetadataExt};
 
@@ -580,8 +580,10 @@ mod tests {
     }
 
     /// The eBPF map, in memory.
+    /// The probes' per-cgroup lost-kill map, in memory (also the
+    /// publisher's and the loop's tests').
     #[derive(Default)]
-    struct FakeLostMap(HashMap<u64, u64>);
+    pub(crate) struct FakeLostMap(pub(crate) HashMap<u64, u64>);
 
     impl LostByCgroup for FakeLostMap {
         fn by_cgroup(&self) -> Vec<(u64, u64)> {
