@@ -459,9 +459,6 @@ mod tests {
 
     #[test]
     fn a_pressure_series_is_1_while_it_lasts_and_leaves_with_its_end() {
-        use crate::event::{
-            Memcg, PressureEndEvent, PressureEvent, PressureSource, PressureTarget,
-        };
         let metrics = Metrics::new(Duration::from_secs(60));
         let kubernetes = Some(Kubernetes {
             namespace: Some("shop".into()),
@@ -469,51 +466,11 @@ mod tests {
             container: Some("app".into()),
             ..Kubernetes::default()
         });
-        let path = Some("/kubepods/podx/abc".to_string());
-        metrics.record(&Event::MemoryPressure(Box::new(PressureEvent {
-            time: String::new(),
-            node: "n".into(),
-            scope: PressureScope::Cgroup,
-            source: PressureSource::Psi,
-            target: PressureTarget {
-                cgroup_id: Some(7),
-                cgroup_path: path.clone(),
-                kubernetes: kubernetes.clone(),
-                container: None,
-            },
-            memcg: Memcg {
-                usage_bytes: None,
-                limit_bytes: None,
-            },
-            memcg_stat: None,
-            psi: None,
-            limit_hits: None,
-            growth_bytes_per_minute: None,
-            since: String::new(),
-            duration_seconds: 0.0,
-            tasks: None,
-            tasks_total: None,
-            explanation: String::new(),
-        })));
+        let (start, end) = pressure_episode(kubernetes.clone(), kubernetes);
+        metrics.record(&start);
         let series = "oom_probe_memory_pressure{scope=\"cgroup\",namespace=\"shop\",pod=\"web-1\",container=\"app\",cgroup=\"/kubepods/podx/abc\"} 1";
         assert!(metrics.encode_prometheus_text().contains(series));
-        metrics.record(&Event::MemoryPressureEnd(Box::new(PressureEndEvent {
-            time: String::new(),
-            node: "n".into(),
-            scope: PressureScope::Cgroup,
-            target: PressureTarget {
-                cgroup_id: Some(7),
-                cgroup_path: path,
-                kubernetes,
-                container: None,
-            },
-            since: String::new(),
-            last: String::new(),
-            duration_seconds: 1.0,
-            events: 1,
-            peak_psi_some_avg10: None,
-            cgroup_removed: false,
-        })));
+        metrics.record(&end);
         assert!(!metrics
             .encode_prometheus_text()
             .contains("oom_probe_memory_pressure{"));
