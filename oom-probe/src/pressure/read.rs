@@ -26,8 +26,9 @@ pub fn sample(kind: Kind, dir: &Path, reads: Reads) -> Sample {
     }
 }
 
-/// Usage and limit: the cgroup's, or the node's RAM from the `meminfo`
-/// beside its PSI file's directory (`<procfs>/meminfo`).
+/// Usage and limit: the cgroup's (v2: the lower of `memory.max` and
+/// `memory.high`), or the node's RAM from the `meminfo` beside its PSI
+/// file's directory (`<procfs>/meminfo`).
 fn memcg(kind: Kind, dir: &Path) -> Option<Memcg> {
     match kind {
         Kind::Node => {
@@ -35,7 +36,19 @@ fn memcg(kind: Kind, dir: &Path) -> Option<Memcg> {
             Some(cgroupfs::node_memory(&fs::read_to_string(meminfo).ok()?))
         }
         Kind::CgroupV1 => Some(cgroupfs::usage_and_limit(dir, false)),
-        Kind::CgroupV2 => Some(cgroupfs::usage_and_limit(dir, true)),
+        Kind::CgroupV2 => {
+            // The limit its hits count against: `memory.high` throttles
+            // (and counts) below `memory.max`.
+            let mut memcg = cgroupfs::usage_and_limit(dir, true);
+            let high = fs::read_to_string(dir.join("memory.high"))
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok());
+            memcg.limit_bytes = match (memcg.limit_bytes, high) {
+                (Some(max), Some(high)) => Some(max.min(high)),
+                (max, high) => max.or(high),
+            };
+            Some(memcg)
+        }
     }
 }
 
@@ -103,6 +116,27 @@ mod tests {
         assert_eq!(node.hits, None, "the node has no limit-hit counter");
         assert_eq!(node.memcg.and_then(|m| m.usage_bytes), Some(600 * 1024));
         assert_eq!(node.psi.map(|p| p.some_avg10), Some(12.5));
+        let _ = fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_v2_limit_is_the_lower_of_memory_max_and_memory_high() {
+        let root = fixture("high");
+        let reads = Reads {
+            memcg: true,
+            ..Reads::default()
+        };
+        let limit = |root: &Path| {
+            sample(Kind::CgroupV2, &root.join("cg"), reads)
+                .memcg
+                .and_then(|m| m.limit_bytes)
+        };
+        fs::write(root.join("cg/memory.high"), "524288\n").unwrap();
+        assert_eq!(limit(&root), Some(512 << 10), "max is \"max\"");
+        fs::write(root.join("cg/memory.max"), "262144\n").unwrap();
+        assert_eq!(limit(&root), Some(256 << 10));
+        fs::write(root.join("cg/memory.high"), "max\n").unwrap();
+        assert_eq!(limit(&root), Some(256 << 10));
         let _ = fs::remove_dir_all(&root);
     }
 
