@@ -5,36 +5,12 @@
 use std::{fs, process::Command, time::Duration};
 
 use oom_probe_test_support::{
-    hog, root_or_skip, run_hog_with_child, skipped, MemoryCgroup, Watcher,
+    hog, hold, root_or_skip, run_hog_with_child, skipped, MemoryCgroup, Tmpfs, Watcher,
 };
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
 const SETTLE: Duration = Duration::from_millis(1500);
-
-/// A memory hog named `comm` in `cgroup` that allocates `mb` MiB and then
-/// sleeps (a pool's idle worker, a node's biggest process); returns once it
-/// says it holds them.
-fn hold(cgroup: &MemoryCgroup, comm: &str, mb: u64) -> std::process::Child {
-    let mut hog = hog()
-        .arg("--cgroup")
-        .arg(cgroup.path())
-        .args(["--comm", comm, "--mb", &mb.to_string()])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut said = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(hog.stderr.take().unwrap()),
-        &mut said,
-    )
-    .unwrap();
-    assert!(
-        said.contains(&format!("allocated {mb} MiB")),
-        "{comm}: {said}"
-    );
-    hog
-}
 
 fn in_vm() -> bool {
     std::env::var_os("OOM_PROBE_IN_VM").is_some_and(|v| v == "1")
@@ -577,28 +553,6 @@ fn a_node_wide_oom_names_the_trigger_apart_from_the_victim() {
 }
 
 /// A tmpfs mounted for one test and unmounted on drop.
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(name: &str) -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("oom-probe-{name}-{}", std::process::id()));
-        fs::create_dir_all(&dir)?;
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=512m", "tmpfs"])
-            .arg(&dir)
-            .status()?;
-        anyhow::ensure!(status.success(), "mount tmpfs on {} failed", dir.display());
-        Ok(Self(dir))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-        let _ = fs::remove_dir(&self.0);
-    }
-}
-
 /// 100 kills, each in a cgroup removed the moment its only process is dead
 /// (as a runtime removes a container's scope): `memory.stat` is read after
 /// the kill and may already show the memory freed. No snapshot that

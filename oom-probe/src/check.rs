@@ -212,7 +212,7 @@ pub fn field_qualities(facts: &NodeFacts) -> Vec<FieldQuality> {
             Unavailable
         },
         why: if facts.memory_v2.is_some() {
-            "memory.stat read after the kill; memcg_stat_source says whether it agrees with the usage at the kill".into()
+            "memory.stat read after the kill; memcg_stat_source says whether it fits the kill (its usage, the victim's RSS, its time)".into()
         } else {
             "no memory cgroup hierarchy is mounted".into()
         },

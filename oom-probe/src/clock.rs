@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use oom_probe_cgroupfs::clock::monotonic_ns as monotonic_now_ns;
+pub use oom_probe_cgroupfs::clock::monotonic_ns as monotonic_now_ns;
 
 /// How long ago the kernel stamped `kernel_time_ns`: the detection latency.
 pub fn age(kernel_time_ns: u64) -> Duration {
@@ -18,6 +18,21 @@ pub fn wall_time(kernel_time_ns: u64) -> SystemTime {
         .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
+/// The CLOCK_MONOTONIC stamp `kernel_time_ns` on CLOCK_BOOTTIME (the clock
+/// of process start times in `/proc/<pid>/stat`), in ns: the two differ by
+/// the time the machine was suspended, read now.
+pub fn boottime_ns(kernel_time_ns: u64) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let monotonic = monotonic_now_ns();
+    // SAFETY: a valid timespec pointer; CLOCK_BOOTTIME exists since 2.6.39.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    let boottime = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+    kernel_time_ns.saturating_add(boottime.saturating_sub(monotonic))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -28,6 +43,22 @@ mod tests {
         let wall = wall_time(kernel_now);
         let skew = SystemTime::now().duration_since(wall).unwrap();
         assert!(skew < Duration::from_secs(1), "{skew:?}");
+    }
+
+    #[test]
+    fn boot_time_is_monotonic_time_plus_suspend() {
+        let now = monotonic_now_ns();
+        let boot = boottime_ns(now);
+        assert!(boot >= now);
+        let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let diff = (boot as f64 / 1e9 - uptime).abs();
+        assert!(diff < 1.0, "boot time {boot} ns, /proc/uptime {uptime} s");
     }
 
     #[test]

@@ -180,12 +180,12 @@ pub struct OomKillEvent {
     /// Kubernetes or not (Docker, Podman, containerd, CRI-O); null when the
     /// path names no container (a host service, a pod-level cgroup, conmon).
     pub container: Option<Container>,
-    /// How `memcg_stat` was taken, and whether it can stand for the kill:
-    /// `after_kill` (read after the kill; its total agrees with the memcg's
-    /// usage at the kill) or `after_kill_inconsistent` (its total is under
-    /// three quarters of that usage: the OOM reaper, the exiting victim or
-    /// the runtime removing the cgroup got there first; the explanation
-    /// then does not use it). Null when `memcg_stat` is null.
+    /// Whether `memcg_stat`, read after the kill, can stand for it, judged
+    /// against the kill's usage, victim RSS and time (`enrich::snapshot`):
+    /// `after_kill` (it fits), `after_kill_inconsistent` (memory was freed
+    /// before the read, or no usage at the kill) or `after_kill_late`
+    /// (memory was charged after the kill: a restarted container). Only
+    /// `after_kill` is used by the explanation. Null with `memcg_stat`.
     pub memcg_stat_source: Option<MemcgStatSource>,
     /// The biggest processes (at most 10, by resident memory) of the memory
     /// cgroup that ran out and the cgroups below it, or of the whole node for
@@ -193,10 +193,13 @@ pub struct OomKillEvent {
     /// always among them, with its figures at the kill. Null when they could
     /// not be read.
     pub tasks: Option<Vec<Task>>,
-    /// How many processes that cgroup (or the node) had in all.
+    /// How many processes that cgroup (or the node) had in all, those that
+    /// started after the kill not counted.
     pub tasks_total: Option<u64>,
     /// How `tasks` were taken: `procfs` (from userspace right after the
-    /// event: `cgroup.procs` and `/proc/<pid>/status`).
+    /// event: `cgroup.procs` and `/proc/<pid>/status`), or
+    /// `procfs_later_left_out` (the same, and processes that started after
+    /// the kill were found and left out of `tasks` and `tasks_total`).
     pub tasks_source: Option<TasksSource>,
     /// This kill's stable id, from what the kernel gave: the first 8 hex
     /// digits of the boot id, `kernel_time_ns`, the victim's pid and its
@@ -371,18 +374,26 @@ pub enum TasksSource {
     /// processes that exited in between are missing, except the victim,
     /// whose figures come from the kernel at the kill.
     Procfs,
+    /// As `Procfs`, and processes that started after the kill (their
+    /// `/proc/<pid>/stat` start time) were left out: not the kill's scene.
+    ProcfsLaterLeftOut,
 }
 
-/// How `memcg_stat` was taken.
+/// Whether `memcg_stat` fits the kill (`enrich::snapshot::judge`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MemcgStatSource {
     /// Read after the kill; its total (anon + file + kernel + sock) is at
-    /// least three quarters of the memcg's usage at the kill.
+    /// least three quarters of the memcg's usage at the kill, and no more
+    /// than the kill can have left.
     AfterKill,
     /// Read after the kill and under three quarters of the usage at the
-    /// kill: memory was already freed; not a picture of the kill.
+    /// kill (memory was already freed), or with no usage at the kill.
     AfterKillInconsistent,
+    /// Read after the kill and over what the kill can have left (its usage,
+    /// less the victim's anonymous RSS once it exited) by more than an
+    /// eighth of its usage: memory charged after the kill.
+    AfterKillLate,
 }
 
 /// A container as its cgroup path names it.

@@ -439,3 +439,51 @@ pub fn run_hog_with_child_args(
         .ok_or_else(|| anyhow!("oom-hog printed no child pid: {stdout}"))?;
     Ok((pid, stdout))
 }
+
+/// A memory hog named `comm` in `cgroup` that allocates `mb` MiB and then
+/// sleeps (a pool's idle worker, a node's biggest process, a restarted
+/// container); returns once it says it holds them. The caller kills it.
+pub fn hold(cgroup: &MemoryCgroup, comm: &str, mb: u64) -> Child {
+    let mut hog = hog()
+        .arg("--cgroup")
+        .arg(cgroup.path())
+        .args(["--comm", comm, "--mb", &mb.to_string()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    BufReader::new(hog.stderr.take().unwrap())
+        .read_line(&mut said)
+        .unwrap();
+    assert!(
+        said.contains(&format!("allocated {mb} MiB")),
+        "{comm}: {said}"
+    );
+    hog
+}
+
+/// A tmpfs of 512 MiB mounted for one test (its path is `.0`), unmounted
+/// and removed when dropped: files written there are shmem, charged to the
+/// memory cgroup of the writer.
+pub struct Tmpfs(pub PathBuf);
+
+impl Tmpfs {
+    /// Mounts it on a fresh directory of the temp dir named after `name`.
+    pub fn mount(name: &str) -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("oom-probe-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=512m", "tmpfs"])
+            .arg(&dir)
+            .status()?;
+        anyhow::ensure!(status.success(), "mount tmpfs on {} failed", dir.display());
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}

@@ -53,14 +53,16 @@ pub struct VmTestArgs {
 }
 
 /// The end-to-end test targets worth running on every kernel (`pressure`:
-/// cgroup v2 and node PSI, which the host's cgroup v1 cannot show).
-pub const KERNEL_TESTS: [&str; 6] = [
+/// cgroup v2 and node PSI, which the host's cgroup v1 cannot show;
+/// `late_snapshot`: v2's `memory.current` and `memory.stat` read late).
+pub const KERNEL_TESTS: [&str; 7] = [
     "capture",
     "context",
     "agent",
     "kubernetes",
     "errors",
     "pressure",
+    "late_snapshot",
 ];
 
 impl VmTestArgs {

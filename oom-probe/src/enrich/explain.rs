@@ -1,12 +1,13 @@
 //! Why the memory was full: the `memory.stat` of the cgroup that ran out,
-//! read right after the kill, and one sentence a person can act on.
+//! read right after the kill (used only when it fits the kill:
+//! `enrich::snapshot`), and one sentence a person can act on.
 //!
 //! A pod with 23 MiB of RSS can be killed because its cgroup is full of
 //! tmpfs files or dirty page cache; the victim's RSS alone never shows that.
 
 use std::{fs, path::Path};
 
-use crate::event::{Constraint, KillKind, MemcgStat, MemcgStatSource, OomKillEvent};
+use crate::event::{Constraint, KillKind, MemcgStat, MemcgStatSource, OomKillEvent, Rss};
 
 /// Reads `memory.stat` (v1 or v2) of the cgroup directory `dir`.
 pub fn read_memcg_stat(dir: &Path) -> Option<MemcgStat> {
@@ -87,23 +88,6 @@ pub fn composition(stat: &MemcgStat) -> Composition {
     }
 }
 
-/// Whether a `memory.stat` read after the kill can stand for the kill: its
-/// total (anon + file + kernel + sock, bytes) must be at least three
-/// quarters of `usage_at_kill` (the memcg's page counter at the kill, in
-/// bytes). The OOM reaper frees the victim's anonymous memory within
-/// milliseconds, and a runtime may remove the cgroup; a read that lost
-/// that race shows far less than was charged. Without a kill-time usage
-/// there is nothing to check against: inconsistent, to be safe.
-pub fn stat_source(stat: &MemcgStat, usage_at_kill: Option<u64>) -> MemcgStatSource {
-    let total = stat.anon + stat.file + stat.kernel + stat.sock;
-    match usage_at_kill {
-        Some(usage) if total.saturating_mul(4) >= usage.saturating_mul(3) => {
-            MemcgStatSource::AfterKill
-        }
-        _ => MemcgStatSource::AfterKillInconsistent,
-    }
-}
-
 /// One sentence naming what filled the memory, for the event and the
 /// Kubernetes Event note.
 pub fn explain(kind: KillKind, event: &OomKillEvent) -> String {
@@ -148,7 +132,9 @@ fn explain_memcg(event: &OomKillEvent, victim: &str) -> String {
         .memcg_stat
         .filter(|_| event.memcg_stat_source == Some(MemcgStatSource::AfterKill));
     let Some(stat) = stat else {
-        return format!("{full}; {victim}");
+        // No snapshot that fits: the victim's RSS by kind, exact at the kill.
+        let kinds = event.victim.rss_bytes.map(by_kind).unwrap_or_default();
+        return format!("{full}; {victim}{kinds}");
     };
     let percent = |bytes: u64| bytes * 100 / limit;
     let dirty = stat.file_dirty + stat.file_writeback;
@@ -199,6 +185,19 @@ fn explain_memcg(event: &OomKillEvent, victim: &str) -> String {
                 percent(anon)
             )
         }
+    }
+}
+
+/// " (anon 30 MiB, file 5 MiB)": the kinds of an RSS that are not zero.
+fn by_kind(rss: Rss) -> String {
+    let kinds: Vec<String> = [("anon", rss.anon), ("file", rss.file), ("shmem", rss.shmem)]
+        .into_iter()
+        .filter(|&(_, bytes)| bytes > 0)
+        .map(|(kind, bytes)| format!("{kind} {}", size(bytes)))
+        .collect();
+    match kinds.is_empty() {
+        true => String::new(),
+        false => format!(" ({})", kinds.join(", ")),
     }
 }
 
@@ -256,6 +255,23 @@ mod tests {
         );
         let old_v2 = "anon 1\nslab 2\nkernel_stack 3\npagetables 4\npercpu 5\n";
         assert_eq!(parse_memcg_stat(old_v2, None).kernel, 14);
+    }
+
+    /// What the judge says of `stat` read on time (2 ms after the kill).
+    fn stat_source(stat: &MemcgStat, usage: Option<u64>) -> MemcgStatSource {
+        use super::super::snapshot::{judge, AtKill, Snapshot};
+        let at_kill = AtKill {
+            usage,
+            victim_anon: None,
+            time_ns: 1,
+        };
+        let read = Snapshot {
+            stat: *stat,
+            usage_now: None,
+            time_ns: 2_000_001,
+            victim_exited: false,
+        };
+        judge(&at_kill, &read).source()
     }
 
     fn memcg_kill(stat: MemcgStat, usage: u64, rss_anon: u64) -> OomKillEvent {
@@ -384,7 +400,8 @@ mod tests {
         );
         assert_eq!(
             explain(KillKind::OomKill, &event),
-            "the memory cgroup was at 32 MiB of the 32 MiB limit; victim app (7) RSS 35 MiB"
+            "the memory cgroup was at 32 MiB of the 32 MiB limit; victim app (7) RSS 35 MiB \
+             (anon 30 MiB, file 5 MiB)"
         );
         assert_eq!(
             stat_source(&stat, None),
@@ -401,6 +418,28 @@ mod tests {
             MemcgStatSource::AfterKill,
             "three quarters is enough"
         );
+    }
+
+    /// The issue's late snapshot: the restarted container's 50 MiB of tmpfs
+    /// read after a kill of anonymous memory. Marked late, it is not used:
+    /// the explanation names the kill's usage and the victim's RSS by kind.
+    #[test]
+    fn a_late_snapshot_is_not_explained_from() {
+        let refilled = MemcgStat {
+            anon: 2 << 20,
+            file: 50 << 20,
+            shmem: 50 << 20,
+            ..MemcgStat::default()
+        };
+        let mut event = memcg_kill(refilled, 32 << 20, 30 << 20);
+        event.memcg_stat_source = Some(MemcgStatSource::AfterKillLate);
+        assert_eq!(
+            explain(KillKind::OomKill, &event),
+            "the memory cgroup was at 32 MiB of the 32 MiB limit; victim app (7) RSS 35 MiB \
+             (anon 30 MiB, file 5 MiB)"
+        );
+        event.memcg_stat_source = Some(MemcgStatSource::AfterKill);
+        assert!(explain(KillKind::OomKill, &event).starts_with("shmem/tmpfs is 50 MiB"));
     }
 
     #[test]

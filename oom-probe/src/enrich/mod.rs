@@ -2,12 +2,13 @@
 //! named, the memory cgroup that ran out found, victims of one OOM decision
 //! grouped, and what filled the memory explained.
 //!
-//! Over 500 lines for its tests; the code is about 370, one type (`Enricher`)
+//! Over 500 lines for its tests; the code is about 570, one type (`Enricher`)
 //! whose parts share its state.
 
 pub mod cgroup_layout;
 pub mod cri;
 pub mod explain;
+pub mod snapshot;
 pub mod tasks;
 
 use std::{collections::HashMap, fs};
@@ -19,8 +20,8 @@ use crate::{
     clock,
     decode::Record,
     event::{
-        Constraint, ConstraintSource, Container, Event, KillKind, Kubernetes, Memcg, OomKillEvent,
-        OomMemcg, Rss, Task, TasksSource, Trigger, Victim,
+        Constraint, ConstraintSource, Container, Event, KillKind, Kubernetes, Memcg,
+        MemcgStatSource, OomKillEvent, OomMemcg, Rss, Task, TasksSource, Trigger, Victim,
     },
     kill_trace::Stage,
     text,
@@ -195,12 +196,35 @@ impl Enricher {
             .and_then(|m| Some((m.path.clone()?, m.usage_bytes)))
             .or_else(|| Some((cgroup_path.clone()?, own_usage)));
         crate::kill_trace::mark(Stage::DecodePath);
+        let kill_clock = snapshot::KillClock::of(r.kernel_time_ns);
+        let at_kill = |usage| snapshot::AtKill {
+            usage,
+            victim_anon: has(feature::RSS).then(|| self.bytes(r.rss_anon_pages)),
+            time_ns: r.kernel_time_ns,
+        };
         let (memcg_stat, memcg_stat_source) = match stat_dir {
             Some((path, usage_at_kill)) => {
-                let stat = self
-                    .absolute(&path)
-                    .and_then(|dir| explain::read_memcg_stat(&dir));
-                let source = stat.map(|stat| explain::stat_source(&stat, usage_at_kill));
+                let dir = self.absolute(&path);
+                let stat = dir.as_deref().and_then(explain::read_memcg_stat);
+                let source = stat.map(|stat| {
+                    let read = self.snapshot(stat, dir.as_deref(), r, &kill_clock);
+                    let fit = snapshot::judge(&at_kill(usage_at_kill), &read);
+                    // Late reads are rare and worth a line; reads that lost
+                    // to the reaper are common (cgroups removed at once).
+                    match (fit.reason(), fit.source()) {
+                        (Some(reason), MemcgStatSource::AfterKillLate) => tracing::info!(
+                            "memory.stat of {path} does not fit the kill of pid {}: {reason}; \
+                             the explanation uses the kill's own figures",
+                            r.tgid
+                        ),
+                        (Some(reason), _) => tracing::debug!(
+                            "memory.stat of {path} does not fit the kill of pid {}: {reason}",
+                            r.tgid
+                        ),
+                        (None, _) => {}
+                    }
+                    fit.source()
+                });
                 (stat, source)
             }
             None => (None, None),
@@ -297,10 +321,20 @@ impl Enricher {
             event_id: kill_id(&self.boot_id, r.kernel_time_ns, r.tgid, cgroup_id),
             replayed: false,
         };
-        if let Some(scene) = self.scene(&event) {
+        if let Some(scene) = self.scene(&event, &kill_clock) {
             event.tasks = Some(scene.top);
             event.tasks_total = Some(scene.total);
-            event.tasks_source = Some(TasksSource::Procfs);
+            event.tasks_source = Some(match scene.later_left_out {
+                0 => TasksSource::Procfs,
+                later => {
+                    tracing::info!(
+                        "the kill of pid {}: {later} process(es) of its cgroup started after it \
+                         and were left out of its tasks",
+                        r.tgid
+                    );
+                    TasksSource::ProcfsLaterLeftOut
+                }
+            });
         }
         crate::kill_trace::mark(Stage::Tasks);
         event.explanation = Some(explain::explain(kind, &event));
@@ -311,7 +345,7 @@ impl Enricher {
     /// The processes of the memory cgroup that ran out (the victim's own
     /// when none is known), or of the node for a node-wide OOM, with the
     /// victim among them.
-    fn scene(&self, event: &OomKillEvent) -> Option<tasks::Scene> {
+    fn scene(&self, event: &OomKillEvent, kill: &snapshot::KillClock) -> Option<tasks::Scene> {
         let victim = Task {
             pid: event.victim.pid,
             ns_pid: event.victim.ns_pid,
@@ -323,14 +357,14 @@ impl Enricher {
         };
         let node_wide = event.constraint == Some(Constraint::Global);
         let mut scene = if node_wide {
-            tasks::of_node(&self.procfs, victim)?
+            tasks::of_node(&self.procfs, victim, kill)?
         } else {
             let path = event
                 .oom_memcg
                 .as_ref()
                 .and_then(|m| m.path.clone())
                 .or_else(|| event.victim.cgroup_path.clone())?;
-            tasks::of_cgroup(&self.absolute(&path)?, &self.procfs, victim)?
+            tasks::of_cgroup(&self.absolute(&path)?, &self.procfs, victim, kill)?
         };
         if node_wide {
             for task in &mut scene.top {
@@ -343,6 +377,27 @@ impl Enricher {
             }
         }
         Some(scene)
+    }
+
+    /// What is known at the read of `stat` from the memcg at `dir` after
+    /// the kill of `r`: the usage now, the time, and (only when the read is
+    /// late, so as not to touch a victim that may still be exiting) whether
+    /// the victim exited.
+    fn snapshot(
+        &self,
+        stat: crate::event::MemcgStat,
+        dir: Option<&std::path::Path>,
+        r: &VictimRecord,
+        kill: &snapshot::KillClock,
+    ) -> snapshot::Snapshot {
+        let time_ns = clock::monotonic_now_ns();
+        let late = time_ns.saturating_sub(r.kernel_time_ns) >= snapshot::LATE_READ_NS;
+        snapshot::Snapshot {
+            stat,
+            usage_now: dir.and_then(snapshot::read_usage),
+            time_ns,
+            victim_exited: late && snapshot::victim_exited(&self.procfs, r.tgid, kill),
+        }
     }
 
     /// The kernel's own decision where a context hook gave it; otherwise the

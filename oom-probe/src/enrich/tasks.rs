@@ -2,13 +2,16 @@
 //! out (or of the node, for a node-wide OOM), as the kernel's own OOM report
 //! lists them. Read from userspace right after the event: the pids from
 //! `cgroup.procs` of the cgroup and every cgroup below it, the figures from
-//! `/proc/<pid>/status` and `/proc/<pid>/oom_score_adj`.
+//! `/proc/<pid>/status` and `/proc/<pid>/oom_score_adj`. A process that
+//! started after the kill (a restarted container's) was not at the scene:
+//! it is left out, and counted.
 
 use std::{
     fs,
     path::{Path, PathBuf},
 };
 
+use super::snapshot::KillClock;
 use crate::event::{Rss, Task};
 
 /// How many tasks an event lists, the biggest by RSS first.
@@ -28,19 +31,29 @@ pub struct Scene {
     pub top: Vec<Task>,
     /// How many processes there were in all: those read, or, when more
     /// than [`MAX_SCANNED`] were listed, those listed (the top then comes
-    /// from the first [`MAX_SCANNED`]).
+    /// from the first [`MAX_SCANNED`]). Those left out as started after
+    /// the kill are not counted.
     pub total: u64,
+    /// Processes read that started after the kill, left out of `top` and
+    /// `total`.
+    pub later_left_out: u64,
 }
 
 /// Reads the processes of the memory cgroup at `cgroup_dir` (absolute, on
 /// the cgroupfs) and its descendants, with `/proc` at `procfs`.
-/// `victim` is added, with its figures at the kill, when it is gone already.
-pub fn of_cgroup(cgroup_dir: &Path, procfs: &Path, victim: Task) -> Option<Scene> {
+/// `victim` is added, with its figures at the kill, when it is gone already;
+/// processes that started after `kill` are left out.
+pub fn of_cgroup(
+    cgroup_dir: &Path,
+    procfs: &Path,
+    victim: Task,
+    kill: &KillClock,
+) -> Option<Scene> {
     let mut pids = Vec::new();
     collect_pids(cgroup_dir, &mut pids, 0).ok()?;
     pids.sort_unstable();
     pids.dedup();
-    Some(scene(pids.into_iter(), procfs, victim))
+    Some(scene(pids.into_iter(), procfs, victim, kill))
 }
 
 /// The `n` biggest processes by RSS of the memory cgroup at `cgroup_dir`
@@ -74,7 +87,11 @@ fn top(pids: impl Iterator<Item = u32>, procfs: &Path, n: usize) -> Scene {
     };
     tasks.sort_by_key(|t| std::cmp::Reverse(rss_total(t)));
     tasks.truncate(n);
-    Scene { top: tasks, total }
+    Scene {
+        top: tasks,
+        total,
+        later_left_out: 0,
+    }
 }
 
 /// Why a cgroup's tasks cannot be listed from `procfs`, or `None` when they
@@ -98,12 +115,12 @@ pub fn pid_namespace_mismatch(procfs: &Path) -> Option<String> {
 }
 
 /// Reads every user process of the node (kernel threads, which have no
-/// memory of their own, are left out).
-pub fn of_node(procfs: &Path, victim: Task) -> Option<Scene> {
+/// memory of their own, and processes started after `kill` are left out).
+pub fn of_node(procfs: &Path, victim: Task, kill: &KillClock) -> Option<Scene> {
     let pids = fs::read_dir(procfs)
         .ok()?
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok());
-    Some(scene(pids, procfs, victim))
+    Some(scene(pids, procfs, victim, kill))
 }
 
 fn collect_pids(dir: &Path, pids: &mut Vec<u32>, depth: usize) -> std::io::Result<()> {
@@ -121,12 +138,25 @@ fn collect_pids(dir: &Path, pids: &mut Vec<u32>, depth: usize) -> std::io::Resul
     Ok(())
 }
 
-fn scene(pids: impl Iterator<Item = u32>, procfs: &Path, victim: Task) -> Scene {
-    scene_capped(pids, procfs, victim, MAX_SCANNED)
+fn scene(pids: impl Iterator<Item = u32>, procfs: &Path, victim: Task, kill: &KillClock) -> Scene {
+    scene_capped(pids, procfs, victim, kill, MAX_SCANNED)
+}
+
+/// True when `/proc/<pid>/stat` shows the process started after `kill`;
+/// false when it did not or cannot be read (it is then read or skipped as
+/// any other).
+fn started_after(procfs: &Path, pid: u32, kill: &KillClock) -> bool {
+    matches!(super::snapshot::read_stat(procfs, pid), Ok(Some((_, start))) if kill.started_after(start))
 }
 
 /// [`scene`] reading at most `cap` processes, the victim included.
-fn scene_capped(pids: impl Iterator<Item = u32>, procfs: &Path, victim: Task, cap: usize) -> Scene {
+fn scene_capped(
+    pids: impl Iterator<Item = u32>,
+    procfs: &Path,
+    victim: Task,
+    kill: &KillClock,
+    cap: usize,
+) -> Scene {
     let mut victim_listed = false;
     let others: Vec<u32> = pids
         .filter(|&pid| {
@@ -136,9 +166,15 @@ fn scene_capped(pids: impl Iterator<Item = u32>, procfs: &Path, victim: Task, ca
         })
         .collect();
     let others_cap = cap.saturating_sub(1);
+    let mut later_left_out = 0;
     let mut tasks: Vec<Task> = others
         .iter()
         .take(others_cap)
+        .filter(|&&pid| {
+            let later = started_after(procfs, pid, kill);
+            later_left_out += u64::from(later);
+            !later
+        })
         .filter_map(|&pid| read_task(procfs, pid))
         .collect();
     // The victim's /proc is not read when the kernel gave its figures: they
@@ -152,12 +188,16 @@ fn scene_capped(pids: impl Iterator<Item = u32>, procfs: &Path, victim: Task, ca
     };
     tasks.push(victim);
     let total = match others.len() > others_cap {
-        true => others.len() as u64 + 1,
+        true => others.len() as u64 + 1 - later_left_out,
         false => tasks.len() as u64,
     };
     tasks.sort_by_key(|t| std::cmp::Reverse(rss_total(t)));
     tasks.truncate(TOP_TASKS);
-    Scene { top: tasks, total }
+    Scene {
+        top: tasks,
+        total,
+        later_left_out,
+    }
 }
 
 /// Total resident bytes of a task, for ranking.
@@ -241,6 +281,11 @@ pub fn memory_cgroup_of(procfs: &Path, pid: u32) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// A kill now: every process of these tests started before it.
+    fn now() -> KillClock {
+        KillClock::of(crate::clock::monotonic_now_ns())
+    }
+
     /// Our own /proc agrees with our pid; a procfs whose `self` is another
     /// pid (the host's, seen from a container's own pid namespace) does not.
     #[test]
@@ -313,7 +358,7 @@ mod tests {
             cgroup_path: None,
             kubernetes: None,
         };
-        let scene = scene([4242, 4243].into_iter(), &procfs, victim.clone());
+        let scene = scene([4242, 4243].into_iter(), &procfs, victim.clone(), &now());
         fs::remove_dir_all(&procfs).unwrap();
         assert_eq!(scene.total, 2);
         assert_eq!(scene.top[0], victim, "the record's figures, not /proc's");
@@ -351,9 +396,9 @@ mod tests {
             cgroup_path: None,
             kubernetes: None,
         };
-        let cut = scene_capped(1..=10, &procfs, victim.clone(), 4);
-        let uncut = scene_capped(1..=10, &procfs, victim.clone(), 11);
-        let at_cap = scene_capped(1..=10, &procfs, victim, 10);
+        let cut = scene_capped(1..=10, &procfs, victim.clone(), &now(), 4);
+        let uncut = scene_capped(1..=10, &procfs, victim.clone(), &now(), 11);
+        let at_cap = scene_capped(1..=10, &procfs, victim, &now(), 10);
         fs::remove_dir_all(&procfs).unwrap();
         let pids = |s: &Scene| s.top.iter().map(|t| t.pid).collect::<Vec<_>>();
         // 3 others read (1, 2, 3) and the victim; 10 listed.
@@ -363,6 +408,44 @@ mod tests {
         assert_eq!(uncut.total, 10, "all read");
         assert_eq!(at_cap.total, 10, "exactly at the cap: all read");
         assert_eq!(pids(&at_cap), pids(&uncut));
+    }
+
+    /// A restarted container's process (started after the kill) is not of
+    /// the kill's scene: left out of the top and the total, and counted.
+    #[test]
+    fn processes_started_after_the_kill_are_left_out_and_counted() {
+        let procfs =
+            std::env::temp_dir().join(format!("oom-probe-tasks-later-{}", std::process::id()));
+        // pid 20 started at tick 900, 21 at tick 1200; the kill at 10.5 s.
+        for (pid, start) in [(20u32, 900u64), (21, 1200)] {
+            fs::create_dir_all(procfs.join(pid.to_string())).unwrap();
+            let status = format!("Name:\tp{pid}\nRssAnon:\t{} kB\n", pid * 100);
+            fs::write(procfs.join(format!("{pid}/status")), status).unwrap();
+            let stat =
+                format!("{pid} (p{pid}) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 {start} 0 0\n");
+            fs::write(procfs.join(format!("{pid}/stat")), stat).unwrap();
+        }
+        let kill = KillClock {
+            boot_ns: 10_500_000_000,
+            tick_ns: 10_000_000,
+        };
+        let victim = Task {
+            pid: 7,
+            ns_pid: None,
+            comm: Some("victim".into()),
+            rss_bytes: None,
+            oom_score_adj: None,
+            cgroup_path: None,
+            kubernetes: None,
+        };
+        let at_kill = scene([7, 20, 21].into_iter(), &procfs, victim.clone(), &kill);
+        let all = scene([7, 20, 21].into_iter(), &procfs, victim, &now());
+        fs::remove_dir_all(&procfs).unwrap();
+        let pids = |s: &Scene| s.top.iter().map(|t| t.pid).collect::<Vec<_>>();
+        assert_eq!(pids(&at_kill), [20, 7]);
+        assert_eq!((at_kill.total, at_kill.later_left_out), (2, 1));
+        assert_eq!(pids(&all), [21, 20, 7]);
+        assert_eq!((all.total, all.later_left_out), (3, 0));
     }
 
     #[test]
@@ -389,7 +472,7 @@ mod tests {
             cgroup_path: None,
             kubernetes: None,
         };
-        let node = of_node(Path::new("/proc"), gone.clone()).unwrap();
+        let node = of_node(Path::new("/proc"), gone.clone(), &now()).unwrap();
         assert_eq!(
             node.top[0], gone,
             "a victim already gone is listed, first here"
