@@ -6,7 +6,7 @@
 
 use std::{fs, path::Path};
 
-use crate::event::{Constraint, KillKind, MemcgStat, MemcgStatSource, OomKillEvent};
+use crate::event::{Constraint, KillKind, KillSignal, MemcgStat, MemcgStatSource, OomKillEvent};
 
 /// Reads `memory.stat` (v1 or v2) of the cgroup directory `dir`.
 pub fn read_memcg_stat(dir: &Path) -> Option<MemcgStat> {
@@ -113,10 +113,21 @@ pub fn explain(kind: KillKind, event: &OomKillEvent) -> String {
         None => format!("victim {}", name(event)),
     };
     if kind == KillKind::UserspaceKill {
-        return format!(
-            "SIGKILL from {}, a userspace OOM killer; {victim}",
-            event.trigger.comm
-        );
+        let killer = &event.trigger.comm;
+        return match (event.signal, &event.exit) {
+            (Some(KillSignal::Sigterm), Some(exit)) => {
+                let how = match (&exit.signal, exit.code) {
+                    (Some(signal), _) if signal == "SIGTERM" => "it died of the signal".into(),
+                    (Some(signal), _) => format!("it died of {signal} after it"),
+                    (None, code) => format!(
+                        "it handled the signal and exited with status {}",
+                        code.unwrap_or(0)
+                    ),
+                };
+                format!("SIGTERM from {killer}, a userspace OOM killer, ended the process ({how}); {victim}")
+            }
+            _ => format!("SIGKILL from {killer}, a userspace OOM killer; {victim}"),
+        };
     }
     match event.constraint {
         Some(Constraint::Memcg) => explain_memcg(event, &victim),
@@ -318,6 +329,8 @@ mod tests {
             tasks_total: None,
             tasks_source: None,
             pressure_before: None,
+            signal: None,
+            exit: None,
             event_id: String::new(),
             replayed: false,
         }
