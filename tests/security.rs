@@ -457,25 +457,9 @@ fn a_real_earlyoom_in_a_container_pid_namespace_is_no_userspace_killer() {
     if !root_or_skip("a_real_earlyoom_in_a_container_pid_namespace_is_no_userspace_killer") {
         return;
     }
-    // `cargo xtask test` unpacks Debian's earlyoom and names it in
-    // OOM_PROBE_EARLYOOM; elsewhere an installed one is used.
-    let from_env = std::env::var("OOM_PROBE_EARLYOOM").ok();
-    let Some(earlyoom) = from_env
-        .iter()
-        .map(String::as_str)
-        .chain(["/usr/bin/earlyoom", "/usr/sbin/earlyoom"])
-        .find(|p| std::path::Path::new(p).exists())
-        .map(str::to_owned)
-    else {
-        assert!(
-            std::env::var_os("OOM_PROBE_ALLOW_SKIP").is_some_and(|v| v == "1"),
-            "earlyoom not found: set OOM_PROBE_EARLYOOM, or install earlyoom \
-             (`cargo xtask test` unpacks Debian's)"
-        );
-        oom_probe_test_support::skipped(
-            "a_real_earlyoom_in_a_container_pid_namespace_is_no_userspace_killer",
-            "earlyoom is not installed (OOM_PROBE_ALLOW_SKIP=1)",
-        );
+    let Some(earlyoom) = oom_probe_test_support::earlyoom_or_skip(
+        "a_real_earlyoom_in_a_container_pid_namespace_is_no_userspace_killer",
+    ) else {
         return;
     };
     let unit = MemoryCgroup::create(64 * MIB).unwrap();

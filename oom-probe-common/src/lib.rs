@@ -22,6 +22,14 @@ pub const RECORD_USERSPACE_KILL: u32 = 3;
 /// a kill: no SIGKILL, no "Killed process" line, no `oom_kill` count. Sent
 /// only while the `signal_generate` hook runs (see [`SIGNAL_HOOKED_MAP`]).
 pub const RECORD_OOM_MARK: u32 = 4;
+/// Tag of an [`ExitRecord`]: a process a userspace OOM killer sent SIGTERM
+/// to has ended (its thread-group leader passed `sched_process_exit`).
+pub const RECORD_KILLER_EXIT: u32 = 5;
+
+/// `SIGKILL`, as the kernel numbers it on every architecture.
+pub const SIGKILL: u32 = 9;
+/// `SIGTERM`, as the kernel numbers it on every architecture.
+pub const SIGTERM: u32 = 15;
 
 /// How many memory cgroups, from the victim's own upwards, a record
 /// carries: enough for every real hierarchy (`/kubepods/burstable/pod/ctr`
@@ -85,6 +93,18 @@ pub const KILLER_CGROUP_MEMORY_V1: u8 = 2;
 /// because their sender had a killer's name but not its identity: an
 /// impostor, never reported as a kill.
 pub const KILLER_IMPOSTORS_MAP: &str = "KILLER_IMPOSTORS";
+/// Name of the LRU hash map of processes (key: tgid) a userspace OOM
+/// killer sent SIGTERM to, whose exit the `sched_process_exit` hook reports
+/// ([`RECORD_KILLER_EXIT`]); an entry leaves at that exit, or when the map
+/// is full and it is the oldest.
+pub const KILLER_TARGETS_MAP: &str = "KILLER_TARGETS";
+/// Entries of [`KILLER_TARGETS_MAP`].
+pub const KILLER_TARGETS_ENTRIES: u32 = 1024;
+/// Name of the one-entry array userspace sets to 1 once the
+/// `sched_process_exit` hook is attached: only then are userspace killers'
+/// SIGTERMs reported (without their targets' exits they would never be
+/// judged).
+pub const EXIT_HOOKED_MAP: &str = "EXIT_HOOKED";
 
 /// Bits of [`KernelOffsets::features`]: which groups of offsets the running
 /// kernel's BTF could resolve. A program never reads through an offset whose
@@ -165,6 +185,8 @@ pub struct KernelOffsets {
     pub oom_control_chosen: u32,
     pub oom_control_chosen_points: u32,
     pub oom_control_constraint: u32,
+    /// `task_struct.exit_code` (group [`feature::TASK`]).
+    pub task_exit_code: u32,
 }
 
 /// One OOM victim as the `mark_victim` hook saw it, at the moment the kernel
@@ -218,7 +240,26 @@ pub struct VictimRecord {
     /// or memcgs cannot be read): then "no memcg at its limit" does not
     /// mean a global OOM.
     pub memcg_depth: u32,
-    pub _pad2: u32,
+    /// For a [`RECORD_USERSPACE_KILL`], the signal the killer sent:
+    /// [`SIGKILL`] or [`SIGTERM`]; 0 in every other record.
+    pub signal: u32,
+}
+
+/// The end of a process a userspace OOM killer sent SIGTERM to, from the
+/// `sched_process_exit` tracepoint of its thread-group leader.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitRecord {
+    /// Always [`RECORD_KILLER_EXIT`].
+    pub kind: u32,
+    /// `task_struct.exit_code` of the leader: the terminating signal in
+    /// bits 0-6 (bit 7: core dumped), or the status given to `exit()` in
+    /// bits 8-15 (the encoding of `wait(2)`).
+    pub exit_code: u32,
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC.
+    pub kernel_time_ns: u64,
+    pub tgid: u32,
+    pub _pad: u32,
 }
 
 /// One memory cgroup's page counter at kill time.

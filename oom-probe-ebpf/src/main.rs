@@ -15,6 +15,8 @@ mod mark_victim;
 #[cfg(target_arch = "bpf")]
 mod oom_kill_process;
 #[cfg(target_arch = "bpf")]
+mod process_exit;
+#[cfg(target_arch = "bpf")]
 mod signal_generate;
 #[cfg(target_arch = "bpf")]
 mod victim;

@@ -61,11 +61,11 @@ fn record_victim(arg0: u64) {
     let sigkilled = take_sigkilled();
     if has(feature::VICTIM_TASK_ARG) {
         let kind = kind_of(sigkilled == arg0);
-        send_victim_record(kind, arg0 as usize as *const u8, 0);
+        send_victim_record(kind, arg0 as usize as *const u8, 0, 0);
     } else {
         let pid = arg0 as u32;
         let (task, killed) = victim_task(pid, sigkilled);
-        send_victim_record(kind_of(killed), task, pid);
+        send_victim_record(kind_of(killed), task, pid, 0);
     }
 }
 

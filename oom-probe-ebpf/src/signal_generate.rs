@@ -1,6 +1,10 @@
-//! The `signal_generate` tracepoint, filtered in the kernel to SIGKILLs sent
-//! by userspace OOM killers (systemd-oomd, earlyoom, oomd, ...): those kills
-//! never reach the kernel OOM path but are memory kills all the same.
+//! The `signal_generate` tracepoint, filtered in the kernel to SIGKILLs and
+//! SIGTERMs sent by userspace OOM killers (systemd-oomd, earlyoom, oomd,
+//! ...): those kills never reach the kernel OOM path but are memory kills
+//! all the same. A SIGTERM is sent only once the `sched_process_exit` hook
+//! runs ([`EXIT_HOOKED`]), and its target is kept in [`KILLER_TARGETS`] so
+//! that hook reports the target's end: userspace reports a SIGTERM only
+//! when the process ends after it.
 //! Arguments: `(int sig, struct kernel_siginfo *info, struct task_struct *task, int group, int result)`.
 //!
 //! A name is not an identity (any process can take any `comm`), so a sender
@@ -14,7 +18,8 @@
 //!
 //! A SIGKILL that passes 1 but not 2 and 3 is an impostor's: it is counted
 //! in [`KILLER_IMPOSTORS`] and sends no record, so a pod cannot fake kills
-//! or flood the ring buffer with them.
+//! or flood the ring buffer with them (an impostor's SIGTERM is dropped
+//! too, uncounted).
 //!
 //! It also keeps the target of every kernel-private SIGKILL (`info ==
 //! SEND_SIG_PRIV`, which the OOM killer uses and `kill(2)` never does) for
@@ -32,16 +37,16 @@ use aya_ebpf::{
 };
 use oom_probe_common::{
     feature, KILLERS_ENTRIES, KILLER_CGROUPS_ENTRIES, KILLER_CGROUP_MEMORY_V1, KILLER_CGROUP_V2,
-    RECORD_USERSPACE_KILL, TASK_COMM_LEN,
+    RECORD_USERSPACE_KILL, SIGKILL, SIGTERM, TASK_COMM_LEN,
 };
 
 use crate::{
-    kernel::{current_tgid_tid, has, offset, read_ptr},
+    kernel::{current_tgid_tid, has, offset, read, read_ptr},
     mark_victim::PENDING_VICTIMS,
+    process_exit::{EXIT_HOOKED, KILLER_TARGETS},
     victim::{current_memcg_id, send_victim_record},
 };
 
-const SIGKILL: u64 = 9;
 /// The kernel's `SEND_SIG_PRIV`: `(struct kernel_siginfo *) 1`.
 const SEND_SIG_PRIV: u64 = 1;
 
@@ -73,10 +78,14 @@ pub fn signal_generate_raw(ctx: RawTracePointContext) -> i32 {
 
 #[inline(always)]
 fn record_kill(signal: u64, info: u64, task: u64) {
-    if signal as u32 as u64 != SIGKILL || !has(feature::SIGNAL_TASK_ARG) {
+    let signal = signal as u32;
+    if (signal != SIGKILL && signal != SIGTERM) || !has(feature::SIGNAL_TASK_ARG) {
         return;
     }
-    if info == SEND_SIG_PRIV {
+    if signal == SIGTERM && EXIT_HOOKED.get(0).copied().unwrap_or(0) == 0 {
+        return;
+    }
+    if signal == SIGKILL && info == SEND_SIG_PRIV {
         // Sent by the kernel itself, so not by a userspace killer. Kept on
         // every kernel: a mark_victim without it is a mark, not a kill.
         let (_, tid) = current_tgid_tid();
@@ -90,12 +99,19 @@ fn record_kill(signal: u64, info: u64, task: u64) {
         return;
     }
     if !sender_is_a_killer() {
-        if let Some(count) = KILLER_IMPOSTORS.get_ptr_mut(0) {
-            unsafe { *count += 1 };
+        if signal == SIGKILL {
+            if let Some(count) = KILLER_IMPOSTORS.get_ptr_mut(0) {
+                unsafe { *count += 1 };
+            }
         }
         return;
     }
-    send_victim_record(RECORD_USERSPACE_KILL, task as usize as *const u8, 0);
+    let task = task as usize as *const u8;
+    if signal == SIGTERM {
+        let tgid = read::<u32>(task, offset!(task_tgid));
+        let _ = KILLER_TARGETS.insert(&tgid, &1, 0);
+    }
+    send_victim_record(RECORD_USERSPACE_KILL, task, 0, signal);
 }
 
 /// Rules 2 and 3 of the module doc, for the current task (the sender).

@@ -15,9 +15,10 @@ use crate::kernel::{
 
 /// Sends one record of `kind` about `task`; with a null `task` (kernels
 /// whose hook gives only a pid, and the task was not found) only `pid` and
-/// the trigger are filled, and the record's features say so.
+/// the trigger are filled, and the record's features say so. `signal` is
+/// a userspace killer's signal (0 for the kernel's records).
 #[inline(always)]
-pub fn send_victim_record(kind: u32, task: *const u8, pid: u32) {
+pub fn send_victim_record(kind: u32, task: *const u8, pid: u32, signal: u32) {
     // A flag, not a nulled pointer: a select on a typed (tp_btf) pointer
     // compiles to `&=` on it, which the verifier rejects.
     let task_ok = !task.is_null() && has(feature::TASK);
@@ -51,8 +52,8 @@ pub fn send_victim_record(kind: u32, task: *const u8, pid: u32) {
         let _ = unsafe { bpf_probe_read_kernel_buf(comm, &mut record.comm) };
         let cred = read_ptr(task, offset!(task_real_cred));
         record.uid = read::<u32>(cred, offset!(cred_uid));
-        let signal = read_ptr(task, offset!(task_signal));
-        record.oom_score_adj = read::<i16>(signal, offset!(signal_oom_score_adj)) as i32;
+        let signal_struct = read_ptr(task, offset!(task_signal));
+        record.oom_score_adj = read::<i16>(signal_struct, offset!(signal_oom_score_adj)) as i32;
     } else {
         record.tgid = pid;
         record.tid = pid;
@@ -67,6 +68,7 @@ pub fn send_victim_record(kind: u32, task: *const u8, pid: u32) {
     fill_mm(record, task);
     fill_cgroups(record, task);
     record.trigger_cgroup_id = trigger_cgroup_id();
+    record.signal = signal;
     // Kills are rare: wake the reader for every one rather than batching.
     entry.submit(BPF_RB_FORCE_WAKEUP);
 }
@@ -138,7 +140,6 @@ fn fill_cgroups(record: &mut VictimRecord, task: *const u8) {
     }
     // Null here: the walk passed the root within the bound.
     record.memcg_depth = if memcg.is_null() { depth } else { 0 };
-    record._pad2 = 0;
 }
 
 /// A charge fails when usage plus the pages asked for (a charge batch of 64

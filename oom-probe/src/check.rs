@@ -1,6 +1,8 @@
 //! `oom-probe check`: what this node offers and whether oom-probe can work
 //! here, in words a person can act on (or JSON, for the VM test matrix).
 
+mod constraint;
+
 use std::{fs, path::Path};
 
 use oom_probe_cgroupfs::Hierarchies;
@@ -76,6 +78,11 @@ pub struct NodeFacts {
     pub decision_hook: Option<String>,
     /// A signal_generate hook attaches (userspace OOM killers).
     pub signal_hook: Option<String>,
+    /// A sched_process_exit hook attaches (the end of a killer's SIGTERM).
+    pub exit_hook: Option<String>,
+    /// How many levels below the root the deepest memory cgroup is now
+    /// (past 64 only said to be deeper); `None` when unreadable.
+    pub memcg_depth: Option<usize>,
     /// The memory controller is on cgroup v2 (`memory.oom.group` exists).
     pub memory_v2: Option<bool>,
     /// A v2 hierarchy is mounted (for `cgroup_v2_id`).
@@ -136,14 +143,10 @@ pub fn field_qualities(facts: &NodeFacts) -> Vec<FieldQuality> {
             why: "this kernel's BTF lacks the css_set offsets".into(),
         },
     });
+    fields.extend(constraint::constraint_fields(facts));
     match &facts.decision_hook {
         Some(hook) => {
-            for field in [
-                "constraint (cpuset and mempolicy told apart)",
-                "oom_memcg",
-                "oom_id",
-                "victim.oom_points, oom_domain_bytes",
-            ] {
+            for field in ["oom_id", "victim.oom_points, oom_domain_bytes"] {
                 fields.push(FieldQuality {
                     field,
                     quality: Exact,
@@ -154,23 +157,6 @@ pub fn field_qualities(facts: &NodeFacts) -> Vec<FieldQuality> {
         None => {
             let why = "no decision hook (fentry and kprobe on oom_kill_process unavailable)";
             fields.extend([
-                FieldQuality {
-                    field: "constraint, constraint_source=page_counters",
-                    quality: Inferred,
-                    why: format!(
-                        "{why}: memcg when a memcg's page counter stood at its limit, else global"
-                    ),
-                },
-                FieldQuality {
-                    field: "constraint cpuset/mempolicy",
-                    quality: Unavailable,
-                    why: format!("{why}: such OOMs are reported as global"),
-                },
-                FieldQuality {
-                    field: "oom_memcg",
-                    quality: Inferred,
-                    why: format!("{why}: the lowest memcg at its limit"),
-                },
                 FieldQuality {
                     field: "oom_id",
                     quality: Inferred,
@@ -235,11 +221,22 @@ pub fn field_qualities(facts: &NodeFacts) -> Vec<FieldQuality> {
         quality: Exact,
         why: "the victim's cgroup path (null where it names no container)".into(),
     });
-    fields.push(match &facts.signal_hook {
-        Some(hook) if has(feature::SIGNAL_TASK_ARG) => FieldQuality {
+    fields.push(match (&facts.signal_hook, &facts.exit_hook) {
+        (Some(hook), Some(exit)) if has(feature::SIGNAL_TASK_ARG) => FieldQuality {
             field: "userspace_kill events",
             quality: Exact,
-            why: format!("SIGKILLs from userspace OOM killers, via {hook}"),
+            why: format!(
+                "SIGKILLs from userspace OOM killers, via {hook}; their SIGTERMs that end the \
+                 process (signal: SIGTERM), via {exit}"
+            ),
+        },
+        (Some(hook), None) if has(feature::SIGNAL_TASK_ARG) => FieldQuality {
+            field: "userspace_kill events",
+            quality: Exact,
+            why: format!(
+                "SIGKILLs from userspace OOM killers, via {hook}; not their SIGTERMs (no \
+                 sched_process_exit hook attaches)"
+            ),
         },
         _ => FieldQuality {
             field: "userspace_kill events",
@@ -313,6 +310,13 @@ pub fn run() -> CheckReport {
         features,
         decision_hook: attached(["fentry oom_kill_process", "kprobe oom_kill_process"]),
         signal_hook: attached(["tp_btf signal_generate", "raw_tracepoint signal_generate"]),
+        exit_hook: attached([
+            "tp_btf sched_process_exit",
+            "raw_tracepoint sched_process_exit",
+        ]),
+        memcg_depth: hierarchies
+            .memory_root()
+            .and_then(constraint::deepest_cgroup),
         memory_v2: hierarchies
             .memory_root()
             .map(|p| Some(p) != hierarchies.memory_v1.as_deref()),
@@ -502,6 +506,7 @@ mod tests {
             signal_hook: Some("tp_btf signal_generate".into()),
             memory_v2: Some(false),
             v2_mounted: true,
+            ..NodeFacts::default()
         };
         let fields = field_qualities(&facts);
         assert_eq!(quality(&fields, "constraint,"), Quality::Inferred);
@@ -522,6 +527,7 @@ mod tests {
             signal_hook: None,
             memory_v2: Some(true),
             v2_mounted: true,
+            ..NodeFacts::default()
         };
         let fields = field_qualities(&facts);
         assert_eq!(quality(&fields, "constraint"), Quality::Exact);

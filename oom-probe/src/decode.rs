@@ -7,8 +7,8 @@
 use std::mem::size_of;
 
 use oom_probe_common::{
-    OomContextRecord, VictimRecord, RECORD_OOM_CONTEXT, RECORD_OOM_MARK, RECORD_USERSPACE_KILL,
-    RECORD_VICTIM,
+    ExitRecord, OomContextRecord, VictimRecord, RECORD_KILLER_EXIT, RECORD_OOM_CONTEXT,
+    RECORD_OOM_MARK, RECORD_USERSPACE_KILL, RECORD_VICTIM,
 };
 
 /// One record from the kernel, typed.
@@ -18,11 +18,14 @@ pub enum Record {
     Victim(VictimRecord),
     /// The kernel's OOM decision (kernels with kprobes or fentry).
     OomContext(OomContextRecord),
-    /// A SIGKILL from a userspace OOM killer; `trigger_*` is the killer.
+    /// A SIGKILL or SIGTERM (`signal`) from a userspace OOM killer;
+    /// `trigger_*` is the killer.
     UserspaceKill(VictimRecord),
     /// A task the kernel OOM killer chose but only marked, because it was
     /// already exiting: no SIGKILL, no `oom_kill` count. Not a kill.
     OomMark(VictimRecord),
+    /// The end of a process a userspace OOM killer sent SIGTERM to.
+    KillerExit(ExitRecord),
 }
 
 /// Why bytes from the ring buffer could not be decoded; counted by the
@@ -52,6 +55,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         RECORD_OOM_CONTEXT => read_pod::<OomContextRecord>(kind, bytes).map(Record::OomContext),
         RECORD_USERSPACE_KILL => read_pod::<VictimRecord>(kind, bytes).map(Record::UserspaceKill),
         RECORD_OOM_MARK => read_pod::<VictimRecord>(kind, bytes).map(Record::OomMark),
+        RECORD_KILLER_EXIT => read_pod::<ExitRecord>(kind, bytes).map(Record::KillerExit),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
@@ -60,6 +64,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
 trait PlainData: Copy {}
 impl PlainData for VictimRecord {}
 impl PlainData for OomContextRecord {}
+impl PlainData for ExitRecord {}
 
 fn read_pod<T: PlainData>(kind: u32, bytes: &[u8]) -> Result<T, DecodeError> {
     let need = size_of::<T>();
@@ -112,6 +117,22 @@ mod tests {
             ..victim
         };
         assert_eq!(decode(&as_bytes(&marked)), Ok(Record::OomMark(marked)));
+        let exit = ExitRecord {
+            kind: RECORD_KILLER_EXIT,
+            exit_code: 15,
+            kernel_time_ns: 9,
+            tgid: 4121,
+            _pad: 0,
+        };
+        assert_eq!(decode(&as_bytes(&exit)), Ok(Record::KillerExit(exit)));
+        let short = as_bytes(&exit);
+        assert!(matches!(
+            decode(&short[..short.len() - 1]),
+            Err(DecodeError::Short {
+                kind: RECORD_KILLER_EXIT,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 pub enum Event {
     /// A process the kernel OOM killer killed.
     OomKill(Box<OomKillEvent>),
-    /// A process a userspace OOM killer (systemd-oomd, earlyoom...) SIGKILLed;
-    /// `trigger` is the killer.
+    /// A process a userspace OOM killer (systemd-oomd, earlyoom...) SIGKILLed,
+    /// or SIGTERMed and saw end (`signal`); `trigger` is the killer.
     UserspaceKill(Box<OomKillEvent>),
     /// Kills the kernel counted that oom-probe did not see.
     OomKillUnobserved(UnobservedKills),
@@ -34,8 +34,44 @@ pub enum Event {
 pub enum KillKind {
     /// The kernel OOM killer (`oom_kill`).
     OomKill,
-    /// A userspace OOM killer's SIGKILL (`userspace_kill`).
+    /// A userspace OOM killer's SIGKILL, or its SIGTERM that the process
+    /// ended after (`userspace_kill`).
     UserspaceKill,
+}
+
+/// The signal a kill ended its victim with (`signal`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KillSignal {
+    /// The kernel OOM killer's (always), or a userspace killer's SIGKILL.
+    #[serde(rename = "SIGKILL")]
+    Sigkill,
+    /// A userspace killer's SIGTERM that the victim ended after.
+    #[serde(rename = "SIGTERM")]
+    Sigterm,
+}
+
+impl KillSignal {
+    /// The JSON value: `SIGKILL` or `SIGTERM`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sigkill => "SIGKILL",
+            Self::Sigterm => "SIGTERM",
+        }
+    }
+}
+
+/// How the victim of a userspace killer's SIGTERM ended, from the exit
+/// code the kernel kept for it (`task_struct.exit_code` at
+/// `sched_process_exit`): one of the two fields is set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VictimExit {
+    /// The signal whose action ended it (`SIGTERM`: the process did not
+    /// handle it; another name: it died of that while shutting down); null
+    /// when it exited on its own.
+    pub signal: Option<String>,
+    /// The status it gave `exit()` (0-255), having handled the SIGTERM;
+    /// null when a signal ended it.
+    pub code: Option<u32>,
 }
 
 impl Event {
@@ -217,6 +253,18 @@ pub struct OomKillEvent {
     /// one; null when the kill came without a reported warning.
     #[serde(default)]
     pub pressure_before: Option<PressureBefore>,
+    /// The signal that ended the victim: `SIGKILL` for every `oom_kill`
+    /// (the kernel OOM killer sends nothing else) and for a userspace
+    /// killer's SIGKILL, reported when it is sent; `SIGTERM` for a
+    /// userspace killer's SIGTERM that the victim ended after (within 30 s;
+    /// reported at its end, with the figures of the signal's time). Null
+    /// only in events stored by older versions.
+    #[serde(default)]
+    pub signal: Option<KillSignal>,
+    /// How the victim ended, for a `signal: "SIGTERM"` kill (read at its
+    /// end); null for every other kill.
+    #[serde(default)]
+    pub exit: Option<VictimExit>,
 }
 
 /// The pressure that came before a kill, from the `memory_pressure` events
@@ -666,6 +714,8 @@ mod tests {
             event_id: "0f1e2d3c-8743859654490-16669-226283".into(),
             replayed: false,
             pressure_before: None,
+            signal: Some(KillSignal::Sigkill),
+            exit: None,
         }))
     }
 
@@ -741,6 +791,8 @@ mod tests {
             event_id: "0f1e2d3c-8780000000000-4242-77".into(),
             replayed: false,
             pressure_before: None,
+            signal: Some(KillSignal::Sigkill),
+            exit: None,
         }))
     }
 

@@ -52,6 +52,29 @@ pub fn root_or_skip(test: &str) -> bool {
     panic!("{test} needs root: end-to-end tests load eBPF and create cgroups");
 }
 
+/// The real `earlyoom` for the userspace-killer tests: `cargo xtask test`
+/// unpacks Debian's and names it in `OOM_PROBE_EARLYOOM`; elsewhere an
+/// installed one. `None` (after a loud message) when there is none and
+/// `OOM_PROBE_ALLOW_SKIP=1`; panics when there is none otherwise.
+pub fn earlyoom_or_skip(test: &str) -> Option<String> {
+    let from_env = std::env::var("OOM_PROBE_EARLYOOM").ok();
+    let found = from_env
+        .iter()
+        .map(String::as_str)
+        .chain(["/usr/bin/earlyoom", "/usr/sbin/earlyoom"])
+        .find(|p| Path::new(p).exists())
+        .map(str::to_owned);
+    if found.is_none() {
+        assert!(
+            std::env::var_os("OOM_PROBE_ALLOW_SKIP").is_some_and(|v| v == "1"),
+            "earlyoom not found: set OOM_PROBE_EARLYOOM, or install earlyoom \
+             (`cargo xtask test` unpacks Debian's)"
+        );
+        skipped(test, "earlyoom is not installed (OOM_PROBE_ALLOW_SKIP=1)");
+    }
+    found
+}
+
 /// True in the kernel-matrix VM (`OOM_PROBE_IN_VM=1`, set by vm-init).
 pub fn in_vm() -> bool {
     std::env::var_os("OOM_PROBE_IN_VM").is_some_and(|v| v == "1")

@@ -4,6 +4,8 @@
 //! ```text
 //! oom-hog (--cgroup DIR | --in-container) [--mb N] [--comm NAME] [--fork | --pidns] [--pause]
 //!         [--uid UID] [--oom-score-adj ADJ]
+//! oom-hog --cgroup DIR --on-sigterm (die | ignore) [--sigterm-mb M] [--mb N] [--comm NAME]
+//!         [--uid UID] [--oom-score-adj ADJ]
 //! oom-hog --pause
 //! oom-hog [--cgroup DIR] --comm NAME (--kill PID | --kill-children N)
 //! oom-hog --cgroup DIR --reclaim FILES_DIR [--mb N] [--files-mb M] [--churn-kb K] [--seconds S]
@@ -22,6 +24,11 @@
 //! `--pause` makes it sleep until killed instead of exiting once the child is
 //! gone, as a surviving worker parent does; alone, it only sleeps: the
 //! stand-in for a pod sandbox's pause process in the container tests.
+//! `--on-sigterm` waits for a userspace OOM killer: it touches N MiB (so
+//! a killer sees resident memory), prints `waiting <pid>` and sleeps until
+//! killed. `die` leaves SIGTERM's default action (the process dies of it);
+//! `ignore` catches it, prints `sigterm`, touches M more MiB (so the
+//! node's available memory drops and a killer escalates) and sleeps on.
 //! `--kill` plays a userspace OOM killer: it joins DIR when given, takes the
 //! name NAME and SIGKILLs PID. `--kill-children N` does so to N children of
 //! its own (they sleep until killed), one after the other, and reaps them:
@@ -66,6 +73,8 @@ struct Args {
     churn_kb: usize,
     seconds: u64,
     then_oom: bool,
+    on_sigterm: Option<String>,
+    sigterm_megabytes: usize,
 }
 
 fn parse_args() -> Args {
@@ -86,6 +95,8 @@ fn parse_args() -> Args {
         churn_kb: 0,
         seconds: 10,
         then_oom: false,
+        on_sigterm: None,
+        sigterm_megabytes: 0,
     };
     let mut it = std::env::args_os().skip(1);
     let next_text = |it: &mut std::iter::Skip<std::env::ArgsOs>| {
@@ -113,6 +124,10 @@ fn parse_args() -> Args {
             "--churn-kb" => args.churn_kb = next_text(&mut it).parse().unwrap_or_else(|_| usage()),
             "--seconds" => args.seconds = next_text(&mut it).parse().unwrap_or_else(|_| usage()),
             "--then-oom" => args.then_oom = true,
+            "--on-sigterm" => args.on_sigterm = Some(next_text(&mut it)),
+            "--sigterm-mb" => {
+                args.sigterm_megabytes = next_text(&mut it).parse().unwrap_or_else(|_| usage())
+            }
             "--kill" => args.kill = Some(next_text(&mut it).parse().unwrap_or_else(|_| usage())),
             "--kill-children" => {
                 args.kill_children = Some(next_text(&mut it).parse().unwrap_or_else(|_| usage()))
@@ -133,6 +148,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: oom-hog (--cgroup DIR | --in-container) [--mb N] [--comm NAME] [--fork | --pidns] [--pause] [--uid UID] [--oom-score-adj ADJ]"
     );
+    eprintln!("       oom-hog --cgroup DIR --on-sigterm (die | ignore) [--sigterm-mb M] [--mb N] [--comm NAME] [--uid UID] [--oom-score-adj ADJ]");
     eprintln!("       oom-hog --pause");
     eprintln!("       oom-hog [--cgroup DIR] --comm NAME (--kill PID | --kill-children N)");
     eprintln!("       oom-hog --cgroup DIR --reclaim FILES_DIR [--mb N] [--files-mb M] [--churn-kb K] [--seconds S] [--then-oom]");
@@ -155,6 +171,10 @@ fn main() {
         set_comm(args.comm.as_ref());
         kill_children(children);
         return;
+    }
+    if let Some(mode) = &args.on_sigterm {
+        become_victim(&args);
+        await_killer(mode, &args);
     }
     if let Some(dir) = &args.reclaim {
         become_victim(&args);
@@ -243,6 +263,60 @@ fn allocate(megabytes: usize) -> ! {
     }
     eprintln!("oom-hog: allocated {megabytes} MiB without being killed");
     pause_forever()
+}
+
+/// Set by the SIGTERM handler of `--on-sigterm ignore`.
+static SIGTERMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_sigterm(_: libc::c_int) {
+    SIGTERMED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// `--on-sigterm` (see the module doc).
+fn await_killer(mode: &str, args: &Args) -> ! {
+    match mode {
+        "die" => {}
+        "ignore" => {
+            // SAFETY: the handler only stores to an atomic.
+            unsafe {
+                libc::signal(
+                    libc::SIGTERM,
+                    on_sigterm as extern "C" fn(libc::c_int) as libc::sighandler_t,
+                )
+            };
+        }
+        _ => usage(),
+    }
+    // A uid change made it undumpable, which hides its /proc from a
+    // killer of the same uid under hidepid; a process started as that
+    // user would not be.
+    // SAFETY: PR_SET_DUMPABLE takes a plain integer.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1) };
+    let mut held = touch(args.megabytes);
+    println!("waiting {}", std::process::id());
+    std::io::stdout().flush().ok();
+    loop {
+        // SAFETY: pause has no preconditions.
+        unsafe { libc::pause() };
+        if SIGTERMED.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            println!("sigterm");
+            std::io::stdout().flush().ok();
+            held.extend(touch(args.sigterm_megabytes));
+        }
+    }
+}
+
+/// `megabytes` MiB of anonymous memory, every page touched.
+fn touch(megabytes: usize) -> Vec<Vec<u8>> {
+    (0..megabytes)
+        .map(|_| {
+            let mut chunk = vec![0u8; 1 << 20];
+            for page in chunk.chunks_mut(4096) {
+                page[0] = 1;
+            }
+            std::hint::black_box(chunk)
+        })
+        .collect()
 }
 
 /// Holds anon memory and re-reads a file set so the cgroup reclaims page
@@ -362,6 +436,20 @@ fn become_victim(args: &Args) {
     if let Some(adj) = args.oom_score_adj {
         std::fs::write("/proc/self/oom_score_adj", adj.to_string())
             .unwrap_or_else(|e| fail(&format!("cannot set oom_score_adj {adj}: {e}")));
+    }
+    if let (Some(gid), Some(_)) = (args.uid, &args.on_sigterm) {
+        // A killer of the same uid sees it under hidepid only with the
+        // same gids too: its group is its uid's number, as the killer's.
+        // SAFETY: setgroups with no groups reads nothing; setresgid has
+        // no memory-safety preconditions.
+        if unsafe { libc::setgroups(0, std::ptr::null()) } != 0
+            || unsafe { libc::setresgid(gid, gid, gid) } != 0
+        {
+            fail(&format!(
+                "setresgid({gid}): {}",
+                std::io::Error::last_os_error()
+            ));
+        }
     }
     if let Some(uid) = args.uid {
         // SAFETY: setresuid has no memory-safety preconditions.

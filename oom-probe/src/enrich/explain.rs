@@ -7,7 +7,11 @@
 
 use std::{fs, path::Path};
 
+<<<<<<< HEAD
 use crate::event::{Constraint, KillKind, MemcgStat, MemcgStatSource, OomKillEvent, Rss};
+=======
+use crate::event::{Constraint, KillKind, KillSignal, MemcgStat, MemcgStatSource, OomKillEvent};
+>>>>>>> issue-29-killer-signal
 
 /// Reads `memory.stat` (v1 or v2) of the cgroup directory `dir`.
 pub fn read_memcg_stat(dir: &Path) -> Option<MemcgStat> {
@@ -97,10 +101,21 @@ pub fn explain(kind: KillKind, event: &OomKillEvent) -> String {
         None => format!("victim {}", name(event)),
     };
     if kind == KillKind::UserspaceKill {
-        return format!(
-            "SIGKILL from {}, a userspace OOM killer; {victim}",
-            event.trigger.comm
-        );
+        let killer = &event.trigger.comm;
+        return match (event.signal, &event.exit) {
+            (Some(KillSignal::Sigterm), Some(exit)) => {
+                let how = match (&exit.signal, exit.code) {
+                    (Some(signal), _) if signal == "SIGTERM" => "it died of the signal".into(),
+                    (Some(signal), _) => format!("it died of {signal} after it"),
+                    (None, code) => format!(
+                        "it handled the signal and exited with status {}",
+                        code.unwrap_or(0)
+                    ),
+                };
+                format!("SIGTERM from {killer}, a userspace OOM killer, ended the process ({how}); {victim}")
+            }
+            _ => format!("SIGKILL from {killer}, a userspace OOM killer; {victim}"),
+        };
     }
     match event.constraint {
         Some(Constraint::Memcg) => explain_memcg(event, &victim),
@@ -334,6 +349,8 @@ mod tests {
             tasks_total: None,
             tasks_source: None,
             pressure_before: None,
+            signal: None,
+            exit: None,
             event_id: String::new(),
             replayed: false,
         }

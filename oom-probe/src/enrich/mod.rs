@@ -8,6 +8,7 @@
 pub mod cgroup_layout;
 pub mod cri;
 pub mod explain;
+pub mod killer_signal;
 pub mod snapshot;
 pub mod tasks;
 
@@ -20,7 +21,7 @@ use crate::{
     clock,
     decode::Record,
     event::{
-        Constraint, ConstraintSource, Container, Event, KillKind, Kubernetes, Memcg,
+        Constraint, ConstraintSource, Container, Event, KillKind, KillSignal, Kubernetes, Memcg,
         MemcgStatSource, OomKillEvent, OomMemcg, Rss, Task, TasksSource, Trigger, Victim,
     },
     kill_trace::Stage,
@@ -47,6 +48,8 @@ pub struct Enricher {
     procfs: std::path::PathBuf,
     /// The boot id's first 8 hex digits, the first part of every event id.
     boot_id: String,
+    /// Userspace killers' SIGTERMs held until their targets end.
+    killer_signals: killer_signal::KillerSignals,
 }
 
 /// A kill's stable event id: `<boot>-<kernel_time_ns>-<pid>-<cgroup id>`
@@ -99,6 +102,7 @@ impl Enricher {
             last_decision: None,
             next_oom_id: 1,
             boot_id: crate::boot::short_boot_id(),
+            killer_signals: Default::default(),
         }
     }
 
@@ -135,14 +139,21 @@ impl Enricher {
                     .insert(context.trigger_tid, (context, oom_id));
                 None
             }
-            Record::Victim(victim) => Some(Event::kill(
-                KillKind::OomKill,
-                self.kill_event(&victim, KillKind::OomKill),
-            )),
-            Record::UserspaceKill(victim) => Some(Event::kill(
-                KillKind::UserspaceKill,
-                self.kill_event(&victim, KillKind::UserspaceKill),
-            )),
+            Record::Victim(victim) => {
+                self.killer_signals.on_kernel_kill(victim.tgid);
+                Some(Event::kill(
+                    KillKind::OomKill,
+                    self.kill_event(&victim, KillKind::OomKill),
+                ))
+            }
+            Record::UserspaceKill(signal) => {
+                let joined = self.killer_signals.on_signal(signal)?;
+                Some(self.userspace_kill(joined))
+            }
+            Record::KillerExit(exit) => {
+                let joined = self.killer_signals.on_exit(&exit)?;
+                Some(self.userspace_kill(joined))
+            }
             Record::OomMark(victim) => {
                 // Not a kill: the kernel counts no oom_kill for it, so
                 // neither do we; said once on the log, never as an event.
@@ -158,6 +169,27 @@ impl Enricher {
                 None
             }
         }
+    }
+
+    /// The `userspace_kill` of a killer's signal joined to its end.
+    fn userspace_kill(&mut self, joined: killer_signal::Joined) -> Event {
+        let mut event = self.kill_event(&joined.record, KillKind::UserspaceKill);
+        event.signal = Some(joined.signal);
+        event.exit = joined.exit;
+        let mut explanation = explain::explain(KillKind::UserspaceKill, &event);
+        if let Some(sigterm) = joined.sigterm_before_ns {
+            let seconds = joined.record.kernel_time_ns.saturating_sub(sigterm) as f64 / 1e9;
+            explanation = explanation.replacen(
+                "a userspace OOM killer;",
+                &format!(
+                    "a userspace OOM killer, {seconds:.1} s after a SIGTERM the process did not \
+                     end on;"
+                ),
+                1,
+            );
+        }
+        event.explanation = Some(explanation);
+        Event::kill(KillKind::UserspaceKill, event)
     }
 
     fn new_oom_id(&mut self) -> u64 {
@@ -318,6 +350,8 @@ impl Enricher {
             tasks_total: None,
             tasks_source: None,
             pressure_before: None,
+            signal: Some(KillSignal::Sigkill),
+            exit: None,
             event_id: kill_id(&self.boot_id, r.kernel_time_ns, r.tgid, cgroup_id),
             replayed: false,
         };
@@ -907,6 +941,58 @@ mod tests {
             .explanation
             .unwrap()
             .starts_with("SIGKILL from systemd-oomd"));
+    }
+
+    #[test]
+    fn a_killers_sigterm_is_a_kill_at_the_end_it_brought_and_one_with_its_sigkill() {
+        let mut e = enricher();
+        let mut r = victim(ALL);
+        r.kind = RECORD_USERSPACE_KILL;
+        r.trigger_comm = *b"earlyoom\0\0\0\0\0\0\0\0";
+        r.signal = oom_probe_common::SIGTERM;
+        assert_eq!(e.on_record(Record::UserspaceKill(r)), None, "held");
+        let exit = oom_probe_common::ExitRecord {
+            kind: oom_probe_common::RECORD_KILLER_EXIT,
+            exit_code: 0x0100,
+            kernel_time_ns: r.kernel_time_ns + 1_000_000,
+            tgid: r.tgid,
+            _pad: 0,
+        };
+        let event = kill(e.on_record(Record::KillerExit(exit)));
+        assert_eq!(event.signal, Some(KillSignal::Sigterm));
+        assert_eq!(event.kernel_time_ns, r.kernel_time_ns, "the SIGTERM's time");
+        let ended = event.exit.unwrap();
+        assert_eq!((ended.signal, ended.code), (None, Some(1)));
+        assert!(
+            event.explanation.as_deref().unwrap().starts_with(
+                "SIGTERM from earlyoom, a userspace OOM killer, ended the process \
+                 (it handled the signal and exited with status 1)"
+            ),
+            "{:?}",
+            event.explanation
+        );
+        // Ignored, then the SIGKILL 2.5 s later: one event, the SIGKILL.
+        assert_eq!(e.on_record(Record::UserspaceKill(r)), None);
+        let sigkill = VictimRecord {
+            signal: oom_probe_common::SIGKILL,
+            kernel_time_ns: r.kernel_time_ns + 2_500_000_000,
+            ..r
+        };
+        let event = kill(e.on_record(Record::UserspaceKill(sigkill)));
+        assert_eq!(event.signal, Some(KillSignal::Sigkill));
+        assert_eq!(event.exit, None);
+        assert!(
+            event.explanation.as_deref().unwrap().starts_with(
+                "SIGKILL from earlyoom, a userspace OOM killer, 2.5 s after a SIGTERM"
+            ),
+            "{:?}",
+            event.explanation
+        );
+        let exit = oom_probe_common::ExitRecord {
+            exit_code: 9,
+            ..exit
+        };
+        assert_eq!(e.on_record(Record::KillerExit(exit)), None);
     }
 
     #[test]

@@ -284,6 +284,8 @@ mod tests {
             tasks_total: None,
             tasks_source: None,
             pressure_before: None,
+            signal: None,
+            exit: None,
             event_id: String::new(),
             replayed: false,
         }

@@ -155,7 +155,7 @@ pub fn resolve(btf: &Btf) -> KernelLayout {
     let groups: [(u32, &str, GroupFn); 7] = [
         (
             feature::TASK,
-            "victim task (pid, comm, uid, oom_score_adj)",
+            "victim task (pid, comm, uid, oom_score_adj, exit_code)",
             task_basics,
         ),
         (feature::NS_PID, "pid namespace pid", ns_pid),
@@ -278,6 +278,7 @@ fn task_basics(btf: &Layouts, o: &mut KernelOffsets) -> Result<()> {
     o.cred_uid = btf.offset("cred", "uid.val")?;
     o.task_signal = btf.offset("task_struct", "signal")?;
     o.signal_oom_score_adj = btf.offset("signal_struct", "oom_score_adj")?;
+    o.task_exit_code = btf.offset("task_struct", "exit_code")?;
     Ok(())
 }
 
@@ -552,6 +553,7 @@ mod tests {
                 cgroup_kn: 256,
                 kernfs_node_id: 96,
                 page_counter: [160, 168],
+                exit_code: 1164,
             },
         );
         let layout = resolve(&fixture("btf-6.18-host"));
@@ -619,6 +621,10 @@ mod tests {
         cgroup_kn: u32,
         kernfs_node_id: u32,
         page_counter: [u32; 2], // max, parent
+        /// `task_struct.exit_code`: read off the fixture by a 40-line
+        /// Python reader of the BTF format (its pid and tgid agree with
+        /// pahole's in `task`).
+        exit_code: u32,
     }
 
     fn check(fixture_name: &str, e: Expected) {
@@ -665,6 +671,7 @@ mod tests {
             "{fixture_name}"
         );
         assert_eq!(o.oom_control_constraint, 56, "{fixture_name}");
+        assert_eq!(o.task_exit_code, e.exit_code, "{fixture_name}: exit_code");
     }
 
     // Debian 6.1: the pre-6.2 `struct mm_rss_stat { atomic_long_t count[4] }`
@@ -682,6 +689,7 @@ mod tests {
                 cgroup_kn: 248,
                 kernfs_node_id: 104,
                 page_counter: [152, 160],
+                exit_code: 2312,
             },
         );
     }
@@ -702,6 +710,7 @@ mod tests {
                 cgroup_kn: 248,
                 kernfs_node_id: 104,
                 page_counter: [32, 40],
+                exit_code: 2136,
             },
         );
         let layout = resolve(&fixture("btf-5.10-debian"));
@@ -748,6 +757,7 @@ mod tests {
                 cgroup_kn: 256,
                 kernfs_node_id: 96,
                 page_counter: [224, 232],
+                exit_code: 2332,
             },
         );
     }

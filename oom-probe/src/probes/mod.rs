@@ -22,8 +22,9 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use oom_probe_common::{
-    EVENTS_MAP, KILLERS_MAP, KILLER_CGROUPS_MAP, KILLER_IMPOSTORS_MAP, LOST_BY_CGROUP_FULL,
-    LOST_BY_CGROUP_MAP, LOST_MAP, LOST_RECORDS, OFFSETS_GLOBAL, SIGNAL_HOOKED_MAP, TASK_COMM_LEN,
+    EVENTS_MAP, EXIT_HOOKED_MAP, KILLERS_MAP, KILLER_CGROUPS_MAP, KILLER_IMPOSTORS_MAP,
+    LOST_BY_CGROUP_FULL, LOST_BY_CGROUP_MAP, LOST_MAP, LOST_RECORDS, OFFSETS_GLOBAL,
+    SIGNAL_HOOKED_MAP, TASK_COMM_LEN,
 };
 
 pub mod kernel_offsets;
@@ -44,6 +45,9 @@ const OOM_KILL_PROCESS: &str = "oom_kill_process";
 const MARK_VICTIM: &str = "mark_victim";
 /// The tracepoint every signal passes through, for userspace OOM killers.
 const SIGNAL_GENERATE: &str = "signal_generate";
+/// The tracepoint every exiting task passes through, for the end of a
+/// userspace OOM killer's SIGTERM.
+const SCHED_PROCESS_EXIT: &str = "sched_process_exit";
 
 /// Where victims come from: the `mark_victim` tracepoint (`--hook`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -74,6 +78,21 @@ pub enum SignalHook {
     RawTracepoint,
 }
 
+/// Where the exits of a userspace killer's SIGTERM targets come from:
+/// `sched_process_exit`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitHook {
+    /// `tp_btf/sched_process_exit`.
+    TpBtf,
+    /// `raw_tp/sched_process_exit`: the default, no BTF parse needed.
+    RawTracepoint,
+}
+
+impl ExitHook {
+    /// Best first (as for [`VictimHook::ALL`]).
+    pub const ALL: [ExitHook; 2] = [Self::RawTracepoint, Self::TpBtf];
+}
+
 impl VictimHook {
     /// Best first: the raw tracepoint gives the same record as tp_btf and
     /// starts without a BTF parse.
@@ -97,6 +116,7 @@ pub enum Hook {
     Victim(VictimHook),
     Decision(DecisionHook),
     Signal(SignalHook),
+    Exit(ExitHook),
 }
 
 impl From<VictimHook> for Hook {
@@ -117,6 +137,12 @@ impl From<SignalHook> for Hook {
     }
 }
 
+impl From<ExitHook> for Hook {
+    fn from(hook: ExitHook) -> Self {
+        Self::Exit(hook)
+    }
+}
+
 macro_rules! display_as_hook {
     ($($role:ty),*) => {$(
         impl fmt::Display for $role {
@@ -126,7 +152,7 @@ macro_rules! display_as_hook {
         }
     )*};
 }
-display_as_hook!(VictimHook, DecisionHook, SignalHook);
+display_as_hook!(VictimHook, DecisionHook, SignalHook, ExitHook);
 
 impl Hook {
     /// Every hook, victims first, each role best first (`check` lists them
@@ -137,6 +163,7 @@ impl Hook {
             .map(Hook::from)
             .chain(DecisionHook::ALL.into_iter().map(Hook::from))
             .chain(SignalHook::ALL.into_iter().map(Hook::from))
+            .chain(ExitHook::ALL.into_iter().map(Hook::from))
     }
 
     fn program(self) -> &'static str {
@@ -147,6 +174,8 @@ impl Hook {
             Self::Decision(DecisionHook::Kprobe) => "oom_kill_process_kprobe",
             Self::Signal(SignalHook::TpBtf) => "signal_generate_btf",
             Self::Signal(SignalHook::RawTracepoint) => "signal_generate_raw",
+            Self::Exit(ExitHook::TpBtf) => "process_exit_btf",
+            Self::Exit(ExitHook::RawTracepoint) => "process_exit_raw",
         }
     }
 }
@@ -160,6 +189,8 @@ impl fmt::Display for Hook {
             Self::Decision(DecisionHook::Kprobe) => "kprobe oom_kill_process",
             Self::Signal(SignalHook::TpBtf) => "tp_btf signal_generate",
             Self::Signal(SignalHook::RawTracepoint) => "raw_tracepoint signal_generate",
+            Self::Exit(ExitHook::TpBtf) => "tp_btf sched_process_exit",
+            Self::Exit(ExitHook::RawTracepoint) => "raw_tracepoint sched_process_exit",
         })
     }
 }
@@ -177,6 +208,9 @@ pub struct Probes {
     pub context_hook: Result<DecisionHook, String>,
     /// The hook that reports userspace OOM killers, or why there is none.
     pub signal_hook: Result<SignalHook, String>,
+    /// The hook that reports the end of a userspace killer's SIGTERM
+    /// target, or why there is none (then SIGTERMs are not reported).
+    pub exit_hook: Result<ExitHook, String>,
     /// Keeps the killers' cgroups current in the kernel; `None` when no
     /// killer is named.
     _killer_watch: Option<KillerWatch>,
@@ -214,13 +248,21 @@ impl Probes {
                 .and_then(|()| attach_first(&mut ebpf, &mut btf, &layout, &SignalHook::ALL))
         };
         if signal_hook.is_ok() && layout.tells_marks_from_kills() {
-            set_signal_hooked(&mut ebpf)?;
+            set_flag(&mut ebpf, SIGNAL_HOOKED_MAP)?;
         }
         let killer_watch = if killers.is_empty() || signal_hook.is_err() {
             None
         } else {
             Some(watch_killers(&mut ebpf, &killers)?)
         };
+        // A killer's SIGTERM is reported only when its target's end is seen.
+        let exit_hook = match &killer_watch {
+            None => Err(String::from("no userspace killer's signals are watched")),
+            Some(_) => attach_first(&mut ebpf, &mut btf, &layout, &ExitHook::ALL),
+        };
+        if exit_hook.is_ok() {
+            set_flag(&mut ebpf, EXIT_HOOKED_MAP)?;
+        }
         Ok(Self {
             ebpf,
             layout,
@@ -228,6 +270,7 @@ impl Probes {
             victim_hook,
             context_hook,
             signal_hook,
+            exit_hook,
             _killer_watch: killer_watch,
         })
     }
@@ -403,13 +446,13 @@ fn attach_first<H: Copy + Into<Hook>>(
     Err(failures.join("; "))
 }
 
-/// Tells `mark_victim` that `signal_generate` runs, so that a mark no
-/// SIGKILL preceded is sent as a mark ([`oom_probe_common::RECORD_OOM_MARK`]).
-/// Errors: the map is missing or the kernel refused the write.
-fn set_signal_hooked(ebpf: &mut Ebpf) -> Result<()> {
-    let map = ebpf
-        .map_mut(SIGNAL_HOOKED_MAP)
-        .ok_or_else(|| anyhow!("no {SIGNAL_HOOKED_MAP} map"))?;
+/// Sets the one-entry array `name` to 1: [`SIGNAL_HOOKED_MAP`] tells
+/// `mark_victim` that `signal_generate` runs, so that a mark no SIGKILL
+/// preceded is sent as a mark ([`oom_probe_common::RECORD_OOM_MARK`]);
+/// [`EXIT_HOOKED_MAP`] tells `signal_generate` that killers' SIGTERMs can
+/// be judged. Errors: the map is missing or the kernel refused the write.
+fn set_flag(ebpf: &mut Ebpf, name: &str) -> Result<()> {
+    let map = ebpf.map_mut(name).ok_or_else(|| anyhow!("no {name} map"))?;
     let mut hooked: aya::maps::Array<_, u32> = aya::maps::Array::try_from(map)?;
     hooked.set(0, 1, 0)?;
     Ok(())
@@ -475,6 +518,16 @@ fn attach_hook(ebpf: &mut Ebpf, btf: &mut AyaBtf, layout: &KernelLayout, hook: H
             let p: &mut RawTracePoint = program.try_into()?;
             p.load()?;
             p.attach(SIGNAL_GENERATE)?;
+        }
+        Hook::Exit(ExitHook::TpBtf) => {
+            let p: &mut BtfTracePoint = program.try_into()?;
+            p.load(SCHED_PROCESS_EXIT, btf.get()?)?;
+            p.attach()?;
+        }
+        Hook::Exit(ExitHook::RawTracepoint) => {
+            let p: &mut RawTracePoint = program.try_into()?;
+            p.load()?;
+            p.attach(SCHED_PROCESS_EXIT)?;
         }
     }
     Ok(())

@@ -347,9 +347,14 @@ fn announce(probes: &Probes, memcg_paths: Option<&CgroupResolver>, node: &str) {
              counters and oom_id from memory.oom.group"
         ),
     };
-    let userspace = match &probes.signal_hook {
-        Ok(hook) => format!("userspace OOM killers are seen via {hook}"),
-        Err(why) => format!("userspace OOM killers are not seen ({why})"),
+    let userspace = match (&probes.signal_hook, &probes.exit_hook) {
+        (Ok(hook), Ok(exit)) => format!(
+            "userspace OOM killers are seen via {hook}, the ends of their SIGTERMs via {exit}"
+        ),
+        (Ok(hook), Err(why)) => {
+            format!("userspace OOM killers are seen via {hook}, SIGKILLs only ({why})")
+        }
+        (Err(why), _) => format!("userspace OOM killers are not seen ({why})"),
     };
     tracing::info!(
         "watching OOM kills on {node} via {}; {decision}; {userspace}",
