@@ -7,11 +7,9 @@
 
 use std::{fs, path::Path};
 
-<<<<<<< HEAD
-use crate::event::{Constraint, KillKind, MemcgStat, MemcgStatSource, OomKillEvent, Rss};
-=======
-use crate::event::{Constraint, KillKind, KillSignal, MemcgStat, MemcgStatSource, OomKillEvent};
->>>>>>> issue-29-killer-signal
+use crate::event::{
+    Constraint, KillKind, KillSignal, MemcgStat, MemcgStatSource, OomKillEvent, Rss,
+};
 
 /// Reads `memory.stat` (v1 or v2) of the cgroup directory `dir`.
 pub fn read_memcg_stat(dir: &Path) -> Option<MemcgStat> {
