@@ -318,6 +318,41 @@ pub struct PressureEvent {
     pub tasks_total: Option<u64>,
     /// One sentence a person can act on.
     pub explanation: String,
+    /// The node's shortage that came with its stall (a node's warning needs
+    /// both); absent from a cgroup's event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shortage: Option<NodeShortage>,
+    /// The cgroups that stall on memory as the node does, most stalled
+    /// first (at most 5; may be empty); absent from a cgroup's event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stalling: Option<Vec<StallingCgroup>>,
+}
+
+/// What made the node short of memory (`scope: node`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeShortage {
+    /// `MemAvailable` below `--pressure-node-available` percent of
+    /// `MemTotal` at the read that warned.
+    pub mem_available_low: bool,
+    /// How often the node's allocations entered direct reclaim (the rise of
+    /// `/proc/vmstat` `allocstall_*`; a cgroup's limit reclaim is not
+    /// counted) since the node's previous `memory_pressure` (or since
+    /// oom-probe began watching).
+    pub direct_reclaims: u64,
+}
+
+/// A cgroup stalling on memory while the node does.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StallingCgroup {
+    /// Which cgroup: `cgroup_id`, `cgroup_path`, `kubernetes`, `container`.
+    #[serde(flatten)]
+    pub target: PressureTarget,
+    /// Percent of the time some task of it (or below) stalled on memory
+    /// over about the last second: the rise of its `memory.pressure` `some
+    /// total` since oom-probe's previous reading (its `some avg10` where
+    /// there was none); null on cgroup v1, where the cgroup is one watched
+    /// and in a pressure episode.
+    pub stall_percent: Option<f64>,
 }
 
 /// The pressure reported by `memory_pressure` cleared: no notification
@@ -791,6 +826,67 @@ mod tests {
                           memory (62 MiB), limit hit 167332 times, biggest process oom-hog \
                           (3708) RSS 62 MiB, for 3 s so far"
                 .into(),
+            shortage: None,
+            stalling: None,
+        }))
+    }
+
+    /// The node squeezed in a 1 GiB VM (v2, PSI): short and stalling, with
+    /// the cgroup that filled it named.
+    fn node_pressure() -> Event {
+        Event::MemoryPressure(Box::new(PressureEvent {
+            time: "2026-12-07T17:20:31.402Z".into(),
+            node: "vm".into(),
+            scope: PressureScope::Node,
+            source: PressureSource::Psi,
+            target: PressureTarget::default(),
+            memcg: Memcg {
+                usage_bytes: Some(977_346_560),
+                limit_bytes: Some(1_028_517_888),
+            },
+            memcg_stat: None,
+            psi: Some(Psi {
+                some_avg10: 31.42,
+                full_avg10: 27.9,
+                some_total_us: 4_126_331,
+                full_total_us: 3_511_080,
+            }),
+            limit_hits: None,
+            growth_bytes_per_minute: None,
+            since: "2026-12-07T17:20:31.402Z".into(),
+            duration_seconds: 0.0,
+            tasks: Some(vec![Task {
+                pid: 412,
+                ns_pid: Some(412),
+                comm: Some("oom-hog".into()),
+                rss_bytes: Some(Rss {
+                    anon: 891_289_600,
+                    file: 1_048_576,
+                    shmem: 0,
+                }),
+                oom_score_adj: Some(0),
+                cgroup_path: None,
+                kubernetes: None,
+            }]),
+            tasks_total: Some(61),
+            explanation: "node at 95% of its 981 MiB RAM (932 MiB used), MemAvailable low, \
+                          direct reclaim entered 37 times, stalled 31% of the last 10 s, \
+                          stalling: /oom-probe-squeeze 30%, biggest process oom-hog (412) RSS \
+                          851 MiB, for 0 s so far"
+                .into(),
+            shortage: Some(NodeShortage {
+                mem_available_low: true,
+                direct_reclaims: 37,
+            }),
+            stalling: Some(vec![StallingCgroup {
+                target: PressureTarget {
+                    cgroup_id: Some(2_114),
+                    cgroup_path: Some("/oom-probe-squeeze".into()),
+                    kubernetes: None,
+                    container: None,
+                },
+                stall_percent: Some(30.11),
+            }]),
         }))
     }
 
@@ -855,6 +951,7 @@ mod tests {
             pressure(),
             pressure_end(),
             kill_after_pressure(),
+            node_pressure(),
         ];
         if std::env::var_os("GOLDEN_REGENERATE").is_some_and(|v| v == "1") {
             // After a deliberate schema change: rewrite, then review the diff.
@@ -887,6 +984,7 @@ mod tests {
             pressure(),
             pressure_end(),
             kill_after_pressure(),
+            node_pressure(),
         ];
         for (event, line) in events.iter().zip(GOLDEN.lines()) {
             assert_eq!(&serde_json::from_str::<Event>(line).unwrap(), event);
