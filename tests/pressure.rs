@@ -559,7 +559,7 @@ fn one_cgroup_thrashing_at_its_own_limit_is_no_node_pressure() {
 
 /// A real node-wide squeeze (the VM's 1 GiB, no swap): a process in a
 /// cgroup without a limit takes the node's RAM until `MemAvailable` is
-/// about 7 % of `MemTotal`, and a small cgroup stalls at its own limit
+/// about 8 % of `MemTotal`, and a small cgroup stalls at its own limit
 /// meanwhile. Short and stalled: a node `memory_pressure` that says the
 /// node is short and names the cgroup that stalls (the squeezer, which
 /// does not stall, is not named); its end after the stall.
@@ -592,11 +592,11 @@ fn a_node_wide_squeeze_is_node_pressure_naming_the_cgroups_that_stall() {
         .expect("lift the squeeze's limit");
     let path = cgroup.relative_path().to_string();
     let mut watcher = Watcher::start(&pressure_args(&[&path])).expect("start the watcher");
-    // Leave 7 % of MemTotal available, then about 3.5 % once the cgroup
-    // holds its 34 MiB: short, and well above the watermarks (about 5 MiB
-    // in 1 GiB), so no OOM kill.
+    // Leave 8 % of MemTotal available, then less once the cgroup holds its
+    // 34 MiB: short, and above the watermarks (about 5 MiB in 1 GiB), so no
+    // OOM kill. (At 7 %, 10 MiB were left at the hold's end on 6.12.)
     let (total, available, _) = node_memory();
-    let fill = available.saturating_sub(total * 7 / 100) / MIB;
+    let fill = available.saturating_sub(total * 8 / 100) / MIB;
     eprintln!("node: {available} of {total} bytes available; the squeeze takes {fill} MiB");
     let mut squeezer = hog()
         .arg("--cgroup")

@@ -831,61 +831,76 @@ mod tests {
         }))
     }
 
-    /// The node squeezed in a 1 GiB VM (v2, PSI): short and stalling, with
-    /// the cgroup that filled it named.
+    /// The node squeezed in the 6.12 VM of `tests/pressure.rs` (1 GiB, v2,
+    /// PSI; 2026-12-07, two of its five tasks): short and stalling, with the
+    /// cgroup that stalls at its `memory.high` named, not the squeeze.
     fn node_pressure() -> Event {
         Event::MemoryPressure(Box::new(PressureEvent {
-            time: "2026-12-07T17:20:31.402Z".into(),
+            time: "2026-12-07T17:36:43.489Z".into(),
             node: "vm".into(),
             scope: PressureScope::Node,
             source: PressureSource::Psi,
             target: PressureTarget::default(),
             memcg: Memcg {
-                usage_bytes: Some(977_346_560),
-                limit_bytes: Some(1_028_517_888),
+                usage_bytes: Some(997_335_040),
+                limit_bytes: Some(1_014_116_352),
             },
             memcg_stat: None,
             psi: Some(Psi {
-                some_avg10: 31.42,
-                full_avg10: 27.9,
-                some_total_us: 4_126_331,
-                full_total_us: 3_511_080,
+                some_avg10: 19.39,
+                full_avg10: 18.35,
+                some_total_us: 24_516_466,
+                full_total_us: 22_570_348,
             }),
             limit_hits: None,
             growth_bytes_per_minute: None,
-            since: "2026-12-07T17:20:31.402Z".into(),
+            since: "2026-12-07T17:36:43.489Z".into(),
             duration_seconds: 0.0,
-            tasks: Some(vec![Task {
-                pid: 412,
-                ns_pid: Some(412),
-                comm: Some("oom-hog".into()),
-                rss_bytes: Some(Rss {
-                    anon: 891_289_600,
-                    file: 1_048_576,
-                    shmem: 0,
-                }),
-                oom_score_adj: Some(0),
-                cgroup_path: None,
-                kubernetes: None,
-            }]),
-            tasks_total: Some(61),
-            explanation: "node at 95% of its 981 MiB RAM (932 MiB used), MemAvailable low, \
-                          direct reclaim entered 37 times, stalled 31% of the last 10 s, \
-                          stalling: /oom-probe-squeeze 30%, biggest process oom-hog (412) RSS \
-                          851 MiB, for 0 s so far"
+            tasks: Some(vec![
+                Task {
+                    pid: 164,
+                    ns_pid: Some(164),
+                    comm: Some("oom-hog".into()),
+                    rss_bytes: Some(Rss {
+                        anon: 829_591_552,
+                        file: 0,
+                        shmem: 331_776,
+                    }),
+                    oom_score_adj: Some(0),
+                    cgroup_path: None,
+                    kubernetes: None,
+                },
+                Task {
+                    pid: 165,
+                    ns_pid: Some(165),
+                    comm: Some("oom-hog".into()),
+                    rss_bytes: Some(Rss {
+                        anon: 35_344_384,
+                        file: 0,
+                        shmem: 372_736,
+                    }),
+                    oom_score_adj: Some(0),
+                    cgroup_path: None,
+                    kubernetes: None,
+                },
+            ]),
+            tasks_total: Some(5),
+            explanation: "node at 98% of its 967 MiB RAM (951 MiB used), MemAvailable low, \
+                          stalled 19% of the last 10 s, stalling: /oom-probe-test-134-3 64%, \
+                          biggest process oom-hog (164) RSS 791 MiB, for 0 s so far"
                 .into(),
             shortage: Some(NodeShortage {
                 mem_available_low: true,
-                direct_reclaims: 37,
+                direct_reclaims: 0,
             }),
             stalling: Some(vec![StallingCgroup {
                 target: PressureTarget {
-                    cgroup_id: Some(2_114),
-                    cgroup_path: Some("/oom-probe-squeeze".into()),
+                    cgroup_id: Some(147),
+                    cgroup_path: Some("/oom-probe-test-134-3".into()),
                     kubernetes: None,
                     container: None,
                 },
-                stall_percent: Some(30.11),
+                stall_percent: Some(63.78),
             }]),
         }))
     }

@@ -93,7 +93,9 @@ impl StallingWalk {
                     }
                     None => psi.some_avg10,
                 };
-                (percent >= FLOOR).then_some((dir, percent.min(100.0)))
+                // Two decimals, as the kernel prints its averages.
+                let percent = (percent.min(100.0) * 100.0).round() / 100.0;
+                (percent >= FLOOR).then_some((dir, percent))
             })
             .collect();
         let mut answer: Vec<(String, f64)> = stalling
