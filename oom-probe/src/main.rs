@@ -223,7 +223,7 @@ struct PressureArgs {
     /// The node is short of memory when MemAvailable is below this percent
     /// of MemTotal (or it entered direct reclaim): a node memory_pressure
     /// needs a shortage as well as PSI (0: only direct reclaim).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=100))]
+    #[arg(long, value_name = "PERCENT", default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=100))]
     pressure_node_available: u8,
 }
 
