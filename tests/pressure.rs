@@ -1,7 +1,10 @@
 //! `memory_pressure`: a memory cgroup held at its limit with steady reclaim
 //! must be reported at most once per `--pressure-interval`, then once as
 //! `memory_pressure_end` when it stops; a quiet cgroup never; a kill that
-//! follows carries `pressure_before`.
+//! follows carries `pressure_before`. The node's `memory_pressure` needs the
+//! node short of memory as well as stalled: one cgroup at its own limit
+//! gives none, a node-wide squeeze (in the VM) one that names the cgroup
+//! that stalls.
 //!
 //! The pressure is real. On cgroup v1 (the host) `oom-hog --reclaim` keeps
 //! 59 MiB of anonymous memory in a 64 MiB cgroup and re-reads 16 MiB of
@@ -408,36 +411,97 @@ fn cgroups_made_later_are_watched_and_removed_ones_give_their_fds_back() {
     assert_eq!(after, base, "fds after the cgroups were removed");
 }
 
-/// `scope: node`: the node's `/proc/pressure/memory` trigger. Any task
-/// stalled on memory counts in the node's PSI, so the cgroup held at its
-/// limit stalls the node too (measured: the VM's `some avg10` follows the
-/// cgroup's). On a kernel that refuses the trigger (no PSI, `psi=0`) the
-/// test says so loudly.
-#[test]
-fn the_node_is_warned_through_proc_pressure_memory() {
-    let test = "the_node_is_warned_through_proc_pressure_memory";
-    if !root_or_skip(test) {
-        return;
+/// The node's memory: `(MemTotal, MemAvailable)` in bytes, and the sum of
+/// `/proc/vmstat`'s `allocstall_*` (direct reclaims of the node).
+fn node_memory() -> (u64, u64, u64) {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("/proc/meminfo");
+    let kib = |key: &str| -> u64 {
+        meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{key} in /proc/meminfo"))
+    };
+    let vmstat = std::fs::read_to_string("/proc/vmstat").expect("/proc/vmstat");
+    let allocstalls = vmstat
+        .lines()
+        .filter(|l| l.starts_with("allocstall"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum();
+    (
+        kib("MemTotal") * 1024,
+        kib("MemAvailable") * 1024,
+        allocstalls,
+    )
+}
+
+/// The node's PSI `some` total, µs.
+fn node_stall_us() -> u64 {
+    let text = std::fs::read_to_string("/proc/pressure/memory").expect("/proc/pressure/memory");
+    text.lines()
+        .find(|l| l.starts_with("some "))
+        .and_then(|l| l.rsplit("total=").next()?.trim().parse().ok())
+        .expect("some total")
+}
+
+/// Waits for `hog` while reading the node's PSI every 250 ms; the most the
+/// node stalled in any 1 s (µs), as the agent's default trigger (100 ms in
+/// 1 s) would see it.
+fn wait_reading_node_stall(hog: &mut Child) -> u64 {
+    let mut readings = vec![(std::time::Instant::now(), node_stall_us())];
+    let mut most = 0;
+    while hog.try_wait().expect("wait for the hog").is_none() {
+        std::thread::sleep(Duration::from_millis(250));
+        let now = (std::time::Instant::now(), node_stall_us());
+        if let Some(base) = readings
+            .iter()
+            .rev()
+            .find(|(at, _)| now.0.duration_since(*at) >= Duration::from_secs(1))
+        {
+            most = most.max(now.1 - base.1);
+        }
+        readings.push(now);
     }
+    eprintln!("hog ended: {:?}", hog.wait());
+    most
+}
+
+fn is_node(event: &Value) -> bool {
+    event["scope"] == "node"
+        && event["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("memory_pressure"))
+}
+
+/// True when this kernel has node PSI (said loudly when not).
+fn node_psi_available(test: &str) -> bool {
     if !std::path::Path::new("/proc/pressure/memory").exists() {
         skipped(
             test,
             "this kernel has no /proc/pressure/memory (no CONFIG_PSI, or booted with psi=0)",
         );
+        return false;
+    }
+    true
+}
+
+/// Issue 29: one small cgroup thrashing at its own limit stalls the node's
+/// PSI (any task stalled on memory counts there; measured: the VM's `some
+/// avg10` follows the cgroup's) while the node has most of its RAM free.
+/// That is no node pressure: the cgroup is warned of, the node is not.
+#[test]
+fn one_cgroup_thrashing_at_its_own_limit_is_no_node_pressure() {
+    let test = "one_cgroup_thrashing_at_its_own_limit_is_no_node_pressure";
+    if !root_or_skip(test) || !node_psi_available(test) {
         return;
     }
-    // On Debian 11's 5.10 (once in two runs) and the 6.12 VM (once in CI)
-    // the node's trigger stayed silent through the whole 8 s hold: the agent
-    // also checks the node's PSI total every second, and passes with the
-    // trigger's wake-ups ignored (tried on 6.12), so every kernel asserts it.
-    if !in_vm() {
-        // Node PSI is the whole machine's: whether one held cgroup stalls
-        // 10 % of a 2 s window depends on what else the host runs (it did
-        // on the loaded CI host, and failed 3 of 3 once the host was quiet).
+    let (total, available, _) = node_memory();
+    if available < total / 10 + 256 * MIB {
         skipped(
             test,
-            "the host's node PSI depends on everything the machine runs; the VM matrix \
-             (6.1 and later) gives a stall this test controls",
+            &format!(
+                "the node is short of memory already ({available} of {total} bytes available)"
+            ),
         );
         return;
     }
@@ -445,22 +509,139 @@ fn the_node_is_warned_through_proc_pressure_memory() {
     if !pressure_available(test, &cgroup) {
         return;
     }
-    let mut watcher =
-        Watcher::start(&pressure_args(&[cgroup.relative_path()])).expect("start the watcher");
+    let path = cgroup.relative_path().to_string();
+    let mut watcher = Watcher::start(&pressure_args(&[&path])).expect("start the watcher");
+    let (_, _, allocstalls_before) = node_memory();
     let mut hog = hold_at_limit(&cgroup, 8, false);
-    let status = hog.wait().expect("wait for the hog");
-    eprintln!("hog ended: {status}");
-    let is_node = |e: &Value| {
-        e["scope"] == "node"
-            && e["type"]
-                .as_str()
-                .is_some_and(|t| t.starts_with("memory_pressure"))
+    let node_stall = wait_reading_node_stall(&mut hog);
+    let events = watcher.events_within(Duration::from_secs(CLEAR_S + 6), |e| {
+        is_node(e) || is_pressure(e, &path)
+    });
+    let (_, _, allocstalls_after) = node_memory();
+    eprintln!(
+        "most node stall in 1 s: {node_stall} us; direct reclaims meanwhile: {}",
+        allocstalls_after - allocstalls_before
+    );
+    if node_stall < 100_000 {
+        // Without a node stall at the trigger's share the test proves
+        // nothing. The VM gives one; a host may not (what else it runs).
+        assert!(
+            !in_vm(),
+            "the cgroup at its limit did not stall the node's PSI 100 ms in 1 s ({node_stall} us)"
+        );
+        skipped(
+            test,
+            &format!("the held cgroup stalled the host's PSI only {node_stall} us in 1 s"),
+        );
+        return;
+    }
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "memory_pressure" && e["cgroup_path"] == path.as_str()),
+        "the cgroup itself is warned of: {events:#?}"
+    );
+    let node_events: Vec<&Value> = events.iter().filter(|e| is_node(e)).collect();
+    if !node_events.is_empty() && allocstalls_after > allocstalls_before && !in_vm() {
+        // Other work on a shared host entered direct reclaim: a shortage
+        // the agent saw rightly.
+        skipped(
+            test,
+            "the host entered direct reclaim during the test (other work): its node event was due",
+        );
+        return;
+    }
+    assert!(
+        node_events.is_empty(),
+        "the node, not short of memory, was warned of: {node_events:#?}"
+    );
+}
+
+/// A real node-wide squeeze (the VM's 1 GiB, no swap): a process in a
+/// cgroup without a limit takes the node's RAM until `MemAvailable` is
+/// about 8 % of `MemTotal`, and a small cgroup stalls at its own limit
+/// meanwhile. Short and stalled: a node `memory_pressure` that says the
+/// node is short and names the cgroup that stalls (the squeezer, which
+/// does not stall, is not named); its end after the stall.
+#[test]
+fn a_node_wide_squeeze_is_node_pressure_naming_the_cgroups_that_stall() {
+    let test = "a_node_wide_squeeze_is_node_pressure_naming_the_cgroups_that_stall";
+    if !root_or_skip(test) || !node_psi_available(test) {
+        return;
+    }
+    if !in_vm() {
+        skipped(
+            test,
+            "squeezing the host's RAM would squeeze whatever else it runs; the VM matrix \
+             (1 GiB, no swap) does it",
+        );
+        return;
+    }
+    let cgroup = MemoryCgroup::create(LIMIT).expect("create the cgroup");
+    if !pressure_available(test, &cgroup) {
+        return;
+    }
+    let squeeze = MemoryCgroup::create(LIMIT).expect("create the squeeze's cgroup");
+    let unlimited = if squeeze.is_v2() {
+        ("memory.max", "max")
+    } else {
+        ("memory.limit_in_bytes", "-1")
     };
-    let events = watcher.events_within(Duration::from_secs(CLEAR_S + 12), is_node);
+    squeeze
+        .write(unlimited.0, unlimited.1)
+        .expect("lift the squeeze's limit");
+    let path = cgroup.relative_path().to_string();
+    let mut watcher = Watcher::start(&pressure_args(&[&path])).expect("start the watcher");
+    // Leave 8 % of MemTotal available, then less once the cgroup holds its
+    // 34 MiB: short, and above the watermarks (about 5 MiB in 1 GiB), so no
+    // OOM kill. (At 7 %, 10 MiB were left at the hold's end on 6.12.)
+    let (total, available, _) = node_memory();
+    let fill = available.saturating_sub(total * 8 / 100) / MIB;
+    eprintln!("node: {available} of {total} bytes available; the squeeze takes {fill} MiB");
+    let mut squeezer = hog()
+        .arg("--cgroup")
+        .arg(squeeze.path())
+        .args(["--mb", &fill.to_string()])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start the squeeze");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, available, _) = node_memory();
+        if available < total / 10 {
+            eprintln!("squeezed: {available} bytes available");
+            break;
+        }
+        assert!(
+            squeezer.try_wait().expect("the squeeze").is_none(),
+            "the squeeze ended before the node was short"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node is not short after 120 s: {available} of {total} bytes available"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut hog = hold_at_limit(&cgroup, 8, false);
+    let node_stall = wait_reading_node_stall(&mut hog);
+    let (_, available, _) = node_memory();
+    eprintln!("most node stall in 1 s: {node_stall} us; {available} bytes available");
+    let events = watcher.events_within(Duration::from_secs(CLEAR_S + 6), is_node);
+    let _ = squeezer.kill();
+    let _ = squeezer.wait();
+    // The warning that names the stalling cgroup (an earlier one, while the
+    // squeeze filled the node, would name what stalled then).
     let warning = events
         .iter()
-        .find(|e| e["type"] == "memory_pressure")
-        .unwrap_or_else(|| panic!("no node warning while a cgroup stalled: {events:#?}"));
+        .find(|e| {
+            e["type"] == "memory_pressure"
+                && e["stalling"]
+                    .as_array()
+                    .is_some_and(|s| s.iter().any(|s| s["cgroup_path"] == path.as_str()))
+        })
+        .unwrap_or_else(|| {
+            panic!("no node warning naming {path} while the node was squeezed: {events:#?}")
+        });
     assert_eq!(warning["source"], "psi", "{warning:#}");
     for field in [
         "cgroup_id",
@@ -471,15 +652,9 @@ fn the_node_is_warned_through_proc_pressure_memory() {
     ] {
         assert!(warning[field].is_null(), "{field}: {warning:#}");
     }
-    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("/proc/meminfo");
-    let total_kib: u64 = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("MemTotal");
+    assert_eq!(warning["memcg"]["limit_bytes"], total, "{warning:#}");
     assert_eq!(
-        warning["memcg"]["limit_bytes"],
-        total_kib * 1024,
+        warning["shortage"]["mem_available_low"], true,
         "{warning:#}"
     );
     assert!(
@@ -488,21 +663,34 @@ fn the_node_is_warned_through_proc_pressure_memory() {
             .is_some_and(|t| t > 0),
         "{warning:#}"
     );
-    let tasks = warning["tasks"].as_array().expect("the node's top tasks");
-    assert!(!tasks.is_empty() && tasks.len() <= 5, "{warning:#}");
+    let stalling = warning["stalling"].as_array().expect("stalling");
+    let named = stalling
+        .iter()
+        .find(|s| s["cgroup_path"] == path.as_str())
+        .expect("named");
+    assert!(
+        named["stall_percent"].as_f64().is_some_and(|p| p >= 1.0),
+        "{warning:#}"
+    );
+    assert!(named["cgroup_id"].as_u64().is_some(), "{warning:#}");
+    assert!(
+        stalling
+            .iter()
+            .all(|s| s["cgroup_path"] != squeeze.relative_path()),
+        "the squeeze holds memory but does not stall: {warning:#}"
+    );
     let explanation = warning["explanation"].as_str().unwrap();
     assert!(
-        explanation.starts_with("node at ") && explanation.contains("of its"),
+        explanation.starts_with("node at ")
+            && explanation.contains("MemAvailable low")
+            && explanation.contains("stalling: ")
+            && explanation.contains(&path),
         "{explanation}"
     );
-    // The end: certain in the VM, where nothing else runs; on a shared host
-    // other work may keep the node stalled past the window.
-    if std::env::var_os("OOM_PROBE_IN_VM").is_some() {
-        let end = events
-            .iter()
-            .find(|e| e["type"] == "memory_pressure_end")
-            .unwrap_or_else(|| panic!("no node end: {events:#?}"));
-        assert!(end["cgroup_path"].is_null(), "{end:#}");
-        assert_eq!(end["since"], warning["since"], "{end:#}");
-    }
+    let end = events
+        .iter()
+        .find(|e| e["type"] == "memory_pressure_end")
+        .unwrap_or_else(|| panic!("no node end: {events:#?}"));
+    assert!(end["cgroup_path"].is_null(), "{end:#}");
+    assert_eq!(end["since"], warning["since"], "{end:#}");
 }

@@ -369,6 +369,41 @@ pub struct PressureEvent {
     pub tasks_total: Option<u64>,
     /// One sentence a person can act on.
     pub explanation: String,
+    /// The node's shortage that came with its stall (a node's warning needs
+    /// both); absent from a cgroup's event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shortage: Option<NodeShortage>,
+    /// The cgroups that stall on memory as the node does, most stalled
+    /// first (at most 5; may be empty); absent from a cgroup's event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stalling: Option<Vec<StallingCgroup>>,
+}
+
+/// What made the node short of memory (`scope: node`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeShortage {
+    /// `MemAvailable` below `--pressure-node-available` percent of
+    /// `MemTotal` at the read that warned.
+    pub mem_available_low: bool,
+    /// How often the node's allocations entered direct reclaim (the rise of
+    /// `/proc/vmstat` `allocstall_*`; a cgroup's limit reclaim is not
+    /// counted) since the node's previous `memory_pressure` (or since
+    /// oom-probe began watching).
+    pub direct_reclaims: u64,
+}
+
+/// A cgroup stalling on memory while the node does.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StallingCgroup {
+    /// Which cgroup: `cgroup_id`, `cgroup_path`, `kubernetes`, `container`.
+    #[serde(flatten)]
+    pub target: PressureTarget,
+    /// Percent of the time some task of it (or below) stalled on memory
+    /// over about the last second: the rise of its `memory.pressure` `some
+    /// total` since oom-probe's previous reading (its `some avg10` where
+    /// there was none); null on cgroup v1, where the cgroup is one watched
+    /// and in a pressure episode.
+    pub stall_percent: Option<f64>,
 }
 
 /// The pressure reported by `memory_pressure` cleared: no notification
@@ -854,6 +889,82 @@ mod tests {
                           memory (62 MiB), limit hit 167332 times, biggest process oom-hog \
                           (3708) RSS 62 MiB, for 3 s so far"
                 .into(),
+            shortage: None,
+            stalling: None,
+        }))
+    }
+
+    /// The node squeezed in the 6.12 VM of `tests/pressure.rs` (1 GiB, v2,
+    /// PSI; 2026-12-07, two of its five tasks): short and stalling, with the
+    /// cgroup that stalls at its `memory.high` named, not the squeeze.
+    fn node_pressure() -> Event {
+        Event::MemoryPressure(Box::new(PressureEvent {
+            time: "2026-12-07T17:36:43.489Z".into(),
+            node: "vm".into(),
+            scope: PressureScope::Node,
+            source: PressureSource::Psi,
+            target: PressureTarget::default(),
+            memcg: Memcg {
+                usage_bytes: Some(997_335_040),
+                limit_bytes: Some(1_014_116_352),
+            },
+            memcg_stat: None,
+            psi: Some(Psi {
+                some_avg10: 19.39,
+                full_avg10: 18.35,
+                some_total_us: 24_516_466,
+                full_total_us: 22_570_348,
+            }),
+            limit_hits: None,
+            growth_bytes_per_minute: None,
+            since: "2026-12-07T17:36:43.489Z".into(),
+            duration_seconds: 0.0,
+            tasks: Some(vec![
+                Task {
+                    pid: 164,
+                    ns_pid: Some(164),
+                    comm: Some("oom-hog".into()),
+                    rss_bytes: Some(Rss {
+                        anon: 829_591_552,
+                        file: 0,
+                        shmem: 331_776,
+                    }),
+                    oom_score_adj: Some(0),
+                    cgroup_path: None,
+                    kubernetes: None,
+                },
+                Task {
+                    pid: 165,
+                    ns_pid: Some(165),
+                    comm: Some("oom-hog".into()),
+                    rss_bytes: Some(Rss {
+                        anon: 35_344_384,
+                        file: 0,
+                        shmem: 372_736,
+                    }),
+                    oom_score_adj: Some(0),
+                    cgroup_path: None,
+                    kubernetes: None,
+                },
+            ]),
+            tasks_total: Some(5),
+            explanation: "node at 98% of its 967 MiB RAM (951 MiB used), MemAvailable low, \
+                          stalled 19% of the last 10 s, stalling: /oom-probe-test-134-3 64%, \
+                          biggest process oom-hog (164) RSS 791 MiB, for 0 s so far"
+                .into(),
+            shortage: Some(NodeShortage {
+                mem_available_low: true,
+                direct_reclaims: 0,
+            }),
+            stalling: Some(vec![StallingCgroup {
+                target: PressureTarget {
+                    cgroup_id: Some(147),
+                    cgroup_path: Some("/oom-probe-test-134-3".into()),
+                    kubernetes: None,
+                    container: None,
+                },
+                stall_percent: Some(63.78),
+            }]),
         }))
     }
 
@@ -918,6 +1029,7 @@ mod tests {
             pressure(),
             pressure_end(),
             kill_after_pressure(),
+            node_pressure(),
         ];
         if std::env::var_os("GOLDEN_REGENERATE").is_some_and(|v| v == "1") {
             // After a deliberate schema change: rewrite, then review the diff.
@@ -950,6 +1062,7 @@ mod tests {
             pressure(),
             pressure_end(),
             kill_after_pressure(),
+            node_pressure(),
         ];
         for (event, line) in events.iter().zip(GOLDEN.lines()) {
             assert_eq!(&serde_json::from_str::<Event>(line).unwrap(), event);

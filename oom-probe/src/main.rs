@@ -220,6 +220,11 @@ struct PressureArgs {
     /// Do not watch the node's /proc/pressure/memory.
     #[arg(long)]
     no_node_pressure: bool,
+    /// The node is short of memory when MemAvailable is below this percent
+    /// of MemTotal (or it entered direct reclaim): a node memory_pressure
+    /// needs a shortage as well as PSI (0: only direct reclaim).
+    #[arg(long, value_name = "PERCENT", default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pressure_node_available: u8,
 }
 
 /// `--namespace/--pod/--container`, shared by `watch`, `run` and `history`:
@@ -427,6 +432,7 @@ fn watch_options(args: EventArgs, agent: bool) -> Result<WatchOptions> {
                 .clamp(Duration::from_millis(500), Duration::from_secs(10)),
             cgroups: args.pressure.pressure_cgroups,
             node: !args.pressure.no_node_pressure,
+            node_available_percent: args.pressure.pressure_node_available,
             ..PressureOptions::default()
         }),
     })

@@ -11,11 +11,15 @@
 //! The rules, in the order `observe` applies them:
 //! - *at its limit*: the limit-hit counter rose since the last read, or a
 //!   notification came with the usage within a charge batch of the limit
-//!   ([`AtLimit`]); the node always is. It counts for `clear_after`.
+//!   ([`AtLimit`]); the node when it is short ([`super::node`]:
+//!   `MemAvailable` low, or direct reclaim since the last read), never
+//!   from PSI alone (a container reclaiming at its own limit stalls the
+//!   node's PSI too). It counts for `clear_after`.
 //! - *notified*: its notifier fired (a PSI trigger counts even when its
 //!   read is skipped), or a check found the PSI `some` total grown by the
-//!   trigger's share since the last check (the triggers were seen silent
-//!   through whole stalls). It counts for `clear_after`.
+//!   trigger's share over at least the trigger's window
+//!   ([`super::stall`]; the triggers were seen silent through whole
+//!   stalls). It counts for `clear_after`.
 //! - a v1 eventfd's notification may be up to [`READ_EVERY`] old (its fd
 //!   is out of the epoll set that long after each one): it counts, and its
 //!   wake-up may warn, only when the same read shows the cgroup still at
@@ -29,15 +33,20 @@
 //!   batch of the limit) and not drained below half of it: a PSI trigger
 //!   fires on a window that may end after the hog died (a 6.1 VM in CI
 //!   warned of 92 KiB of 64 MiB, 4 s after the hog's end). The episode
-//!   still goes on until `clear_after` of quiet.
+//!   still goes on until `clear_after` of quiet. Likewise the node's is due
+//!   only when the same read finds it short.
 
 use std::{
     collections::VecDeque,
     time::{Duration, Instant, SystemTime},
 };
 
-use super::cgroupfs::AtLimit;
-use crate::event::{Memcg, Psi};
+use super::{
+    cgroupfs::AtLimit,
+    node::{mem_available_low, NodeMemory, ShortageJudge},
+    stall::StallHistory,
+};
+use crate::event::{Memcg, NodeShortage, Psi};
 
 /// A cgroup's files are read at most this often, however often it notifies;
 /// a v1 eventfd that notified is not polled again before this either.
@@ -49,13 +58,11 @@ const USAGE_EVERY: Duration = Duration::from_secs(1);
 /// Usage samples are kept this long (a minute, and a second of slack).
 const USAGE_KEPT: Duration = Duration::from_secs(61);
 
-/// PSI totals closer together than this are not compared (µs).
-const STALL_MIN_US: u64 = 100_000;
-
 /// What is watched, as far as the rules differ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// The node (`/proc/pressure/memory`): always at its limit, no counter.
+    /// The node (`/proc/pressure/memory`): at its limit when short of
+    /// memory, no counter.
     Node,
     /// A cgroup v1 memory cgroup: `memory.pressure_level` eventfd,
     /// `memory.failcnt`, no PSI.
@@ -85,6 +92,8 @@ pub struct Reads {
     pub memcg: bool,
     /// The PSI file (v2 cgroups and the node).
     pub psi: bool,
+    /// `MemAvailable` and the direct-reclaim counter (the node, every read).
+    pub node: bool,
 }
 
 /// What was read at a wake-up; `None` where it was not read or could not be.
@@ -97,11 +106,16 @@ pub struct Sample {
     pub memcg: Option<Memcg>,
     /// PSI (`memory.pressure`, the node's `/proc/pressure/memory`).
     pub psi: Option<Psi>,
+    /// The node's `MemAvailable` and direct-reclaim counter.
+    pub node: Option<NodeMemory>,
 }
 
 /// The options the rules use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rules {
+    /// The node is short when `MemAvailable` is below this percent of
+    /// `MemTotal` (or it entered direct reclaim).
+    pub node_available_percent: u8,
     /// At most one `memory_pressure` per this long.
     pub interval: Duration,
     /// Notifications and limit hits count this long; an episode ends after
@@ -143,6 +157,9 @@ pub struct Warning {
     pub hits: u64,
     /// Usage growth over the last minute, bytes per minute.
     pub growth: Option<i64>,
+    /// The node's shortage (the node only): at this read, with the direct
+    /// reclaims counted since the previous warning.
+    pub shortage: Option<NodeShortage>,
 }
 
 /// What [`Tracker::observe`] concluded.
@@ -154,7 +171,7 @@ pub enum Observation {
     /// Not both notified and at its limit within `clear_after`: no episode
     /// goes on from this wake-up.
     Calm {
-        /// A limit hit within `clear_after` (always true for the node).
+        /// A limit hit (the node: a shortage) within `clear_after`.
         at_limit: bool,
         /// A notification that counts within `clear_after`.
         notified: bool,
@@ -180,8 +197,12 @@ pub struct Tracker {
     last_notify: Option<Instant>,
     /// When its files were last read.
     last_read: Option<Instant>,
-    /// The last `some` stall total compared on a check, and when.
-    last_stall: Option<(Instant, u64)>,
+    /// The PSI `some` totals read lately (v2 cgroups and the node).
+    stall: StallHistory,
+    /// The node's shortage, read after read.
+    shortage: ShortageJudge,
+    /// The node's direct reclaims counted since the last warning.
+    reclaims_since_event: u64,
     episode: Option<Episode>,
     /// `(when, usage)`, at most one a second, the last minute.
     usage: VecDeque<(Instant, u64)>,
@@ -198,7 +219,9 @@ impl Tracker {
             last_rise: None,
             last_notify: None,
             last_read: None,
-            last_stall: None,
+            stall: StallHistory::default(),
+            shortage: ShortageJudge::default(),
+            reclaims_since_event: 0,
             episode: None,
             usage: VecDeque::new(),
         }
@@ -207,6 +230,16 @@ impl Tracker {
     /// What is watched.
     pub fn kind(&self) -> Kind {
         self.kind
+    }
+
+    /// True when a notification or a limit hit (the node: a shortage)
+    /// came within `clear_after` before `now`: one more would begin an
+    /// episode.
+    pub fn engaged(&self, now: Instant, clear_after: Duration) -> bool {
+        [self.last_notify, self.last_rise]
+            .into_iter()
+            .flatten()
+            .any(|at| now.saturating_duration_since(at) < clear_after)
     }
 
     /// The episode under way, if any.
@@ -255,6 +288,7 @@ impl Tracker {
             hits: cgroup,
             memcg: cgroup || self.usage_due(now),
             psi: self.kind != Kind::CgroupV1,
+            node: !cgroup,
         })
     }
 
@@ -272,11 +306,22 @@ impl Tracker {
         let v1_eventfd = notified && self.kind == Kind::CgroupV1;
         let mut still_at_limit = false;
         let mut rose = false;
+        // The node's trigger was seen silent through a whole 8 s stall
+        // (6.12 and 5.10 VMs), a v2 cgroup's for seconds while it stalled
+        // half the time: a check (the node's every second, a v2 cgroup's
+        // limit hit) compares PSI totals over the trigger's window.
+        let stalled = self.stalled(sample.psi, now, rules.psi_trigger);
         if self.kind == Kind::Node {
-            // The node's trigger was seen silent through a whole 8 s stall
-            // (6.12 and 5.10 VMs): the every-second check compares totals.
-            if !notified && self.stalled_since_last(sample.psi, now, rules.psi_trigger) {
+            if !notified && stalled {
                 self.last_notify = Some(now);
+            }
+            let short = sample
+                .node
+                .and_then(|node| self.shortage.observe(node, rules.node_available_percent));
+            if let Some(short) = short {
+                self.reclaims_since_event += short.direct_reclaims;
+                self.last_rise = Some(now);
+                still_at_limit = true;
             }
         } else {
             if let (Some(hits), Some(before)) = (sample.hits, self.last_hits) {
@@ -301,13 +346,7 @@ impl Tracker {
             if v1_eventfd && still_at_limit {
                 self.last_notify = Some(now);
             }
-            // A limit hit (v2) also checks the stall share the trigger
-            // watches: the trigger alone was seen silent for seconds on a
-            // 6.12 VM while the cgroup stalled half the time.
-            if !notified
-                && self.kind == Kind::CgroupV2
-                && self.stalled_since_last(sample.psi, now, rules.psi_trigger)
-            {
+            if !notified && self.kind == Kind::CgroupV2 && stalled {
                 self.last_notify = Some(now);
             }
         }
@@ -317,7 +356,7 @@ impl Tracker {
         }
         let recent =
             |at: Option<Instant>| at.is_some_and(|at| now.duration_since(at) < rules.clear_after);
-        let at_limit = self.kind == Kind::Node || recent(self.last_rise);
+        let at_limit = recent(self.last_rise);
         let notified = recent(self.last_notify);
         if !(notified && at_limit) {
             return Observation::Calm { at_limit, notified };
@@ -340,7 +379,10 @@ impl Tracker {
                     .map_or(psi.some_avg10, |p| p.max(psi.some_avg10)),
             );
         }
-        let at_limit_now = self.kind == Kind::Node || at_limit_now(rose, sample.memcg);
+        let at_limit_now = match self.kind {
+            Kind::Node => still_at_limit,
+            Kind::CgroupV1 | Kind::CgroupV2 => at_limit_now(rose, sample.memcg),
+        };
         let due = at_limit_now
             && episode
                 .last_event
@@ -351,39 +393,27 @@ impl Tracker {
         episode.last_event = Some(now);
         episode.events += 1;
         let episode = episode.clone();
+        let shortage = (self.kind == Kind::Node).then(|| NodeShortage {
+            mem_available_low: sample
+                .node
+                .is_some_and(|node| mem_available_low(node, rules.node_available_percent)),
+            direct_reclaims: std::mem::take(&mut self.reclaims_since_event),
+        });
         Observation::Pressure {
             warning: Some(Warning {
                 episode,
                 psi: sample.psi,
                 hits: std::mem::take(&mut self.hits_since_event),
                 growth: self.growth(now),
+                shortage,
             }),
         }
     }
 
-    /// True when it stalled at least the trigger's share (`stall_us /
-    /// window_us`) since the last comparison, over at least 100 ms, by
-    /// PSI's `some` total (µs).
-    fn stalled_since_last(
-        &mut self,
-        psi: Option<Psi>,
-        now: Instant,
-        (stall_us, window_us): (u64, u64),
-    ) -> bool {
-        let Some(total) = psi.map(|psi| psi.some_total_us) else {
-            return false;
-        };
-        let Some((at, before)) = self.last_stall else {
-            self.last_stall = Some((now, total));
-            return false;
-        };
-        let elapsed = now.duration_since(at).as_micros() as u64;
-        if elapsed < STALL_MIN_US {
-            return false;
-        }
-        self.last_stall = Some((now, total));
-        let stalled = total.saturating_sub(before);
-        stalled.saturating_mul(window_us) >= elapsed.saturating_mul(stall_us)
+    /// Records the PSI `some` total read at `now`; true when it grew by
+    /// the trigger's share over at least the trigger's window.
+    fn stalled(&mut self, psi: Option<Psi>, now: Instant, trigger: (u64, u64)) -> bool {
+        psi.is_some_and(|psi| self.stall.record(now, psi.some_total_us, trigger))
     }
 
     /// True when a usage sample is due at `now`.
@@ -454,6 +484,7 @@ mod tests {
                 tracker: Tracker::new(kind, hits),
                 t0: Instant::now(),
                 rules: Rules {
+                    node_available_percent: 10,
                     interval: Duration::from_secs(60),
                     clear_after: Duration::from_secs(10),
                     psi_trigger: (100_000, 1_000_000),
@@ -473,6 +504,7 @@ mod tests {
                 hits: sample.hits.filter(|_| reads.hits),
                 memcg: sample.memcg.filter(|_| reads.memcg),
                 psi: sample.psi.filter(|_| reads.psi),
+                node: sample.node.filter(|_| reads.node),
             };
             let wall = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + ms);
             Some(self.tracker.observe(wake, read, now, wall, &self.rules))
@@ -495,6 +527,7 @@ mod tests {
                 limit_bytes: Some(limit),
             }),
             psi: None,
+            node: None,
         }
     }
 
@@ -508,7 +541,14 @@ mod tests {
         sample
     }
 
+    /// The node with `usage` of its 1 GiB in use (MemAvailable the rest:
+    /// short below 102.4 MiB) and no direct reclaim.
     fn node(usage: u64, some_total_us: u64) -> Sample {
+        node_reclaiming(usage, 0, some_total_us)
+    }
+
+    /// The node, its direct-reclaim counter at `allocstalls`.
+    fn node_reclaiming(usage: u64, allocstalls: u64, some_total_us: u64) -> Sample {
         with_psi(
             Sample {
                 hits: None,
@@ -517,6 +557,11 @@ mod tests {
                     limit_bytes: Some(1024 * MIB),
                 }),
                 psi: None,
+                node: Some(NodeMemory {
+                    total_bytes: Some(1024 * MIB),
+                    available_bytes: Some(1024 * MIB - usage),
+                    allocstalls: Some(allocstalls),
+                }),
             },
             5.0,
             some_total_us,
@@ -805,25 +850,26 @@ mod tests {
 
     #[test]
     fn a_check_counts_as_notified_when_psi_grew_by_the_triggers_share() {
-        // The node, checked every second: 100 ms in 1 s is the share.
+        // The node (short: 24 MiB available), checked every second: 100 ms
+        // in 1 s is the share.
         for (stalled, notified) in [(100_000, true), (99_999, false)] {
             let mut feed = Feed::new(Kind::Node, None);
             assert!(matches!(
-                feed.wake(0, Wake::Check, node(MIB, 500)),
+                feed.wake(0, Wake::Check, node(1000 * MIB, 500)),
                 Some(Observation::Calm {
                     at_limit: true,
                     notified: false
                 })
             ));
-            // Less than 100 ms after: not compared (and not remembered).
+            // Within the window: not compared, however much it grew.
             assert!(matches!(
-                feed.wake(50, Wake::Check, node(MIB, 500 + 10_000_000)),
+                feed.wake(50, Wake::Check, node(1000 * MIB, 500 + 10_000_000)),
                 Some(Observation::Calm {
                     notified: false,
                     ..
                 })
             ));
-            let seen = feed.wake(1_000, Wake::Check, node(MIB, 500 + stalled));
+            let seen = feed.wake(1_000, Wake::Check, node(1000 * MIB, 500 + stalled));
             assert_eq!(
                 matches!(seen, Some(Observation::Pressure { .. })),
                 notified,
@@ -857,14 +903,100 @@ mod tests {
         ));
     }
 
+    /// Issue 29: one small container reclaiming at its own limit stalls
+    /// the node's PSI while the node has most of its RAM available; the
+    /// node was warned of. PSI alone is no node pressure.
     #[test]
-    fn the_node_is_always_at_its_limit_and_warns_on_its_trigger() {
+    fn the_node_warns_only_when_short_of_memory_as_well_as_stalled() {
         let mut feed = Feed::new(Kind::Node, None);
+        assert_eq!(
+            feed.wake(0, Wake::Check, node_reclaiming(100 * MIB, 500, 0)),
+            Some(Observation::Calm {
+                at_limit: false,
+                notified: false
+            })
+        );
+        for s in 1..5 {
+            assert_eq!(
+                feed.wake(
+                    s * 1_000,
+                    Wake::Notified,
+                    node_reclaiming(100 * MIB, 500, 0)
+                ),
+                Some(Observation::Calm {
+                    at_limit: false,
+                    notified: true
+                }),
+                "{s} s: the trigger, 924 MiB available, no direct reclaim"
+            );
+        }
+        assert_eq!(feed.tracker.episode(), None);
+        // Direct reclaim with memory available (a burst faster than
+        // kswapd): short, and stalled a moment ago.
         let warning = feed
-            .warning(0, Wake::Notified, node(512 * MIB, 0))
-            .expect("the node's trigger alone");
+            .warning(5_000, Wake::Check, node_reclaiming(100 * MIB, 512, 0))
+            .expect("short and notified");
+        assert_eq!(
+            warning.shortage,
+            Some(NodeShortage {
+                mem_available_low: false,
+                direct_reclaims: 12
+            })
+        );
         assert_eq!(warning.hits, 0);
+
+        // MemAvailable low without a stall: no episode; with the trigger's
+        // share of stall over a window: one.
+        let mut feed = Feed::new(Kind::Node, None);
+        assert_eq!(
+            feed.wake(0, Wake::Check, node(1000 * MIB, 0)),
+            Some(Observation::Calm {
+                at_limit: true,
+                notified: false
+            })
+        );
+        let warning = feed
+            .warning(1_000, Wake::Check, node(1000 * MIB, 100_000))
+            .expect("24 MiB available, 100 ms stalled in 1 s");
+        assert_eq!(
+            warning.shortage,
+            Some(NodeShortage {
+                mem_available_low: true,
+                direct_reclaims: 0
+            })
+        );
         assert_eq!(warning.episode.peak_some_avg10, Some(5.0));
+    }
+
+    /// As for a cgroup's limit: a trigger whose window ends after the
+    /// shortage did renews the episode, but a warning needs the same read
+    /// to find the node short; a shortage older than `clear_after` counts
+    /// for nothing.
+    #[test]
+    fn a_node_warning_needs_the_same_read_to_find_it_short() {
+        let mut feed = Feed::new(Kind::Node, None);
+        feed.rules.interval = Duration::from_secs(3);
+        assert!(feed
+            .warning(0, Wake::Notified, node(1000 * MIB, 0))
+            .is_some());
+        // Freed at 2 s (the hog ended); the trigger fires at 4 s.
+        assert_eq!(
+            feed.wake(4_000, Wake::Notified, node(100 * MIB, 0)),
+            Some(Observation::Pressure { warning: None })
+        );
+        assert_eq!(feed.tracker.episode().unwrap().last, feed.at(4_000));
+        assert!(feed
+            .tracker
+            .end_if_quiet(feed.at(14_000), feed.rules.clear_after)
+            .is_some());
+        // 10 s after the last shortage, the trigger alone: calm.
+        assert_eq!(
+            feed.wake(14_500, Wake::Notified, node(100 * MIB, 0)),
+            Some(Observation::Calm {
+                at_limit: false,
+                notified: true
+            })
+        );
     }
 
     #[test]
@@ -875,16 +1007,22 @@ mod tests {
             hits: true,
             memcg: true,
             psi: true,
+            node: false,
         };
         assert_eq!(
             reads(Kind::CgroupV1, Wake::Notified),
             Reads { psi: false, ..all }
         );
         assert_eq!(reads(Kind::CgroupV2, Wake::Notified), all);
-        assert_eq!(reads(Kind::Node, Wake::Check), Reads { hits: false, ..all });
+        let node_reads = Reads {
+            hits: false,
+            node: true,
+            ..all
+        };
+        assert_eq!(reads(Kind::Node, Wake::Check), node_reads);
         // A cgroup's wake-up always reads its usage (a warning is due only
         // when the read finds it at its limit); the node's check only for
-        // the one usage sample a second.
+        // the one usage sample a second, its shortage every time.
         let mut cgroup = Feed::new(Kind::CgroupV2, Some(0));
         cgroup.wake(0, Wake::Check, sample(0, MIB, 64 * MIB));
         let at_500 = cgroup.at(500);
@@ -893,7 +1031,6 @@ mod tests {
         feed.wake(0, Wake::Check, node(MIB, 0));
         let at = |ms| feed.at(ms);
         let (at_500, at_1000) = (at(500), at(1_000));
-        let node_reads = Reads { hits: false, ..all };
         assert_eq!(
             feed.tracker.wake(Wake::Check, at_500),
             Some(Reads {
@@ -908,13 +1045,13 @@ mod tests {
     fn growth_is_scaled_to_a_minute_once_the_samples_span_10_s() {
         let mut feed = Feed::new(Kind::Node, None);
         feed.rules.interval = Duration::from_secs(10);
-        let first = feed.warning(0, Wake::Notified, node(100 * MIB, 0)).unwrap();
+        let first = feed.warning(0, Wake::Notified, node(930 * MIB, 0)).unwrap();
         assert_eq!(first.growth, None);
         for s in 1..10 {
-            feed.warning(s * 1_000, Wake::Notified, node((100 + s) * MIB, 0));
+            feed.warning(s * 1_000, Wake::Notified, node((930 + s) * MIB, 0));
         }
         let tenth = feed
-            .warning(10_000, Wake::Notified, node(110 * MIB, 0))
+            .warning(10_000, Wake::Notified, node(940 * MIB, 0))
             .unwrap();
         assert_eq!(tenth.growth, Some(60 * MIB as i64), "10 MiB in 10 s");
         assert_eq!(tenth.episode.events, 2);

@@ -1,5 +1,6 @@
 //! The events a watch's episode makes: `memory_pressure` (with the scene
-//! read at that moment: usage, `memory.stat`, the biggest processes),
+//! read at that moment: usage, `memory.stat`, the biggest processes; for
+//! the node its shortage and the cgroups that stall),
 //! `memory_pressure_end`, and the `pressure_before` a kill of the same
 //! cgroup carries (from the episode under way, or one ended in the last
 //! five minutes).
@@ -7,7 +8,7 @@
 use std::{
     collections::HashMap,
     fs,
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::{Duration, Instant, SystemTime},
 };
 
@@ -21,7 +22,7 @@ use crate::{
     enrich::{cgroup_layout, container_from, explain, kubernetes_from_path, tasks},
     event::{
         PressureBefore, PressureEndEvent, PressureEvent, PressureScope, PressureSource,
-        PressureTarget,
+        PressureTarget, StallingCgroup,
     },
 };
 
@@ -55,12 +56,15 @@ impl EventBuilder {
     }
 
     /// The `memory_pressure` of `warning` for `watched`, due at `now`;
-    /// reads usage and limit, `memory.stat` and the biggest processes.
+    /// reads usage and limit, `memory.stat` and the biggest processes. The
+    /// node's names `stalling`, the cgroups that stall (see
+    /// [`stalling_cgroup`]; ignored for a cgroup).
     pub fn pressure_event(
         &self,
         watched: &Watched,
         warning: &Warning,
         now: Instant,
+        stalling: Vec<StallingCgroup>,
     ) -> PressureEvent {
         let scope = watched.scope();
         let (memcg, memcg_stat, scene) = match scope {
@@ -102,6 +106,8 @@ impl EventBuilder {
             tasks_total: scene.as_ref().map(|s| s.total),
             tasks: scene.map(|s| s.top),
             explanation: String::new(),
+            shortage: warning.shortage,
+            stalling: (scope == PressureScope::Node).then_some(stalling),
         };
         event.explanation = explain_pressure(&event);
         event
@@ -178,6 +184,22 @@ fn target(watched: &Watched) -> PressureTarget {
         cgroup_path: Some(path.to_string()),
         kubernetes: kubernetes_from_path(path),
         container: container_from(&cgroup_layout::parse(path)),
+    }
+}
+
+/// A cgroup that stalls as the node does: `path` below the hierarchy's
+/// root, its directory `dir` (its id is the directory's inode), and the
+/// percent of the time it stalled (v2).
+pub fn stalling_cgroup(path: String, dir: &Path, stall_percent: Option<f64>) -> StallingCgroup {
+    use std::os::unix::fs::MetadataExt;
+    StallingCgroup {
+        target: PressureTarget {
+            cgroup_id: fs::metadata(dir).ok().map(|m| m.ino()),
+            kubernetes: kubernetes_from_path(&path),
+            container: container_from(&cgroup_layout::parse(&path)),
+            cgroup_path: Some(path),
+        },
+        stall_percent,
     }
 }
 

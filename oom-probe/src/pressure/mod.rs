@@ -11,11 +11,13 @@
 //!    watches and polls their notifications on one epoll instance (v1
 //!    eventfds rest 250 ms after each one).
 //! 3. A wake-up is read ([`read`]) and judged by the watch's pure state
-//!    machine ([`episode`]): at its limit (counter rising), notified,
-//!    which episode, is a warning due, did it end.
+//!    machine ([`episode`]): at its limit (counter rising; the node: short
+//!    of memory, [`node`]), notified (the PSI checks honour the trigger's
+//!    window, [`stall`]), which episode, is a warning due, did it end.
 //! 4. [`events`] builds `memory_pressure` (at most one per interval),
 //!    `memory_pressure_end` (after `clear_after` without a notification)
-//!    and a kill's `pressure_before`; [`explanation`] is its sentence.
+//!    and a kill's `pressure_before`; [`explanation`] is its sentence; a
+//!    node's names the cgroups that stall ([`stalling`]).
 //!
 //! [`options`] are the `--pressure-*` flags; [`capability`] is what
 //! `oom-probe check` says. This module is the thin shell that joins them:
@@ -27,17 +29,22 @@ pub mod discovery;
 pub mod episode;
 pub mod events;
 pub mod explanation;
+pub mod node;
 pub mod options;
 pub mod read;
 pub mod register;
 pub mod registry;
+pub mod stall;
+pub mod stalling;
 
 use std::{
     path::PathBuf,
     time::{Duration, Instant},
 };
 
-use crate::event::{PressureBefore, PressureEndEvent, PressureEvent, PressureScope};
+use crate::event::{
+    PressureBefore, PressureEndEvent, PressureEvent, PressureScope, StallingCgroup,
+};
 
 pub use capability::{capability, PressureCapability};
 pub use cgroupfs::memory_hierarchy;
@@ -54,9 +61,9 @@ use registry::{Registry, Watched, INOTIFY_KEY};
 /// What a wake-up produced.
 pub enum Change {
     /// A `memory_pressure` warning.
-    Pressure(PressureEvent),
+    Pressure(Box<PressureEvent>),
     /// A `memory_pressure_end`.
-    End(PressureEndEvent),
+    End(Box<PressureEndEvent>),
 }
 
 /// Watches memory pressure; owned by the event loop.
@@ -64,6 +71,8 @@ pub struct PressureWatcher {
     options: PressureOptions,
     v2: bool,
     procfs: PathBuf,
+    /// The walks naming the cgroups that stall with the node (v2).
+    stalling: Option<stalling::StallingWalk>,
     registry: Registry,
     discovery: Discovery,
     events: EventBuilder,
@@ -85,10 +94,11 @@ impl PressureWatcher {
         procfs: PathBuf,
     ) -> std::io::Result<Self> {
         let registry = Registry::new()?;
-        let discovery = Discovery::new(root, v2, options.cgroups.clone(), options.rescan)?;
+        let discovery = Discovery::new(root.clone(), v2, options.cgroups.clone(), options.rescan)?;
         registry.add_inotify(discovery.fd())?;
         let mut watcher = Self {
             registrar: Registrar::new(&options, v2),
+            stalling: v2.then(|| stalling::StallingWalk::new(root.clone())),
             options,
             v2,
             events: EventBuilder::new(node_name, procfs.clone(), v2),
@@ -180,9 +190,9 @@ impl PressureWatcher {
             self.discovery.forget_file(wd);
         }
         let episode = watched.tracker.take_episode()?;
-        Some(Change::End(
+        Some(Change::End(Box::new(
             self.events.end_event(&watched, &episode, removed),
-        ))
+        )))
     }
 
     /// Applies what discovery found.
@@ -303,6 +313,7 @@ impl PressureWatcher {
     /// lets it decide, and builds the warning when one is due.
     fn on_wake(&mut self, key: u64, now: Instant, wake: Wake) -> Option<Change> {
         let rules = Rules {
+            node_available_percent: self.options.node_available_percent,
             interval: self.options.interval,
             clear_after: self.options.clear_after,
             psi_trigger: self.registrar.psi(),
@@ -336,26 +347,75 @@ impl PressureWatcher {
         else {
             return None;
         };
+        let stalling = match self.registry.get(key)?.scope() {
+            PressureScope::Node => self.stalling(),
+            PressureScope::Cgroup => Vec::new(),
+        };
         let watched = self.registry.get(key)?;
-        Some(Change::Pressure(
-            self.events.pressure_event(watched, &warning, now),
-        ))
+        Some(Change::Pressure(Box::new(
+            self.events.pressure_event(watched, &warning, now, stalling),
+        )))
+    }
+
+    /// The cgroups that stall as the node does: on v2 the deepest whose PSI
+    /// says so, anywhere in the hierarchy; on v1 (no PSI per cgroup) the
+    /// watched ones in a pressure episode, the latest first.
+    fn stalling(&mut self) -> Vec<StallingCgroup> {
+        if let Some(walk) = &mut self.stalling {
+            let root = walk.root().to_path_buf();
+            return walk
+                .walk(Instant::now())
+                .into_iter()
+                .map(|(path, percent)| {
+                    let dir = root.join(path.trim_start_matches('/'));
+                    events::stalling_cgroup(path, &dir, Some(percent))
+                })
+                .collect();
+        }
+        let mut in_episode: Vec<(Instant, String, PathBuf)> = self
+            .registry
+            .iter_mut()
+            .filter_map(|(_, w)| {
+                let last = w.tracker.episode()?.last;
+                Some((last, w.path.clone()?, w.dir.clone()))
+            })
+            .collect();
+        in_episode.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        in_episode
+            .into_iter()
+            .take(stalling::STALLING_MAX)
+            .map(|(_, path, dir)| events::stalling_cgroup(path, &dir, None))
+            .collect()
     }
 
     /// Ends the episodes quiet for `clear_after`; forgets old ended ones.
-    /// Also checks the node's PSI `some` total, in case its trigger missed
-    /// a stall.
+    /// Also checks the node: its shortage, and its PSI `some` total in case
+    /// its trigger missed a stall; while it is stalled or short, reads the
+    /// cgroups' stall (v2).
     pub fn tick(&mut self) -> Vec<Change> {
         let now = Instant::now();
         let mut changes = Vec::new();
+        let clear_after = self.options.clear_after;
         if let Some(key) = self.node_key {
             changes.extend(self.on_wake(key, now, Wake::Check));
+            // The cgroups' stall totals, read while the node is stalled or
+            // short, so that a warning compares them over a second.
+            let engaged = self
+                .registry
+                .get(key)
+                .is_some_and(|w| w.tracker.engaged(now, clear_after));
+            if let Some(walk) = &mut self.stalling {
+                if engaged {
+                    walk.walk(now);
+                } else {
+                    walk.forget();
+                }
+            }
         }
-        let clear_after = self.options.clear_after;
         for (_, watched) in self.registry.iter_mut() {
             if let Some(episode) = watched.tracker.end_if_quiet(now, clear_after) {
                 let end = self.events.end_event(watched, &episode, false);
-                changes.push(Change::End(end));
+                changes.push(Change::End(Box::new(end)));
             }
         }
         self.events.expire(now);

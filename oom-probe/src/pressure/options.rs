@@ -21,6 +21,10 @@ pub struct PressureOptions {
     pub cgroups: Vec<String>,
     /// Watch the node's `/proc/pressure/memory`.
     pub node: bool,
+    /// The node is short of memory when `MemAvailable` is below this
+    /// percent of `MemTotal` (or its allocations entered direct reclaim);
+    /// a node `memory_pressure` needs a shortage as well as PSI.
+    pub node_available_percent: u8,
     /// The safety walk of the hierarchy: this often, in case a directory
     /// notification was missed. New and removed cgroups are learnt from
     /// inotify at once; the walk is the net under it.
@@ -37,6 +41,7 @@ impl Default for PressureOptions {
             psi_window: Duration::from_secs(1),
             cgroups: Vec::new(),
             node: true,
+            node_available_percent: 10,
             rescan: Duration::from_secs(600),
         }
     }

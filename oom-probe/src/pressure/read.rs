@@ -7,6 +7,7 @@ use std::{fs, path::Path};
 use super::{
     cgroupfs,
     episode::{Kind, Reads, Sample},
+    node,
 };
 use crate::event::{Memcg, Psi};
 
@@ -23,7 +24,16 @@ pub fn sample(kind: Kind, dir: &Path, reads: Reads) -> Sample {
         },
         memcg: if reads.memcg { memcg(kind, dir) } else { None },
         psi: if reads.psi { psi(kind, dir) } else { None },
+        node: match (reads.node, kind, procfs_of(dir)) {
+            (true, Kind::Node, Some(procfs)) => Some(node::read(procfs)),
+            _ => None,
+        },
     }
+}
+
+/// The procfs of the node's PSI file `<procfs>/pressure/memory`.
+fn procfs_of(file: &Path) -> Option<&Path> {
+    file.parent()?.parent()
 }
 
 /// Usage and limit: the cgroup's (v2: the lower of `memory.max` and
@@ -32,7 +42,7 @@ pub fn sample(kind: Kind, dir: &Path, reads: Reads) -> Sample {
 fn memcg(kind: Kind, dir: &Path) -> Option<Memcg> {
     match kind {
         Kind::Node => {
-            let meminfo = dir.parent()?.parent()?.join("meminfo");
+            let meminfo = procfs_of(dir)?.join("meminfo");
             Some(cgroupfs::node_memory(&fs::read_to_string(meminfo).ok()?))
         }
         Kind::CgroupV1 => Some(cgroupfs::usage_and_limit(dir, false)),
@@ -89,6 +99,11 @@ mod tests {
             "MemTotal: 1000 kB\nMemAvailable: 400 kB\n",
         )
         .unwrap();
+        fs::write(
+            root.join("proc/vmstat"),
+            "allocstall_normal 3\nallocstall_movable 4\npgscan_direct 9\n",
+        )
+        .unwrap();
         root
     }
 
@@ -99,8 +114,10 @@ mod tests {
             hits: true,
             memcg: true,
             psi: true,
+            node: true,
         };
         let cgroup = sample(Kind::CgroupV2, &root.join("cg"), all);
+        assert_eq!(cgroup.node, None, "a cgroup has no node reading");
         assert_eq!(cgroup.hits, Some(7), "max + high");
         assert_eq!(
             cgroup.memcg,
@@ -116,6 +133,14 @@ mod tests {
         assert_eq!(node.hits, None, "the node has no limit-hit counter");
         assert_eq!(node.memcg.and_then(|m| m.usage_bytes), Some(600 * 1024));
         assert_eq!(node.psi.map(|p| p.some_avg10), Some(12.5));
+        assert_eq!(
+            node.node,
+            Some(node::NodeMemory {
+                total_bytes: Some(1000 * 1024),
+                available_bytes: Some(400 * 1024),
+                allocstalls: Some(7),
+            })
+        );
         let _ = fs::remove_dir_all(&root);
     }
 
@@ -147,6 +172,7 @@ mod tests {
             hits: true,
             memcg: true,
             psi: true,
+            node: true,
         };
         let gone = sample(Kind::CgroupV2, &root.join("missing"), all);
         assert_eq!(gone.hits, None);

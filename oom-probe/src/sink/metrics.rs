@@ -507,6 +507,8 @@ mod tests {
             tasks: None,
             tasks_total: None,
             explanation: String::new(),
+            shortage: None,
+            stalling: None,
         }));
         let end = Event::MemoryPressureEnd(Box::new(PressureEndEvent {
             time: String::new(),

@@ -197,14 +197,19 @@ impl<W: Write> Pump<W> {
                     if let Some(k8s) = event.target.kubernetes.as_mut() {
                         self.name_kubernetes(k8s).await;
                     }
+                    for stalling in event.stalling.iter_mut().flatten() {
+                        if let Some(k8s) = stalling.target.kubernetes.as_mut() {
+                            self.name_kubernetes(k8s).await;
+                        }
+                    }
                     event.explanation = crate::pressure::explain_pressure(&event);
-                    Event::MemoryPressure(Box::new(event))
+                    Event::MemoryPressure(event)
                 }
                 Change::End(mut event) => {
                     if let Some(k8s) = event.target.kubernetes.as_mut() {
                         self.name_kubernetes(k8s).await;
                     }
-                    Event::MemoryPressureEnd(Box::new(event))
+                    Event::MemoryPressureEnd(event)
                 }
             });
         }
