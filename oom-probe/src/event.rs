@@ -370,12 +370,12 @@ pub struct PressureEvent {
     /// One sentence a person can act on.
     pub explanation: String,
     /// The node's shortage that came with its stall (a node's warning needs
-    /// both); absent from a cgroup's event.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// both); null in a cgroup's event.
+    #[serde(default)]
     pub shortage: Option<NodeShortage>,
     /// The cgroups that stall on memory as the node does, most stalled
-    /// first (at most 5; may be empty); absent from a cgroup's event.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// first (at most 5; may be empty); null in a cgroup's event.
+    #[serde(default)]
     pub stalling: Option<Vec<StallingCgroup>>,
 }
 

@@ -139,7 +139,7 @@ fn events_for(kind: KillKind, kill: &OomKillEvent) -> Vec<(Event, ObjectReferenc
 /// namespace. `kubectl describe node` lists the Events whose `regarding`
 /// (core/v1 `involvedObject`) has the Node's name, kind, an empty namespace
 /// and either the Node's real uid or its name as uid; the name needs no
-/// API read (docs/decisions/NEW-node-event-reference.md). kube's `Recorder`
+/// API read (docs/decisions/0105-node-event-reference.md). kube's `Recorder`
 /// creates a reference without namespace in `default`, where the kubelet's
 /// node Events are.
 fn node_reference(node: &str) -> ObjectReference {
