@@ -299,7 +299,7 @@ fn prog_id(fdinfo: &str) -> Option<u32> {
         .find_map(|line| line.strip_prefix("prog_id:")?.trim().parse().ok())
 }
 
-/// Runs `n` of `workload`; its wall time, ms.
+/// Runs `n` of `workload`; its wall time, ms (a tenth).
 fn run_workload(workload: Workload, n: usize, target: &SignalTarget) -> Result<f64> {
     let started = Instant::now();
     match workload {
@@ -320,7 +320,7 @@ fn run_workload(workload: Workload, n: usize, target: &SignalTarget) -> Result<f
             }
         }
     }
-    Ok(started.elapsed().as_secs_f64() * 1e3)
+    Ok(tenth(started.elapsed().as_secs_f64() * 1e3))
 }
 
 /// `oom-probe watch` as it ships, ready; its stdout drained (other kills

@@ -678,6 +678,27 @@ mod tests {
         assert_eq!(old.len(), 100);
     }
 
+    /// The committed hook-costs runs have the keys (and number kinds) a
+    /// run writes now; a null there is a program that never ran.
+    #[test]
+    fn the_hook_costs_runs_have_the_keys_written() {
+        let written: Value =
+            serde_json::from_str(&to_sorted_json(&full_results()).unwrap()).unwrap();
+        let mut new = BTreeSet::new();
+        key_paths(&written["hook_costs"], "", &mut new);
+        assert_eq!(new.len(), 15);
+        for text in [
+            include_str!("../../../docs/bench/2026-12-07-hook-costs.json"),
+            include_str!("../../../docs/bench/2026-12-07-hook-costs-first.json"),
+        ] {
+            let committed: Value = serde_json::from_str(text).unwrap();
+            let mut old = BTreeSet::new();
+            key_paths(&committed["hook_costs"], "", &mut old);
+            old.retain(|key| !key.ends_with(": null"));
+            assert_eq!(old, new);
+        }
+    }
+
     #[test]
     fn cells_print_as_json_with_null_as_a_dash() {
         assert_eq!(cell(9336.0), "9336.0");
