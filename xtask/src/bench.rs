@@ -29,6 +29,10 @@
 //! 9. `hostile`: the agent's `/healthz` latency during a storm of 2,000
 //!    kills, and its RSS under 400 slow clients that send half a request
 //!    header and hold (`--hostile-only`).
+//! 10. `hook_costs`: what the agent's eBPF programs cost the node's process
+//!     exits and signals: each program's runs and run time from the kernel's
+//!     BPF statistics, and the workload's wall time with the agent and
+//!     without it, alternating (`--hook-costs-only`).
 //!
 //! `measure` holds what the phases share (process figures, starting and
 //! stopping tools), `stats` the statistics over samples.
@@ -37,6 +41,7 @@ mod bursts;
 mod cgroup_costs;
 mod churn;
 mod footprint;
+mod hook_costs;
 mod hostile;
 mod kmsg;
 mod kubernetes;
@@ -141,6 +146,33 @@ pub struct BenchArgs {
         ]
     )]
     hostile_only: bool,
+    /// Process exits per round of the hook-costs phase (spawn and wait for
+    /// `true`).
+    #[arg(long, default_value_t = 2_000)]
+    hook_exits: usize,
+    /// Signals per round of the hook-costs phase (SIGUSR1 to a child that
+    /// ignores it).
+    #[arg(long, default_value_t = 100_000)]
+    hook_signals: usize,
+    /// Rounds of the hook-costs phase (without and with the agent,
+    /// alternating which goes first).
+    #[arg(long, default_value_t = 6)]
+    hook_rounds: usize,
+    /// Run only the hook-costs phase (exits and signals, with the agent
+    /// and without).
+    #[arg(
+        long,
+        conflicts_with_all = [
+            "pressure_only",
+            "cgroups_only",
+            "churn_only",
+            "kubernetes_only",
+            "latency_only",
+            "bursts_only",
+            "hostile_only",
+        ]
+    )]
+    hook_costs_only: bool,
 }
 
 /// Pods in the API server's store for the Kubernetes phase.
@@ -200,7 +232,10 @@ fn measure_phases(args: &BenchArgs) -> Result<Results> {
             args.slow_clients,
         )
     };
-    if args.hostile_only {
+    let hooks = || hook_costs::hook_costs(args.hook_exits, args.hook_signals, args.hook_rounds);
+    if args.hook_costs_only {
+        results.hook_costs = Some(hooks()?);
+    } else if args.hostile_only {
         results.hostile = Some(hostile()?);
     } else if args.kubernetes_only {
         results.kubernetes = Some(kubernetes()?);
@@ -235,6 +270,7 @@ fn measure_phases(args: &BenchArgs) -> Result<Results> {
             results.kubernetes = Some(kubernetes()?);
             results.churn = Some(churn()?);
             results.bursts = Some(bursts()?);
+            results.hook_costs = Some(hooks()?);
         }
     }
     Ok(results)

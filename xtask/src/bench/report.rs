@@ -8,9 +8,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{
-    bursts::BurstSize, cgroup_costs::CgroupCosts, churn::Churn, footprint::Idle, hostile::Hostile,
-    kubernetes::KubernetesNames, latency::SideBySide, measure, pressure::PressureFootprint,
-    startup::Startup,
+    bursts::BurstSize, cgroup_costs::CgroupCosts, churn::Churn, footprint::Idle,
+    hook_costs::HookCosts, hostile::Hostile, kubernetes::KubernetesNames, latency::SideBySide,
+    measure, pressure::PressureFootprint, startup::Startup,
 };
 
 /// What one bench run measured; a phase not run is absent from the JSON.
@@ -41,6 +41,8 @@ pub(crate) struct Results {
     pub(crate) pressure: Option<Vec<PressureFootprint>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) hostile: Option<Hostile>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) hook_costs: Option<HookCosts>,
 }
 
 impl Results {
@@ -85,6 +87,9 @@ impl Results {
         }
         if let Some(hostile) = &self.hostile {
             print_hostile(hostile);
+        }
+        if let Some(hooks) = &self.hook_costs {
+            print_hook_costs(hooks);
         }
     }
 
@@ -340,6 +345,63 @@ fn print_hostile(h: &Hostile) {
     println!("peak {} KiB", h.peak_kib);
 }
 
+/// The hook costs: wall times side by side, then each program's runs.
+fn print_hook_costs(h: &HookCosts) {
+    println!(
+        "\nhook costs, {} rounds (without and with oom-probe watch, alternating); \
+         load average (1, 5, 15 min) before {}, after {}",
+        h.rounds,
+        cell(&h.load_average_before),
+        cell(&h.load_average_after)
+    );
+    println!(
+        "{:<8} {:>9} {:>15} {:>15} {:>16} {:>10} {:>11} {:>9}",
+        "workload",
+        "per round",
+        "wall ms without",
+        "wall ms with",
+        "program",
+        "runs",
+        "ns per run",
+        "ns/10k"
+    );
+    for w in &h.workloads {
+        let mut first = true;
+        for p in &w.programs {
+            let (name, n, without, with, per_10k) = if first {
+                (
+                    w.workload,
+                    w.per_round.to_string(),
+                    cell(w.median_wall_ms_without),
+                    cell(w.median_wall_ms_with),
+                    cell(w.hook_ns_per_10k),
+                )
+            } else {
+                (
+                    "",
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                )
+            };
+            first = false;
+            println!(
+                "{:<8} {:>9} {:>15} {:>15} {:>16} {:>10} {:>11} {:>9}",
+                name,
+                n,
+                without,
+                with,
+                p.program,
+                p.runs,
+                cell(p.mean_ns_per_run),
+                per_10k
+            );
+        }
+    }
+    println!("wall times: medians; ns/10k: all programs' run time per 10,000 of the workload");
+}
+
 /// The pressure phase's table, on `machine`.
 fn print_pressure(machine: &str, rows: &[PressureFootprint]) {
     println!("\nmemory_pressure watching ({machine}); CPU over the window, after start-up:");
@@ -383,8 +445,13 @@ mod tests {
 
     use super::*;
     use crate::bench::{
-        bursts::BurstRun, latency::ToolLatency, measure::Rss, pressure::PressureRun,
-        startup::ToolStartup, stats::Percentiles,
+        bursts::BurstRun,
+        hook_costs::{ProgramCost, WorkloadCost, STATS_MEASURE},
+        latency::ToolLatency,
+        measure::Rss,
+        pressure::PressureRun,
+        startup::ToolStartup,
+        stats::Percentiles,
     };
 
     /// Every `path: kind` of a JSON value, array elements merged (`[]`).
@@ -557,6 +624,27 @@ mod tests {
                 rss_after_slow_clients: rss,
                 peak_kib: 1,
             }),
+            hook_costs: Some(HookCosts {
+                rounds: 1,
+                stats_measure: STATS_MEASURE,
+                load_average_before: vec![0.5],
+                load_average_after: vec![0.5],
+                workloads: vec![WorkloadCost {
+                    workload: "exits",
+                    per_round: 1,
+                    wall_ms_without: vec![1.5],
+                    wall_ms_with: vec![1.5],
+                    median_wall_ms_without: Some(1.5),
+                    median_wall_ms_with: Some(1.5),
+                    programs: vec![ProgramCost {
+                        program: "p".into(),
+                        runs: 1,
+                        run_time_ns: 1,
+                        mean_ns_per_run: Some(1.5),
+                    }],
+                    hook_ns_per_10k: 1.5,
+                }],
+            }),
         }
     }
 
@@ -572,7 +660,7 @@ mod tests {
         key_paths(&committed, "", &mut old);
         key_paths(&written, "", &mut new);
         // Phases added after the committed run: their keys alone are new.
-        const ADDED: [&str; 1] = [".hostile."];
+        const ADDED: [&str; 2] = [".hostile.", ".hook_costs."];
         let (added, unknown): (Vec<&String>, Vec<&String>) = new
             .difference(&old)
             .partition(|key| ADDED.iter().any(|phase| key.starts_with(phase)));
@@ -581,13 +669,34 @@ mod tests {
             Vec::<&String>::new(),
             "keys the committed results lack"
         );
-        assert_eq!(added.len(), 25, "{added:#?}");
+        assert_eq!(added.len(), 25 + 15, "{added:#?}");
         assert_eq!(
             old.difference(&new).collect::<Vec<_>>(),
             Vec::<&String>::new(),
             "keys no longer written"
         );
         assert_eq!(old.len(), 100);
+    }
+
+    /// The committed hook-costs runs have the keys (and number kinds) a
+    /// run writes now; a null there is a program that never ran.
+    #[test]
+    fn the_hook_costs_runs_have_the_keys_written() {
+        let written: Value =
+            serde_json::from_str(&to_sorted_json(&full_results()).unwrap()).unwrap();
+        let mut new = BTreeSet::new();
+        key_paths(&written["hook_costs"], "", &mut new);
+        assert_eq!(new.len(), 15);
+        for text in [
+            include_str!("../../../docs/bench/2026-12-07-hook-costs.json"),
+            include_str!("../../../docs/bench/2026-12-07-hook-costs-first.json"),
+        ] {
+            let committed: Value = serde_json::from_str(text).unwrap();
+            let mut old = BTreeSet::new();
+            key_paths(&committed["hook_costs"], "", &mut old);
+            old.retain(|key| !key.ends_with(": null"));
+            assert_eq!(old, new);
+        }
     }
 
     #[test]
