@@ -40,9 +40,11 @@ pub struct VmTestArgs {
     /// Boot the remaining kernels after one fails.
     #[arg(long)]
     keep_going: bool,
-    /// Seconds a VM may run, from boot to power-off, before it fails.
-    #[arg(long, default_value_t = 300)]
-    timeout: u64,
+    /// Seconds a VM may run, from boot to power-off, before it fails
+    /// (default: 300 for amd64, 600 for arm64, whose CPU is emulated
+    /// instruction by instruction and ran 243 to 300+ s).
+    #[arg(long)]
+    timeout: Option<u64>,
     /// Use KVM if the CPU has vmx/svm (TCG otherwise, and by default).
     #[arg(long, env = "OOM_PROBE_VM_KVM", value_parser = clap::builder::BoolishValueParser::new())]
     kvm: bool,
@@ -83,7 +85,7 @@ impl VmTestArgs {
             arch,
             kernel: kernel.map(String::from),
             keep_going: true,
-            timeout: 900,
+            timeout: Some(900),
             kvm: std::env::var("OOM_PROBE_VM_KVM").is_ok_and(|v| v == "1" || v == "true"),
             tests: Vec::new(),
             test_exes: Vec::new(),
@@ -157,7 +159,7 @@ pub fn run_matrix(mut args: VmTestArgs) -> Result<Matrix> {
             vmlinuz,
             initramfs: &initramfs,
             accel,
-            timeout: Duration::from_secs(args.timeout),
+            timeout: Duration::from_secs(args.timeout.unwrap_or(arch.default_timeout())),
             log,
         };
         (kernel, vm)

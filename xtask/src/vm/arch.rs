@@ -117,6 +117,16 @@ impl Arch {
         }
     }
 
+    /// Seconds a VM of this architecture may run by default under
+    /// `cargo xtask vm-test`: arm64 is emulated on the amd64 host and takes
+    /// about twice as long.
+    pub fn default_timeout(self) -> u64 {
+        match self {
+            Self::Amd64 => 300,
+            Self::Arm64 => 600,
+        }
+    }
+
     /// The kernel's name for the serial console of that machine.
     pub fn console(self) -> &'static str {
         match self {
