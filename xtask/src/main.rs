@@ -33,8 +33,8 @@ enum Task {
     },
     /// Set up, then run everything CI runs: fmt, cargo-deny, clippy, fuzzing (20 s a target), unit and end-to-end tests, the kernel matrix.
     Test {
-        /// `arm64`: boot the whole arm64 kernel matrix too (by default, only
-        /// its newest kernel, [`vm::ARM64_EVERY_RUN`]).
+        /// `arm64`: boot the whole arm64 kernel matrix too (by default none
+        /// yet: see `kernel_matrix`).
         #[arg(long, value_enum)]
         arch: Option<vm::arch::Arch>,
     },
@@ -220,8 +220,12 @@ fn test(whole_arm64_matrix: bool) -> Result<()> {
 }
 
 /// The QEMU kernel matrices, unless `OOM_PROBE_SKIP_VM=1` (said loudly; CI
-/// never sets it): every amd64 kernel, and the arm64 kernel of
-/// [`vm::ARM64_EVERY_RUN`] or, when `whole_arm64_matrix`, every arm64 kernel.
+/// never sets it): every amd64 kernel, and every arm64 kernel when
+/// `whole_arm64_matrix` (`--arch arm64`). Not by default yet: the static
+/// aarch64 build (fat LTO, one codegen unit) took 17 min 43 s from zero on
+/// this 2-core machine, which with its VM would take CI from about 44 to
+/// about 70 minutes; one arm64 kernel every run (6.12: every hook) waits
+/// for a cheaper build profile of the VM's binaries (issue 31).
 fn kernel_matrix(whole_arm64_matrix: bool) -> Result<vm::Matrix> {
     if std::env::var_os("OOM_PROBE_SKIP_VM").is_some_and(|v| v == "1") {
         eprintln!(
@@ -234,11 +238,14 @@ fn kernel_matrix(whole_arm64_matrix: bool) -> Result<vm::Matrix> {
         });
     }
     let amd64 = vm::run_matrix(vm::VmTestArgs::for_test_suite(vm::arch::Arch::Amd64, None))?;
-    let arm64_kernel = (!whole_arm64_matrix).then_some(vm::ARM64_EVERY_RUN);
-    let arm64 = vm::run_matrix(vm::VmTestArgs::for_test_suite(
-        vm::arch::Arch::Arm64,
-        arm64_kernel,
-    ))?;
+    if !whole_arm64_matrix {
+        eprintln!(
+            "\n*** NOT RUN: the arm64 kernel matrix (cargo xtask test --arch arm64, or \
+             cargo xtask vm-test --arch arm64) ***\n"
+        );
+        return Ok(amd64);
+    }
+    let arm64 = vm::run_matrix(vm::VmTestArgs::for_test_suite(vm::arch::Arch::Arm64, None))?;
     let failure = [("amd64", amd64.failure), ("arm64", arm64.failure)]
         .into_iter()
         .filter_map(|(arch, failure)| Some(format!("{arch}: {}", failure?)))

@@ -71,12 +71,6 @@ pub const KERNEL_TESTS: [&str; 6] = [
     "pressure",
 ];
 
-/// The arm64 kernel series `cargo xtask test` boots every time (`cargo
-/// xtask test --arch arm64` boots them all): the newest, the one arm64
-/// fleets run and the only one here with every hook (fentry needs arm64's
-/// BPF trampolines, 6.0 and later).
-pub const ARM64_EVERY_RUN: &str = "6.12";
-
 impl VmTestArgs {
     /// What `cargo xtask test` runs for `arch`: every kernel, or only those
     /// of series `kernel`, with every kernel test.
