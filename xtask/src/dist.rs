@@ -70,7 +70,7 @@ pub fn run(args: &DistArgs) -> Result<()> {
             );
             // build.rs stamps it; only here is the tree's state known.
             std::env::set_var("OOM_PROBE_REVISION", checkout_revision());
-            crate::static_binary()?
+            crate::static_binary(crate::vm::arch::Arch::Amd64)?
         }
     };
     let out = match &args.out {

@@ -233,6 +233,12 @@ fn rustup(args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// `rustup target add <target>` (quick when it is there): the musl targets
+/// of the static builds.
+pub fn rustup_target(target: &str) -> Result<()> {
+    rustup(&["target", "add", target]).map(drop)
+}
+
 /// Installs Debian packages whose command is missing, running `apt-get
 /// update` once first. Each pair is (command, package).
 pub fn apt_install(needed: &[(&str, &str)]) -> Result<()> {

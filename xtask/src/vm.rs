@@ -1,11 +1,12 @@
 //! `cargo xtask vm-test`: runs the end-to-end tests on every kernel of the
-//! matrix (Debian 11's 5.10 and Debian 12's 6.1 and 6.12 cloud kernels), each in a throwaway QEMU
-//! VM, because oom-probe's hooks and BTF offsets depend on the kernel and
-//! the host runs only one. The VM boots straight into `vm-init` (crate
+//! matrix (Debian 11's 5.10 and Debian 12's 6.1 and 6.12 cloud kernels, for
+//! amd64 or arm64), each in a throwaway QEMU VM, because oom-probe's hooks
+//! and BTF offsets depend on the kernel and the host runs only one. The VM boots straight into `vm-init` (crate
 //! `xtask/vm-init`), which runs `oom-probe check` and the tests and prints a
 //! verdict line that decides pass or fail.
 
 pub mod apt;
+pub mod arch;
 pub mod artifacts;
 mod console;
 mod cpio;
@@ -21,12 +22,17 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use apt::Apt;
+use arch::Arch;
 use console::Report;
 use kernels::Kernel;
 
 /// Options of `cargo xtask vm-test`.
 #[derive(clap::Args, Debug)]
 pub struct VmTestArgs {
+    /// The architecture of the kernels and of everything in the VM (arm64
+    /// is emulated on an amd64 host: TCG only).
+    #[arg(long, value_enum, default_value = "amd64")]
+    pub arch: Arch,
     /// Boot only the kernels of this series (5.10, 6.1, 6.12), or else those whose
     /// release contains this text.
     #[arg(long)]
@@ -34,9 +40,11 @@ pub struct VmTestArgs {
     /// Boot the remaining kernels after one fails.
     #[arg(long)]
     keep_going: bool,
-    /// Seconds a VM may run, from boot to power-off, before it fails.
-    #[arg(long, default_value_t = 300)]
-    timeout: u64,
+    /// Seconds a VM may run, from boot to power-off, before it fails
+    /// (default: 300 for amd64, 600 for arm64, whose CPU is emulated
+    /// instruction by instruction and ran 243 to 300+ s).
+    #[arg(long)]
+    timeout: Option<u64>,
     /// Use KVM if the CPU has vmx/svm (TCG otherwise, and by default).
     #[arg(long, env = "OOM_PROBE_VM_KVM", value_parser = clap::builder::BoolishValueParser::new())]
     kvm: bool,
@@ -66,12 +74,14 @@ pub const KERNEL_TESTS: [&str; 7] = [
 ];
 
 impl VmTestArgs {
-    /// What `cargo xtask test` runs: every kernel, every kernel test.
-    pub fn for_test_suite() -> Self {
+    /// What `cargo xtask test` runs for `arch`: every kernel, or only those
+    /// of series `kernel`, with every kernel test.
+    pub fn for_test_suite(arch: Arch, kernel: Option<&str>) -> Self {
         Self {
-            kernel: None,
+            arch,
+            kernel: kernel.map(String::from),
             keep_going: true,
-            timeout: 900,
+            timeout: Some(900),
             kvm: std::env::var("OOM_PROBE_VM_KVM").is_ok_and(|v| v == "1" || v == "true"),
             tests: Vec::new(),
             test_exes: Vec::new(),
@@ -114,35 +124,55 @@ pub fn run_matrix(mut args: VmTestArgs) -> Result<Matrix> {
     if args.tests.is_empty() && args.test_exes.is_empty() {
         args.tests = KERNEL_TESTS.iter().map(|t| t.to_string()).collect();
     }
-    crate::setup::apt_install(&[("qemu-system-x86_64", "qemu-system-x86")])?;
+    let arch = args.arch;
+    crate::setup::apt_install(&[arch.qemu()])?;
     let mut apt = Apt::default();
     let cache = cache_dir()?;
-    let kernels = kernels::select(kernels::newest(&mut apt, &cache)?, args.kernel.as_deref())?;
+    let kernels = kernels::newest(&mut apt, arch, &cache)?;
+    let kernels = kernels::select(kernels, args.kernel.as_deref())?;
     let vmlinuzes = kernels
         .iter()
         .map(|kernel| kernel.vmlinuz(&mut apt, &cache))
         .collect::<Result<Vec<_>>>()?;
     let target = artifacts::target_dir()?;
-    let initramfs = target.join("vm").join("initramfs.cpio");
+    let initramfs = if arch == Arch::host() {
+        target.join("vm").join("initramfs.cpio")
+    } else {
+        let name = format!("initramfs-{}.cpio", arch.debian());
+        target.join("vm").join(name)
+    };
     build_initramfs(&mut apt, &cache, &args, &initramfs)?;
-    let accel = qemu::Accel::choose(args.kvm);
-    let vms = kernels.iter().zip(&vmlinuzes).map(|(kernel, vmlinuz)| {
+    let accel = qemu::Accel::choose(args.kvm, arch);
+    let labels: Vec<String> = kernels.iter().map(label).collect();
+    let vms = kernels.iter().zip(&vmlinuzes).zip(&labels);
+    let vms = vms.map(|((kernel, vmlinuz), label)| {
         let log = target
             .join("vm-logs")
             .join(format!("{}.log", kernel.release));
         let vm = qemu::Vm {
-            label: kernel.series,
+            label,
+            arch,
             vmlinuz,
             initramfs: &initramfs,
             accel,
-            timeout: Duration::from_secs(args.timeout),
+            timeout: Duration::from_secs(args.timeout.unwrap_or(arch.default_timeout())),
             log,
         };
         (kernel, vm)
     });
     let outcomes = boot_each(vms, args.keep_going)?;
-    println!("\n{}", summary(&outcomes, accel));
+    println!("\n{}", summary(&outcomes, arch, accel));
     finish(&outcomes, kernels.len())
+}
+
+/// The prefix of a kernel's console lines: its series, and its
+/// architecture when not the host's (both matrices may run in one suite).
+fn label(kernel: &Kernel) -> String {
+    if kernel.arch == Arch::host() {
+        kernel.series.to_string()
+    } else {
+        format!("{} {}", kernel.arch.debian(), kernel.series)
+    }
 }
 
 /// Boots the VMs in turn, stopping at the first failure unless `keep_going`.
@@ -164,12 +194,12 @@ fn boot_each<'a>(
 
 /// Builds the static executables and writes the initramfs to `path`.
 fn build_initramfs(apt: &mut Apt, cache: &Path, args: &VmTestArgs, path: &Path) -> Result<()> {
-    let busybox = initramfs::busybox(apt, cache)?;
-    artifacts::ensure_target()?;
+    let busybox = initramfs::busybox(apt, args.arch, cache)?;
+    artifacts::ensure_target(args.arch)?;
     let toolchain = crate::setup::build_toolchain()?;
-    let binaries = artifacts::build_binaries(&toolchain)?;
+    let binaries = artifacts::build_binaries(&toolchain, args.arch)?;
     let tests = if args.test_exes.is_empty() {
-        artifacts::build_tests(&toolchain, &args.tests)?
+        artifacts::build_tests(&toolchain, args.arch, &args.tests)?
     } else {
         named(&args.test_exes)?
     };
@@ -183,6 +213,7 @@ fn build_initramfs(apt: &mut Apt, cache: &Path, args: &VmTestArgs, path: &Path) 
         &initramfs::Contents {
             binaries: &binaries,
             busybox: &busybox,
+            arch: args.arch,
             tests: &tests,
         },
         path,
@@ -243,7 +274,7 @@ fn verdict(report: &Report, run: &qemu::Run, timeout: Duration) -> Result<(), St
 }
 
 /// The table printed at the end: one row per kernel that was booted.
-fn summary(outcomes: &[Outcome], accel: qemu::Accel) -> String {
+fn summary(outcomes: &[Outcome], arch: Arch, accel: qemu::Accel) -> String {
     let mut rows = vec![[
         "kernel".to_string(),
         "cgroup".into(),
@@ -278,7 +309,7 @@ fn summary(outcomes: &[Outcome], accel: qemu::Accel) -> String {
     let widths: Vec<usize> = (0..rows[0].len())
         .map(|column| rows.iter().map(|row| row[column].len()).max().unwrap_or(0))
         .collect();
-    let mut table = format!("VM test matrix ({accel:?}):\n");
+    let mut table = format!("VM test matrix ({}, {accel:?}):\n", arch.debian());
     for row in rows {
         let cells: Vec<String> = row
             .iter()

@@ -7,6 +7,9 @@
 //! [`Apt`] with its own sources list, package lists and archive cache under
 //! the VM cache: the machine's apt configuration is neither read nor changed
 //! for them, so a clean Debian root with only its own sources can fetch them.
+//! The same holds for another architecture's packages (arm64 kernels and
+//! busybox on an amd64 machine): its private apt fetches that
+//! architecture's lists alone, and the machine's dpkg never learns of it.
 
 use std::{
     fs,
@@ -15,6 +18,8 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+
+use super::arch::Arch;
 
 /// apt, with its package lists refreshed at most once per run (they may be
 /// missing or stale on a fresh machine, and refreshing takes seconds).
@@ -35,13 +40,19 @@ pub struct Suite {
 }
 
 impl Apt {
-    /// An apt that sees only `suite`: its sources list, package lists and
-    /// downloads live in `cache/apt-<name>`, and the machine's
+    /// An apt that sees only `suite`'s packages for `arch`: its sources
+    /// list, package lists and downloads live in `cache/apt-<name>` (for the
+    /// host's architecture) or `cache/apt-<name>-<arch>`, and the machine's
     /// `/etc/apt/sources.list*` are ignored. Signatures are checked against
     /// the keyring the sources name (Debian's archive keyring, which every
     /// Debian system has and which holds the keys of older releases too).
-    pub fn private(suite: Suite, cache: &Path) -> Result<Self> {
-        let root = cache.join(format!("apt-{}", suite.name));
+    pub fn private(suite: Suite, arch: Arch, cache: &Path) -> Result<Self> {
+        let foreign = arch != Arch::host();
+        let root = if foreign {
+            cache.join(format!("apt-{}-{}", suite.name, arch.debian()))
+        } else {
+            cache.join(format!("apt-{}", suite.name))
+        };
         for dir in ["lists/partial", "archives/partial"] {
             fs::create_dir_all(root.join(dir))
                 .with_context(|| format!("mkdir {}", root.join(dir).display()))?;
@@ -50,6 +61,11 @@ impl Apt {
         fs::write(&sources, suite.sources)
             .with_context(|| format!("write {}", sources.display()))?;
         let path = |p: PathBuf| p.to_string_lossy().into_owned();
+        // Lists and downloads of that architecture alone.
+        let architecture = [
+            format!("APT::Architecture={}", arch.debian()),
+            format!("APT::Architectures={}", arch.debian()),
+        ];
         let options = [
             format!("Dir::Etc::SourceList={}", path(sources)),
             // No drop-in directory: only the list above.
@@ -64,6 +80,7 @@ impl Apt {
             "Acquire::IndexTargets::deb::Contents-deb::DefaultEnabled=false".to_string(),
         ]
         .into_iter()
+        .chain(architecture.into_iter().filter(|_| foreign))
         .flat_map(|option| ["-o".to_string(), option])
         .collect();
         Ok(Self {

@@ -10,9 +10,11 @@ use std::{
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
+use super::arch::Arch;
 use crate::setup::{self, EbpfToolchain};
 
-/// The target every executable in the VM is built for.
+/// The target every executable in the VM is built for on the host's own
+/// architecture ([`Arch::rust_target`] of the others).
 pub const TARGET: &str = "x86_64-unknown-linux-musl";
 
 /// The programs of the VM besides the tests.
@@ -25,17 +27,17 @@ pub struct Binaries {
     pub oom_hog: PathBuf,
 }
 
-/// Adds the musl target to the toolchain when it lacks it (quick when
-/// present), and the musl C compiler that crates with C code (ring) need.
-pub fn ensure_target() -> Result<()> {
-    setup::apt_install(&[("x86_64-linux-musl-gcc", "musl-tools")])?;
-    run_quiet(Command::new("rustup").args(["target", "add", TARGET]))
+/// Adds the musl target of `arch` to the toolchain when it lacks it (quick
+/// when present), and the C compiler that crates with C code (ring) need.
+pub fn ensure_target(arch: Arch) -> Result<()> {
+    arch.ensure_target()
 }
 
-/// Builds `vm-init`, `oom-probe` and `oom-hog` for [`TARGET`].
-pub fn build_binaries(toolchain: &EbpfToolchain) -> Result<Binaries> {
+/// Builds `vm-init`, `oom-probe` and `oom-hog` for `arch`'s musl target.
+pub fn build_binaries(toolchain: &EbpfToolchain, arch: Arch) -> Result<Binaries> {
     let built = cargo_executables(
         toolchain,
+        arch,
         &[
             "build",
             "-p",
@@ -62,10 +64,15 @@ pub fn build_binaries(toolchain: &EbpfToolchain) -> Result<Binaries> {
     })
 }
 
-/// Builds the static `oom-probe` alone for [`TARGET`] (what the image
-/// holds) and returns its path.
-pub fn build_oom_probe(toolchain: &EbpfToolchain) -> Result<PathBuf> {
-    let built = cargo_executables(toolchain, &["build", "-p", "oom-probe", "--bins"], "bin")?;
+/// Builds the static `oom-probe` alone for `arch`'s musl target (what the
+/// image holds) and returns its path.
+pub fn build_oom_probe(toolchain: &EbpfToolchain, arch: Arch) -> Result<PathBuf> {
+    let built = cargo_executables(
+        toolchain,
+        arch,
+        &["build", "-p", "oom-probe", "--bins"],
+        "bin",
+    )?;
     built
         .into_iter()
         .find(|(name, _)| name == "oom-probe")
@@ -73,15 +80,19 @@ pub fn build_oom_probe(toolchain: &EbpfToolchain) -> Result<PathBuf> {
         .context("cargo built no oom-probe executable")
 }
 
-/// Builds the end-to-end tests of `oom-probe-tests` for [`TARGET`] (only
-/// the test targets in `only`, unless it is empty) and returns each test
-/// executable with its test name (`capture`, …).
-pub fn build_tests(toolchain: &EbpfToolchain, only: &[String]) -> Result<Vec<(String, PathBuf)>> {
+/// Builds the end-to-end tests of `oom-probe-tests` for `arch`'s musl
+/// target (only the test targets in `only`, unless it is empty) and returns
+/// each test executable with its test name (`capture`, …).
+pub fn build_tests(
+    toolchain: &EbpfToolchain,
+    arch: Arch,
+    only: &[String],
+) -> Result<Vec<(String, PathBuf)>> {
     let mut args = vec!["test", "--no-run", "-p", "oom-probe-tests"];
     for name in only {
         args.extend(["--test", name]);
     }
-    let tests = cargo_executables(toolchain, &args, "test")?;
+    let tests = cargo_executables(toolchain, arch, &args, "test")?;
     if tests.is_empty() {
         bail!("oom-probe-tests has no test executables");
     }
@@ -105,17 +116,21 @@ pub fn target_dir() -> Result<PathBuf> {
         .context("cargo metadata has no target_directory")
 }
 
-/// Runs a release cargo build for [`TARGET`] and returns the executables of
-/// the targets of `kind` it produced.
+/// Runs a release cargo build for `arch`'s musl target and returns the
+/// executables of the targets of `kind` it produced. The eBPF object is
+/// built along (oom-probe's build.rs), with aya-build's `bpf_target_arch`
+/// taken from that target: the kprobe reads `pt_regs` of that architecture.
 fn cargo_executables(
     toolchain: &EbpfToolchain,
+    arch: Arch,
     args: &[&str],
     kind: &str,
 ) -> Result<Vec<(String, PathBuf)>> {
     let mut command = setup::cargo_command(toolchain);
+    arch.cargo_env(&mut command);
     command
         .args(args)
-        .args(["--release", "--target", TARGET])
+        .args(["--release", "--target", arch.rust_target()])
         .arg("--message-format=json-render-diagnostics")
         .stderr(Stdio::inherit());
     eprintln!("xtask: running {command:?}");
@@ -150,19 +165,6 @@ fn executables(messages: &str, kind: &str) -> Vec<(String, PathBuf)> {
 
 fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
-}
-
-fn run_quiet(command: &mut Command) -> Result<()> {
-    let output = command
-        .output()
-        .with_context(|| format!("cannot run {command:?}"))?;
-    if !output.status.success() {
-        bail!(
-            "{command:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,6 +1,10 @@
 //! The VM's root filesystem: one uncompressed "newc" cpio with vm-init as
 //! `/init`, oom-probe, the memory hog, a static busybox (the tests run `sh`,
 //! `mount`, `dd`…) and the test executables.
+//!
+//! Busybox's applet links are listed by running it, so only for the host's
+//! own architecture; another architecture's initramfs holds busybox alone,
+//! and vm-init makes the links at boot (`busybox --install -s /bin`).
 
 use std::{
     fs,
@@ -12,7 +16,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use vm_init::{OOM_HOG_BIN, OOM_PROBE_BIN, TESTS_DIR};
 
-use super::{apt::Apt, artifacts::Binaries, cpio::CpioWriter};
+use super::{apt::Apt, arch::Arch, artifacts::Binaries, cpio::CpioWriter, kernels::BOOKWORM};
 
 /// Directories created before anything is put in them; vm-init mounts over
 /// the ones that need a filesystem.
@@ -24,14 +28,25 @@ pub struct Contents<'a> {
     pub binaries: &'a Binaries,
     /// A static busybox, whose applets become `/bin/<applet>` links.
     pub busybox: &'a Path,
+    /// The architecture of all of them.
+    pub arch: Arch,
     /// (name, executable) of each test; each goes to `/tests/<name>`.
     pub tests: &'a [(String, PathBuf)],
 }
 
-/// Debian's static busybox, unpacked into `cache` on first use: its shell and
-/// tools are what the end-to-end tests shell out to.
-pub fn busybox(apt: &mut Apt, cache: &Path) -> Result<PathBuf> {
-    apt.cached_file("busybox-static", "bin/busybox", &cache.join("busybox"))
+/// Debian's static busybox for `arch`, unpacked into `cache` on first use:
+/// its shell and tools are what the end-to-end tests shell out to. The
+/// host's comes from the machine's apt, another architecture's from
+/// bookworm (the machine's release) through a private apt.
+pub fn busybox(apt: &mut Apt, arch: Arch, cache: &Path) -> Result<PathBuf> {
+    if arch == Arch::host() {
+        return apt.cached_file("busybox-static", "bin/busybox", &cache.join("busybox"));
+    }
+    Apt::private(BOOKWORM, arch, cache)?.cached_file(
+        "busybox-static",
+        "bin/busybox",
+        &cache.join(format!("busybox-{}", arch.debian())),
+    )
 }
 
 /// Writes the initramfs to `path`.
@@ -52,8 +67,10 @@ pub fn write(contents: &Contents, path: &Path) -> Result<()> {
     add_executable(&mut cpio, "bin/busybox", contents.busybox)?;
     // Busybox has no applet named like oom-probe or oom-hog; `applets` leaves
     // out the one named `busybox`, which would replace the binary by a loop.
-    for applet in applets(contents.busybox)? {
-        cpio.symlink(&format!("bin/{applet}"), "busybox")?;
+    if contents.arch == Arch::host() {
+        for applet in applets(contents.busybox)? {
+            cpio.symlink(&format!("bin/{applet}"), "busybox")?;
+        }
     }
     for (name, exe) in contents.tests {
         add_executable(&mut cpio, &format!("{TESTS_DIR}/{name}"), exe)?;

@@ -1,11 +1,15 @@
 //! The kernels of the VM matrix: the newest Debian cloud kernel of each
-//! series, fetched from apt once and cached as a bare vmlinuz.
+//! series and architecture, fetched from apt once and cached as a bare
+//! vmlinuz.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
-use super::apt::{Apt, Suite};
+use super::{
+    apt::{Apt, Suite},
+    arch::Arch,
+};
 
 /// Debian 11's own archive, without its security suite: its last point
 /// release (11.11) ships 5.10.223 (`5.10.0-32`), whose `mark_victim` still
@@ -18,12 +22,36 @@ pub const BULLSEYE: Suite = Suite {
               http://deb.debian.org/debian bullseye main\n",
 };
 
+/// Debian 12 with its updates and security suites (where the 6.12 kernels
+/// for bookworm are): the machine's own release, named for the
+/// architectures the machine's apt does not fetch.
+pub const BOOKWORM: Suite = Suite {
+    name: "bookworm",
+    sources: "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] \
+              http://deb.debian.org/debian bookworm main\n\
+              deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] \
+              http://deb.debian.org/debian bookworm-updates main\n\
+              deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] \
+              http://deb.debian.org/debian-security bookworm-security main\n",
+};
+
 /// The series the matrix boots, and where each comes from (`None`: the
 /// machine's own apt sources): Debian 11's 5.10 (the `mark_victim(pid)`
 /// format), Debian 12's own kernel and the newer one it ships for bookworm;
 /// oom-probe's hooks and offsets differ between them.
 pub const SERIES: [(&str, Option<Suite>); 3] =
     [("5.10", Some(BULLSEYE)), ("6.1", None), ("6.12", None)];
+
+/// The series of `arch` and their suites: [`SERIES`] for the host's own
+/// architecture; for another, every suite named, since the machine's apt
+/// lists hold only its own architecture (the private apt of [`Apt::private`]
+/// fetches the other's).
+pub fn series(arch: Arch) -> [(&'static str, Option<Suite>); 3] {
+    if arch == Arch::host() {
+        return SERIES;
+    }
+    SERIES.map(|(series, suite)| (series, Some(suite.unwrap_or(BOOKWORM))))
+}
 
 /// One kernel of the matrix.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +62,8 @@ pub struct Kernel {
     pub release: String,
     /// The suite it comes from when not the machine's own sources.
     pub suite: Option<Suite>,
+    /// The architecture it runs on.
+    pub arch: Arch,
 }
 
 impl Kernel {
@@ -43,7 +73,7 @@ impl Kernel {
         let mut private;
         let apt = match self.suite {
             Some(suite) => {
-                private = Apt::private(suite, cache)?;
+                private = Apt::private(suite, self.arch, cache)?;
                 &mut private
             }
             None => apt,
@@ -56,28 +86,30 @@ impl Kernel {
     }
 }
 
-/// The newest kernel of every series in its apt suites; `apt` is the
-/// machine's, `cache` holds the private configuration of other suites.
-pub fn newest(apt: &mut Apt, cache: &Path) -> Result<Vec<Kernel>> {
-    SERIES
+/// The newest kernel of every series of `arch` in its apt suites; `apt` is
+/// the machine's, `cache` holds the private configuration of other suites.
+pub fn newest(apt: &mut Apt, arch: Arch, cache: &Path) -> Result<Vec<Kernel>> {
+    let flavour = format!("cloud-{}", arch.debian());
+    series(arch)
         .iter()
         .map(|&(series, suite)| {
             let regex = format!(
-                "^linux-image-{}\\.[0-9].*-cloud-amd64$",
+                "^linux-image-{}\\.[0-9].*-{flavour}$",
                 series.replace('.', "\\.")
             );
             let found = match suite {
-                Some(suite) => Apt::private(suite, cache)?.search(&regex)?,
+                Some(suite) => Apt::private(suite, arch, cache)?.search(&regex)?,
                 None => apt.search(&regex)?,
             };
-            match newest_release(&found, series) {
+            match newest_release(&found, series, &flavour) {
                 Some(release) => Ok(Kernel {
                     series,
                     release,
                     suite,
+                    arch,
                 }),
                 None if suite.is_some() => bail!(
-                    "no linux-image-{series}.*-cloud-amd64 package in {}",
+                    "no linux-image-{series}.*-{flavour} package in {}",
                     suite.map_or("", |s| s.sources).trim()
                 ),
                 None => bail!(
@@ -119,14 +151,16 @@ pub fn select(kernels: Vec<Kernel>, filter: Option<&str>) -> Result<Vec<Kernel>>
     Ok(by_release)
 }
 
-/// The newest release of `series` among the `linux-image-<release> - <text>`
-/// lines that `apt-cache search` prints, in no particular order.
-fn newest_release(search_output: &str, series: &str) -> Option<String> {
+/// The newest release of `series` and `flavour` (`cloud-amd64`) among the
+/// `linux-image-<release> - <text>` lines that `apt-cache search` prints, in
+/// no particular order.
+fn newest_release(search_output: &str, series: &str, flavour: &str) -> Option<String> {
     let prefix = format!("{series}.");
+    let suffix = format!("-{flavour}");
     search_output
         .lines()
         .filter_map(|line| line.split_whitespace().next()?.strip_prefix("linux-image-"))
-        .filter(|release| release.starts_with(&prefix) && release.ends_with("-cloud-amd64"))
+        .filter(|release| release.starts_with(&prefix) && release.ends_with(&suffix))
         .max_by_key(|release| version_key(release))
         .map(String::from)
 }
@@ -162,17 +196,18 @@ linux-image-6.1.0-56-cloud-amd64-dbg - Debug symbols for linux-image-6.1.0-56-cl
             series,
             release: release.into(),
             suite: None,
+            arch: Arch::Amd64,
         }
     }
 
     #[test]
     fn picks_the_newest_release_of_each_series() {
         assert_eq!(
-            newest_release(SEARCH, "6.1").as_deref(),
+            newest_release(SEARCH, "6.1", "cloud-amd64").as_deref(),
             Some("6.1.0-56-cloud-amd64")
         );
         assert_eq!(
-            newest_release(SEARCH, "6.12").as_deref(),
+            newest_release(SEARCH, "6.12", "cloud-amd64").as_deref(),
             Some("6.12.117+deb12-cloud-amd64")
         );
     }
@@ -181,7 +216,7 @@ linux-image-6.1.0-56-cloud-amd64-dbg - Debug symbols for linux-image-6.1.0-56-cl
     fn backports_kernels_count_too() {
         let search = "linux-image-6.12.38+bpo-cloud-amd64 - Linux 6.12 for x86-64 cloud (signed)\n";
         assert_eq!(
-            newest_release(search, "6.12").as_deref(),
+            newest_release(search, "6.12", "cloud-amd64").as_deref(),
             Some("6.12.38+bpo-cloud-amd64")
         );
     }
@@ -196,15 +231,43 @@ linux-image-5.10.0-30-cloud-amd64 - Linux 5.10 for x86-64 cloud (signed)
 linux-image-5.10.0-32-cloud-amd64-dbg - Debug symbols for linux-image-5.10.0-32-cloud-amd64
 ";
         assert_eq!(
-            newest_release(search, "5.10").as_deref(),
+            newest_release(search, "5.10", "cloud-amd64").as_deref(),
             Some("5.10.0-32-cloud-amd64")
         );
     }
 
+    /// Real `apt-cache search` output of the arm64 lists of bookworm: the
+    /// flavour keeps the architectures apart.
+    #[test]
+    fn picks_the_newest_arm64_kernel() {
+        let search = "\
+linux-image-6.12.118+deb12-cloud-arm64 - Linux 6.12 for arm64 cloud (signed)
+linux-image-6.12.117+deb12-cloud-arm64 - Linux 6.12 for arm64 cloud (signed)
+linux-image-6.12.119+deb12-cloud-amd64 - Linux 6.12 for x86-64 cloud (signed)
+";
+        assert_eq!(
+            newest_release(search, "6.12", "cloud-arm64").as_deref(),
+            Some("6.12.118+deb12-cloud-arm64")
+        );
+        assert_eq!(
+            newest_release(search, "6.12", "cloud-amd64").as_deref(),
+            Some("6.12.119+deb12-cloud-amd64")
+        );
+    }
+
+    #[test]
+    fn another_architecture_names_every_suite() {
+        assert_eq!(series(Arch::host()), SERIES);
+        let arm64 = series(Arch::Arm64);
+        assert_eq!(arm64[0], ("5.10", Some(BULLSEYE)));
+        assert_eq!(arm64[1], ("6.1", Some(BOOKWORM)));
+        assert_eq!(arm64[2], ("6.12", Some(BOOKWORM)));
+    }
+
     #[test]
     fn a_missing_series_is_none() {
-        assert_eq!(newest_release(SEARCH, "6.6"), None);
-        assert_eq!(newest_release("", "6.1"), None);
+        assert_eq!(newest_release(SEARCH, "6.6", "cloud-amd64"), None);
+        assert_eq!(newest_release("", "6.1", "cloud-amd64"), None);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::{
 use anyhow::{Context, Result};
 use vm_init::KERNEL_MARKER;
 
-use super::console;
+use super::{arch::Arch, console};
 
 /// Memory of the VM: enough for oom-probe and the tests, small enough that a
 /// node-wide OOM test exhausts it quickly.
@@ -31,11 +31,16 @@ pub enum Accel {
 }
 
 impl Accel {
-    /// KVM only when asked for and the CPU has vmx or svm: a /dev/kvm that is
-    /// itself a software hypervisor stops stock kernels with "KVM internal
-    /// error … emulation failure", so TCG is the default.
-    pub fn choose(want_kvm: bool) -> Self {
+    /// KVM only when asked for, the guest is of the host's architecture and
+    /// the CPU has vmx or svm: a /dev/kvm that is itself a software
+    /// hypervisor stops stock kernels with "KVM internal error … emulation
+    /// failure", so TCG is the default.
+    pub fn choose(want_kvm: bool, arch: Arch) -> Self {
         if !want_kvm {
+            return Self::Tcg;
+        }
+        if arch != Arch::host() {
+            eprintln!("xtask: KVM asked for, but the guest is {arch:?}; using TCG");
             return Self::Tcg;
         }
         let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -47,19 +52,14 @@ impl Accel {
         );
         Self::Tcg
     }
-
-    fn qemu_args(self) -> [&'static str; 4] {
-        match self {
-            Self::Tcg => ["-accel", "tcg", "-cpu", "max"],
-            Self::Kvm => ["-accel", "kvm", "-cpu", "host"],
-        }
-    }
 }
 
 /// One VM to run.
 pub struct Vm<'a> {
     /// Prefix of the lines echoed to the terminal.
     pub label: &'a str,
+    /// The guest's architecture: which QEMU, machine and console.
+    pub arch: Arch,
     /// The kernel.
     pub vmlinuz: &'a Path,
     /// The root filesystem, with vm-init as /init.
@@ -94,7 +94,9 @@ pub fn run(vm: &Vm) -> Result<Run> {
     let mut command = command(vm);
     eprintln!("xtask: running {command:?}");
     let started = Instant::now();
-    let mut child = command.spawn().context("cannot start qemu-system-x86_64")?;
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("cannot start {}", vm.arch.qemu().0))?;
     let lines = output_lines(&mut child)?;
     let mut run = Run {
         console: String::new(),
@@ -155,9 +157,9 @@ fn follow(
 }
 
 fn command(vm: &Vm) -> Command {
-    let mut command = Command::new("qemu-system-x86_64");
+    let mut command = Command::new(vm.arch.qemu().0);
     command
-        .args(vm.accel.qemu_args())
+        .args(vm.arch.machine_args(vm.accel == Accel::Kvm))
         .args(["-m", &MEMORY_MIB.to_string()])
         .args(["-nographic", "-no-reboot", "-nic", "none"])
         .arg("-kernel")
@@ -167,7 +169,8 @@ fn command(vm: &Vm) -> Command {
         // panic=-1 reboots at once on a panic, which -no-reboot turns into an exit.
         // loglevel=3: the kernel's OOM reports would crawl over the
         // emulated serial port; oom-probe reads kills from eBPF anyway.
-        .args(["-append", "console=ttyS0 panic=-1 loglevel=3"])
+        .arg("-append")
+        .arg(format!("console={} panic=-1 loglevel=3", vm.arch.console()))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -79,6 +79,7 @@ fn prepare_node() -> Result<(), String> {
     for &(source, target, fstype) in MOUNTS {
         mount(source, target, fstype)?;
     }
+    busybox_links()?;
     let subtree_control = "/sys/fs/cgroup/cgroup.subtree_control";
     for controller in CONTROLLERS {
         fs::write(subtree_control, controller)
@@ -87,6 +88,23 @@ fn prepare_node() -> Result<(), String> {
     loopback_up()?;
     for (key, value) in ENVIRONMENT {
         std::env::set_var(key, value);
+    }
+    Ok(())
+}
+
+/// Makes busybox's applet links in /bin when the initramfs has none (one
+/// built for another architecture than the host's, which could not run
+/// busybox to list them); busybox finds itself through /proc/self/exe.
+fn busybox_links() -> Result<(), String> {
+    if Path::new("/bin/sh").exists() {
+        return Ok(());
+    }
+    let status = Command::new("/bin/busybox")
+        .args(["--install", "-s", "/bin"])
+        .status()
+        .map_err(|e| format!("run /bin/busybox --install: {e}"))?;
+    if !status.success() {
+        return Err(format!("/bin/busybox --install -s /bin: {status}"));
     }
     Ok(())
 }
