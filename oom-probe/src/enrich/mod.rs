@@ -2,36 +2,33 @@
 //! named, the memory cgroup that ran out found, victims of one OOM decision
 //! grouped, and what filled the memory explained.
 //!
-//! Over 500 lines for its tests; the code is about 570, one type (`Enricher`)
-//! whose parts share its state.
+//! One type (`Enricher`) whose parts share its state; the OOM decision
+//! (`constraint`, `oom_memcg`, `oom_id`) is its own file, `decision.rs`.
 
 pub mod cgroup_layout;
 pub mod cri;
+mod decision;
 pub mod explain;
 pub mod killer_signal;
 pub mod snapshot;
 pub mod tasks;
 
-use std::{collections::HashMap, fs};
+use std::collections::HashMap;
 
 use oom_probe_cgroupfs::CgroupResolver;
-use oom_probe_common::{feature, MemcgLevel, OomContextRecord, VictimRecord};
+use oom_probe_common::{feature, OomContextRecord, VictimRecord};
 
+use self::decision::{Decided, Decision, SAME_DECISION_NS};
 use crate::{
     clock,
     decode::Record,
     event::{
-        Constraint, ConstraintSource, Container, Event, KillKind, KillSignal, Kubernetes, Memcg,
-        MemcgStatSource, OomKillEvent, OomMemcg, Rss, Task, TasksSource, Trigger, Victim,
+        Constraint, Container, Event, KillKind, KillSignal, Kubernetes, Memcg, MemcgStatSource,
+        OomKillEvent, OomMemcg, Rss, Task, TasksSource, Trigger, Victim,
     },
     kill_trace::Stage,
     text,
 };
-
-/// How long an `oom_kill_process` record waits for the victims it chose,
-/// and how close two victims of one trigger must be to share an `oom_id`.
-/// The kernel marks them within microseconds; a second covers a stalled CPU.
-const SAME_DECISION_NS: u64 = 1_000_000_000;
 
 /// Turns records into events; keeps the little state that needs.
 pub struct Enricher {
@@ -57,26 +54,6 @@ pub struct Enricher {
 /// same kill gets the same id in whichever process prints it.
 pub fn kill_id(boot: &str, kernel_time_ns: u64, pid: u32, cgroup_id: Option<u64>) -> String {
     format!("{boot}-{kernel_time_ns}-{pid}-{}", cgroup_id.unwrap_or(0))
-}
-
-/// What identifies one OOM decision when the kernel does not say.
-#[derive(Clone, Copy)]
-struct Decision {
-    trigger_tid: u32,
-    oom_memcg_id: u64,
-    kernel_time_ns: u64,
-    oom_id: u64,
-}
-
-/// Where the constraint and the memcg that ran out came from.
-struct Decided {
-    name: Option<Constraint>,
-    source: Option<ConstraintSource>,
-    /// `oom_control.totalpages`: the OOM domain's size, in pages.
-    domain_pages: Option<u64>,
-    /// The task the kernel chose and its badness score.
-    chosen: Option<(u32, i64)>,
-    oom_memcg: Option<MemcgLevel>,
 }
 
 impl Enricher {
@@ -434,121 +411,6 @@ impl Enricher {
         }
     }
 
-    /// The kernel's own decision where a context hook gave it; otherwise the
-    /// lowest memcg whose counter stood at its limit (the 8 levels carried,
-    /// then the one the eBPF walk found above them), or a global OOM when
-    /// none did and the walk reached the root; unknown (`None`) when it did
-    /// not.
-    fn constraint(&self, r: &VictimRecord) -> Decided {
-        if let Some((context, _)) = self.context_for(r) {
-            let level = MemcgLevel {
-                cgroup_id: context.memcg_id,
-                usage_pages: context.memcg_usage_pages,
-                limit_pages: context.memcg_limit_pages,
-            };
-            return Decided {
-                name: self.constraint_names.get(&context.constraint).copied(),
-                source: Some(ConstraintSource::OomKillProcess),
-                domain_pages: Some(context.totalpages),
-                chosen: Some((context.chosen_tgid, context.chosen_points)),
-                oom_memcg: (context.memcg_id != 0).then_some(level),
-            };
-        }
-        if r.features & feature::MEMCG == 0 {
-            return Decided::none();
-        }
-        let full = r
-            .memcg_levels
-            .iter()
-            .chain([&r.memcg_beyond])
-            .find(|level| self.at_limit(level))
-            .copied();
-        // No memcg at its limit is a global OOM only where the walk saw
-        // the whole way to the root; past MEMCG_WALK_LEVELS it is unknown.
-        let whole_walk = r.memcg_levels.iter().any(|l| l.cgroup_id == 0) || r.memcg_depth != 0;
-        let name = match full {
-            Some(_) => Some(Constraint::Memcg),
-            None if whole_walk => Some(Constraint::Global),
-            None => None,
-        };
-        Decided {
-            name,
-            source: Some(ConstraintSource::PageCounters),
-            domain_pages: None,
-            chosen: None,
-            oom_memcg: full,
-        }
-    }
-
-    /// A charge fails when usage plus the pages asked for (at most a charge
-    /// batch of 64 pages, or a huge page) would pass the limit.
-    fn at_limit(&self, level: &MemcgLevel) -> bool {
-        let slack = 512 + level.limit_pages / 128;
-        level.cgroup_id != 0
-            && self.limit_bytes(level.limit_pages).is_some()
-            && level.usage_pages + slack >= level.limit_pages
-    }
-
-    /// The OOM decision's id for this victim: the context's where the
-    /// decision hook gave one (exact). Without it, a decision kills one task
-    /// unless `memory.oom.group` is set (cgroup v2), so a victim shares the
-    /// previous victim's id only when a group kill was possible (`group`)
-    /// and the same task chose both in the same cgroup at once (inferred);
-    /// every other kill is its own decision.
-    fn oom_id(&mut self, r: &VictimRecord, constraint: &Decided, group: bool) -> u64 {
-        if let Some((_, oom_id)) = self.context_for(r) {
-            return oom_id;
-        }
-        let oom_memcg_id = constraint.oom_memcg.map_or(0, |m| m.cgroup_id);
-        let same = self.last_decision.filter(|d| {
-            group
-                && d.trigger_tid == r.trigger_tid
-                && d.oom_memcg_id == oom_memcg_id
-                && r.kernel_time_ns.saturating_sub(d.kernel_time_ns) < SAME_DECISION_NS
-        });
-        let oom_id = same.map_or_else(|| self.new_oom_id(), |d| d.oom_id);
-        self.last_decision = Some(Decision {
-            trigger_tid: r.trigger_tid,
-            oom_memcg_id,
-            kernel_time_ns: r.kernel_time_ns,
-            oom_id,
-        });
-        oom_id
-    }
-
-    /// The OOM decision that chose this victim: same triggering thread,
-    /// shortly before.
-    fn context_for(&self, r: &VictimRecord) -> Option<(OomContextRecord, u64)> {
-        self.pending_contexts
-            .get(&r.trigger_tid)
-            .filter(|(c, _)| r.kernel_time_ns.saturating_sub(c.kernel_time_ns) < SAME_DECISION_NS)
-            .copied()
-    }
-
-    /// True when `memory.oom.group` is set on the victim's cgroup or an
-    /// ancestor up to the one that ran out (cgroup v2): the kernel then kills
-    /// every process in it as one decision.
-    fn oom_group_set(&self, victim_path: &str, oom_path: &str) -> bool {
-        let mut path = victim_path;
-        loop {
-            let set = self
-                .absolute(path)
-                .and_then(|dir| fs::read_to_string(dir.join("memory.oom.group")).ok())
-                .is_some_and(|v| v.trim() == "1");
-            if set {
-                return true;
-            }
-            if path == oom_path || path == "/" || path.is_empty() {
-                return false;
-            }
-            path = match path.rfind('/') {
-                Some(0) => "/",
-                Some(i) => &path[..i],
-                None => return false,
-            };
-        }
-    }
-
     fn absolute(&self, path: &str) -> Option<std::path::PathBuf> {
         let root = self.memcg_paths.as_ref()?.root();
         Some(root.join(path.trim_start_matches('/')))
@@ -565,18 +427,6 @@ impl Enricher {
     }
 }
 
-impl Decided {
-    fn none() -> Self {
-        Self {
-            name: None,
-            source: None,
-            domain_pages: None,
-            chosen: None,
-            oom_memcg: None,
-        }
-    }
-}
-
 /// The container a cgroup path names, in a pod or not.
 pub(crate) fn container_from(identity: &cgroup_layout::CgroupIdentity) -> Option<Container> {
     Some(Container {
@@ -585,14 +435,14 @@ pub(crate) fn container_from(identity: &cgroup_layout::CgroupIdentity) -> Option
     })
 }
 
-/// The ids a pod's cgroup path carries (pod uid, container id, QoS class);
-/// names come later from the runtime or the API server. `None` for cgroups
-/// that are not a pod's.
 /// The pod and container a cgroup path names, as [`kubernetes_from`].
 pub(crate) fn kubernetes_from_path(path: &str) -> Option<Kubernetes> {
     kubernetes_from(cgroup_layout::parse(path))
 }
 
+/// The ids a pod's cgroup path carries (pod uid, container id, QoS class);
+/// names come later from the runtime or the API server. `None` for cgroups
+/// that are not a pod's.
 fn kubernetes_from(identity: cgroup_layout::CgroupIdentity) -> Option<Kubernetes> {
     identity.pod_uid.as_ref()?;
     Some(Kubernetes {
@@ -606,8 +456,9 @@ fn kubernetes_from(identity: cgroup_layout::CgroupIdentity) -> Option<Kubernetes
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::ConstraintSource;
     use oom_probe_common::{
-        RECORD_OOM_CONTEXT, RECORD_OOM_MARK, RECORD_USERSPACE_KILL, RECORD_VICTIM,
+        MemcgLevel, RECORD_OOM_CONTEXT, RECORD_OOM_MARK, RECORD_USERSPACE_KILL, RECORD_VICTIM,
     };
 
     const ALL: u32 = feature::VICTIM_TASK_ARG
