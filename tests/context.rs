@@ -260,16 +260,7 @@ fn anon_and_tmpfs_mixed_is_explained_by_the_larger() {
     let cgroup = MemoryCgroup::create(limit).unwrap();
     let tmpfs = Tmpfs::mount("tmpfs-mixed").unwrap();
     // 20 MiB of tmpfs charged to the cgroup (dd exits; the file stays).
-    let script = format!(
-        "echo $$ > {}/cgroup.procs && exec dd if=/dev/zero of={}/fill bs=1M count=20 status=none",
-        cgroup.path().display(),
-        tmpfs.0.display()
-    );
-    assert!(Command::new("sh")
-        .args(["-c", &script])
-        .status()
-        .unwrap()
-        .success());
+    tmpfs.fill_charged_to(&cgroup, "fill", 20).unwrap();
     let mut watcher = Watcher::start(&[]).unwrap();
     // 3 x 13 MiB of anonymous memory held; the hog below grows until the
     // kernel kills one of the holders (the biggest tasks), and keeps its own

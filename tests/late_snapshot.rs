@@ -5,7 +5,7 @@
 //! container, not the kill, and must not pass for it.
 
 use std::{
-    process::{Command, Stdio},
+    process::Stdio,
     thread,
     time::{Duration, Instant},
 };
@@ -68,16 +68,7 @@ fn a_snapshot_of_a_restarted_container_is_marked_late() {
     let killed = Instant::now(); // the kill was before its exit
                                  // The restart: 40 MiB of tmpfs (dd exits, the file stays charged) and
                                  // a process that holds 14 MiB.
-    let script = format!(
-        "echo $$ > {}/cgroup.procs && exec dd if=/dev/zero of={}/refill bs=1M count=40 status=none",
-        cgroup.path().display(),
-        tmpfs.0.display()
-    );
-    assert!(Command::new("sh")
-        .args(["-c", &script])
-        .status()
-        .unwrap()
-        .success());
+    tmpfs.fill_charged_to(&cgroup, "refill", 40).unwrap();
     let mut restarted = hold(&cgroup, "late-restarted", 14);
     // Behind by more than a late read (1 s after the kill), then resumed.
     thread::sleep(Duration::from_millis(1500).saturating_sub(killed.elapsed()));

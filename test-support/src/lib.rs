@@ -502,6 +502,23 @@ impl Tmpfs {
         anyhow::ensure!(status.success(), "mount tmpfs on {} failed", dir.display());
         Ok(Self(dir))
     }
+
+    /// Writes `mib` MiB of zeros to `<tmpfs>/<file>` from a shell moved into
+    /// `cgroup` first: the pages stay charged to the cgroup (as shmem) after
+    /// `dd` exits. Fails when the write does not complete.
+    pub fn fill_charged_to(&self, cgroup: &MemoryCgroup, file: &str, mib: u32) -> Result<()> {
+        let script = format!(
+            "echo $$ > {}/cgroup.procs && exec dd if=/dev/zero of={}/{file} bs=1M count={mib} status=none",
+            cgroup.path().display(),
+            self.0.display()
+        );
+        let status = Command::new("sh").args(["-c", &script]).status()?;
+        anyhow::ensure!(
+            status.success(),
+            "writing {mib} MiB to {file} failed: {status}"
+        );
+        Ok(())
+    }
 }
 
 impl Drop for Tmpfs {
